@@ -1,0 +1,82 @@
+"""`dolphind run | check-config | status` (more subcommands join as the daemon grows)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from dolphind.daemon import run
+
+    return run(args.config)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from dolphind.config import ConfigError, load_config, read_ops_token
+    from dolphind.plugins import validate_plugin_settings
+
+    try:
+        cfg = load_config(args.path)
+        problems = validate_plugin_settings(cfg)
+        read_ops_token(cfg)
+    except ConfigError as exc:
+        problems = exc.problems
+    if problems:
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 2
+    print(f"{args.path}: ok (config hash {cfg.hash}, mode {cfg.mode})")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from dolphind.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 2
+    url = f"http://{cfg.ops.listen}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback ops URL
+            status = json.load(resp)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"dolphind is not answering at {url}: {exc}", file=sys.stderr)
+        return 1
+    json.dump(status, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dolphind", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", default="dolphind.toml", help="config file (default: %(default)s)")
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file; exit 2 on problems")
+    check.add_argument("path")
+    check.set_defaults(func=_cmd_check_config)
+
+    status = sub.add_parser("status", help="print the running daemon's /status")
+    status.add_argument("--config", default="dolphind.toml")
+    status.set_defaults(func=_cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

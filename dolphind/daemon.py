@@ -1,0 +1,356 @@
+"""The loop's owner: signals, supervised stages, reload, ordered shutdown.
+
+Life of a daemon (DESIGN.md "Lifecycle"):
+
+1. ``asyncio.Runner`` with uvloop runs ``Daemon.serve``.
+2. Components are entered in order through one ``AsyncExitStack`` (data-dir lock, state bus,
+   HTTP server, plugins, the pipeline) and unwind in reverse, even when start-up fails half-way.
+3. One ``TaskGroup`` owns every task: each stage under a supervisor, each plugin's task, and the
+   housekeeping loop. No fire-and-forget tasks.
+4. Signal handlers only record intent; the housekeeping loop acts on it: SIGHUP -> reload,
+   SIGTERM/SIGINT -> ordered shutdown (halt entries, stop the feed, let the stages drain their
+   channels, stop plugins, close the server) under ``shutdown_timeout_s``; a second SIGINT exits
+   at once.
+
+Exit codes: 0 clean stop, 2 bad config or start-up refused, 3 a stage crash loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from dolphind import __version__, logs
+from dolphind.config import (
+    Config,
+    ConfigError,
+    config_to_jsonable,
+    load_config,
+    parse_listen,
+    plan_reload,
+    read_ops_token,
+)
+from dolphind.ops.control import Control
+from dolphind.ops.health import Health, HealthLevel
+from dolphind.ops.http import HttpServer, build_app
+from dolphind.ops.metrics import Metrics
+from dolphind.ops.systemd import SystemdNotifier
+from dolphind.plugins import PluginContext, PluginError, PluginHost
+from dolphind.statebus import base as bus_names
+from dolphind.statebus.memory import MemoryStateBus
+from dolphind.supervisor import StageCrashLoop, supervise
+
+log = structlog.get_logger("dolphind.daemon")
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_CRASH_LOOP = 3
+
+_HOUSEKEEPING_S = 0.5
+
+
+class StartupError(Exception):
+    """Start-up refused for a reason the operator must fix (the message says which)."""
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.health = Health(self.metrics, lambda: self.config.supervision.heartbeat_timeout_s)
+        self.control = Control(self.metrics, self._request_reload)
+        self.bus = MemoryStateBus()
+        self.plugins = PluginHost(lambda: self.config, self.metrics, self._plugin_context)
+        self.notifier = SystemdNotifier()
+        self.pipeline: Any = None  # dolphind.app.Pipeline, set while running
+        self.started_at = time.time()
+        self._started_mono = time.monotonic()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._reload_causes: list[str] = []
+        self._sigint_count = 0
+        self._data_dir_writable = False
+        self.last_reload: dict[str, Any] | None = None
+        self.http: HttpServer | None = None
+        self._stage_tasks: dict[str, asyncio.Task[None]] = {}
+
+    # ---- signals -----------------------------------------------------------------------
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGHUP, self._request_reload, "signal:SIGHUP")
+        loop.add_signal_handler(signal.SIGTERM, self._request_stop, "signal:SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+
+    def _remove_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+    def _on_sigint(self) -> None:
+        self._sigint_count += 1
+        if self._sigint_count > 1:
+            # The operator insists: leave now. Nothing acknowledged is lost (crash-only).
+            os.write(2, b"dolphind: second SIGINT, exiting immediately\n")
+            os._exit(130)
+        self._request_stop("signal:SIGINT")
+
+    def _request_stop(self, cause: str) -> None:
+        if not self._stop.is_set():
+            log.info("daemon.stop_requested", cause=cause)
+        self._stop.set()
+
+    def _request_reload(self, cause: str) -> None:
+        self._reload_causes.append(cause)
+        self._reload.set()
+
+    # ---- main --------------------------------------------------------------------------
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._install_signals(loop)
+        try:
+            return await self._serve()
+        except BaseExceptionGroup as eg:
+            crash = eg.subgroup(StageCrashLoop)
+            if crash is None:
+                raise
+            first = crash.exceptions[0]
+            log.error("daemon.crash_loop", stage=getattr(first, "stage", "?"), error=str(first))
+            return EXIT_CRASH_LOOP
+        finally:
+            self._remove_signals(loop)
+            self.notifier.close()
+
+    async def _serve(self) -> int:
+        from dolphind.app import build_pipeline  # the one place concrete parts are wired
+
+        cfg = self.config
+        self.metrics.start_time.set(self.started_at)
+        self.metrics.config_info.labels(cfg.hash, cfg.mode).set(1)
+        token = read_ops_token(cfg)
+        if token is None:
+            log.warning("ops.no_token", hint="control endpoints disabled; set "
+                        "DOLPHIND_OPS_TOKEN or ops.token_file")
+        async with contextlib.AsyncExitStack() as stack:
+            await asyncio.to_thread(self._lock_data_dir, stack)
+            host, port = parse_listen(cfg.ops.listen)
+            self.http = await stack.enter_async_context(
+                HttpServer(build_app(self, token), host, port))
+            log.info("ops.listening", address=f"{self.http.bound[0]}:{self.http.bound[1]}")
+            self.plugins.load()
+            self.pipeline = await stack.enter_async_context(build_pipeline(self))
+            await self.plugins.start_all()
+            stack.push_async_callback(self.plugins.stop_all)
+            log.info("daemon.started", version=__version__, mode=cfg.mode,
+                     config=cfg.source, config_hash=cfg.hash, pid=os.getpid())
+            async with asyncio.TaskGroup() as tg:
+                for stage in self.pipeline.stages:
+                    self._stage_tasks[stage.name] = tg.create_task(
+                        self._run_stage(stage), name=f"stage:{stage.name}")
+                for name in self.plugins.plugins:
+                    tg.create_task(self.plugins.run(name), name=f"plugin:{name}")
+                await self._housekeeping()
+                await self._shutdown()
+        log.info("daemon.stopped")
+        return EXIT_OK
+
+    async def _run_stage(self, stage: Any) -> None:
+        try:
+            await supervise(stage, self.health, self.metrics, lambda: self.config.supervision)
+        finally:
+            # The stage is done (input drained, cancelled, or crash loop): its consumers may
+            # drain what it produced and then end too.
+            output = getattr(stage, "output", None)
+            if output is not None:
+                output.close()
+
+    def _lock_data_dir(self, stack: contextlib.AsyncExitStack) -> None:
+        """One daemon per data dir: two writers would corrupt the store and the audit chain."""
+        data = self.config.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        lock = open(data / "dolphind.lock", "a+")  # noqa: SIM115 - closed by the exit stack
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            lock.close()
+            raise StartupError(f"data dir {data} is in use by another dolphind (pid {holder})")
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        stack.callback(lock.close)
+        self._data_dir_writable = True
+
+    async def _housekeeping(self) -> None:
+        """Act on recorded intents; refresh health; feed the systemd watchdog."""
+        ready_sent = False
+        last_watchdog = 0.0
+        last_disk_check = 0.0
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                causes, self._reload_causes = self._reload_causes, []
+                await self.reload_now(", ".join(causes) or "request")
+            now = time.monotonic()
+            if now - last_disk_check > 5.0:
+                last_disk_check = now
+                self._data_dir_writable = await asyncio.to_thread(
+                    os.access, self.config.data_dir, os.W_OK)
+            score, level = self.health.score()
+            if not ready_sent and self.readiness()[0]:
+                ready_sent = True
+                self.notifier.ready()
+                log.info("daemon.ready")
+            wd = self.notifier.watchdog_interval_s
+            if wd and level is not HealthLevel.DEAD and now - last_watchdog >= wd:
+                last_watchdog = now
+                self.notifier.watchdog()
+            self.bus.put(bus_names.HEARTBEAT, "dolphind",
+                         {"ts": time.time(), "pid": os.getpid(), "health": level.value})
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_HOUSEKEEPING_S):
+                    await self._stop.wait()
+
+    async def _shutdown(self) -> None:
+        timeout = self.config.shutdown_timeout_s
+        self.notifier.stopping()
+        t0 = time.monotonic()
+        if not self.control.halted:
+            self.control.halt("shutdown", "daemon stopping")
+        log.info("daemon.shutdown", timeout_s=timeout)
+        # Stop the sources; every stage downstream ends when its input is closed and drained.
+        for stage in self.pipeline.stages:
+            if getattr(stage, "is_source", False):
+                self._stage_tasks[stage.name].cancel()
+        pending = [t for t in self._stage_tasks.values() if not t.done()]
+        if pending:
+            done, still = await asyncio.wait(pending, timeout=timeout)
+            for task in still:
+                log.warning("daemon.drain_timeout", task=task.get_name())
+                task.cancel()
+            if still:
+                await asyncio.wait(still)
+        # Plugins get what the stages published while draining, then their tasks end.
+        self.plugins.close_queues()
+        log.info("daemon.drained", seconds=round(time.monotonic() - t0, 3))
+
+    # ---- reload ------------------------------------------------------------------------
+
+    async def reload_now(self, cause: str) -> dict[str, Any]:
+        """Validate the whole file, then swap the reloadable parts in one assignment."""
+        self.notifier.reloading()
+        try:
+            result = await self._reload_once(cause)
+        finally:
+            self.notifier.ready()
+        self.last_reload = result
+        return result
+
+    async def _reload_once(self, cause: str) -> dict[str, Any]:
+        path = self.config.source
+        try:
+            new = await asyncio.to_thread(load_config, path)
+            problems = self.plugins.validate(new)
+            if problems:
+                raise ConfigError(problems)
+        except ConfigError as exc:
+            self.metrics.config_reload_failures.inc()
+            log.error("config.reload_failed", cause=cause, path=path, problems=exc.problems)
+            return {"ok": False, "cause": cause, "ts": time.time(), "problems": exc.problems,
+                    "config_hash": self.config.hash}
+        plan = plan_reload(self.config, new)
+        old_logging = self.config.logging
+        self.config = plan.config  # the atomic swap: components read self.config
+        if plan.config.logging != old_logging:
+            logs.configure(plan.config.logging.level, plan.config.logging.format)
+        if any(k.startswith("plugins.") for k in plan.applied):
+            await self.plugins.reload(plan.config)
+        self.metrics.config_reloads.inc()
+        self.metrics.config_info.clear()
+        self.metrics.config_info.labels(new.hash, self.config.mode).set(1)
+        log.info("config.reloaded", cause=cause, config_hash=new.hash,
+                 applied=list(plan.applied), needs_restart=list(plan.needs_restart))
+        return {"ok": True, "cause": cause, "ts": time.time(), "config_hash": new.hash,
+                "applied": list(plan.applied), "needs_restart": list(plan.needs_restart)}
+
+    # ---- views for the ops surface -----------------------------------------------------
+
+    def _plugin_context(self, name: str, settings: Any) -> PluginContext:
+        return PluginContext(name=name, settings=settings, control=self.control,
+                             metrics_registry=self.metrics.registry, statebus=self.bus,
+                             data_dir=self.config.data_dir / "plugins" / name,
+                             log=structlog.get_logger(f"dolphind.plugin.{name}").bind(plugin=name))
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        checks: dict[str, str] = {}
+        pipeline = self.pipeline
+        if pipeline is None:
+            checks["pipeline"] = "starting"
+        else:
+            checks.update(pipeline.readiness())
+        checks["store"] = "ok" if self._data_dir_writable else \
+            f"data dir {self.config.data_dir} not writable"
+        checks["statebus"] = "ok" if self.bus.healthy() else "breaker open"
+        for name, st in self.health.stages.items():
+            if not st.running and not st.finished:
+                checks[f"stage:{name}"] = st.last_error or "not running"
+        if self._stop.is_set():
+            checks["shutdown"] = "stopping"
+        return all(v == "ok" for v in checks.values()), checks
+
+    def health_summary(self) -> dict[str, Any]:
+        score, level = self.health.score()
+        return {"level": level.value, "score": round(score, 4)}
+
+    def status(self) -> dict[str, Any]:
+        cfg = self.config
+        ready, checks = self.readiness()
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "mode": cfg.mode,
+            "uptime_s": round(time.monotonic() - self._started_mono, 3),
+            "started_at": self.started_at,
+            "config": {"path": cfg.source, "hash": cfg.hash,
+                       "values": config_to_jsonable(cfg)},
+            "last_reload": self.last_reload,
+            "ready": ready,
+            "readiness": checks,
+            "health": self.health_summary(),
+            "stages": self.health.snapshot(),
+            "plugins": self.plugins.status(),
+            "control": self.control.status(),
+            **(self.pipeline.status() if self.pipeline is not None else {}),
+        }
+
+
+def run(config_path: str | Path) -> int:
+    """Load the config and run the daemon until it is stopped; returns the exit code."""
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        logs.configure()
+        log.error("config.invalid", path=str(config_path), problems=exc.problems)
+        for p in exc.problems:
+            os.write(2, f"dolphind: {p}\n".encode())
+        return EXIT_CONFIG
+    logs.configure(cfg.logging.level, cfg.logging.format)
+    import uvloop
+
+    daemon = Daemon(cfg)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        try:
+            return runner.run(daemon.serve())
+        except (StartupError, PluginError, ConfigError, OSError) as exc:
+            log.error("daemon.startup_failed", error=str(exc))
+            os.write(2, f"dolphind: cannot start: {exc}\n".encode())
+            return EXIT_CONFIG

@@ -1,0 +1,42 @@
+"""structlog set-up: JSON lines (orjson) to stdout, or key=value on a terminal.
+
+One snake_case event name per line (`feed.reconnect`, `risk.rejected`) with context bound
+(`stage=`, `symbol=`, `plugin=`). supervisord and journald capture stdout.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal
+
+import orjson
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
+    use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    if use_console:
+        processors = shared + [structlog.processors.format_exc_info,
+                               structlog.dev.ConsoleRenderer(colors=False)]
+        factory: structlog.types.WrappedLogger = structlog.PrintLoggerFactory(sys.stdout)
+    else:
+        processors = shared + [structlog.processors.dict_tracebacks,
+                               structlog.processors.JSONRenderer(serializer=orjson.dumps)]
+        factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=factory,
+        # Not cached: a reload may change the level, and loggers must see it.
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,110 @@
+"""Stage heartbeats and the daemon's weighted health score (SPEC §9, bible §24.5 idea).
+
+A stage beats whenever it makes progress. Silence alone is not a fault (a stage waiting for the
+next bar of a slow replay is healthy); a stage is *stalled* when work is waiting in its input
+channel and it has not beaten for ``heartbeat_timeout_s``.
+
+The score is a weighted *sum* of sensor values in [0, 1], never a product, so one degraded
+sensor lowers the score instead of zeroing it; only the process-level invariant (all stages
+dead) gives DEAD.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from dolphind.ops.metrics import Metrics
+
+
+class HealthLevel(enum.Enum):
+    GREEN = "GREEN"
+    DEGRADED = "DEGRADED"
+    CRITICAL = "CRITICAL"
+    DEAD = "DEAD"
+
+
+@dataclass(slots=True)
+class StageState:
+    name: str
+    running: bool = False
+    restarts: int = 0
+    last_beat_mono: float | None = None
+    last_error: str | None = None
+    finished: bool = False
+    # How much work waits for this stage (its input channel depth); 0 when it has none.
+    backlog: Callable[[], int] = field(default=lambda: 0)
+
+
+# Weights of the sensors in the score; they sum to 1.
+_WEIGHTS = {"stages_running": 0.5, "stages_progressing": 0.3, "statebus": 0.1, "feed": 0.1}
+
+
+class Health:
+    def __init__(self, metrics: Metrics, heartbeat_timeout_s: Callable[[], float],
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._metrics = metrics
+        self._timeout = heartbeat_timeout_s
+        self._mono = monotonic
+        self.stages: dict[str, StageState] = {}
+        # External sensors in [0, 1], set by their owners (feed connected, bus healthy).
+        self.sensors: dict[str, float] = {"statebus": 1.0, "feed": 1.0}
+
+    def register(self, name: str, backlog: Callable[[], int] | None = None) -> StageState:
+        state = StageState(name=name)
+        if backlog is not None:
+            state.backlog = backlog
+        self.stages[name] = state
+        return state
+
+    def beat(self, name: str) -> None:
+        self.stages[name].last_beat_mono = self._mono()
+        self._metrics.stage_heartbeat.labels(name).set(time.time())
+
+    def set_running(self, name: str, running: bool, error: str | None = None) -> None:
+        st = self.stages[name]
+        st.running = running
+        if error is not None:
+            st.last_error = error
+        self._metrics.stage_up.labels(name).set(1 if running else 0)
+
+    def stalled(self, st: StageState) -> bool:
+        if not st.running or st.backlog() == 0:
+            return False
+        last = st.last_beat_mono
+        return last is None or self._mono() - last > self._timeout()
+
+    def score(self) -> tuple[float, HealthLevel]:
+        live = [s for s in self.stages.values() if not s.finished]
+        if live and not any(s.running for s in live):
+            return 0.0, HealthLevel.DEAD
+        n = len(live) or 1
+        running = sum(s.running for s in live) / n
+        progressing = sum(not self.stalled(s) for s in live) / n
+        values = {"stages_running": running if live else 1.0,
+                  "stages_progressing": progressing if live else 1.0, **self.sensors}
+        score = sum(_WEIGHTS[k] * min(1.0, max(0.0, values[k])) for k in _WEIGHTS)
+        self._metrics.health_score.set(score)
+        if score >= 0.8:
+            return score, HealthLevel.GREEN
+        if score >= 0.5:
+            return score, HealthLevel.DEGRADED
+        return score, HealthLevel.CRITICAL
+
+    def snapshot(self) -> dict[str, dict[str, object]]:
+        now = self._mono()
+        return {
+            s.name: {
+                "running": s.running,
+                "finished": s.finished,
+                "restarts": s.restarts,
+                "stalled": self.stalled(s),
+                "backlog": s.backlog(),
+                "last_beat_age_s": None if s.last_beat_mono is None
+                else round(now - s.last_beat_mono, 3),
+                "last_error": s.last_error,
+            }
+            for s in self.stages.values()
+        }

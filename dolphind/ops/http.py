@@ -1,0 +1,163 @@
+"""The ops HTTP surface (SPEC §9): metrics, health, status, and token-protected control.
+
+Read-only endpoints are open (bind to loopback by default). Control endpoints need the
+``X-Dolphind-Token`` header, compared in constant time; when no token is configured they are
+disabled (403), never open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from typing import Any, Awaitable, Callable, Protocol
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from dolphind.ops.control import Control
+from dolphind.ops.metrics import Metrics
+
+TOKEN_HEADER = "X-Dolphind-Token"
+_MAX_BODY_BYTES = 64 * 1024
+
+
+class DaemonView(Protocol):
+    """What the HTTP layer needs from the daemon."""
+
+    control: Control
+    metrics: Metrics
+
+    def status(self) -> dict[str, Any]: ...
+
+    def readiness(self) -> tuple[bool, dict[str, str]]: ...
+
+    def health_summary(self) -> dict[str, Any]: ...
+
+    async def reload_now(self, cause: str) -> dict[str, Any]: ...
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY
+                                          | orjson.OPT_NON_STR_KEYS),
+                        status=status, content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def build_app(daemon: DaemonView, token: str | None) -> web.Application:
+    metrics = daemon.metrics
+    token_bytes = token.encode() if token else None
+
+    @web.middleware
+    async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:
+            metrics.http_requests.labels(name, str(exc.status)).inc()
+            raise
+        metrics.http_requests.labels(name, str(resp.status)).inc()
+        return resp
+
+    def protected(handler: Handler) -> Handler:
+        async def wrapper(request: web.Request) -> web.StreamResponse:
+            if token_bytes is None:
+                return _error(403, "control endpoints are disabled: no ops token configured "
+                                   "(set DOLPHIND_OPS_TOKEN or ops.token_file)")
+            given = request.headers.get(TOKEN_HEADER, "").encode()
+            if not hmac.compare_digest(given, token_bytes):
+                return _error(401, f"missing or wrong {TOKEN_HEADER} header")
+            return await handler(request)
+        return wrapper
+
+    async def read_json(request: web.Request) -> dict[str, Any]:
+        if not request.can_read_body:
+            return {}
+        raw = await request.read()
+        if not raw.strip():
+            return {}
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise web.HTTPBadRequest(text=orjson.dumps({"error": f"body is not JSON: {exc}"})
+                                     .decode(), content_type="application/json") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text='{"error": "body must be a JSON object"}',
+                                     content_type="application/json")
+        return body
+
+    async def metrics_handler(request: web.Request) -> web.Response:
+        # Collectors read /proc; keep that file I/O off the event loop.
+        body = await asyncio.to_thread(generate_latest, metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        h = daemon.health_summary()
+        return _json(h, 200 if h["level"] != "DEAD" else 503)
+
+    async def readyz(request: web.Request) -> web.Response:
+        ok, checks = daemon.readiness()
+        return _json({"ready": ok, "checks": checks}, 200 if ok else 503)
+
+    async def status(request: web.Request) -> web.Response:
+        return _json(daemon.status())
+
+    async def kill(request: web.Request) -> web.Response:
+        body = await read_json(request)
+        action = body.get("action", "halt")
+        reason = body.get("reason", "")
+        if action not in ("halt", "resume") or not isinstance(reason, str):
+            return _error(400, "expected {\"action\": \"halt\"|\"resume\", \"reason\": str}")
+        cause = f"http:{request.remote}"
+        if action == "halt":
+            daemon.control.halt(cause, reason)
+        else:
+            daemon.control.resume(cause)
+        return _json(daemon.control.status())
+
+    async def reload(request: web.Request) -> web.Response:
+        result = await daemon.reload_now(f"http:{request.remote}")
+        return _json(result, 200 if result.get("ok") else 422)
+
+    app = web.Application(middlewares=[count_requests], client_max_size=_MAX_BODY_BYTES)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/status", status)
+    app.router.add_post("/kill", protected(kill))
+    app.router.add_post("/reload", protected(reload))
+    return app
+
+
+class HttpServer:
+    """The ops server as an async context manager (bound on enter, closed on exit)."""
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._host, self._port = host, port
+        self.bound: tuple[str, int] | None = None
+
+    async def __aenter__(self) -> "HttpServer":
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise OSError(exc.errno, f"ops.listen {self._host}:{self._port}: {exc.strerror}") \
+                from None
+        server = site._server  # aiohttp exposes the bound sockets only here
+        sock = server.sockets[0] if server is not None and server.sockets else None
+        self.bound = sock.getsockname()[:2] if sock is not None else (self._host, self._port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._runner.cleanup()

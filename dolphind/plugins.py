@@ -1,0 +1,292 @@
+"""The plugin API and its loader (SPEC §7).
+
+Plugins are found only through the ``dolphind.plugins`` entry-point group, the bundled M-series
+exactly like a third-party one. An entry point names a factory (usually the class) called with
+no arguments; the object it returns must have:
+
+- ``API_VERSION: int`` equal to ``dolphind.plugins.API_VERSION`` (else start-up fails, naming
+  the plugin and both versions);
+- ``name: str`` and ``version: str``;
+- ``validate(settings) -> list[str]``: problems with its ``[plugins.<name>]`` table, one per line,
+  each naming the key (called at load, by ``check-config`` and before a reload is applied);
+- ``async start(ctx: PluginContext)`` / ``async reload(settings)`` / ``async stop()``.
+
+and any subset of the hooks below. Each hook takes one event object, so adding a field to an
+event never breaks an older plugin. Async hooks run in the plugin's own task, fed by a bounded
+drop-oldest channel: a slow or hung plugin delays only itself, never the trading loop. The
+pre-trade ``veto(order) -> str | None`` is synchronous and must return within its time budget.
+
+A plugin that raises (or overruns) is logged with ``plugin=`` bound and counted; after
+``plugins.max_failures`` consecutive failures it is disabled. It never takes the daemon down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata as md
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+
+import structlog
+
+from dolphind.channels import Channel, Overflow
+from dolphind.config import Config
+from dolphind.ops.metrics import Metrics
+
+API_VERSION = 1
+ENTRY_POINT_GROUP = "dolphind.plugins"
+HOOKS = ("on_bar", "on_scan", "on_intent", "on_order", "on_fill", "on_posture", "on_incident",
+         "on_tick")
+# An async hook that takes longer than this is cancelled and counted as a failure.
+HOOK_TIMEOUT_S = 5.0
+_QUEUE_CAPACITY = 256
+
+log = structlog.get_logger("dolphind.plugins")
+
+
+class PluginError(Exception):
+    """A plugin problem that must stop start-up (missing, wrong API version, bad settings)."""
+
+
+@runtime_checkable
+class Plugin(Protocol):
+    API_VERSION: int
+    name: str
+    version: str
+
+    def validate(self, settings: Mapping[str, Any]) -> list[str]: ...
+
+    async def start(self, ctx: "PluginContext") -> None: ...
+
+    async def reload(self, settings: Mapping[str, Any]) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PluginContext:
+    """What a plugin may use. It acts on the daemon only through ``control``."""
+
+    name: str
+    settings: Mapping[str, Any]
+    control: Any  # dolphind.ops.control.Control (Any: avoids an import cycle)
+    metrics_registry: Any
+    statebus: Any
+    data_dir: Path
+    log: Any
+
+
+@dataclass(slots=True)
+class LoadedPlugin:
+    name: str
+    plugin: Any
+    distribution: str
+    version: str
+    hooks: tuple[str, ...]
+    enabled: bool = True
+    consecutive_failures: int = 0
+    failures_total: int = 0
+    last_error: str | None = None
+    queue: Channel[tuple[str, Any]] | None = None
+
+
+def discover() -> dict[str, md.EntryPoint]:
+    return {ep.name: ep for ep in md.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def check_required(required: tuple[str, ...]) -> list[str]:
+    """``"dist>=N"`` entries: the distribution must be installed with major version >= N."""
+    problems = []
+    for spec in required:
+        m = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*(?:>=\s*(\d+))?\s*", spec)
+        if not m:
+            problems.append(f"plugins.required: {spec!r} is not like 'dolphind-guardian>=1'")
+            continue
+        dist, major = m[1], int(m[2] or 0)
+        try:
+            have = md.version(dist)
+        except md.PackageNotFoundError:
+            problems.append(f"plugins.required: {dist} is not installed")
+            continue
+        have_major = int(re.match(r"\d+", have)[0]) if re.match(r"\d+", have) else 0
+        if have_major < major:
+            problems.append(f"plugins.required: {dist} {have} is installed, need >= {major}")
+    return problems
+
+
+def instantiate(name: str, available: Mapping[str, md.EntryPoint],
+                settings: Mapping[str, Any]) -> LoadedPlugin:
+    """Load one enabled plugin and validate its settings; PluginError says what is wrong."""
+    ep = available.get(name)
+    if ep is None:
+        have = ", ".join(sorted(available)) or "none"
+        raise PluginError(f"plugin {name!r} is enabled but not installed "
+                          f"(installed {ENTRY_POINT_GROUP} entry points: {have})")
+    try:
+        factory = ep.load()
+        plugin = factory()
+    except Exception as exc:
+        raise PluginError(f"plugin {name!r} ({ep.value}) failed to load: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    declared = getattr(plugin, "API_VERSION", None)
+    if declared != API_VERSION:
+        raise PluginError(f"plugin {name!r} declares API_VERSION {declared!r}, but this "
+                          f"dolphind provides API_VERSION {API_VERSION}; install a matching "
+                          "version of the plugin")
+    missing = [a for a in ("name", "version", "validate", "start", "reload", "stop")
+               if not hasattr(plugin, a)]
+    if missing:
+        raise PluginError(f"plugin {name!r} lacks {', '.join(missing)} (see dolphind.plugins)")
+    problems = plugin.validate(settings)
+    if problems:
+        raise PluginError("\n".join(f"plugins.{name}.{p}" for p in problems))
+    dist = ep.dist.name if ep.dist is not None else "?"
+    hooks = tuple(h for h in HOOKS if callable(getattr(plugin, h, None)))
+    return LoadedPlugin(name, plugin, dist, str(plugin.version), hooks)
+
+
+def validate_plugin_settings(cfg: Config) -> list[str]:
+    """Problems with the plugin part of ``cfg`` (for check-config and reload)."""
+    problems = check_required(cfg.plugins.required)
+    available = discover()
+    for name in cfg.plugins.enabled:
+        try:
+            instantiate(name, available, cfg.plugins.settings.get(name, {}))
+        except PluginError as exc:
+            problems.extend(str(exc).splitlines())
+    for name in cfg.plugins.settings:
+        if name not in cfg.plugins.enabled and name not in available:
+            problems.append(f"plugins.{name}: no such plugin installed")
+    return problems
+
+
+class PluginHost:
+    """Owns the loaded plugins: their tasks, their failures, and dispatch to their hooks."""
+
+    def __init__(self, config: Callable[[], Config], metrics: Metrics,
+                 context: Callable[[str, Mapping[str, Any]], PluginContext]) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._context = context
+        self.plugins: dict[str, LoadedPlugin] = {}
+
+    def load(self) -> None:
+        cfg = self._config()
+        problems = check_required(cfg.plugins.required)
+        if problems:
+            raise PluginError("\n".join(problems))
+        available = discover()
+        for name in cfg.plugins.enabled:
+            lp = instantiate(name, available, cfg.plugins.settings.get(name, {}))
+            lp.queue = Channel(f"plugin:{name}", _QUEUE_CAPACITY, Overflow.DROP_OLDEST,
+                               self._metrics.channels)
+            self.plugins[name] = lp
+            self._metrics.plugin_enabled.labels(name).set(1)
+            log.info("plugin.loaded", plugin=name, version=lp.version,
+                     distribution=lp.distribution, hooks=list(lp.hooks))
+
+    async def start_all(self) -> None:
+        cfg = self._config()
+        for lp in self.plugins.values():
+            await self._guard(lp, "start", lp.plugin.start(
+                self._context(lp.name, cfg.plugins.settings.get(lp.name, {}))))
+
+    def close_queues(self) -> None:
+        """No more events; each plugin task ends once it has handled what is queued."""
+        for lp in self.plugins.values():
+            if lp.queue is not None:
+                lp.queue.close()
+
+    async def stop_all(self) -> None:
+        self.close_queues()
+        for lp in reversed(list(self.plugins.values())):
+            await self._guard(lp, "stop", lp.plugin.stop(), count=False)
+
+    async def reload(self, cfg: Config) -> None:
+        for lp in self.plugins.values():
+            if lp.enabled:
+                await self._guard(lp, "reload",
+                                  lp.plugin.reload(cfg.plugins.settings.get(lp.name, {})))
+
+    def validate(self, cfg: Config) -> list[str]:
+        """Problems with the new settings of the loaded plugins (before a reload is applied)."""
+        problems = []
+        for lp in self.plugins.values():
+            try:
+                found = lp.plugin.validate(cfg.plugins.settings.get(lp.name, {}))
+            except Exception as exc:
+                found = [f"<validate raised {type(exc).__name__}: {exc}>"]
+            problems.extend(f"plugins.{lp.name}.{p}" for p in found)
+        return problems
+
+    def emit(self, hook: str, event: Any) -> None:
+        """Queue ``event`` for every enabled plugin with ``hook``. Never blocks."""
+        for lp in self.plugins.values():
+            if lp.enabled and hook in lp.hooks and lp.queue is not None and not lp.queue.closed:
+                lp.queue.offer((hook, event))  # drop-oldest: never waits
+
+    def veto(self, order: Any) -> tuple[str, str] | None:
+        """(plugin, reason) of the first plugin that vetoes ``order``, else None."""
+        budget_s = self._config().plugins.veto_budget_ms / 1000.0
+        for lp in self.plugins.values():
+            fn = getattr(lp.plugin, "veto", None)
+            if not lp.enabled or fn is None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                reason = fn(order)
+            except Exception as exc:
+                self._failed(lp, "veto", exc)
+                continue
+            if time.perf_counter() - t0 > budget_s:
+                self._failed(lp, "veto", TimeoutError(f"veto took over {budget_s * 1e3:g} ms"))
+            else:
+                lp.consecutive_failures = 0
+            if reason:
+                return lp.name, str(reason)
+        return None
+
+    async def run(self, name: str) -> None:
+        """The plugin's own task: deliver its queued events to its hooks, in order."""
+        lp = self.plugins[name]
+        assert lp.queue is not None
+        async for hook, event in lp.queue:
+            if lp.enabled:
+                await self._guard(lp, hook, getattr(lp.plugin, hook)(event))
+
+    async def _guard(self, lp: LoadedPlugin, what: str, coro: Any, count: bool = True) -> None:
+        try:
+            async with asyncio.timeout(HOOK_TIMEOUT_S):
+                await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # isolation: a plugin's failure is the plugin's
+            if count:
+                self._failed(lp, what, exc)
+            else:
+                log.warning("plugin.error", plugin=lp.name, hook=what, error=repr(exc))
+            return
+        if count:
+            lp.consecutive_failures = 0
+
+    def _failed(self, lp: LoadedPlugin, what: str, exc: BaseException) -> None:
+        lp.consecutive_failures += 1
+        lp.failures_total += 1
+        lp.last_error = f"{what}: {type(exc).__name__}: {exc}"
+        self._metrics.plugin_failures.labels(lp.name).inc()
+        log.warning("plugin.failed", plugin=lp.name, hook=what, error=repr(exc),
+                    consecutive=lp.consecutive_failures)
+        if lp.enabled and lp.consecutive_failures >= self._config().plugins.max_failures:
+            lp.enabled = False
+            self._metrics.plugin_enabled.labels(lp.name).set(0)
+            log.error("plugin.disabled", plugin=lp.name, failures=lp.consecutive_failures,
+                      last_error=lp.last_error)
+
+    def status(self) -> list[dict[str, Any]]:
+        return [{"name": lp.name, "version": lp.version, "distribution": lp.distribution,
+                 "enabled": lp.enabled, "healthy": lp.enabled and lp.consecutive_failures == 0,
+                 "failures_total": lp.failures_total, "last_error": lp.last_error,
+                 "hooks": list(lp.hooks)} for lp in self.plugins.values()]

@@ -1,0 +1,79 @@
+"""Supervised stage tasks: restart with backoff, count, give up on a crash loop (crash-only).
+
+A stage is an object with a ``name`` and ``async def run()``. ``run`` returning means the stage
+finished its work (its input closed); raising means it crashed. A crashed stage is restarted
+after an exponential backoff; when it crashes more than ``max_restarts`` times within
+``restart_window_s`` the supervisor raises ``StageCrashLoop``, which ends the daemon with a
+non-zero exit so the process manager restarts the whole process from a clean state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import Callable, Protocol
+
+import structlog
+
+from dolphind.config import SupervisionConfig
+from dolphind.ops.health import Health
+from dolphind.ops.metrics import Metrics
+
+log = structlog.get_logger("dolphind.supervisor")
+
+
+class Stage(Protocol):
+    name: str
+
+    async def run(self) -> None: ...
+
+
+class StageCrashLoop(Exception):
+    """A stage crashed too often; the process must exit non-zero."""
+
+    def __init__(self, stage: str, restarts: int, window_s: float, last: BaseException) -> None:
+        super().__init__(
+            f"stage {stage!r} crashed {restarts + 1} times within {window_s:g}s; last error: "
+            f"{type(last).__name__}: {last}")
+        self.stage = stage
+
+
+async def supervise(stage: Stage, health: Health, metrics: Metrics,
+                    settings: Callable[[], SupervisionConfig],
+                    monotonic: Callable[[], float] = time.monotonic) -> None:
+    """Run ``stage`` until it finishes, restarting it when it crashes."""
+    crashes: collections.deque[float] = collections.deque()
+    state = health.stages[stage.name]
+    bound = log.bind(stage=stage.name)
+    while True:
+        health.set_running(stage.name, True)
+        try:
+            await stage.run()
+        except asyncio.CancelledError:
+            health.set_running(stage.name, False)
+            raise
+        except Exception as exc:  # a stage crash: isolate, count, restart
+            health.set_running(stage.name, False, error=f"{type(exc).__name__}: {exc}")
+            metrics.stage_errors.labels(stage.name).inc()
+            cfg = settings()
+            now = monotonic()
+            crashes.append(now)
+            while crashes and now - crashes[0] > cfg.restart_window_s:
+                crashes.popleft()
+            recent = len(crashes) - 1  # restarts already made inside the window
+            if recent >= cfg.max_restarts:
+                bound.error("stage.crash_loop", restarts=recent, exc_info=exc)
+                raise StageCrashLoop(stage.name, recent, cfg.restart_window_s, exc) from exc
+            delay = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2 ** recent)
+            bound.warning("stage.crashed", error=str(exc), error_type=type(exc).__name__,
+                          restart_in_s=delay, exc_info=exc)
+            await asyncio.sleep(delay)
+            state.restarts += 1
+            metrics.stage_restarts.labels(stage.name).inc()
+            bound.info("stage.restarted", restarts=state.restarts)
+            continue
+        health.set_running(stage.name, False)
+        state.finished = True
+        bound.info("stage.finished")
+        return
