@@ -229,7 +229,10 @@ class PluginHost:
                 lp.queue.offer((hook, event))  # drop-oldest: never waits
 
     def veto(self, order: Any) -> tuple[str, str] | None:
-        """(plugin, reason) of the first plugin that vetoes ``order``, else None."""
+        """(plugin, reason) of the first plugin that vetoes ``order``, else None.
+
+        A veto hook that raises rejects the order (fail closed) and counts as a failure; one
+        that overruns its budget is obeyed but counted, so a slow plugin ends up disabled."""
         budget_s = self._config().plugins.veto_budget_ms / 1000.0
         for lp in self.plugins.values():
             fn = getattr(lp.plugin, "veto", None)
@@ -239,8 +242,9 @@ class PluginHost:
             try:
                 reason = fn(order)
             except Exception as exc:
+                # Fail closed: a risk check that cannot answer must not wave an order through.
                 self._failed(lp, "veto", exc)
-                continue
+                return lp.name, f"veto hook failed: {type(exc).__name__}: {exc}"
             if time.perf_counter() - t0 > budget_s:
                 self._failed(lp, "veto", TimeoutError(f"veto took over {budget_s * 1e3:g} ms"))
             else:

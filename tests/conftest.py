@@ -1,0 +1,59 @@
+"""Fixtures shared by every test: a loop-blocking detector, polling instead of sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Awaitable, Callable, Iterator, TypeVar
+
+import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
+
+T = TypeVar("T")
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Fail any test in which dolphind blocks the event loop (file I/O, time.sleep, ...).
+
+    Only dolphind's own modules are scanned: the test code itself may block on purpose
+    (e.g. reading a file to build a fixture) without hiding a blocking call in the daemon.
+    """
+    with blockbuster_ctx(["dolphind"]) as bb:
+        yield bb
+
+
+async def eventually(check: Callable[[], T | Awaitable[T]], timeout: float = 10.0,
+                     interval: float = 0.02, what: str = "condition") -> T:
+    """Poll ``check`` until it returns a truthy value (or raises nothing falsy) in time."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = check()
+            if asyncio.iscoroutine(value) or isinstance(value, Awaitable):
+                value = await value  # type: ignore[misc]
+            if value:
+                return value  # type: ignore[return-value]
+        except AssertionError as exc:
+            last_exc = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}") from last_exc
+        await asyncio.sleep(interval)
+
+
+def wait_until(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
+               what: str = "condition") -> T:
+    """Synchronous ``eventually`` for tests that drive subprocesses."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except (AssertionError, OSError) as exc:
+            last_exc = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}") from last_exc
+        time.sleep(interval)

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from dolphind.channels import Channel, ChannelClosed, Overflow
+from dolphind.ops.metrics import ChannelMetrics
+
+
+def _sample(reg: CollectorRegistry, name: str, channel: str) -> float | None:
+    return reg.get_sample_value(name, {"channel": channel})
+
+
+async def test_block_policy_makes_the_producer_wait_and_loses_nothing() -> None:
+    reg = CollectorRegistry()
+    ch: Channel[int] = Channel("orders", 2, Overflow.BLOCK, ChannelMetrics(reg))
+    received: list[int] = []
+
+    async def consume() -> None:
+        async for item in ch:
+            received.append(item)
+            await asyncio.sleep(0)
+
+    consumer = asyncio.create_task(consume())
+    for i in range(100):
+        await ch.put(i)
+        assert len(ch) <= 2
+    ch.close()
+    await consumer
+    assert received == list(range(100))
+    assert _sample(reg, "dolphind_channel_dropped_total", "orders") == 0
+    assert _sample(reg, "dolphind_channel_capacity", "orders") == 2
+    assert _sample(reg, "dolphind_channel_wait_seconds_count", "orders") == 100
+
+
+async def test_block_put_waits_while_full() -> None:
+    ch: Channel[int] = Channel("x", 1, Overflow.BLOCK)
+    await ch.put(1)
+    put = asyncio.create_task(ch.put(2))
+    await asyncio.sleep(0.01)
+    assert not put.done()
+    assert await ch.get() == 1
+    await put
+    assert await ch.get() == 2
+
+
+async def test_drop_oldest_keeps_the_latest_and_counts_drops() -> None:
+    reg = CollectorRegistry()
+    ch: Channel[int] = Channel("book", 3, Overflow.DROP_OLDEST, ChannelMetrics(reg))
+    for i in range(10):
+        assert ch.offer(i)
+    ch.close()
+    assert [x async for x in ch] == [7, 8, 9]
+    assert ch.dropped == 7
+    assert _sample(reg, "dolphind_channel_dropped_total", "book") == 7
+
+
+async def test_closed_channel_drains_then_ends_and_refuses_puts() -> None:
+    ch: Channel[str] = Channel("x", 4, Overflow.BLOCK)
+    await ch.put("a")
+    ch.close()
+    with pytest.raises(ChannelClosed):
+        await ch.put("b")
+    assert await ch.get() == "a"
+    with pytest.raises(ChannelClosed):
+        await ch.get()
+
+
+async def test_close_wakes_a_waiting_consumer() -> None:
+    ch: Channel[int] = Channel("x", 4, Overflow.BLOCK)
+    items: list[int] = []
+
+    async def consume() -> None:
+        async for item in ch:
+            items.append(item)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.01)
+    ch.close()
+    await asyncio.wait_for(task, 1)
+    assert items == []
+
+
+def test_blocking_channel_offer_refuses_when_full() -> None:
+    ch: Channel[int] = Channel("x", 1, Overflow.BLOCK)
+    assert ch.offer(1)
+    assert not ch.offer(2)
+    with pytest.raises(ValueError):
+        Channel("y", 0, Overflow.BLOCK)

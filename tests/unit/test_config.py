@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dolphind.config import ConfigError, config_from_dict, load_config, plan_reload, read_ops_token
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_default_config_file_is_valid() -> None:
+    cfg = load_config(REPO / "dolphind.toml")
+    assert cfg.mode == "paper"
+    assert cfg.feed.kind == "replay"
+    # Relative paths resolve against the config file's folder, not the working directory.
+    assert cfg.resolve(cfg.replay.paths[0]) == REPO / "data" / "sample"
+    assert cfg.data_dir == REPO / "var"
+    assert len(cfg.hash) == 16
+
+
+def test_every_problem_is_reported_with_its_key_path() -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({
+            "mdoe": "paper",
+            "ops": {"listen": 9108, "extra": 1},
+            "feed": {"kind": "ftp", "bar_seconds": "5"},
+            "replay": {"speed": True, "loop": "yes"},
+            "plugins": {"enabled": "guardian", "guardian": 3},
+        })
+    problems = err.value.problems
+    assert "mdoe: unknown key" in problems
+    assert "ops.extra: unknown key" in problems
+    assert "ops.listen: expected a string, got an integer" in problems
+    assert any(p.startswith("feed.kind: must be one of") for p in problems)
+    assert "feed.bar_seconds: expected an integer, got a string" in problems
+    assert "replay.speed: expected a number, got a boolean" in problems
+    assert "replay.loop: expected true or false, got a string" in problems
+    assert any(p.startswith("plugins.guardian:") for p in problems)
+    assert len(problems) == 8
+
+
+@pytest.mark.parametrize("listen,ok", [("127.0.0.1:9108", True), ("[::1]:0", True),
+                                       ("localhost", False), (":80", False),
+                                       ("127.0.0.1:99999", False), ("127.0.0.1:x", False)])
+def test_listen_address(listen: str, ok: bool) -> None:
+    if ok:
+        config_from_dict({"ops": {"listen": listen}})
+    else:
+        with pytest.raises(ConfigError, match="ops.listen"):
+            config_from_dict({"ops": {"listen": listen}})
+
+
+def test_values_are_range_checked() -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"shutdown_timeout_s": 0, "replay": {"speed": -1.0},
+                          "feed": {"bar_seconds": 0}})
+    assert len(err.value.problems) == 3
+
+
+def test_plugin_sections_are_kept_for_the_plugins() -> None:
+    cfg = config_from_dict({"plugins": {"enabled": ["guardian"],
+                                        "guardian": {"drawdown_pct": 5}}})
+    assert cfg.plugins.settings == {"guardian": {"drawdown_pct": 5}}
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("mode = [paper\n")
+    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_reload_plan_applies_reloadable_keys_and_reports_restart_ones() -> None:
+    old = config_from_dict({"replay": {"speed": 1.0}, "ops": {"listen": "127.0.0.1:1"}})
+    new = config_from_dict({"replay": {"speed": 5.0, "paths": ["elsewhere"]},
+                            "ops": {"listen": "127.0.0.1:2"}, "logging": {"level": "debug"},
+                            "plugins": {"guardian": {"x": 1}}})
+    plan = plan_reload(old, new)
+    assert set(plan.applied) == {"replay.speed", "logging.level", "plugins.settings.guardian"}
+    assert set(plan.needs_restart) == {"replay.paths", "ops.listen"}
+    assert plan.config.replay.speed == 5.0
+    assert plan.config.ops.listen == "127.0.0.1:1"  # kept: needs a restart
+    assert plan.config.replay.paths == old.replay.paths
+    assert plan_reload(old, old).applied == ()
+
+
+def test_ops_token_from_env_or_file(tmp_path: Path) -> None:
+    tok = tmp_path / "token"
+    tok.write_text("s3cret\n")
+    cfg = config_from_dict({"ops": {"token_file": str(tok)}})
+    assert read_ops_token(cfg, {}) == "s3cret"
+    assert read_ops_token(cfg, {"DOLPHIND_OPS_TOKEN": "env"}) == "env"
+    assert read_ops_token(config_from_dict({}), {}) is None
+    tok.write_text("  \n")
+    with pytest.raises(ConfigError, match="empty"):
+        read_ops_token(cfg, {})
+
+
+def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dolphind.cli", "check-config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    ok = _check_config(REPO / "dolphind.toml")
+    assert ok.returncode == 0, ok.stderr
+    assert "ok" in ok.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('mode = "papr"\n[ops]\nlisten = 5\nfoo = 1\n[replay]\nspeed = "fast"\n')
+    res = _check_config(bad)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert lines == [
+        "mode: must be one of 'paper', 'live', 'backtest', got 'papr'",
+        "ops.foo: unknown key",
+        "ops.listen: expected a string, got an integer",
+        "replay.speed: expected a number, got a string",
+    ]
