@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install what the test suite needs (real servers from Debian, Python deps in .venv) and run it.
+# Extra arguments go to pytest, e.g. `scripts/test.sh tests/unit -q`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The integration tests drive real servers: Prometheus (+ promtool), supervisord, systemd-analyze.
+need=()
+for pair in prometheus:prometheus promtool:prometheus supervisord:supervisor \
+            supervisorctl:supervisor systemd-analyze:systemd; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
+done
+if ((${#need[@]})); then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    $(printf '%s\n' "${need[@]}" | sort -u)
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+exec .venv/bin/python -m pytest "$@"
