@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from dolphind import __version__, logs
+from dolphind.app import build_pipeline  # the one place concrete parts are wired
 from dolphind.config import (
     Config,
     ConfigError,
@@ -129,8 +130,6 @@ class Daemon:
             self.notifier.close()
 
     async def _serve(self) -> int:
-        from dolphind.app import build_pipeline  # the one place concrete parts are wired
-
         cfg = self.config
         self.metrics.start_time.set(self.started_at)
         self.metrics.config_info.labels(cfg.hash, cfg.mode).set(1)
@@ -144,7 +143,7 @@ class Daemon:
             self.http = await stack.enter_async_context(
                 HttpServer(build_app(self, token), host, port))
             log.info("ops.listening", address=f"{self.http.bound[0]}:{self.http.bound[1]}")
-            self.plugins.load()
+            await asyncio.to_thread(self.plugins.load)  # entry points: file system + imports
             self.pipeline = await stack.enter_async_context(build_pipeline(self))
             await self.plugins.start_all()
             stack.push_async_callback(self.plugins.stop_all)

@@ -1,0 +1,47 @@
+"""The whole daemon lifecycle inside the test's event loop, under the blockbuster fixture:
+any blocking call made by dolphind on the loop (file I/O, sleeps, sockets) fails the test."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from dolphind.config import load_config
+from dolphind.daemon import EXIT_OK, Daemon
+from tests.conftest import eventually
+from tests.integration.harness import write_config
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Daemon:
+    cfg = load_config(write_config(tmp_path / "d.toml", 0, speed=0.0))
+    return Daemon(cfg)  # built outside the loop, as dolphind.daemon.run does
+
+
+async def test_lifecycle_without_blocking_the_loop(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOLPHIND_OPS_TOKEN", "t")
+    task = asyncio.create_task(daemon.serve())
+    await eventually(lambda: daemon.readiness()[0], what="ready")
+    assert daemon.http is not None and daemon.http.bound is not None
+    host, port = daemon.http.bound
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://{host}:{port}/metrics") as r:
+            assert r.status == 200
+            assert "dolphind_bars_total" in await r.text()
+        async with s.get(f"http://{host}:{port}/status") as r:
+            status = await r.json()
+        assert status["stages"]["feed"]["running"]
+        async with s.post(f"http://{host}:{port}/reload", headers={"X-Dolphind-Token": "t"}) as r:
+            assert r.status == 200 and (await r.json())["ok"]
+        async with s.get(f"http://{host}:{port}/nope") as r:
+            assert r.status == 404
+        async with s.get(f"http://{host}:{port}/kill") as r:
+            assert r.status == 405
+    await eventually(lambda: daemon.metrics.registry.get_sample_value("dolphind_bars_total") > 100,
+                     what="bars flowing at full speed")
+    daemon._request_stop("test")
+    assert await asyncio.wait_for(task, 10) == EXIT_OK
+    assert daemon.health.stages["market"].finished
