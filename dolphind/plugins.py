@@ -23,6 +23,7 @@ A plugin that raises (or overruns) is logged with ``plugin=`` bound and counted;
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib.metadata as md
 import re
 import time
@@ -188,11 +189,15 @@ class PluginHost:
             log.info("plugin.loaded", plugin=name, version=lp.version,
                      distribution=lp.distribution, hooks=list(lp.hooks))
 
+    def _settings(self, cfg: Config, name: str) -> dict[str, Any]:
+        # A private copy: a plugin that mutates its settings must not change the config.
+        return copy.deepcopy(dict(cfg.plugins.settings.get(name, {})))
+
     async def start_all(self) -> None:
         cfg = self._config()
         for lp in self.plugins.values():
             await self._guard(lp, "start", lp.plugin.start(
-                self._context(lp.name, cfg.plugins.settings.get(lp.name, {}))))
+                self._context(lp.name, self._settings(cfg, lp.name))))
 
     def close_queues(self) -> None:
         """No more events; each plugin task ends once it has handled what is queued."""
@@ -208,8 +213,7 @@ class PluginHost:
     async def reload(self, cfg: Config) -> None:
         for lp in self.plugins.values():
             if lp.enabled:
-                await self._guard(lp, "reload",
-                                  lp.plugin.reload(cfg.plugins.settings.get(lp.name, {})))
+                await self._guard(lp, "reload", lp.plugin.reload(self._settings(cfg, lp.name)))
 
     def validate(self, cfg: Config) -> list[str]:
         """Problems with the new settings of the loaded plugins (before a reload is applied)."""
