@@ -1,0 +1,164 @@
+"""An independent re-check of summary.json against trades.csv.
+
+Independent on purpose: it reads trades.csv back with the ``csv`` module (not the objects the
+report was written from), shares no code with ``metrics.py``, and computes in exact rational
+arithmetic (``fractions.Fraction``) instead of floats, so a bug in the metrics, the CSV
+writer or the float handling shows up as a disagreement instead of being repeated here.
+
+What trades.csv alone determines, and so what is checked: trade count, wins, losses, win
+rate, net PnL, gross profit and loss, profit factor, fees, the max drawdown of the closed-trade
+equity (initial capital + cumulative net PnL in exit order), and PnL/trades/wins per exit
+reason and realised PnL/trades per UTC exit day. The mark-to-market figures (Sharpe, equity
+drawdown) need the equity series, which trades.csv does not hold.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Mapping
+
+_NEEDED = ("trade_id", "entry_ts_ns", "exit_ts_ns", "fees_usdt", "pnl_usdt", "exit_reason")
+
+
+class VerifyError(Exception):
+    """trades.csv or summary.json cannot be read as a report."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recomputed:
+    """Figures recomputed from trades.csv (floats rounded once, from exact values)."""
+
+    trades: int
+    wins: int
+    losses: int
+    win_rate: float | None
+    net_pnl_usdt: float
+    gross_profit_usdt: float
+    gross_loss_usdt: float
+    profit_factor: float | None
+    fees_paid_usdt: float
+    realised_max_drawdown: float
+    # reason -> (trades, wins, net pnl); UTC day -> (realised pnl, trades closed)
+    by_exit_reason: dict[str, tuple[int, int, float]]
+    per_day_realised: dict[str, tuple[float, int]]
+
+
+def recompute_from_csv(path: str | Path, initial_capital_usdt: float) -> Recomputed:
+    """Read trades.csv and recompute the figures above."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in _NEEDED if c not in (reader.fieldnames or ())]
+        if missing:
+            raise VerifyError(f"{path}: missing columns {', '.join(missing)}")
+        rows = list(reader)
+    try:
+        # Through float(): the text is the float's shortest repr, and Fraction("0.1") would
+        # be exactly 1/10, not the binary value the run added up.
+        pnl = [Fraction(float(r["pnl_usdt"])) for r in rows]
+        fees = [Fraction(float(r["fees_usdt"])) for r in rows]
+        for r in rows:
+            int(r["entry_ts_ns"]), int(r["exit_ts_ns"])
+    except (ValueError, OverflowError) as exc:  # NaN, inf or text where a number belongs
+        raise VerifyError(f"{path}: not a finite number ({exc})") from None
+    profit = sum((p for p in pnl if p > 0), Fraction(0))
+    loss = -sum((p for p in pnl if p < 0), Fraction(0))
+    wins, losses = sum(1 for p in pnl if p > 0), sum(1 for p in pnl if p < 0)
+
+    # Closed-trade equity in exit order (ties: entry time, then id), exactly.
+    order = sorted(range(len(rows)), key=lambda k: (int(rows[k]["exit_ts_ns"]),
+                                                    int(rows[k]["entry_ts_ns"]),
+                                                    rows[k]["trade_id"]))
+    equity = peak = Fraction(initial_capital_usdt)
+    worst = Fraction(0)
+    for k in order:
+        equity += pnl[k]
+        peak = max(peak, equity)
+        worst = max(worst, 1 - equity / peak)
+
+    reasons: dict[str, list[Fraction]] = {}
+    days: dict[str, list[Fraction]] = {}
+    for r, p in zip(rows, pnl):
+        reasons.setdefault(r["exit_reason"], []).append(p)
+        day = datetime.fromtimestamp(int(r["exit_ts_ns"]) // 10**9, tz=timezone.utc)
+        days.setdefault(day.strftime("%Y-%m-%d"), []).append(p)
+
+    if loss > 0:
+        pf: float | None = float(profit / loss)
+    else:
+        pf = math.inf if profit > 0 else None
+    return Recomputed(
+        trades=len(rows), wins=wins, losses=losses,
+        win_rate=wins / len(rows) if rows else None,
+        net_pnl_usdt=float(sum(pnl, Fraction(0))),
+        gross_profit_usdt=float(profit), gross_loss_usdt=float(loss), profit_factor=pf,
+        fees_paid_usdt=float(sum(fees, Fraction(0))),
+        realised_max_drawdown=float(worst),
+        by_exit_reason={k: (len(v), sum(1 for p in v if p > 0), float(sum(v, Fraction(0))))
+                        for k, v in reasons.items()},
+        per_day_realised={k: (float(sum(v, Fraction(0))), len(v)) for k, v in days.items()},
+    )
+
+
+def _same(a: Any, b: Any, rel_tol: float, abs_tol: float) -> bool:
+    """Equal as numbers (summary.json writes inf as "inf", undefined as null)."""
+    if a is None or b is None:
+        return a is None and b is None
+    fa = float(a)  # accepts "inf"
+    fb = float(b)
+    if math.isinf(fa) or math.isinf(fb):
+        return fa == fb
+    return math.isclose(fa, fb, rel_tol=rel_tol, abs_tol=abs_tol)
+
+
+def compare(summary: Mapping[str, Any], rec: Recomputed, rel_tol: float = 1e-9,
+            abs_tol: float = 1e-8) -> list[str]:
+    """Every disagreement between summary.json's content and the recomputation, as text.
+
+    The tolerances allow for summary.json's fixed rounding (10 decimals), nothing more.
+    """
+    problems: list[str] = []
+
+    def check(name: str, summary_value: Any, value: Any) -> None:
+        if not _same(summary_value, value, rel_tol, abs_tol):
+            problems.append(f"{name}: summary.json says {summary_value!r}, "
+                            f"trades.csv gives {value!r}")
+
+    for key in ("trades", "wins", "losses", "win_rate", "net_pnl_usdt", "gross_profit_usdt",
+                "gross_loss_usdt", "profit_factor", "fees_paid_usdt", "realised_max_drawdown"):
+        check(key, summary.get(key), getattr(rec, key))
+
+    reasons = summary.get("pnl_by_exit_reason") or {}
+    for reason in sorted(set(reasons) | set(rec.by_exit_reason)):
+        got = reasons.get(reason) or {}
+        n, w, p = rec.by_exit_reason.get(reason, (0, 0, 0.0))
+        check(f"pnl_by_exit_reason[{reason}].trades", got.get("trades", 0), n)
+        check(f"pnl_by_exit_reason[{reason}].wins", got.get("wins", 0), w)
+        check(f"pnl_by_exit_reason[{reason}].pnl_usdt", got.get("pnl_usdt", 0.0), p)
+
+    days = summary.get("per_day") or {}
+    for day in sorted(set(days) | set(rec.per_day_realised)):
+        got = days.get(day) or {}
+        p, n = rec.per_day_realised.get(day, (0.0, 0))
+        check(f"per_day[{day}].realised_pnl_usdt", got.get("realised_pnl_usdt", 0.0), p)
+        check(f"per_day[{day}].trades", got.get("trades", 0), n)
+    return problems
+
+
+def verify_report(out_dir: str | Path) -> list[str]:
+    """Recompute from ``out_dir``/trades.csv and compare with ``out_dir``/summary.json;
+    an empty list means they agree."""
+    out = Path(out_dir)
+    try:
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise VerifyError(f"{out / 'summary.json'}: cannot read ({exc})") from None
+    capital = summary.get("initial_capital_usdt")
+    if not isinstance(capital, (int, float)) or capital <= 0:
+        raise VerifyError(f"{out / 'summary.json'}: no positive initial_capital_usdt")
+    return compare(summary, recompute_from_csv(out / "trades.csv", float(capital)))
