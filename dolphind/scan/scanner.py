@@ -1,0 +1,329 @@
+"""EigenScanner: bars in, one ScanRecord out per bar (SPEC §2, bible §3/§27). Pure: no I/O, no clock.
+
+Definitions (the choices a reader of the Arrow files needs to know):
+
+* **Returns.** ``r_t = ln(p_t / p_{t-1})`` per symbol. A NaN, zero, negative or infinite close
+  means the symbol is absent at that bar; no return is formed across an absence (the first
+  return after a comeback needs two consecutive valid closes). Carrying stale prices forward is
+  the feed's job (``max_stale_bars``); a carried price simply yields zero returns here.
+* **Membership per window.** A symbol enters window ``w`` once it has ``w`` consecutive valid
+  returns (its whole window is real data, so the correlation is a plain Pearson correlation over
+  exactly ``w`` common bars: no pairwise-deletion, no imputation) and leaves at its first
+  invalid return. ``N_used(w)`` = members of window ``w``; ``n_symbols`` in the record = symbols
+  used by at least one window at this bar.
+* **Constant price.** A symbol whose ``w`` returns are all identical (a pegged stablecoin: all
+  exactly zero) has no defined correlation; it is excluded from that window (not counted in
+  ``N_used``) rather than given a fake unit variance. It rejoins as soon as its price moves.
+  The same holds for a *numerically* constant column, whose standard deviation is below
+  ``kernels.REL_STD_FLOOR`` (1e-9) times its mean return: its deviations are rounding noise of
+  the mean and no float64 method can give its correlations (condition number ~ mean / std).
+* **Warm.** A window is warm when it has at least two members. Cold windows give NaN lambda,
+  velocity and instability.
+* **Absorption, velocity.** ``a_w = lambda_w / N_used(w)``; ``v_w(t) = a_w(t) - a_w(t-1)`` only
+  when the member set of window ``w`` is the same at ``t-1`` and ``t``; on a bar where a symbol
+  joined or left window ``w`` the velocity is NaN (the two ratios describe different universes and
+  their difference would be a composition artefact, not a market move). ``instability_w = 1 - a_w``.
+* **vel_div** ``= v_50 - v_750`` (NaN unless both are defined). ``instability_composite`` = mean
+  of the four instabilities (NaN if any window is cold).
+* **regime_signal.** The bible (§27.3) types it as float64 in {-1, 0, +1} without giving a
+  formula; §1 and §4.1 define the regimes from vel_div: ``vel_div < -0.02`` is the instability
+  onset the SHORT champion trades (``regime_direction = -1``), ``vel_div > +0.01`` is the LONG
+  condition, anything in between is neutral. So ``regime_signal = -1 / +1 / 0`` by those
+  thresholds (constructor parameters), NaN when vel_div is NaN (no signal from a cold scan).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dolphind.events import WINDOWS, ScanRecord, frozen_array
+from dolphind.scan import kernels as K
+
+# Default certificate tolerance: lambda is certified within 1e-12 relative (contract: 1e-9).
+DEFAULT_TOL = 1e-12
+# Re-anchor a co-moment row when its a-priori rounding-error bound exceeds this fraction of S_ii.
+DEFAULT_ETA = 1e-12
+DEFAULT_MAXIT = 40
+# Gram mode when w^2 < GRAM_FACTOR * N. Flop counts alone suggest ~8 (Gram ~w^2 N / 2 per bar vs
+# cov ~3 N^2 + N^2 per iteration), but the cov loops are pure SIMD streams while the Gram build is
+# w^2/2 short dot products; measured at N=540 (bench/eigenscan.py, forced modes) all-cov was as
+# fast as Gram for w=50, so Gram only takes over for very wide universes (w=50 from N=1250).
+GRAM_FACTOR = 2.0
+
+VEL_DIV_SHORT_THRESHOLD = -0.02  # bible §4.1 VEL_DIV_THRESHOLD
+VEL_DIV_LONG_THRESHOLD = 0.01  # bible §4.1 LONG_THRESHOLD
+
+
+def choose_mode(window: int, n_symbols: int) -> int:
+    """Pick the cheaper exact method for one window: ``K.MODE_GRAM`` or ``K.MODE_COV``.
+
+    Gram rebuilds ``G = Z Z^T`` each bar (``~w^2 N / 2`` flops, no state); cov slides an N x N
+    co-moment matrix (``~3 N^2`` per bar plus ``N^2`` per power iteration).
+    """
+    return K.MODE_GRAM if window * window < GRAM_FACTOR * n_symbols else K.MODE_COV
+
+
+def regime_signal(vel_div: float, short_threshold: float, long_threshold: float) -> float:
+    """-1 (instability onset, SHORT regime), +1 (LONG condition), 0 (neutral), NaN if no signal."""
+    if not math.isfinite(vel_div):
+        return math.nan
+    if vel_div < short_threshold:
+        return -1.0
+    if vel_div > long_threshold:
+        return 1.0
+    return 0.0
+
+
+@dataclass
+class _Window:
+    w: int
+    mode: int
+    member: np.ndarray
+    v: np.ndarray
+    # cov mode
+    s: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    eb: np.ndarray | None = None
+    em: np.ndarray | None = None
+    tracked: np.ndarray | None = None
+    flat: np.ndarray | None = None
+    # gram mode
+    idx: np.ndarray | None = None
+    z: np.ndarray | None = None
+    g: np.ndarray | None = None
+    u: np.ndarray | None = None
+    uy: np.ndarray | None = None
+    absorption: float = math.nan
+
+    @classmethod
+    def new(cls, w: int, mode: int, n: int) -> _Window:
+        win = cls(w=w, mode=mode, member=np.zeros(n, np.bool_), v=np.zeros(n))
+        if mode == K.MODE_COV:
+            win.s = np.zeros((n, n))
+            win.mean = np.zeros(n)
+            win.eb = np.zeros(n)
+            win.em = np.zeros(n)
+            win.tracked = np.zeros(n, np.bool_)
+            win.flat = np.zeros(n, np.bool_)
+        else:
+            win.idx = np.zeros(n, np.int64)
+            win.mean = np.zeros(n)
+            win.z = np.zeros((w, max(n, 1)))
+            win.g = np.zeros((w, w))
+            win.u = np.zeros(w)
+            win.uy = np.zeros(w)
+        return win
+
+
+@dataclass
+class ScanCounters:
+    """Counters the scan stage exports as metrics (cumulative unless named ``last_``)."""
+
+    last_iterations: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    last_n_used: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    fallbacks_total: int = 0
+    rows_anchored_total: int = 0
+    membership_changes_total: int = 0
+
+
+class EigenScanner:
+    """Incremental multi-window eigenscan over a universe of symbols.
+
+    ``update()`` takes the closes of every symbol at one bar (NaN = absent) and returns the
+    ScanRecord. ``start_scan_number`` is the number given to the first record (pass
+    ``last_persisted + 1`` after a restart).
+    """
+
+    def __init__(
+        self,
+        start_scan_number: int = 0,
+        *,
+        windows: tuple[int, ...] = WINDOWS,
+        modes: tuple[int, ...] | None = None,
+        tol: float = DEFAULT_TOL,
+        eta: float = DEFAULT_ETA,
+        maxit: int = DEFAULT_MAXIT,
+        short_threshold: float = VEL_DIV_SHORT_THRESHOLD,
+        long_threshold: float = VEL_DIV_LONG_THRESHOLD,
+    ) -> None:
+        if len(windows) != 4 or any(w < 3 for w in windows):
+            raise ValueError(f"need four windows >= 3, got {windows}")
+        self._windows = tuple(int(w) for w in windows)
+        self._forced_modes = modes
+        self._tol = tol
+        self._eta = eta
+        self._maxit = maxit
+        self._short = short_threshold
+        self._long = long_threshold
+        self._next_scan = int(start_scan_number)
+        self._symbols: tuple[str, ...] | None = None
+        self._t = 0  # returns stored so far
+        self._have_prev = False
+        self.counters = ScanCounters()
+        self._alloc(0)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _alloc(self, n: int) -> None:
+        cap = max(self._windows) + 1
+        self._n = n
+        self._ring = np.full((cap, n), np.nan)
+        self._prev = np.full(n, np.nan)
+        self._run = np.zeros(n, np.int64)
+        self._same = np.zeros(n, np.int64)
+        modes = self._forced_modes or tuple(choose_mode(w, n) for w in self._windows)
+        self._wins = [_Window.new(w, m, n) for w, m in zip(self._windows, modes, strict=True)]
+        self._a, self._b, self._dl = np.zeros(n), np.zeros(n), np.zeros(n)
+        self._d, self._dd, self._wv = np.zeros(n), np.zeros(n), np.zeros(n)
+        self._y, self._acc = np.zeros(n), np.zeros(n)
+        self._rows = np.zeros(n, np.int64)
+        self._mrows = np.zeros(n, np.int64)
+        self._targets = np.zeros(n, np.int64)
+        self._fb = np.zeros((n, n))
+
+    def _remap(self, symbols: tuple[str, ...]) -> None:
+        """Universe changed: carry over the raw data of surviving symbols and rebuild the rest.
+
+        Rolling state is rebuilt from the raw window (every tracked symbol re-joins), so the
+        result is identical to a scanner that had always used the new column order.
+        """
+        old_syms = self._symbols or ()
+        old_pos = {s: i for i, s in enumerate(old_syms)}
+        ring, prev, run, same = self._ring, self._prev, self._run, self._same
+        old_wins = self._wins
+        self._alloc(len(symbols))
+        for new_i, sym in enumerate(symbols):
+            oi = old_pos.get(sym)
+            if oi is None:
+                continue
+            self._ring[:, new_i] = ring[:, oi]
+            self._prev[new_i] = prev[oi]
+            self._run[new_i] = run[oi]
+            self._same[new_i] = same[oi]
+            for nw, ow in zip(self._wins, old_wins, strict=True):
+                nw.member[new_i] = ow.member[oi]
+                nw.v[new_i] = ow.v[oi]
+        for nw, ow in zip(self._wins, old_wins, strict=True):
+            nw.absorption = ow.absorption
+        self._symbols = symbols
+
+    @property
+    def modes(self) -> tuple[int, ...]:
+        """The method used per window (``kernels.MODE_COV`` or ``kernels.MODE_GRAM``)."""
+        return tuple(w.mode for w in self._wins)
+
+    @property
+    def next_scan_number(self) -> int:
+        return self._next_scan
+
+    # -- per bar ----------------------------------------------------------------------------
+
+    def update(self, ts_ns: int, symbols: tuple[str, ...], closes: np.ndarray) -> ScanRecord:
+        """Consume one bar and return its ScanRecord."""
+        closes = np.ascontiguousarray(closes, dtype=np.float64)
+        if closes.shape != (len(symbols),):
+            raise ValueError(f"closes shape {closes.shape} does not match {len(symbols)} symbols")
+        if symbols is not self._symbols and symbols != self._symbols:
+            self._remap(symbols)
+        self._symbols = symbols
+        lam = [math.nan] * 4
+        vel = [math.nan] * 4
+        inst = [math.nan] * 4
+        used = np.zeros(self._n, np.bool_)
+        if self._have_prev:
+            cap = self._ring.shape[0]
+            K.ingest_bar(closes, self._prev, self._ring, self._t % cap, self._run, self._same)
+            self._t += 1
+            for j, win in enumerate(self._wins):
+                lam_j, k, its, status, changed, anchored = self._step(win)
+                self.counters.last_iterations[j] = its
+                self.counters.last_n_used[j] = k
+                self.counters.rows_anchored_total += anchored
+                self.counters.membership_changes_total += changed
+                prev_a = win.absorption
+                if status == K.STATUS_COLD:
+                    win.absorption = math.nan
+                    continue
+                a_w = lam_j / k
+                lam[j] = lam_j
+                inst[j] = 1.0 - a_w
+                if not changed:
+                    vel[j] = a_w - prev_a  # NaN if the previous bar was cold
+                win.absorption = a_w
+                used |= win.member
+        else:
+            # first bar: no return yet; remember the closes
+            for i in range(self._n):
+                c = closes[i]
+                self._prev[i] = c if math.isfinite(c) and c > 0.0 else math.nan
+            self._have_prev = True
+        vel_div = vel[0] - vel[3]
+        rec = ScanRecord(
+            scan_number=self._next_scan,
+            ts_ns=int(ts_ns),
+            n_symbols=int(used.sum()),
+            symbols=symbols,
+            prices=frozen_array(closes.copy()),
+            lambda_max=(lam[0], lam[1], lam[2], lam[3]),
+            velocity=(vel[0], vel[1], vel[2], vel[3]),
+            instability=(inst[0], inst[1], inst[2], inst[3]),
+            vel_div=vel_div,
+            regime_signal=regime_signal(vel_div, self._short, self._long),
+            instability_composite=(inst[0] + inst[1] + inst[2] + inst[3]) / 4.0,
+        )
+        self._next_scan += 1
+        return rec
+
+    def _step(self, win: _Window) -> tuple[float, int, int, int, int, int]:
+        if win.mode == K.MODE_COV:
+            assert win.s is not None and win.mean is not None and win.eb is not None
+            assert win.em is not None and win.tracked is not None and win.flat is not None
+            out = K.cov_step(
+                win.w, self._t, self._ring, self._run, self._same,
+                win.s, win.mean, win.eb, win.em, win.tracked, win.flat, win.member, win.v,
+                self._a, self._b, self._dl, self._d, self._dd, self._wv,
+                self._y, self._acc, self._rows, self._mrows, self._targets,
+                self._eta, self._tol, self._maxit,
+            )
+            if out[3] == K.STATUS_FALLBACK:
+                k = K.cov_corr_compact(win.s, self._d, win.member, self._fb)
+                evals, evecs = np.linalg.eigh(self._fb[:k, :k])
+                win.v[win.member] = evecs[:, -1]
+                self.counters.fallbacks_total += 1
+                return float(evals[-1]), out[1], out[2], K.STATUS_OK, out[4], out[5]
+            return out
+        assert win.idx is not None and win.mean is not None and win.z is not None
+        assert win.g is not None and win.u is not None and win.uy is not None
+        out = K.gram_step(
+            win.w, self._t, self._ring, self._run, self._same, win.member, win.v,
+            win.idx, win.mean, self._d, win.z, win.g, win.u, win.uy, self._tol, self._maxit,
+        )
+        if out[3] == K.STATUS_FALLBACK:
+            evals, evecs = np.linalg.eigh(win.g)
+            u = np.ascontiguousarray(evecs[:, -1])
+            K.gram_set_vector(win.z, win.w, out[1], win.idx, u, win.v)
+            self.counters.fallbacks_total += 1
+            return float(evals[-1]), out[1], out[2], K.STATUS_OK, out[4], out[5]
+        return out
+
+    def correlation_matrix(self, window_index: int) -> tuple[tuple[str, ...], np.ndarray]:
+        """The members and correlation matrix window ``window_index`` used at the last bar.
+
+        Built from the rolling state (cov mode) or the standardised window (Gram mode); meant for
+        checks and diagnostics (tests prove the rolling state does not drift with it).
+        """
+        win = self._wins[window_index]
+        syms = tuple(s for s, m in zip(self._symbols or (), win.member, strict=True) if m)
+        k = len(syms)
+        if win.mode == K.MODE_COV:
+            assert win.s is not None
+            full = np.triu(win.s) + np.triu(win.s, 1).T
+            sub = full[np.ix_(win.member, win.member)]
+            sd = np.sqrt(np.diag(sub))
+            return syms, sub / np.outer(sd, sd)
+        assert win.z is not None
+        z = win.z[: win.w, :k]
+        return syms, z.T @ z
