@@ -13,6 +13,7 @@ from dolphind.feed.history import HistoryError, classify, iter_bars, load_histor
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample"
 MIN = 60_000_000_000
+T0 = 1_746_835_200 * 10**9  # 2025-05-10 00:00 UTC: real-looking times (pre-2009 is refused)
 
 
 def test_classify_freqtrade_names() -> None:
@@ -41,7 +42,7 @@ def test_bundled_sample_loads_with_real_values() -> None:
 
 
 def _write(path: Path, ts_min: list[int], closes: list[float], **extra: list[object]) -> None:
-    table = pa.table({"date": pa.array([t * MIN for t in ts_min], pa.timestamp("ns", tz="UTC")),
+    table = pa.table({"date": pa.array([T0 + t * MIN for t in ts_min], pa.timestamp("ns", tz="UTC")),
                       "close": pa.array(closes, pa.float64()), **extra})
     if path.suffix == ".csv":
         pacsv.write_csv(table, path)
@@ -93,16 +94,17 @@ def test_unusable_input_gives_a_clear_message(tmp_path: Path) -> None:
     feather.write_feather(pa.table({"close": [1.0, 2.0]}), tmp_path / "ETHUSDT.feather")
     with pytest.raises(HistoryError, match="ETHUSDT.feather: no time column"):
         load_history([tmp_path])
-    feather.write_feather(pa.table({"date": [1, 2], "px": [1.0, 2.0]}), tmp_path / "ETHUSDT.feather")
+    feather.write_feather(pa.table({"date": [T0, T0 + MIN], "px": [1.0, 2.0]}),
+                          tmp_path / "ETHUSDT.feather")
     with pytest.raises(HistoryError, match="no 'close' column"):
         load_history([tmp_path])
-    feather.write_feather(pa.table({"date": [1], "close": [1.0]}), tmp_path / "ETHUSDT.feather")
+    feather.write_feather(pa.table({"date": [T0], "close": [1.0]}), tmp_path / "ETHUSDT.feather")
     with pytest.raises(HistoryError, match="cannot tell the bar interval"):
         load_history([tmp_path])
 
 
 def test_integer_epochs_in_seconds_or_ms(tmp_path: Path) -> None:
-    base_s = 1_700_000_000
+    base_s = 1_700_000_040  # on the minute grid
     feather.write_feather(pa.table({"timestamp": [base_s, base_s + 60], "close": [1.0, 2.0]}),
                           tmp_path / "AAAUSDT.feather")
     feather.write_feather(pa.table({"timestamp": [base_s * 1000, (base_s + 60) * 1000],

