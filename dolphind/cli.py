@@ -55,6 +55,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from dolphind.store.audit import verify
+
+    result = verify(args.path)
+    if result.ok:
+        print(f"{args.path}: ok, {result.lines} lines, chain intact")
+        return 0
+    print(f"{args.path}: broken at line {result.first_bad_line}: {result.reason}", file=sys.stderr)
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dolphind", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print the running daemon's /status")
     status.add_argument("--config", default="dolphind.toml")
     status.set_defaults(func=_cmd_status)
+
+    audit = sub.add_parser("audit", help="audit log tools")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check the hash chain; exit 1 when broken")
+    verify.add_argument("path")
+    verify.set_defaults(func=_cmd_audit_verify)
     return parser
 
 

@@ -15,13 +15,15 @@ import dataclasses
 import hashlib
 import os
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import orjson
+
+if TYPE_CHECKING:
+    from dolphind.alpha.params import StrategyParams
 
 RESTART = {"restart": True}
 
@@ -76,6 +78,58 @@ class FeedConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BinanceFeedConfig:
+    """The live Binance USDT-M WebSocket feed (SPEC §1); used when feed.kind = "binance"."""
+
+    # Base of the routed endpoints: <ws_base_url>/public/stream?streams=... and /market/...
+    ws_base_url: str = field(default="wss://fstream.binance.com", metadata=RESTART)
+    # The universe, e.g. ["BTCUSDT", "ETHUSDT"] (upper case, as Binance spells the symbols).
+    symbols: tuple[str, ...] = field(default=(), metadata=RESTART)
+    # Bars from per-symbol aggTrade prints, or from the all-market !markPrice@arr@1s stream.
+    bar_source: Literal["aggTrade", "markPrice"] = field(default="aggTrade", metadata=RESTART)
+    # <sym>@depth5@500ms for the book features; <sym>@bookTicker is optional.
+    depth: bool = field(default=True, metadata=RESTART)
+    book_ticker: bool = field(default=False, metadata=RESTART)
+    # Binance allows 1024 streams per connection; SPEC §1 keeps it at 200.
+    max_streams_per_conn: int = field(default=200, metadata=RESTART)
+    # Re-connect before Binance's 24 h cut-off (make-before-break, so no frame is lost).
+    rotate_after_s: float = 23 * 3600.0
+    # No frame at all on a connection for this long: it is stalled and re-connected.
+    stall_timeout_s: float = 10.0
+    # A subscribed stream silent this long after the connection opened raises an alarm.
+    stream_grace_s: float = 60.0
+    # Re-connect back-off: exponential from initial to max, full jitter in [d/2, d].
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    # WebSocket ping interval (aiohttp heartbeat); a missing pong closes the connection.
+    heartbeat_s: float = 10.0
+    # A bar closes this long (venue time) after its end, so frames that crossed on
+    # different connections still land in it.
+    bar_close_delay_ms: int = 250
+
+
+@dataclass(frozen=True, slots=True)
+class BookConfig:
+    """Order-book features from depth5 (SPEC §1, bible §9); counts are in bars."""
+
+    imbalance_ma_bars: int = 5
+    persistence_bars: int = 10
+    depth_median_bars: int = 60
+    withdrawal_bars: int = 3
+    # A symbol whose depth fell by more than this fraction within the window is cascading.
+    cascade_drop: float = 0.30
+    cascade_window_bars: int = 3
+    # regime_signal = +1 at this many cascading symbols or this median depth decay (1/s).
+    stress_cascades: int = 3
+    stress_velocity: float = 0.02
+    # regime_signal = -1 when nothing cascades and median depth quality is at least this.
+    calm_depth_quality: float = 0.9
+    # A snapshot older than this many bars is not used (the symbol's features are NaN).
+    stale_bars: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelsConfig:
     """Capacities of the bounded queues between stages."""
 
@@ -120,6 +174,100 @@ class PluginsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RiskConfig:
+    """Pre-trade risk rails (SPEC §4), checked in this order for every order.
+
+    Reduce-only exits are exempt from every rule but the venue breaker: an exit only lowers
+    risk, and a rail that traps an open position is worse than the exit it blocks.
+    """
+
+    # The static kill switch; the control plane's halt (POST /kill) has the same effect.
+    trading_enabled: bool = True
+    # Symbols that may be entered; empty means every symbol the venue has filters for.
+    allowed_symbols: tuple[str, ...] = ()
+    min_order_notional_usdt: float = 10.0
+    max_order_notional_usdt: float = 15_000.0
+    # Exposure caps count open positions plus working (unfilled) entry orders.
+    max_symbol_exposure_usdt: float = 15_000.0
+    max_gross_exposure_usdt: float = 30_000.0
+    # Both the intent's own leverage and projected gross exposure / equity.
+    max_leverage: float = 6.0
+    # Token bucket: refill rate and burst size.
+    max_orders_per_minute: float = 30.0
+    order_burst: int = 5
+    # Venue breaker: opens when the venue error rate over the window reaches the threshold
+    # (with at least `breaker_min_requests` requests), stays open `breaker_open_s`, then lets
+    # `breaker_probes` orders through (half-open); a failed probe opens it again.
+    breaker_window_s: float = 60.0
+    breaker_min_requests: int = 5
+    breaker_error_rate: float = 0.5
+    breaker_open_s: float = 30.0
+    breaker_probes: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionConfig:
+    """The venue and its friction (SPEC §3 Friction, §5). Fees and slippage are reloadable."""
+
+    venue: Literal["paper"] = field(default="paper", metadata=RESTART)
+    # Starting capital; used only when the store is empty (after that the store is the truth).
+    capital_usdt: float = field(default=10_000.0, metadata=RESTART)
+    seed: int = field(default=0, metadata=RESTART)
+    # A Binance USDT-M `GET /fapi/v1/exchangeInfo` JSON file (symbol filters). Empty: none.
+    exchange_info: str = field(default="", metadata=RESTART)
+    # Paper only: symbols missing from exchange_info trade on generic filters instead of being
+    # refused (tick 0.00001, step 0.001, min qty 0.001, min notional 5).
+    paper_fallback_filters: bool = field(default=True, metadata=RESTART)
+    client_id_prefix: str = field(default="dd", metadata=RESTART)
+    maker_fee_bps: float = 2.0
+    taker_fee_bps: float = 5.0
+    maker_fill_rate_entry: float = 0.62
+    maker_fill_rate_exit: float = 0.50
+    # "draw": each fill is maker with the maker-fill rate (seeded draw per order);
+    # "blended": every fill pays the expected fee (rate*maker + (1-rate)*taker).
+    fee_model: Literal["draw", "blended"] = "draw"
+    entry_slippage_bps: float = 0.0
+    tp_slippage_bps: float = 2.0
+    sl_slippage_bps: float = 5.0
+    other_slippage_bps: float = 2.0
+    tp_reasons: tuple[str, ...] = ("FIXED_TP", "TAKE_PROFIT", "TP")
+    sl_reasons: tuple[str, ...] = ("STOP_LOSS", "SL", "HARD_SL")
+    equity_snapshot_interval_s: float = 60.0
+    # How long to wait for working orders to reach a final state: at shutdown, and before an
+    # exit is sized (it must include the fills of entries still being booked).
+    drain_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """SQLite store and the hash-chained audit log (SPEC §6). Paths resolve under data.dir."""
+
+    path: str = field(default="dolphind.sqlite", metadata=RESTART)
+    # NORMAL: a commit survives kill -9 (it is in the WAL file); FULL: also a power cut.
+    synchronous: Literal["NORMAL", "FULL"] = field(default="NORMAL", metadata=RESTART)
+    queue_capacity: int = field(default=1024, metadata=RESTART)
+    max_batch: int = 256
+    audit_path: str = field(default="audit.jsonl", metadata=RESTART)
+    # always: fsync every written batch; interval: at most every audit_fsync_interval_s;
+    # never: leave it to the OS. A kill -9 loses nothing written in any mode.
+    audit_fsync: Literal["always", "interval", "never"] = "interval"
+    audit_fsync_interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyConfig:
+    """The strategy profile (SPEC §3). ``params`` overrides champion parameters by name
+    (``[strategy.params]``); the champion is frozen, so any override needs its own profile name.
+    Restart-only: a strategy does not change under an open position."""
+
+    profile: str = field(default="champion", metadata=RESTART)
+    params: Mapping[str, Any] = field(default_factory=dict, metadata=RESTART)
+    # A JSON file with the ACB external factors (funding, dvol, fng, taker ratio); the state
+    # bus key DOLPHIN_FEATURES/exf_latest wins when present. Empty: none (boost 1.0).
+    external_factors_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     mode: Literal["paper", "live", "backtest"] = field(default="paper", metadata=RESTART)
     shutdown_timeout_s: float = 10.0
@@ -127,11 +275,17 @@ class Config:
     data: DataConfig = DataConfig()
     feed: FeedConfig = FeedConfig()
     replay: ReplayConfig = ReplayConfig()
+    binance_feed: BinanceFeedConfig = BinanceFeedConfig()
+    book: BookConfig = BookConfig()
     channels: ChannelsConfig = ChannelsConfig()
     supervision: SupervisionConfig = SupervisionConfig()
     logging: LoggingConfig = LoggingConfig()
     statebus: StateBusConfig = StateBusConfig()
     plugins: PluginsConfig = PluginsConfig()
+    risk: RiskConfig = RiskConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+    store: StoreConfig = StoreConfig()
+    strategy: StrategyConfig = StrategyConfig()
     # Not read from the file: where the file was, and its content hash (for /status and reload).
     source: str = field(default="", metadata={"internal": True})
     sha256: str = field(default="", metadata={"internal": True})
@@ -186,8 +340,30 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     return cfg
 
 
+def strategy_params(cfg: Config, problems: list[str] | None = None) -> "StrategyParams":
+    """The strategy parameters the config asks for: the champion plus ``[strategy.params]``.
+
+    A changed champion parameter under ``profile = "champion"`` is a problem listing the keys.
+    """
+    from dolphind.alpha.params import CHAMPION, check_profile
+
+    found: list[str] = [] if problems is None else problems
+    overrides = dict(cfg.strategy.params)
+    before = len(found)
+    merged = _build(type(CHAMPION), {**CHAMPION.as_dict(), **overrides}, "strategy.params", found)
+    if len(found) == before:
+        changed = check_profile(cfg.strategy.profile, merged)
+        if changed:
+            found.append("strategy.params: profile 'champion' is frozen; these keys differ from "
+                         f"the champion: {', '.join(changed)} (name a new strategy.profile)")
+    if problems is None and found:
+        raise ConfigError(found)
+    return merged
+
+
 def _cross_checks(cfg: Config) -> list[str]:
-    problems = []
+    problems: list[str] = []
+    strategy_params(cfg, problems)
     try:
         parse_listen(cfg.ops.listen)
     except ValueError as exc:
@@ -207,13 +383,86 @@ def _cross_checks(cfg: Config) -> list[str]:
         problems.append("supervision: need 0 < backoff_initial_s <= backoff_max_s")
     if cfg.feed.kind == "replay" and not cfg.replay.paths:
         problems.append("replay.paths: at least one file or folder is needed for feed.kind = 'replay'")
-    if cfg.feed.kind == "binance":
-        problems.append("feed.kind: 'binance' (the live WebSocket feed) is not in this build yet")
+    problems.extend(_binance_feed_checks(cfg))
     if cfg.mode == "live":
         problems.append("mode: 'live' needs the binance venue, which this build does not have yet")
+    problems.extend(_execution_checks(cfg))
     for name in cfg.plugins.enabled:
         if not name.isidentifier():
             problems.append(f"plugins.enabled: {name!r} is not a plugin name")
+    return problems
+
+
+def _execution_checks(cfg: Config) -> list[str]:
+    """Risk, execution and store: limits that contradict each other or cannot be money."""
+    problems = []
+    r, x, st = cfg.risk, cfg.execution, cfg.store
+    for key in ("min_order_notional_usdt", "max_order_notional_usdt", "max_symbol_exposure_usdt",
+                "max_gross_exposure_usdt", "max_leverage", "max_orders_per_minute",
+                "breaker_window_s", "breaker_open_s"):
+        if getattr(r, key) <= 0:
+            problems.append(f"risk.{key}: must be > 0")
+    if r.min_order_notional_usdt > r.max_order_notional_usdt:
+        problems.append("risk: min_order_notional_usdt must be <= max_order_notional_usdt")
+    if r.max_symbol_exposure_usdt > r.max_gross_exposure_usdt:
+        problems.append("risk: max_symbol_exposure_usdt must be <= max_gross_exposure_usdt")
+    if r.order_burst < 1 or r.breaker_min_requests < 1 or r.breaker_probes < 1:
+        problems.append("risk: order_burst, breaker_min_requests and breaker_probes must be >= 1")
+    if not 0 < r.breaker_error_rate <= 1:
+        problems.append("risk.breaker_error_rate: must be in (0, 1]")
+    if x.capital_usdt <= 0:
+        problems.append("execution.capital_usdt: must be > 0")
+    for key in ("maker_fee_bps", "taker_fee_bps", "entry_slippage_bps", "tp_slippage_bps",
+                "sl_slippage_bps", "other_slippage_bps", "equity_snapshot_interval_s",
+                "drain_timeout_s"):
+        if getattr(x, key) < 0:
+            problems.append(f"execution.{key}: must be >= 0")
+    for key in ("maker_fill_rate_entry", "maker_fill_rate_exit"):
+        if not 0 <= getattr(x, key) <= 1:
+            problems.append(f"execution.{key}: must be in [0, 1]")
+    if not x.client_id_prefix.isalnum() or len(x.client_id_prefix) > 3:
+        problems.append("execution.client_id_prefix: 1-3 letters or digits (Binance allows "
+                        "36 characters in a client order id)")
+    if st.queue_capacity < 1 or st.max_batch < 1:
+        problems.append("store: queue_capacity and max_batch must be >= 1")
+    if st.audit_fsync_interval_s <= 0:
+        problems.append("store.audit_fsync_interval_s: must be > 0")
+    if cfg.mode == "live" and x.venue == "paper":
+        problems.append("execution.venue: 'paper' cannot trade in mode 'live'")
+    return problems
+
+
+def _binance_feed_checks(cfg: Config) -> list[str]:
+    b, k = cfg.binance_feed, cfg.book
+    problems = []
+    if cfg.feed.kind == "binance" and not b.symbols:
+        problems.append("binance_feed.symbols: at least one symbol is needed for feed.kind = 'binance'")
+    for sym in b.symbols:
+        if not (sym.isascii() and sym.isalnum() and sym == sym.upper()):
+            problems.append(f"binance_feed.symbols: {sym!r} is not an upper-case symbol like 'BTCUSDT'")
+    if len(set(b.symbols)) != len(b.symbols):
+        problems.append("binance_feed.symbols: a symbol is listed twice")
+    if not b.ws_base_url.startswith(("ws://", "wss://")) or b.ws_base_url.endswith("/"):
+        problems.append("binance_feed.ws_base_url: expected ws:// or wss://HOST[:PORT] without a trailing /")
+    if not 1 <= b.max_streams_per_conn <= 200:
+        problems.append("binance_feed.max_streams_per_conn: must be 1-200 (SPEC §1)")
+    if not 0 < b.rotate_after_s < 24 * 3600:
+        problems.append("binance_feed.rotate_after_s: must be > 0 and below Binance's 24 h cut-off")
+    for name in ("stall_timeout_s", "stream_grace_s", "connect_timeout_s", "heartbeat_s"):
+        if getattr(b, name) <= 0:
+            problems.append(f"binance_feed.{name}: must be > 0")
+    if b.backoff_initial_s <= 0 or b.backoff_max_s < b.backoff_initial_s:
+        problems.append("binance_feed: need 0 < backoff_initial_s <= backoff_max_s")
+    if not 0 <= b.bar_close_delay_ms < cfg.feed.bar_seconds * 1000:
+        problems.append("binance_feed.bar_close_delay_ms: must be >= 0 and shorter than a bar")
+    for name in ("imbalance_ma_bars", "persistence_bars", "depth_median_bars", "withdrawal_bars",
+                 "cascade_window_bars", "stress_cascades", "stale_bars"):
+        if getattr(k, name) < 1:
+            problems.append(f"book.{name}: must be >= 1")
+    if not 0 < k.cascade_drop < 1:
+        problems.append("book.cascade_drop: must be between 0 and 1")
+    if k.stress_velocity <= 0 or k.calm_depth_quality <= 0:
+        problems.append("book: stress_velocity and calm_depth_quality must be > 0")
     return problems
 
 
@@ -244,6 +493,13 @@ def _build(cls: type, raw: Any, path: str, problems: list[str]) -> Any:
                 problems.append(f"{_join(path, key)}: unknown key (plugin settings are a table)")
         kwargs["settings"] = settings
         raw = {k: v for k, v in raw.items() if k in fields}
+    if cls is StrategyConfig and "params" in raw:
+        # Checked field by field against StrategyParams in the cross-checks.
+        if isinstance(raw["params"], Mapping):
+            kwargs["params"] = dict(raw["params"])
+        else:
+            problems.append(f"{_join(path, 'params')}: expected a table [strategy.params]")
+        raw = {k: v for k, v in raw.items() if k != "params"}
     for key in raw:
         if key not in fields:
             problems.append(f"{_join(path, key)}: unknown key")
@@ -288,8 +544,6 @@ def _coerce(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
     if tp is str:
         if not isinstance(value, str):
             problems.append(f"{path}: expected a string, got {_tname(value)}")
-        return value
-    if isinstance(tp, types.UnionType) or origin is typing.Union:  # pragma: no cover
         return value
     return value
 

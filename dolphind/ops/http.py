@@ -127,6 +127,35 @@ def build_app(daemon: DaemonView, token: str | None) -> web.Application:
         result = await daemon.reload_now(f"http:{request.remote}")
         return _json(result, 200 if result.get("ok") else 422)
 
+    def execution() -> Any | None:
+        """The execution stage, once the pipeline has one (``pipeline.execution``)."""
+        return getattr(getattr(daemon, "pipeline", None), "execution", None)
+
+    async def positions(request: web.Request) -> web.Response:
+        stage = execution()
+        if stage is None:
+            return _error(503, "the execution stage is not running")
+        return _json(stage.positions_view())
+
+    async def orders(request: web.Request) -> web.Response:
+        stage = execution()
+        if stage is None:
+            return _error(503, "the execution stage is not running")
+        return _json(stage.orders_view())
+
+    async def flatten(request: web.Request) -> web.Response:
+        body = await read_json(request)
+        halt = body.get("halt", True)
+        reason = body.get("reason", "")
+        if not isinstance(halt, bool) or not isinstance(reason, str):
+            return _error(400, "expected {\"halt\": bool (default true), \"reason\": str}")
+        cause = f"http:{request.remote}"
+        if halt:
+            # Halt first, so the alpha engine cannot re-enter what is being closed.
+            daemon.control.halt(cause, reason or "flatten")
+        daemon.control.flatten(cause, reason)
+        return _json({"flatten_requested": True, **daemon.control.status()})
+
     app = web.Application(middlewares=[count_requests], client_max_size=_MAX_BODY_BYTES)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
@@ -134,6 +163,9 @@ def build_app(daemon: DaemonView, token: str | None) -> web.Application:
     app.router.add_get("/status", status)
     app.router.add_post("/kill", protected(kill))
     app.router.add_post("/reload", protected(reload))
+    app.router.add_get("/positions", positions)
+    app.router.add_get("/orders", orders)
+    app.router.add_post("/flatten", protected(flatten))
     return app
 
 

@@ -51,6 +51,91 @@ class ChannelMetrics:
                                     self.wait.labels(channel))
 
 
+# Intent-to-ack / intent-to-fill in paper are sub-millisecond; live acks take tens of ms.
+_LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0)
+_SLIPPAGE_BPS_BUCKETS = (-10.0, -5.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)
+
+
+class ExecutionMetrics:
+    """Orders, fills, money, risk rails and the store (SPEC §4-§6)."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.intents = Counter("dolphind_execution_intents_total",
+                               "Order intents taken by the execution stage, by outcome.",
+                               ["outcome"], registry=r)
+        self.orders = Counter("dolphind_orders_total",
+                              "Orders that entered a state (new, acked, filled, ...).",
+                              ["state"], registry=r)
+        self.open_orders = Gauge("dolphind_open_orders", "Orders not yet in a final state.",
+                                 registry=r)
+        self.fills = Counter("dolphind_fills_total", "Fills by side and liquidity.",
+                             ["side", "liquidity"], registry=r)
+        self.fees = Counter("dolphind_fees_usdt_total", "Fees paid.", registry=r)
+        self.slippage = Counter("dolphind_slippage_usdt_total",
+                                "Slippage paid against the decision price (negative = gain).",
+                                registry=r)
+        self.slippage_bps = Histogram("dolphind_fill_slippage_bps",
+                                      "Fill slippage against the decision price, bps.",
+                                      buckets=_SLIPPAGE_BPS_BUCKETS, registry=r)
+        self.notional = Counter("dolphind_traded_notional_usdt_total", "Notional filled.",
+                                registry=r)
+        self.position_notional = Gauge("dolphind_position_notional_usdt",
+                                       "Signed notional of the open position per symbol.",
+                                       ["symbol"], registry=r)
+        self.gross_exposure = Gauge("dolphind_gross_exposure_usdt",
+                                    "Sum of |position notional| at the latest marks.", registry=r)
+        self.realised_pnl = Gauge("dolphind_realised_pnl_usdt",
+                                  "Realised PnL since the store was created (before fees).",
+                                  registry=r)
+        self.unrealised_pnl = Gauge("dolphind_unrealised_pnl_usdt",
+                                    "Unrealised PnL of open positions at the latest marks.",
+                                    registry=r)
+        self.cash = Gauge("dolphind_cash_usdt", "Wallet balance (capital + realised - fees).",
+                          registry=r)
+        self.equity = Gauge("dolphind_equity_usdt", "Cash plus unrealised PnL.", registry=r)
+        self.peak_equity = Gauge("dolphind_peak_equity_usdt", "Highest equity seen.",
+                                 registry=r)
+        self.drawdown = Gauge("dolphind_drawdown_ratio",
+                              "1 - equity / peak equity (0.12 = 12% below the peak).",
+                              registry=r)
+        self.risk_rejections = Counter("dolphind_risk_rejections_total",
+                                       "Orders refused by a risk rail, by rule.", ["rule"],
+                                       registry=r)
+        self.router_rejections = Counter("dolphind_router_rejections_total",
+                                         "Intents the router could not turn into an order.",
+                                         ["reason"], registry=r)
+        self.illegal_transitions = Counter("dolphind_order_illegal_transitions_total",
+                                           "Order updates refused by the state machine.",
+                                           registry=r)
+        self.breaker_state = Gauge("dolphind_venue_breaker_state",
+                                   "Venue breaker: 0 closed, 1 half-open, 2 open.", registry=r)
+        self.intent_to_ack = Histogram("dolphind_intent_to_ack_seconds",
+                                       "From taking an intent to the venue's acknowledgement.",
+                                       buckets=_LATENCY_BUCKETS, registry=r)
+        self.intent_to_fill = Histogram("dolphind_intent_to_fill_seconds",
+                                        "From taking an intent to its fill being committed.",
+                                        buckets=_LATENCY_BUCKETS, registry=r)
+        self.reconcile_diffs = Counter("dolphind_reconcile_differences_total",
+                                       "Store/venue differences corrected at reconciliation.",
+                                       ["kind"], registry=r)
+        # Store and audit
+        self.store_commits = Counter("dolphind_store_commits_total",
+                                     "SQLite transactions committed by the writer.", registry=r)
+        self.store_writes = Counter("dolphind_store_writes_total",
+                                    "Write operations committed by the writer.", registry=r)
+        self.store_commit_seconds = Histogram("dolphind_store_commit_seconds",
+                                              "Time to execute and commit one batch.",
+                                              buckets=_LATENCY_BUCKETS, registry=r)
+        self.store_failures = Counter("dolphind_store_failures_total",
+                                      "Store writer failures (the store stops accepting writes).",
+                                      registry=r)
+        self.audit_lines = Counter("dolphind_audit_lines_total", "Lines appended to the audit log.",
+                                   registry=r)
+        self.audit_backlog = Gauge("dolphind_audit_backlog",
+                                   "Audit records waiting to be written.", registry=r)
+
+
 class Metrics:
     """The daemon's metrics. Create one per daemon; pass it (or a part of it) down."""
 
@@ -114,6 +199,59 @@ class Metrics:
                                   "Latest funding rate seen per symbol (fraction per 8 h).",
                                   ["symbol"], registry=r)
 
+        # Feed (the live Binance WebSocket feed, SPEC §1). Per-frame counts are kept as plain
+        # integers by the reader and added here about once a second: a Prometheus counter
+        # takes a lock per increment, which the reader cannot afford per frame.
+        self.feed_messages = Counter("dolphind_feed_messages_total",
+                                     "WebSocket frames parsed by stream kind.", ["kind"],
+                                     registry=r)
+        self.feed_bytes = Counter("dolphind_feed_bytes_total",
+                                  "Bytes of parsed WebSocket frames by stream kind.", ["kind"],
+                                  registry=r)
+        self.feed_bad_frames = Counter("dolphind_feed_bad_frames_total",
+                                       "Frames dropped because they failed to parse or validate.",
+                                       ["reason"], registry=r)
+        self.feed_duplicates = Counter("dolphind_feed_duplicate_frames_total",
+                                       "Frames already seen (overlapping connections), dropped.",
+                                       ["kind"], registry=r)
+        self.feed_reconnects = Counter("dolphind_feed_reconnects_total",
+                                       "Connections re-established, by connection and reason.",
+                                       ["conn", "reason"], registry=r)
+        self.feed_connect_failures = Counter("dolphind_feed_connect_failures_total",
+                                             "Connection attempts that failed.", ["conn"],
+                                             registry=r)
+        self.feed_gaps = Counter("dolphind_feed_gaps_total",
+                                 "Data gaps (a connection lost or stalled), by reason.",
+                                 ["reason"], registry=r)
+        self.feed_connected = Gauge("dolphind_feed_connected",
+                                    "1 while a feed connection is open and not stalled.",
+                                    ["conn"], registry=r)
+        self.feed_last_message_age = Gauge("dolphind_feed_last_message_age_seconds",
+                                           "Seconds since a connection's last frame.", ["conn"],
+                                           registry=r)
+        self.feed_silent_streams = Gauge("dolphind_feed_silent_streams",
+                                         "Subscribed streams with no frame within the grace "
+                                         "period.", ["conn"], registry=r)
+        self.feed_stream_silence_alarms = Counter(
+            "dolphind_feed_stream_silence_alarms_total",
+            "Times a subscribed stream stayed silent past the grace period.", ["kind"],
+            registry=r)
+        self.feed_late_frames = Counter("dolphind_feed_late_frames_total",
+                                        "Prices for a bar that had already closed (not merged).",
+                                        registry=r)
+        self.feed_bar_lateness = Histogram("dolphind_feed_bar_lateness_seconds",
+                                           "How far before its bar's close a late price was.",
+                                           buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+                                           registry=r)
+        self.feed_bars_skipped = Counter("dolphind_feed_bars_skipped_total",
+                                         "Bar windows not emitted because the feed had a gap.",
+                                         registry=r)
+        self.feed_parse_seconds = Histogram("dolphind_feed_parse_seconds",
+                                            "Time from frame read to state update (1 frame in "
+                                            "64 is timed).",
+                                            buckets=(2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 5e-4,
+                                                     1e-3, 5e-3), registry=r)
+
         # Plugins
         self.plugin_failures = Counter("dolphind_plugin_failures_total",
                                        "Exceptions raised by plugin hooks.", ["plugin"],
@@ -122,10 +260,69 @@ class Metrics:
                                     "1 while a plugin is loaded and not disabled.", ["plugin"],
                                     registry=r)
 
+        # Control plane (ops/control.py)
+        self.control_actions = Counter("dolphind_control_actions_total",
+                                       "Control-plane actions (halt, throttle, incident, ...).",
+                                       ["action"], registry=r)
+        self.control_listener_failures = Counter(
+            "dolphind_control_listener_failures_total",
+            "Control-plane subscribers that raised (the action still took effect).", registry=r)
+        self.risk_multiplier = Gauge("dolphind_risk_multiplier",
+                                     "Factor in (0, 1] applied to new risk; 1 = none set.",
+                                     registry=r)
+        self.risk_multiplier.set(1.0)
+        self.order_rate_factor = Gauge("dolphind_order_rate_factor",
+                                       "Factor in (0, 1] on the order-rate limit; 1 = no "
+                                       "throttle.", registry=r)
+        self.order_rate_factor.set(1.0)
+
+        # Eigenscan (SPEC §2)
+        self.scans = Counter("dolphind_scans_total", "Scan records produced.", registry=r)
+        self.scan_number = Gauge("dolphind_scan_number", "scan_number of the latest scan.",
+                                 registry=r)
+        self.scan_seconds = Histogram(
+            "dolphind_scan_seconds", "Time to compute one scan (all four windows).",
+            buckets=(5e-5, 1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3, 6.4e-3, 0.0128, 0.0256, 0.1),
+            registry=r)
+        self.scan_symbols = Gauge("dolphind_scan_symbols", "Symbols used by the latest scan.",
+                                  registry=r)
+        self.scan_lambda_max = Gauge("dolphind_scan_lambda_max",
+                                     "Largest correlation eigenvalue per window (NaN while cold).",
+                                     ["window"], registry=r)
+        self.scan_iterations = Gauge("dolphind_scan_iterations",
+                                     "Eigen-solver iterations used by the latest scan per window.",
+                                     ["window"], registry=r)
+        self.scan_fallbacks = Counter("dolphind_scan_fallbacks_total",
+                                      "Scans where the fast eigen-solver handed over to the "
+                                      "robust fallback (close top eigenvalues).", registry=r)
+        self.vel_div = Gauge("dolphind_vel_div", "Latest vel_div = v50 - v750 (NaN while cold).",
+                             registry=r)
+
+        # Alpha (SPEC §3)
+        self.signals = Counter("dolphind_signals_total",
+                               "Alpha decisions per bar by outcome (entered, no_signal, gate "
+                               "that rejected the entry, ...).", ["outcome"], registry=r)
+        self.alpha_seconds = Histogram(
+            "dolphind_alpha_decision_seconds", "Time from scan record in to decision out.",
+            buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3, 5e-3), registry=r)
+        self.intents = Counter("dolphind_intents_total", "Order intents emitted by kind.",
+                               ["kind"], registry=r)
+        self.posture = Gauge("dolphind_posture", "1 for the current posture, 0 for the others.",
+                             ["posture"], registry=r)
+        self.posture_rm = Gauge("dolphind_posture_rm", "Survival stack risk multiplier Rm.",
+                                registry=r)
+        self.acb_boost = Gauge("dolphind_acb_boost", "ACB v6 base boost (1.0 = no factors).",
+                               registry=r)
+        self.regime_size_mult = Gauge("dolphind_regime_size_mult",
+                                      "ACB per-bar regime size multiplier.", registry=r)
+
         # State bus
         self.statebus_writes = Counter("dolphind_statebus_writes_total",
                                        "Writes to the state bus by outcome.", ["outcome"],
                                        registry=r)
+
+        # Execution, risk, store
+        self.execution = ExecutionMetrics(r)
 
         # HTTP
         self.http_requests = Counter("dolphind_http_requests_total",

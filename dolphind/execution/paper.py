@@ -1,0 +1,213 @@
+"""The paper venue: market orders filled in full at the latest mark, with SPEC §3 friction.
+
+Friction (bible §7.4, §8), read from the current ``[execution]`` config on every fill:
+- slippage, always against us (BUY pays ``mark * (1 + slip)``, SELL gets ``mark * (1 - slip)``):
+  exits by reason (take-profit 2 bps, stop-loss 5 bps, any other 2 bps), entries
+  ``entry_slippage_bps`` (0 by default: the bible applies slippage on exits only);
+- fees: maker 2 bps / taker 5 bps, a fill being maker with the maker-fill rate (0.62 entry,
+  0.50 exit). ``fee_model = "draw"`` decides maker/taker per order from a hash of
+  (seed, client id), so a fill does not depend on the orders before it: the same order gets the
+  same fill after a restart, and two runs with the same seed give identical fills.
+  ``"blended"`` charges every fill the expected fee instead.
+
+Fill prices are the model prices, not snapped to the tick grid, so that paper PnL is exactly
+the bible's friction model. Fills against the book (depth-aware) come later.
+
+The paper venue keeps its own orders, positions and balance (what a real venue would report for
+reconciliation); after a restart the execution stage restores them from the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import AsyncIterator, Callable, Iterable, Mapping
+
+from dolphind.channels import Channel, Overflow
+from dolphind.config import ExecutionConfig
+from dolphind.events import Fill, Order
+from dolphind.execution.filters import SymbolFilters, fallback_filters
+from dolphind.execution.portfolio import Position, apply_fill
+from dolphind.execution.router import OrderState, transition
+from dolphind.execution.venue import VenueEvent, VenuePosition, VenueRejected
+
+_EVENTS_CAPACITY = 1024
+
+
+def slippage_bps(cfg: ExecutionConfig, reduce_only: bool, reason: str) -> float:
+    """The modelled slippage of a fill (bible §7.4), in bps, always against us."""
+    if not reduce_only:
+        return cfg.entry_slippage_bps
+    r = reason.upper()
+    if r in cfg.tp_reasons:
+        return cfg.tp_slippage_bps
+    if r in cfg.sl_reasons:
+        return cfg.sl_slippage_bps
+    return cfg.other_slippage_bps
+
+
+def fill_price(mark: float, side: str, slip_bps: float) -> float:
+    return mark * (1.0 + slip_bps * 1e-4) if side == "BUY" else mark * (1.0 - slip_bps * 1e-4)
+
+
+def maker_draw(seed: int, client_id: str) -> float:
+    """A uniform number in [0, 1) fixed by (seed, client id)."""
+    digest = hashlib.sha256(f"{seed}:{client_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def fee_for(cfg: ExecutionConfig, notional_usdt: float, reduce_only: bool,
+            client_id: str) -> tuple[float, str]:
+    """(fee in USDT, liquidity) for a fill of ``notional_usdt`` (bible §8.1)."""
+    rate = cfg.maker_fill_rate_exit if reduce_only else cfg.maker_fill_rate_entry
+    if cfg.fee_model == "blended":
+        bps = rate * cfg.maker_fee_bps + (1.0 - rate) * cfg.taker_fee_bps
+        return notional_usdt * bps * 1e-4, "BLENDED"
+    if maker_draw(cfg.seed, client_id) < rate:
+        return notional_usdt * cfg.maker_fee_bps * 1e-4, "MAKER"
+    return notional_usdt * cfg.taker_fee_bps * 1e-4, "TAKER"
+
+
+class PaperVenue:
+    """Simulated venue; deterministic for a given seed, config and sequence of marks."""
+
+    name = "paper"
+
+    def __init__(self, filters: Mapping[str, SymbolFilters],
+                 config: Callable[[], ExecutionConfig], fallback: bool = True,
+                 clock_ns: Callable[[], int] | None = None) -> None:
+        self._filters = dict(filters)
+        self._config = config
+        self._fallback = fallback
+        self._clock_ns = clock_ns
+        self._orders: dict[str, Order] = {}
+        self._positions: dict[str, Position] = {}
+        self._balance = 0.0
+        self._marks: dict[str, tuple[float, int]] = {}
+        self._events: Channel[VenueEvent] = Channel("paper_venue_events", _EVENTS_CAPACITY,
+                                                    Overflow.BLOCK)
+        self._fill_seq = 0
+
+    # ---- state -----------------------------------------------------------------------------
+
+    def restore(self, orders: Iterable[Order], positions: Iterable[Position],
+                balance_usdt: float) -> None:
+        """Rebuild the venue side after a restart (paper has no memory of its own)."""
+        self._orders = {o.client_id: o for o in orders}
+        self._positions = {p.symbol: p for p in positions if not p.flat}
+        self._balance = balance_usdt
+
+    def mark(self, symbol: str, price: float, ts_ns: int) -> None:
+        """The latest price of ``symbol``; an older mark never replaces a newer one."""
+        if not price > 0:
+            return
+        prev = self._marks.get(symbol)
+        if prev is None or ts_ns >= prev[1]:
+            self._marks[symbol] = (price, ts_ns)
+
+    def last_mark(self, symbol: str) -> tuple[float, int] | None:
+        return self._marks.get(symbol)
+
+    # ---- the Venue interface ---------------------------------------------------------------
+
+    def filters_for(self, symbol: str) -> SymbolFilters | None:
+        f = self._filters.get(symbol)
+        if f is None and self._fallback:
+            f = self._filters[symbol] = fallback_filters(symbol)
+        return f
+
+    async def symbol_filters(self) -> Mapping[str, SymbolFilters]:
+        return dict(self._filters)
+
+    async def submit(self, order: Order) -> Order:
+        if order.client_id in self._orders:
+            # Binance refuses a client id that is already in use; so does paper.
+            raise VenueRejected(f"duplicate client order id {order.client_id}")
+        ts = self._now(order)
+        problem = self._refusal(order)
+        if problem is not None:
+            self._orders[order.client_id] = transition(order, OrderState.REJECTED, ts,
+                                                       reject_reason=f"venue:{problem}")
+            raise VenueRejected(problem)
+        acked = transition(order, OrderState.ACKED, ts, venue_order_id=f"paper-{ts}")
+        self._orders[order.client_id] = acked
+        fill = self._fill(acked, ts)
+        filled = transition(acked, OrderState.FILLED, ts, filled_qty=fill.qty,
+                            avg_fill_price=fill.price)
+        self._orders[order.client_id] = filled
+        pos = self._positions.get(fill.symbol) or Position(fill.symbol)
+        new, realised = apply_fill(pos, fill.side, fill.qty, fill.price, fill.fee_usdt, ts)
+        self._positions[fill.symbol] = new
+        self._balance += realised - fill.fee_usdt
+        await self._events.put(fill)
+        await self._events.put(filled)
+        return acked
+
+    def _refusal(self, order: Order) -> str | None:
+        if order.order_type != "MARKET":
+            return f"order type {order.order_type} not supported by the paper venue"
+        f = self.filters_for(order.symbol)
+        if f is None:
+            return f"unknown symbol {order.symbol}"
+        if self._marks.get(order.symbol) is None:
+            return f"no market price for {order.symbol} yet"
+        mark = self._marks[order.symbol][0]
+        problem = f.check(order.qty, mark, market=True, reduce_only=order.reduce_only)
+        if problem is not None:
+            return problem
+        if order.reduce_only:
+            pos = self._positions.get(order.symbol)
+            q = pos.qty if pos else 0.0
+            closes = (order.side == "BUY" and q < 0) or (order.side == "SELL" and q > 0)
+            if not closes or order.qty > abs(q) + 1e-12:
+                return "reduce_only_would_increase"  # Binance: -2022 ReduceOnly rejected
+        return None
+
+    def _fill(self, order: Order, ts: int) -> Fill:
+        cfg = self._config()
+        mark = self._marks[order.symbol][0]
+        slip = slippage_bps(cfg, order.reduce_only, order.reason)
+        price = fill_price(mark, order.side, slip)
+        fee, liquidity = fee_for(cfg, order.qty * price, order.reduce_only, order.client_id)
+        ref = order.ref_price or mark
+        measured = (price / ref - 1.0) * 1e4 * (1.0 if order.side == "BUY" else -1.0)
+        return Fill(fill_id=f"{order.client_id}-1", client_id=order.client_id,
+                    symbol=order.symbol, side=order.side, qty=order.qty, price=price,
+                    fee_usdt=fee, liquidity=liquidity, ts_ns=ts, slippage_bps=measured,
+                    reduce_only=order.reduce_only)
+
+    def _now(self, order: Order) -> int:
+        if self._clock_ns is not None:
+            return self._clock_ns()
+        m = self._marks.get(order.symbol)
+        return m[1] if m else order.created_ns
+
+    async def cancel(self, client_id: str) -> Order | None:
+        o = self._orders.get(client_id)
+        if o is None or OrderState(o.state) in (OrderState.FILLED, OrderState.CANCELLED,
+                                                OrderState.REJECTED, OrderState.EXPIRED):
+            return o
+        cancelled = transition(o, OrderState.CANCELLED, o.updated_ns)
+        self._orders[client_id] = cancelled
+        await self._events.put(cancelled)
+        return cancelled
+
+    async def query(self, client_id: str) -> Order | None:
+        return self._orders.get(client_id)
+
+    async def open_orders(self) -> list[Order]:
+        return [o for o in self._orders.values()
+                if OrderState(o.state) in (OrderState.ACKED, OrderState.PARTIALLY_FILLED)]
+
+    async def positions(self) -> dict[str, VenuePosition]:
+        return {s: VenuePosition(s, p.qty, p.avg_price) for s, p in self._positions.items()
+                if not p.flat}
+
+    async def balances(self) -> dict[str, float]:
+        return {"USDT": self._balance}
+
+    def events(self) -> AsyncIterator[VenueEvent]:
+        return self._events.__aiter__()
+
+    def close(self) -> None:
+        """No more events (the stream ends once drained)."""
+        self._events.close()

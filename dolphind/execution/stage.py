@@ -1,0 +1,706 @@
+"""The execution stage: order intents -> risk rails -> router -> venue -> portfolio and store.
+
+Input: one channel carrying ``OrderIntent`` and ``Bar`` items. Bars only mark prices (the paper
+venue fills at the latest mark; positions are valued at it). For a deterministic backtest the
+producer forwards each bar *after* the intents decided on it, through this same channel.
+
+Per intent, in order (one intent at a time):
+1. duplicate check: the client order id (a hash of the intent id) already in the store -> no
+   second order;
+2. router: venue symbol, filters, rounding (never above the intended notional);
+3. risk rails in SPEC §4 order; a rejection is named in metrics and the audit log and recorded
+   in the store (so the same intent stays refused after a restart);
+4. the order is committed to the store in state NEW *before* it is sent;
+5. venue submit -> ack; fills arrive on the venue's event stream, handled by a second task: each
+   fill is committed (fill, order, position, account) before the next event is handled.
+
+Restart (process start, or the supervisor re-running ``run`` after a crash): capital, positions
+and orders come back from the store; a fresh paper venue is rebuilt from it; orders that were
+working are resolved with the venue by client id (unknown to the venue -> expired; still working
+-> cancelled, since a market order left over from before a restart is stale).
+
+Flatten: ``Control.flatten`` (POST /flatten, plugins) makes this stage send a reduce-only order
+for every open position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from typing import Any, AsyncIterator, Callable
+
+import numpy as np
+import structlog
+
+from dolphind.channels import Channel
+from dolphind.config import Config
+from dolphind.events import Bar, Fill, Order, OrderIntent, PositionUpdate
+from dolphind.execution.filters import load_exchange_info
+from dolphind.execution.paper import PaperVenue
+from dolphind.execution.portfolio import CapitalView, Portfolio, Position
+from dolphind.execution.router import (
+    TERMINAL,
+    IllegalTransition,
+    OrderState,
+    RouteRejection,
+    Router,
+    client_order_id,
+    transition,
+    venue_symbol,
+)
+from dolphind.execution.venue import Venue, VenueRejected, VenueUnavailable
+from dolphind.ops.control import Control, ControlAction
+from dolphind.ops.health import Health
+from dolphind.ops.metrics import Metrics
+from dolphind.risk.rails import AccountSnapshot, OrderCheck, RiskRails, Veto
+from dolphind.store.audit import AuditLog
+from dolphind.store.sqlite import (
+    Account,
+    RestoredState,
+    Store,
+    account_op,
+    equity_op,
+    fill_op,
+    order_op,
+    position_op,
+)
+
+log = structlog.get_logger("dolphind.execution")
+
+# The audit queue is drained by its own thread; past this many queued records the intent loop
+# waits (back-pressure instead of unbounded memory).
+_AUDIT_HIGH_WATER = 10_000
+_CONTROL_TICK_S = 1.0
+_QTY_EPS = 1e-12
+
+
+class ExecutionStage:
+    name = "execution"
+
+    def __init__(self, intents: Channel[OrderIntent | Bar], venue: Venue, store: Store,
+                 audit: AuditLog, control: Control, health: Health, metrics: Metrics,
+                 config: Callable[[], Config], veto: Veto | None = None,
+                 emit: Callable[[str, Any], None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.intents = intents
+        self.output = None  # nothing downstream: fills and orders go to the store and plugins
+        self._venue = venue
+        self._store = store
+        self._audit = audit
+        self._control = control
+        self._health = health
+        self._metrics = metrics
+        self._m = metrics.execution
+        self._config = config
+        self._emit = emit or (lambda hook, event: None)
+        self._mono = monotonic
+        self.portfolio = Portfolio(config().execution.capital_usdt)
+        self.rails = RiskRails(lambda: self._config().risk, veto,
+                               lambda: self._config().plugins.veto_budget_ms, monotonic)
+        self.router = Router(venue.filters_for, lambda s: self.portfolio.position_qty(s),
+                             self._working_reduce_qty,
+                             lambda: self._config().execution.client_id_prefix)
+        self.orders: dict[str, Order] = {}  # working orders (not in a final state)
+        self.recent_orders: collections.deque[Order] = collections.deque(maxlen=50)
+        self.known_ids: set[str] = set()
+        self.fill_ids: set[str] = set()
+        self.last_intents: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
+        self.restored: RestoredState | None = None
+        self.ready = False
+        self.starts = 0
+        self._lock = asyncio.Lock()
+        self._intent_t0: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._order_changed = asyncio.Event()
+        self._flatten_requests: collections.deque[ControlAction] = collections.deque()
+        self._control_dirty = False
+        self._last_equity_ns = 0
+        self._symbol_map: tuple[tuple[str, ...], list[str], dict[str, int]] | None = None
+        self._published_symbols: set[str] = set()
+        control.subscribe(self._on_control)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.ready = False
+        await self._restore()
+        self.ready = True
+        self._health.beat(self.name)
+        async with asyncio.TaskGroup() as tg:
+            venue_task = tg.create_task(self._venue_loop(), name="execution:venue")
+            control_task = tg.create_task(self._control_loop(), name="execution:control")
+            await self._intent_loop()
+            await self._drain()
+            control_task.cancel()
+            venue_task.cancel()
+        await self._snapshot_equity(self._now_ns(), wait=True)
+        log.info("execution.finished", equity_usdt=round(self.portfolio.equity(), 6))
+
+    async def _intent_loop(self) -> None:
+        async for item in self.intents:
+            if isinstance(item, Bar):
+                await self._on_bar(item)
+            else:
+                async with self._lock:
+                    await self._handle_intent(item)
+            self._health.beat(self.name)
+            if self._audit.backlog >= _AUDIT_HIGH_WATER:
+                await self._audit.wait_below(_AUDIT_HIGH_WATER // 2)
+
+    async def _drain(self) -> None:
+        """Input closed: give working orders ``drain_timeout_s`` to reach a final state."""
+        deadline = self._mono() + self._config().execution.drain_timeout_s
+        while self.orders and self._mono() < deadline:
+            await asyncio.sleep(0.01)
+        if self.orders:
+            log.warning("execution.drain_timeout", working=sorted(self.orders))
+
+    # ---- restore and reconcile -------------------------------------------------------------
+
+    async def _restore(self) -> None:
+        self.starts += 1
+        cfg = self._config()
+        state = await self._store.load_state()
+        self.restored = state
+        if state.account is None:
+            cap = cfg.execution.capital_usdt
+            self.portfolio = Portfolio(cap)
+            await self._store.write(account_op(self._account(), self._now_ns()), wait=True)
+            log.info("execution.new_account", capital_usdt=cap)
+        else:
+            a = state.account
+            self.portfolio = Portfolio(a.initial_capital_usdt, a.cash_usdt, a.peak_equity_usdt,
+                                       a.realised_pnl_usdt, a.fees_usdt, state.positions)
+        self.known_ids = set(state.client_ids)
+        self.fill_ids = set(state.fill_ids)
+        self.recent_orders.clear()
+        self.recent_orders.extend(state.recent_orders)
+        self.orders = {o.client_id: o for o in state.open_orders}
+        restore = getattr(self._venue, "restore", None)
+        if self.starts == 1 and restore is not None:
+            # A simulated venue has no memory of its own: rebuild it from the store. Orders
+            # that were only NEW/UNKNOWN never produced a committed fill: paper never saw them.
+            restore([o for o in state.open_orders
+                     if o.state not in (OrderState.NEW, OrderState.UNKNOWN)],
+                    state.positions, self.portfolio.cash_usdt)
+        await self._reconcile_orders()
+        await self._reconcile_positions()
+        if state.halted and not self._control.halted:
+            self._control.halt("store:restore", state.halt_reason or "halted before restart")
+        self._publish_money()
+        self._audit.record("execution.restored", start=self.starts,
+                           cash_usdt=self.portfolio.cash_usdt,
+                           equity_usdt=self.portfolio.equity(),
+                           positions={p.symbol: p.qty for p in self.portfolio.positions.values()},
+                           working_orders=sorted(self.orders), scan_number=state.scan_number)
+        log.info("execution.restored", start=self.starts, cash_usdt=self.portfolio.cash_usdt,
+                 positions=len(self.portfolio.positions), working_orders=len(self.orders),
+                 scan_number=state.scan_number)
+
+    async def _reconcile_orders(self) -> None:
+        for cid, order in list(self.orders.items()):
+            try:
+                seen = await self._venue.query(cid)
+            except VenueUnavailable as exc:
+                log.warning("execution.reconcile_query_failed", client_id=cid, error=str(exc))
+                continue
+            now = self._now_ns()
+            if seen is None:
+                # Recorded, never reached the venue: it will not be sent again.
+                self._m.reconcile_diffs.labels("order_never_sent").inc()
+                await self._set_order(transition(order, OrderState.EXPIRED, now,
+                                                 reject_reason="not at venue after restart"),
+                                      wait=True)
+            elif seen.state in (OrderState.ACKED, OrderState.NEW):
+                cancelled = await self._venue.cancel(cid)
+                self._m.reconcile_diffs.labels("stale_order_cancelled").inc()
+                if cancelled is not None and order.state != cancelled.state:
+                    await self._apply_update(cancelled, wait=True)
+            elif seen.state != order.state and seen.state not in (
+                    OrderState.FILLED, OrderState.PARTIALLY_FILLED):
+                # Fills (and the states they imply) are applied when their events arrive.
+                self._m.reconcile_diffs.labels("order_state").inc()
+                await self._apply_update(seen, wait=True)
+
+    async def _reconcile_positions(self) -> None:
+        """The venue's positions are the truth (SPEC §5); adopt them when nothing is working."""
+        try:
+            venue_pos = await self._venue.positions()
+        except VenueUnavailable as exc:
+            log.warning("execution.reconcile_positions_failed", error=str(exc))
+            return
+        ours = {s: p.qty for s, p in self.portfolio.positions.items()}
+        diffs = {s: (ours.get(s, 0.0), venue_pos[s].qty if s in venue_pos else 0.0)
+                 for s in set(ours) | set(venue_pos)
+                 if abs(ours.get(s, 0.0) - (venue_pos[s].qty if s in venue_pos else 0.0))
+                 > _QTY_EPS}
+        if not diffs:
+            return
+        log.warning("execution.reconcile_positions", differences=diffs,
+                    adopting=not self.orders)
+        self._m.reconcile_diffs.labels("position").inc(len(diffs))
+        if self.orders:
+            return  # fills still in flight; the next start reconciles again
+        ts = self._now_ns()
+        ops = []
+        for sym in diffs:
+            vp = venue_pos.get(sym)
+            old = self.portfolio.positions.get(sym) or Position(sym)
+            new = Position(sym, vp.qty if vp else 0.0, vp.avg_price if vp else 0.0,
+                           old.realised_pnl_usdt, old.fees_usdt, old.opened_ns or ts, ts)
+            if new.flat:
+                self.portfolio.positions.pop(sym, None)
+            else:
+                self.portfolio.positions[sym] = new
+            ops.append(position_op(new))
+        await self._store.write(*ops, wait=True)
+        self._audit.record("execution.positions_reconciled",
+                           differences={s: list(v) for s, v in diffs.items()})
+
+    # ---- intents ---------------------------------------------------------------------------
+
+    async def _handle_intent(self, intent: OrderIntent) -> None:
+        t0 = time.perf_counter()
+        cfg = self._config()
+        cid = client_order_id(intent.intent_id, cfg.execution.client_id_prefix)
+        if cid in self.known_ids:
+            self._m.intents.labels("duplicate").inc()
+            self._audit.record("intent.duplicate", intent_id=intent.intent_id, client_id=cid)
+            self._remember(intent, cid, "duplicate")
+            return
+        symbol = venue_symbol(intent.symbol)
+        if intent.reduce_only:
+            # An exit closes the position, which must include the fills of entries still being
+            # booked (their fills travel through the venue's event stream).
+            await self._settle(symbol)
+        if intent.ref_price > 0:
+            self._venue.mark(symbol, intent.ref_price, intent.ts_ns)
+        price = self._price(symbol, intent.ref_price)
+        built = self.router.build(intent, price, intent.ts_ns)
+        if isinstance(built, RouteRejection):
+            self._m.router_rejections.labels(built.reason).inc()
+            await self._refuse(intent, cid, symbol, "router", built.reason, built.detail)
+            return
+        order = built
+        check = OrderCheck(order.symbol, order.side, order.qty * price, intent.leverage,
+                           order.reduce_only, cid)
+        decision = self.rails.check(check, self._account_snapshot())
+        self._m.breaker_state.set(self.rails.breaker_gauge())
+        if not decision.ok:
+            self._m.risk_rejections.labels(decision.rule).inc()
+            await self._refuse(intent, cid, symbol, "risk", decision.rule, decision.detail,
+                               order)
+            return
+        # Committed before it is sent: after a crash the id is known and never sent twice.
+        await self._store.write(order_op(order), wait=True)
+        self.known_ids.add(cid)
+        self.orders[cid] = order
+        self._intent_t0[cid] = t0
+        self._count_state(order)
+        self._audit.record("order.submitted", kind="exit" if order.reduce_only else "entry",
+                           intent_id=intent.intent_id, client_id=cid, symbol=order.symbol,
+                           side=order.side, qty=order.qty, ref_price=price,
+                           notional_usdt=order.qty * price,
+                           intent_notional_usdt=intent.notional_usdt, leverage=intent.leverage,
+                           reason=intent.reason, gates=dict(intent.gates))
+        self._emit("on_order", order)
+        self._remember(intent, cid, "submitted")
+        try:
+            ack = await self._venue.submit(order)
+        except VenueRejected as exc:
+            self.rails.record_venue(False)
+            self._m.intents.labels("venue_rejected").inc()
+            self._intent_t0.pop(cid, None)
+            await self._set_order(transition(order, OrderState.REJECTED, self._now_ns(),
+                                             reject_reason=f"venue:{exc.reason}"))
+            self._audit.record("order.rejected", stage="venue", rule=exc.reason,
+                               client_id=cid, intent_id=intent.intent_id)
+            return
+        except (VenueUnavailable, TimeoutError, OSError) as exc:
+            # Outcome unknown: never retry blindly; the control loop queries by client id.
+            self.rails.record_venue(False)
+            self._m.intents.labels("unknown").inc()
+            await self._set_order(transition(order, OrderState.UNKNOWN, self._now_ns()))
+            self._audit.record("order.unknown", client_id=cid, error=repr(exc))
+            return
+        self.rails.record_venue(True)
+        self._m.intents.labels("submitted").inc()
+        self._m.intent_to_ack.observe(time.perf_counter() - t0)
+        await self._apply_update(ack)
+
+    async def _refuse(self, intent: OrderIntent, cid: str, symbol: str, stage: str, rule: str,
+                      detail: str, order: Order | None = None) -> None:
+        """Record a refused intent as a rejected order (so it stays refused after a restart)."""
+        ts = intent.ts_ns
+        rejected = Order(
+            client_id=cid, intent_id=intent.intent_id, symbol=symbol, side=intent.side,
+            qty=order.qty if order else 0.0, order_type="MARKET", price=0.0,
+            reduce_only=intent.reduce_only, reason=intent.reason,
+            state=str(OrderState.REJECTED), created_ns=ts, updated_ns=ts,
+            reject_reason=f"{stage}:{rule}", ref_price=intent.ref_price)
+        self.known_ids.add(cid)
+        self._m.intents.labels(f"{stage}_rejected").inc()
+        self._count_state(rejected)
+        self.recent_orders.append(rejected)
+        await self._store.write(order_op(rejected))
+        self._audit.record(f"{stage}.rejected", rule=rule, detail=detail,
+                           intent_id=intent.intent_id, client_id=cid, symbol=symbol,
+                           side=intent.side, notional_usdt=intent.notional_usdt,
+                           reduce_only=intent.reduce_only, reason=intent.reason)
+        log.info(f"{stage}.rejected", rule=rule, detail=detail, symbol=symbol,
+                 intent_id=intent.intent_id)
+        self._remember(intent, cid, f"{stage}_rejected:{rule}")
+
+    # ---- venue events ----------------------------------------------------------------------
+
+    async def _venue_loop(self) -> None:
+        async for event in self._venue.events():
+            if isinstance(event, Fill):
+                await self._on_fill(event)
+            else:
+                await self._apply_update(event)
+            self._health.beat(self.name)
+
+    async def _apply_update(self, snap: Order, wait: bool = False) -> None:
+        """A state change reported by the venue (ack, cancel, expiry, rejection)."""
+        cur = self.orders.get(snap.client_id)
+        if cur is None:
+            return  # already final here (a late or duplicate report)
+        new = OrderState(snap.state)
+        if new in (OrderState.FILLED, OrderState.PARTIALLY_FILLED) or new == cur.state:
+            return  # fills drive these states; same state is a duplicate report
+        if new is OrderState.ACKED and cur.state != OrderState.NEW \
+                and cur.state != OrderState.UNKNOWN:
+            return  # a stale ack behind a fill
+        try:
+            upd = transition(cur, new, max(snap.updated_ns, cur.updated_ns),
+                             venue_order_id=snap.venue_order_id or cur.venue_order_id,
+                             reject_reason=snap.reject_reason or cur.reject_reason)
+        except IllegalTransition as exc:
+            self._m.illegal_transitions.inc()
+            log.warning("execution.illegal_transition", error=str(exc))
+            return
+        await self._set_order(upd, wait=wait)
+
+    async def _on_fill(self, fill: Fill) -> None:
+        if fill.fill_id in self.fill_ids:
+            return  # the same execution reported twice (stream and query)
+        cur = self.orders.get(fill.client_id)
+        upd: Order | None = None
+        if cur is not None:
+            filled = round(cur.filled_qty + fill.qty, 12)
+            avg = (cur.avg_fill_price * cur.filled_qty + fill.price * fill.qty) / filled
+            state = OrderState.FILLED if filled >= cur.qty - _QTY_EPS \
+                else OrderState.PARTIALLY_FILLED
+            try:
+                upd = transition(cur, state, fill.ts_ns, filled_qty=filled, avg_fill_price=avg)
+            except IllegalTransition as exc:
+                self._m.illegal_transitions.inc()
+                log.warning("execution.illegal_transition", error=str(exc))
+        else:
+            log.warning("execution.fill_for_unknown_order", client_id=fill.client_id,
+                        fill_id=fill.fill_id)
+        # A fill is a fact: it moves the position even when the order's state cannot.
+        pos, realised = self.portfolio.apply_fill(fill)
+        self.fill_ids.add(fill.fill_id)
+        ops = [fill_op(fill, realised), position_op(pos),
+               account_op(self._account(), fill.ts_ns)]
+        if upd is not None:
+            ops.append(order_op(upd))
+        ops.append(self._equity_op(fill.ts_ns))
+        await self._store.write(*ops, wait=True)
+        self._last_equity_ns = fill.ts_ns
+        if upd is not None:
+            self._install(upd)
+        m = self._m
+        m.fills.labels(fill.side, fill.liquidity).inc()
+        m.fees.inc(fill.fee_usdt)
+        m.notional.inc(fill.qty * fill.price)
+        m.slippage_bps.observe(fill.slippage_bps)
+        m.slippage.inc(fill.qty * fill.price * fill.slippage_bps * 1e-4)
+        self._publish_money()
+        t0 = self._intent_t0.pop(fill.client_id, None) if upd is not None and \
+            upd.state == OrderState.FILLED else None
+        if t0 is not None:
+            m.intent_to_fill.observe(time.perf_counter() - t0)
+        self._audit.record("fill", client_id=fill.client_id, fill_id=fill.fill_id,
+                           symbol=fill.symbol, side=fill.side, qty=fill.qty, price=fill.price,
+                           fee_usdt=fill.fee_usdt, liquidity=fill.liquidity,
+                           slippage_bps=fill.slippage_bps, realised_pnl_usdt=realised,
+                           position_qty=pos.qty, cash_usdt=self.portfolio.cash_usdt)
+        self._emit("on_fill", fill)
+        self._emit("on_position", PositionUpdate(pos.symbol, pos.qty, pos.avg_price,
+                                                 pos.realised_pnl_usdt, fill.ts_ns))
+        if upd is not None:
+            self._emit("on_order", upd)
+
+    # ---- orders bookkeeping ----------------------------------------------------------------
+
+    async def _set_order(self, order: Order, wait: bool = False) -> None:
+        self._install(order)
+        await self._store.write(order_op(order), wait=wait)
+        self._emit("on_order", order)
+        if order.state in (OrderState.CANCELLED, OrderState.EXPIRED):
+            # Rejections are audited where they happen (with the rule); fills with the fill.
+            self._audit.record(f"order.{order.state}", client_id=order.client_id,
+                               reason=order.reject_reason)
+
+    def _install(self, order: Order) -> None:
+        self._count_state(order)
+        if OrderState(order.state) in TERMINAL:
+            self.orders.pop(order.client_id, None)
+            if order.state != OrderState.FILLED:
+                self._intent_t0.pop(order.client_id, None)  # no fill will time it
+            self.recent_orders.append(order)
+        else:
+            self.orders[order.client_id] = order
+        self._m.open_orders.set(len(self.orders))
+        self._order_changed.set()
+
+    def _count_state(self, order: Order) -> None:
+        self._m.orders.labels(order.state).inc()
+
+    async def _settle(self, symbol: str) -> None:
+        """Wait (up to ``drain_timeout_s``) until no entry order in ``symbol`` is working."""
+        deadline = self._mono() + self._config().execution.drain_timeout_s
+        while any(o.symbol == symbol and not o.reduce_only for o in self.orders.values()):
+            remaining = deadline - self._mono()
+            if remaining <= 0:
+                log.warning("execution.settle_timeout", symbol=symbol)
+                return
+            self._order_changed.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._order_changed.wait()
+            except TimeoutError:
+                pass
+
+    def _working_reduce_qty(self, symbol: str) -> float:
+        return sum(o.qty - o.filled_qty for o in self.orders.values()
+                   if o.symbol == symbol and o.reduce_only)
+
+    async def _resolve_unknown(self) -> None:
+        """Orders whose submit got no answer: ask the venue by client id (never resend)."""
+        for cid, order in list(self.orders.items()):
+            if order.state != OrderState.UNKNOWN:
+                continue
+            try:
+                seen = await self._venue.query(cid)
+            except VenueUnavailable:
+                continue
+            if seen is None:
+                await self._set_order(transition(order, OrderState.EXPIRED, self._now_ns(),
+                                                 reject_reason="unknown to the venue"))
+            else:
+                await self._apply_update(seen)
+
+    # ---- marks and money -------------------------------------------------------------------
+
+    async def _on_bar(self, bar: Bar) -> None:
+        if self._symbol_map is None or self._symbol_map[0] is not bar.symbols:
+            names = [venue_symbol(s) for s in bar.symbols]
+            self._symbol_map = (bar.symbols, names, {n: i for i, n in enumerate(names)})
+        _, names, index = self._symbol_map
+        closes = bar.closes
+        venue_mark = self._venue.mark
+        for i in np.flatnonzero(~np.isnan(closes)).tolist():
+            venue_mark(names[i], float(closes[i]), bar.ts_ns)
+        if self.portfolio.positions:
+            for sym in self.portfolio.positions:
+                j = index.get(sym)
+                if j is not None and closes[j] == closes[j]:
+                    self.portfolio.mark(sym, float(closes[j]))
+            self.portfolio.update_peak()
+        self._publish_money()
+        interval_ns = int(self._config().execution.equity_snapshot_interval_s * 1e9)
+        if bar.ts_ns - self._last_equity_ns >= interval_ns:
+            await self._snapshot_equity(bar.ts_ns)
+
+    def _price(self, symbol: str, fallback: float) -> float:
+        last = getattr(self._venue, "last_mark", None)
+        if last is not None:
+            m = last(symbol)
+            if m is not None:
+                return float(m[0])
+        return self.portfolio.marks.get(symbol) or fallback
+
+    def _account(self) -> Account:
+        p = self.portfolio
+        return Account(p.initial_capital_usdt, p.cash_usdt, p.realised_pnl_usdt, p.fees_usdt,
+                       p.peak_equity_usdt)
+
+    def _equity_op(self, ts_ns: int) -> tuple[str, Any]:
+        v = self.portfolio.view()
+        return equity_op(ts_ns, v.equity_usdt, v.cash_usdt, v.unrealised_pnl_usdt,
+                         v.peak_equity_usdt, v.drawdown, v.gross_exposure_usdt)
+
+    async def _snapshot_equity(self, ts_ns: int, wait: bool = False) -> None:
+        self._last_equity_ns = ts_ns
+        await self._store.write(self._equity_op(ts_ns), account_op(self._account(), ts_ns),
+                                wait=wait)
+
+    def _account_snapshot(self) -> AccountSnapshot:
+        p = self.portfolio
+        exposure = {s: abs(p.position_notional(s)) for s in p.positions}
+        for o in self.orders.values():
+            if not o.reduce_only:
+                px = p.marks.get(o.symbol) or o.ref_price
+                exposure[o.symbol] = exposure.get(o.symbol, 0.0) + (o.qty - o.filled_qty) * px
+        return AccountSnapshot(p.equity(), exposure, sum(exposure.values()),
+                               self._control.halted)
+
+    def _publish_money(self) -> None:
+        m, p = self._m, self.portfolio
+        v = p.view()
+        m.cash.set(v.cash_usdt)
+        m.equity.set(v.equity_usdt)
+        m.peak_equity.set(v.peak_equity_usdt)
+        m.drawdown.set(v.drawdown)
+        m.realised_pnl.set(v.realised_pnl_usdt)
+        m.unrealised_pnl.set(v.unrealised_pnl_usdt)
+        m.gross_exposure.set(v.gross_exposure_usdt)
+        for sym in p.positions:
+            m.position_notional.labels(sym).set(p.position_notional(sym))
+        for sym in [s for s in self._published_symbols if s not in p.positions]:
+            m.position_notional.labels(sym).set(0.0)
+        self._published_symbols = set(p.positions)
+
+    @staticmethod
+    def _now_ns() -> int:
+        # Wall time, for bookkeeping of venue-side events only: order and fill times that
+        # matter for a backtest come from the data (intent ts, the paper venue's mark time).
+        return time.time_ns()
+
+    # ---- control (flatten, halt persistence, unknown orders) -------------------------------
+
+    def _on_control(self, action: ControlAction) -> None:
+        if action.action == "flatten":
+            self._flatten_requests.append(action)
+        elif action.action in ("halt", "resume") and action.cause not in ("shutdown",
+                                                                           "store:restore"):
+            # A shutdown halt is not an operator's decision: it must not survive the restart.
+            self._control_dirty = True
+        self._wake.set()
+
+    async def _control_loop(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(_CONTROL_TICK_S):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if self._control_dirty:
+                self._control_dirty = False
+                await self._store.save_control(self._control.halted,
+                                               self._control.halt_reason or "")
+                self._audit.record("control.halt_state", halted=self._control.halted,
+                                   reason=self._control.halt_reason or "")
+            while self._flatten_requests:
+                await self._flatten(self._flatten_requests.popleft())
+            async with self._lock:
+                await self._resolve_unknown()
+
+    async def _flatten(self, action: ControlAction) -> None:
+        positions = list(self.portfolio.positions.values())
+        self._audit.record("execution.flatten", cause=action.cause,
+                           positions={p.symbol: p.qty for p in positions})
+        log.info("execution.flatten", cause=action.cause, positions=len(positions))
+        for pos in positions:
+            mark = self.portfolio.mark_of(pos.symbol)
+            intent = OrderIntent(
+                intent_id=f"flatten:{action.ts:.6f}:{pos.symbol}", ts_ns=time.time_ns(),
+                symbol=pos.symbol, side="BUY" if pos.qty < 0 else "SELL",
+                notional_usdt=abs(pos.qty) * mark, leverage=0.0, reduce_only=True,
+                reason="FLATTEN", ref_price=mark)
+            async with self._lock:
+                await self._handle_intent(intent)
+
+    # ---- views -----------------------------------------------------------------------------
+
+    def capital_view(self) -> CapitalView:
+        """For the alpha engine's sizing and capital sensor (bible §11.2 Cat5)."""
+        return self.portfolio.view()
+
+    def _remember(self, intent: OrderIntent, cid: str, outcome: str) -> None:
+        self.last_intents.append({"intent_id": intent.intent_id, "client_id": cid,
+                                  "ts_ns": intent.ts_ns, "symbol": intent.symbol,
+                                  "side": intent.side, "notional_usdt": intent.notional_usdt,
+                                  "reduce_only": intent.reduce_only, "reason": intent.reason,
+                                  "outcome": outcome})
+
+    def positions_view(self) -> dict[str, Any]:
+        p = self.portfolio
+        return {"positions": [
+            {"symbol": s, "qty": pos.qty, "side": "LONG" if pos.qty > 0 else "SHORT",
+             "avg_price": pos.avg_price, "mark": p.mark_of(s),
+             "notional_usdt": p.position_notional(s),
+             "unrealised_pnl_usdt": pos.unrealised(p.mark_of(s)),
+             "realised_pnl_usdt": pos.realised_pnl_usdt, "fees_usdt": pos.fees_usdt,
+             "opened_ns": pos.opened_ns} for s, pos in p.positions.items()],
+            **self._money()}
+
+    def orders_view(self) -> dict[str, Any]:
+        return {"working": [_order_json(o) for o in self.orders.values()],
+                "recent": [_order_json(o) for o in reversed(self.recent_orders)]}
+
+    def _money(self) -> dict[str, Any]:
+        v = self.portfolio.view()
+        return {"capital_usdt": self.portfolio.initial_capital_usdt, "cash_usdt": v.cash_usdt,
+                "equity_usdt": v.equity_usdt, "peak_equity_usdt": v.peak_equity_usdt,
+                "drawdown": v.drawdown, "realised_pnl_usdt": v.realised_pnl_usdt,
+                "unrealised_pnl_usdt": v.unrealised_pnl_usdt, "fees_usdt": v.fees_usdt,
+                "gross_exposure_usdt": v.gross_exposure_usdt}
+
+    def status(self) -> dict[str, Any]:
+        return {**self._money(), "ready": self.ready, "starts": self.starts,
+                "positions": {s: p.qty for s, p in self.portfolio.positions.items()},
+                "working_orders": len(self.orders), "last_intents": list(self.last_intents),
+                "venue": self._venue.name, "venue_breaker": int(self.rails.breaker_gauge()),
+                "store": self._store.status(),
+                "audit": {"path": str(self._audit.path), "lines": self._audit.seq,
+                          "backlog": self._audit.backlog}}
+
+    def readiness(self) -> str:
+        if not self.ready:
+            return "restoring from the store"
+        return self._store.readiness()
+
+
+def _order_json(o: Order) -> dict[str, Any]:
+    return {"client_id": o.client_id, "intent_id": o.intent_id, "symbol": o.symbol,
+            "side": o.side, "qty": o.qty, "type": o.order_type, "reduce_only": o.reduce_only,
+            "reason": o.reason, "state": o.state, "filled_qty": o.filled_qty,
+            "avg_fill_price": o.avg_fill_price, "created_ns": o.created_ns,
+            "updated_ns": o.updated_ns, "reject_reason": o.reject_reason}
+
+
+@contextlib.asynccontextmanager
+async def open_books(config: Callable[[], Config],
+                     metrics: Metrics) -> AsyncIterator[tuple[Store, AuditLog, PaperVenue]]:
+    """Open the store, the audit log and the venue named by the config, for ``app.py``.
+
+    Paths resolve under ``data.dir``. Leaving closes the audit log, then the store (each writes
+    out what is queued first); leave only after the execution stage has finished.
+    """
+    cfg = config()
+    if cfg.execution.venue != "paper":  # pragma: no cover - config validation refuses it
+        raise ValueError(f"execution.venue {cfg.execution.venue!r} is not in this build")
+    filters = {}
+    if cfg.execution.exchange_info:
+        filters = await asyncio.to_thread(load_exchange_info,
+                                          cfg.resolve(cfg.execution.exchange_info))
+    venue = PaperVenue(filters, lambda: config().execution,
+                       fallback=cfg.execution.paper_fallback_filters)
+    store = await Store.open(cfg.data_dir / cfg.store.path, metrics.execution, metrics.channels,
+                             synchronous=cfg.store.synchronous,
+                             capacity=cfg.store.queue_capacity,
+                             max_batch=lambda: config().store.max_batch)
+    async with store:
+        audit = await AuditLog.open(cfg.data_dir / cfg.store.audit_path, metrics.execution,
+                                    fsync=lambda: config().store.audit_fsync,
+                                    fsync_interval_s=lambda: config().store.audit_fsync_interval_s)
+        async with audit:
+            yield store, audit, venue

@@ -1,0 +1,80 @@
+"""The venue port: what the execution stage needs from paper trading or a real exchange.
+
+The core never sees ccxt or an exchange's wire format; an adapter maps them onto this:
+
+- ``submit`` sends one order (its ``client_id`` is the idempotency key) and returns the venue's
+  first answer: a snapshot in state ``acked`` or ``rejected``. Fills arrive on ``events()``.
+- ``cancel`` / ``query`` address orders by client id. ``query`` returning None means the venue
+  has never seen that client id (so an order recorded locally as NEW never reached it).
+- ``events()`` is the stream of ``Order`` snapshots (state changes) and ``Fill`` records, in
+  the order the venue produced them. Fills drive the filled quantity and the filled /
+  partially-filled states; order snapshots drive acked / cancelled / expired / rejected.
+- ``positions`` / ``balances`` / ``open_orders`` are the venue's truth for reconciliation.
+
+Errors: ``VenueRejected`` (the venue refused the order: final), ``VenueUnavailable`` (no answer
+or an answer that leaves the outcome unknown: the order is UNKNOWN until queried).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import AsyncIterator, Mapping, Protocol, Union
+
+from dolphind.events import Fill, Order, PositionUpdate
+from dolphind.execution.filters import SymbolFilters
+
+__all__ = ["Fill", "Order", "PositionUpdate", "Venue", "VenueEvent", "VenueError",
+           "VenuePosition", "VenueRejected", "VenueUnavailable"]
+
+VenueEvent = Union[Order, Fill]
+
+
+@dataclass(frozen=True, slots=True)
+class VenuePosition:
+    """A position as the venue reports it (signed qty: negative = short)."""
+
+    symbol: str
+    qty: float
+    avg_price: float
+
+
+class VenueError(Exception):
+    """Base class of venue failures."""
+
+
+class VenueRejected(VenueError):
+    """The venue refused the order; ``reason`` says why (a final answer)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class VenueUnavailable(VenueError):
+    """No usable answer (timeout, 5xx, disconnect): the outcome of the request is unknown."""
+
+
+class Venue(Protocol):
+    name: str
+
+    async def submit(self, order: Order) -> Order: ...
+
+    async def cancel(self, client_id: str) -> Order | None: ...
+
+    async def query(self, client_id: str) -> Order | None: ...
+
+    async def open_orders(self) -> list[Order]: ...
+
+    async def positions(self) -> dict[str, VenuePosition]: ...
+
+    async def balances(self) -> dict[str, float]: ...
+
+    async def symbol_filters(self) -> Mapping[str, SymbolFilters]: ...
+
+    def filters_for(self, symbol: str) -> SymbolFilters | None:
+        """Filters of one symbol from the venue's cached exchangeInfo (no I/O)."""
+
+    def events(self) -> AsyncIterator[VenueEvent]: ...
+
+    def mark(self, symbol: str, price: float, ts_ns: int) -> None:
+        """The latest market price of ``symbol`` (paper fills against it; live ignores it)."""

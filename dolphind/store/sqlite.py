@@ -1,0 +1,476 @@
+"""The SQLite store: orders, fills, positions, the account, equity snapshots, scan checkpoint
+and control state (SPEC §6).
+
+Shape:
+- one connection, opened and used only on one dedicated thread (``dolphind-store``), so no
+  sqlite call ever runs on the event loop;
+- one writer task fed by a BLOCK channel: it takes everything queued (up to ``max_batch``
+  writes), runs it as ONE transaction on the store thread, then resolves the callers that
+  asked to wait. Group commit keeps the queue short under load;
+- WAL mode. With ``synchronous = NORMAL`` a committed transaction is in the WAL file when
+  COMMIT returns, so it survives ``kill -9`` (not necessarily a power cut: use FULL for that).
+  Checkpoints run every second from a second thread and connection (PASSIVE: they never block
+  the writer), so no commit pays for a checkpoint's copy and fsync;
+- each write is wrapped in a SAVEPOINT, so one bad write fails alone (its caller gets the
+  error) and the rest of the batch commits. A failed COMMIT (disk full, I/O error) fails the
+  store: every later write raises ``StoreFailed`` and the process must restart (crash-only);
+- schema versioned in ``schema_version``; ``MIGRATIONS`` are applied in order at open, and a
+  database written by a newer dolphind is refused.
+
+Crash safety contract, used by the execution stage: an order is written (and the commit awaited)
+before it is sent; a fill is committed before anything decided from it can be committed (one
+FIFO writer), so the store never holds an effect without its cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence, TypeVar
+
+import structlog
+
+from dolphind.channels import Channel, ChannelClosed, Overflow
+from dolphind.events import Fill, Order
+from dolphind.execution.portfolio import Position
+from dolphind.ops.metrics import ChannelMetrics, ExecutionMetrics
+
+log = structlog.get_logger("dolphind.store")
+
+T = TypeVar("T")
+Op = tuple[str, Sequence[Any]]
+
+SCHEMA_VERSION = 1
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, (
+        """CREATE TABLE orders (
+            client_id TEXT PRIMARY KEY, intent_id TEXT NOT NULL, symbol TEXT NOT NULL,
+            side TEXT NOT NULL, qty REAL NOT NULL, order_type TEXT NOT NULL, price REAL NOT NULL,
+            reduce_only INTEGER NOT NULL, reason TEXT NOT NULL, state TEXT NOT NULL,
+            filled_qty REAL NOT NULL, avg_fill_price REAL NOT NULL, venue_order_id TEXT NOT NULL,
+            created_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL, reject_reason TEXT NOT NULL,
+            ref_price REAL NOT NULL)""",
+        "CREATE INDEX orders_state ON orders(state)",
+        """CREATE TABLE fills (
+            fill_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, symbol TEXT NOT NULL,
+            side TEXT NOT NULL, qty REAL NOT NULL, price REAL NOT NULL, fee_usdt REAL NOT NULL,
+            liquidity TEXT NOT NULL, ts_ns INTEGER NOT NULL, slippage_bps REAL NOT NULL,
+            reduce_only INTEGER NOT NULL, realised_pnl_usdt REAL NOT NULL)""",
+        """CREATE TABLE positions (
+            symbol TEXT PRIMARY KEY, qty REAL NOT NULL, avg_price REAL NOT NULL,
+            realised_pnl_usdt REAL NOT NULL, fees_usdt REAL NOT NULL, opened_ns INTEGER NOT NULL,
+            updated_ns INTEGER NOT NULL)""",
+        """CREATE TABLE account (
+            id INTEGER PRIMARY KEY CHECK (id = 1), initial_capital_usdt REAL NOT NULL,
+            cash_usdt REAL NOT NULL, realised_pnl_usdt REAL NOT NULL, fees_usdt REAL NOT NULL,
+            peak_equity_usdt REAL NOT NULL, updated_ns INTEGER NOT NULL)""",
+        """CREATE TABLE equity_snapshots (
+            ts_ns INTEGER NOT NULL, equity_usdt REAL NOT NULL, cash_usdt REAL NOT NULL,
+            unrealised_pnl_usdt REAL NOT NULL, peak_equity_usdt REAL NOT NULL,
+            drawdown REAL NOT NULL, gross_exposure_usdt REAL NOT NULL)""",
+        # Small named values: scan checkpoint, control state.
+        "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ns INTEGER NOT NULL)",
+    )),
+)
+
+_TERMINAL_STATES = ("filled", "cancelled", "rejected", "expired")
+_CHECKPOINT_EVERY_S = 1.0
+
+
+class StoreError(Exception):
+    """A store that cannot be opened or used (the message says why)."""
+
+
+class StoreFailed(StoreError):
+    """The writer hit an unrecoverable error; nothing more will be committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    initial_capital_usdt: float
+    cash_usdt: float
+    realised_pnl_usdt: float
+    fees_usdt: float
+    peak_equity_usdt: float
+
+
+@dataclass(frozen=True, slots=True)
+class RestoredState:
+    """What a restart needs: money, positions, working orders, ids already used, scan number."""
+
+    account: Account | None
+    positions: tuple[Position, ...]
+    open_orders: tuple[Order, ...]
+    recent_orders: tuple[Order, ...]
+    client_ids: frozenset[str]
+    fill_ids: frozenset[str]
+    scan_number: int | None
+    halted: bool
+    halt_reason: str
+    schema_version: int
+
+
+@dataclass(slots=True)
+class _Write:
+    ops: tuple[Op, ...]
+    done: asyncio.Future[None] | None = None
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+# ---- row <-> object ------------------------------------------------------------------------
+
+
+def order_op(o: Order) -> Op:
+    return ("INSERT OR REPLACE INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (o.client_id, o.intent_id, o.symbol, o.side, o.qty, o.order_type, o.price,
+             int(o.reduce_only), o.reason, o.state, o.filled_qty, o.avg_fill_price,
+             o.venue_order_id, o.created_ns, o.updated_ns, o.reject_reason, o.ref_price))
+
+
+def _order_row(r: Sequence[Any]) -> Order:
+    return Order(client_id=r[0], intent_id=r[1], symbol=r[2], side=r[3], qty=r[4],
+                 order_type=r[5], price=r[6], reduce_only=bool(r[7]), reason=r[8], state=r[9],
+                 filled_qty=r[10], avg_fill_price=r[11], venue_order_id=r[12],
+                 created_ns=r[13], updated_ns=r[14], reject_reason=r[15], ref_price=r[16])
+
+
+def fill_op(f: Fill, realised_pnl_usdt: float) -> Op:
+    return ("INSERT OR IGNORE INTO fills VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (f.fill_id, f.client_id, f.symbol, f.side, f.qty, f.price, f.fee_usdt, f.liquidity,
+             f.ts_ns, f.slippage_bps, int(f.reduce_only), realised_pnl_usdt))
+
+
+def position_op(p: Position) -> Op:
+    if p.flat:
+        return ("DELETE FROM positions WHERE symbol = ?", (p.symbol,))
+    return ("INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?,?,?)",
+            (p.symbol, p.qty, p.avg_price, p.realised_pnl_usdt, p.fees_usdt, p.opened_ns,
+             p.updated_ns))
+
+
+def account_op(a: Account, ts_ns: int) -> Op:
+    return ("INSERT OR REPLACE INTO account VALUES (1,?,?,?,?,?,?)",
+            (a.initial_capital_usdt, a.cash_usdt, a.realised_pnl_usdt, a.fees_usdt,
+             a.peak_equity_usdt, ts_ns))
+
+
+def equity_op(ts_ns: int, equity: float, cash: float, unrealised: float, peak: float,
+              drawdown: float, gross: float) -> Op:
+    return ("INSERT INTO equity_snapshots VALUES (?,?,?,?,?,?,?)",
+            (ts_ns, equity, cash, unrealised, peak, drawdown, gross))
+
+
+def kv_op(key: str, value: str, ts_ns: int = 0) -> Op:
+    return ("INSERT OR REPLACE INTO kv VALUES (?,?,?)", (key, value, ts_ns or time.time_ns()))
+
+
+# ---- the store -----------------------------------------------------------------------------
+
+
+class Store:
+    """Open with ``await Store.open(...)``, then use as an async context manager: entering
+    starts the writer task, leaving drains the queue, stops the writer and closes the file."""
+
+    def __init__(self, path: Path, executor: concurrent.futures.ThreadPoolExecutor,
+                 conn: sqlite3.Connection, metrics: ExecutionMetrics | None,
+                 channel_metrics: ChannelMetrics | None, capacity: int,
+                 max_batch: Callable[[], int]) -> None:
+        self.path = path
+        self._executor = executor
+        self._conn = conn
+        self._metrics = metrics
+        self._max_batch = max_batch
+        self._queue: Channel[_Write] = Channel("store", capacity, Overflow.BLOCK, channel_metrics)
+        self._task: asyncio.Task[None] | None = None
+        self.failed: BaseException | None = None
+        self.commits = 0
+        self.writes = 0
+        self.checkpoints = 0
+        # Checkpoints (WAL -> database file) run on their own thread and connection: a PASSIVE
+        # checkpoint never blocks the writer, and its fsync stays off the commit path.
+        self._ckpt_executor = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="dolphind-store-ckpt")
+        self._ckpt_conn: sqlite3.Connection | None = None
+        self._ckpt_task: asyncio.Task[None] | None = None
+        self._ckpt_wake = asyncio.Event()
+
+    @classmethod
+    async def open(cls, path: str | Path, metrics: ExecutionMetrics | None = None,
+                   channel_metrics: ChannelMetrics | None = None, synchronous: str = "NORMAL",
+                   capacity: int = 1024, max_batch: Callable[[], int] = lambda: 256) -> "Store":
+        p = Path(path)
+        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dolphind-store")
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(executor, _connect, p, synchronous)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(p, executor, conn, metrics, channel_metrics, capacity, max_batch)
+
+    async def __aenter__(self) -> "Store":
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._writer(), name="store-writer")
+        self._ckpt_task = loop.create_task(self._checkpointer(), name="store-checkpointer")
+        return self
+
+    async def _checkpointer(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._ckpt_conn = await loop.run_in_executor(
+            self._ckpt_executor, lambda: sqlite3.connect(self.path, isolation_level=None))
+        last = self.commits
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CHECKPOINT_EVERY_S):
+                    await self._ckpt_wake.wait()
+            self._ckpt_wake.clear()
+            if self.commits != last:
+                last = self.commits
+                try:
+                    await loop.run_in_executor(self._ckpt_executor, self._ckpt_conn.execute,
+                                               "PRAGMA wal_checkpoint(PASSIVE)")
+                    self.checkpoints += 1
+                except sqlite3.Error as exc:  # a missed checkpoint only lets the WAL grow
+                    log.warning("store.checkpoint_failed", error=repr(exc))
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the writer, close the connection and the threads."""
+        self._queue.close()
+        loop = asyncio.get_running_loop()
+        try:
+            if self._task is not None:
+                try:
+                    await self._task
+                finally:
+                    self._task = None
+        finally:
+            if self._ckpt_task is not None:
+                self._ckpt_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._ckpt_task
+                self._ckpt_task = None
+            if self._ckpt_conn is not None:
+                await loop.run_in_executor(self._ckpt_executor, self._ckpt_conn.close)
+            self._ckpt_executor.shutdown(wait=False)
+            try:
+                # Fold the WAL back into the database file on a clean close.
+                await loop.run_in_executor(self._executor, _close, self._conn)
+            finally:
+                self._executor.shutdown(wait=False)
+
+    # ---- writing -----------------------------------------------------------------------
+
+    @property
+    def backlog(self) -> int:
+        return len(self._queue)
+
+    async def write(self, *ops: Op, wait: bool = False) -> None:
+        """Queue ``ops`` as one unit (all or nothing). ``wait=True`` returns only once they
+        are committed; errors of that unit are raised here."""
+        if self.failed is not None:
+            raise StoreFailed(f"store {self.path} failed: {self.failed}") from self.failed
+        done = asyncio.get_running_loop().create_future() if wait else None
+        try:
+            await self._queue.put(_Write(ops, done))
+        except ChannelClosed:
+            raise StoreError(f"store {self.path} is closed") from None
+        if done is not None:
+            await done
+
+    async def save_scan_checkpoint(self, scan_number: int) -> None:
+        await self.write(kv_op("scan_number", str(int(scan_number))))
+
+    async def save_control(self, halted: bool, reason: str) -> None:
+        await self.write(kv_op("halted", "1" if halted else "0"), kv_op("halt_reason", reason))
+
+    async def _writer(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                first = await self._queue.get()
+            except ChannelClosed:
+                return
+            batch = [first]
+            limit = max(1, self._max_batch())
+            while len(self._queue) and len(batch) < limit:
+                batch.append(await self._queue.get())  # items are there: returns at once
+            t0 = time.perf_counter()
+            try:
+                errors = await loop.run_in_executor(self._executor, _execute, self._conn,
+                                                    [w.ops for w in batch])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # COMMIT failed: the store can no longer be trusted
+                await self._fail(exc, batch)
+                return
+            self.commits += 1
+            self.writes += len(batch)
+            if self._metrics is not None:
+                self._metrics.store_commits.inc()
+                self._metrics.store_writes.inc(len(batch))
+                self._metrics.store_commit_seconds.observe(time.perf_counter() - t0)
+            for w, err in zip(batch, errors):
+                if err is not None:
+                    log.error("store.write_failed", error=repr(err), sql=w.ops[0][0][:60])
+                if w.done is not None and not w.done.done():
+                    if err is None:
+                        w.done.set_result(None)
+                    else:
+                        w.done.set_exception(err)
+
+    async def _fail(self, exc: BaseException, batch: list[_Write]) -> None:
+        self.failed = exc
+        if self._metrics is not None:
+            self._metrics.store_failures.inc()
+        log.error("store.failed", error=repr(exc), path=str(self.path))
+        self._queue.close()
+        pending = list(batch)
+        while len(self._queue):
+            pending.append(await self._queue.get())  # drain: nothing will commit now
+        for w in pending:
+            if w.done is not None and not w.done.done():
+                w.done.set_exception(StoreFailed(f"store {self.path} failed: {exc!r}"))
+
+    # ---- reading (on the store thread, serialised with the writes) ---------------------
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
+
+    async def load_state(self) -> RestoredState:
+        return await self.read(_load_state)
+
+    async def integrity_check(self) -> str:
+        return await self.read(lambda c: c.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def readiness(self) -> str:
+        """"ok", or why the store cannot take writes (for /readyz)."""
+        if self.failed is not None:
+            return f"store failed: {self.failed!r}"
+        if self._queue.closed:
+            return "store closed"
+        return "ok"
+
+    def status(self) -> dict[str, Any]:
+        return {"path": str(self.path), "backlog": self.backlog, "commits": self.commits,
+                "writes": self.writes, "checkpoints": self.checkpoints, "failed": repr(self.failed) if self.failed else None}
+
+
+# ---- on the store thread -------------------------------------------------------------------
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{path}: cannot switch to WAL mode (got {mode})")
+        # No checkpoint inside a commit (with its fsync, it would stall the commit path by
+        # milliseconds); the Store's checkpointer does it from its own thread and connection.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'FULL' else 'NORMAL'}")
+        _migrate(conn, path)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: {exc}") from exc
+    return conn
+
+
+def _close(conn: sqlite3.Connection) -> None:
+    try:
+        if conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] != 0:
+            log.warning("store.close_checkpoint_busy")
+    finally:
+        conn.close()
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version ("
+                 "version INTEGER PRIMARY KEY, applied_ns INTEGER NOT NULL)")
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    current = row[0] or 0
+    if current > SCHEMA_VERSION:
+        raise StoreError(f"{path}: schema version {current} was written by a newer dolphind "
+                         f"(this one knows up to {SCHEMA_VERSION}); refusing to touch it")
+    for version, statements in MIGRATIONS:
+        if version <= current:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql in statements:
+                conn.execute(sql)
+            conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, time.time_ns()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        log.info("store.migrated", path=str(path), version=version)
+
+
+def _execute(conn: sqlite3.Connection, units: list[tuple[Op, ...]]) -> list[Exception | None]:
+    """Run every unit in one transaction, each under its own savepoint."""
+    errors: list[Exception | None] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for ops in units:
+            conn.execute("SAVEPOINT w")
+            try:
+                for sql, params in ops:
+                    conn.execute(sql, params)
+            except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
+                conn.execute("ROLLBACK TO w")
+                errors.append(exc)
+            else:
+                errors.append(None)
+            conn.execute("RELEASE w")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return errors
+
+
+def _load_state(conn: sqlite3.Connection) -> RestoredState:
+    acc = conn.execute("SELECT initial_capital_usdt, cash_usdt, realised_pnl_usdt, fees_usdt, "
+                       "peak_equity_usdt FROM account WHERE id = 1").fetchone()
+    positions = tuple(Position(*r) for r in conn.execute(
+        "SELECT symbol, qty, avg_price, realised_pnl_usdt, fees_usdt, opened_ns, updated_ns "
+        "FROM positions ORDER BY symbol"))
+    marks = ",".join("?" * len(_TERMINAL_STATES))
+    open_orders = tuple(_order_row(r) for r in conn.execute(
+        f"SELECT * FROM orders WHERE state NOT IN ({marks}) ORDER BY created_ns",
+        _TERMINAL_STATES))
+    recent = tuple(reversed([_order_row(r) for r in conn.execute(
+        "SELECT * FROM orders ORDER BY updated_ns DESC, rowid DESC LIMIT 50")]))
+    client_ids = frozenset(r[0] for r in conn.execute("SELECT client_id FROM orders"))
+    fill_ids = frozenset(r[0] for r in conn.execute("SELECT fill_id FROM fills"))
+    kv = dict(conn.execute("SELECT key, value FROM kv").fetchall())
+    version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+    return RestoredState(
+        account=Account(*acc) if acc else None, positions=positions, open_orders=open_orders,
+        recent_orders=recent, client_ids=client_ids, fill_ids=fill_ids,
+        scan_number=int(kv["scan_number"]) if "scan_number" in kv else None,
+        halted=kv.get("halted") == "1", halt_reason=kv.get("halt_reason", ""),
+        schema_version=int(version or 0))
+
+
+def load_state_sync(path: str | Path) -> RestoredState:
+    """Open, read and close (tests and tools; blocking)."""
+    conn = _connect(Path(path), "NORMAL")
+    try:
+        return _load_state(conn)
+    finally:
+        conn.close()
+
+
+def rows(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+    return conn.execute(sql, tuple(params)).fetchall()

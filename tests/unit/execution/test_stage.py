@@ -1,0 +1,308 @@
+"""The execution stage in-process: real Channel, real paper venue, real SQLite in tmp_path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from typing import Any, AsyncIterator
+
+import orjson
+import pytest
+
+from dolphind.channels import Channel, Overflow
+from dolphind.config import Config, config_from_dict
+from dolphind.events import Bar, Order, OrderIntent, frozen_array
+from dolphind.execution.paper import PaperVenue
+from dolphind.execution.router import client_order_id
+from dolphind.execution.stage import ExecutionStage
+from dolphind.ops.control import Control
+from dolphind.ops.health import Health
+from dolphind.ops.metrics import Metrics
+from dolphind.store.audit import AuditLog, split_line, verify
+from dolphind.store.sqlite import Store, order_op
+from tests.conftest import eventually
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+
+
+def bar(seq: int, btc: float, eth: float = 2500.0) -> Bar:
+    return Bar(ts_ns=seq * 5_000_000_000, symbols=SYMBOLS, closes=frozen_array([btc, eth]),
+               interval_s=5.0, seq=seq)
+
+
+def intent(iid: str, side: str, notional: float, reduce_only: bool = False,
+           reason: str = "ENTRY", symbol: str = "BTCUSDT", ts: int = 0, ref: float = 0.0,
+           leverage: float = 2.0) -> OrderIntent:
+    return OrderIntent(iid, ts, symbol, side, notional, leverage, reduce_only, reason, ref,
+                       gates=(("vel_div", -0.031),))
+
+
+def config(**sections: Any) -> Config:
+    base: dict[str, Any] = {"execution": {"fee_model": "blended"}}
+    for k, v in sections.items():
+        base.setdefault(k, {}).update(v)
+    return config_from_dict(base)
+
+
+@dataclasses.dataclass
+class Rig:
+    stage: ExecutionStage
+    intents: Channel[Any]
+    store: Store
+    audit: AuditLog
+    venue: PaperVenue
+    control: Control
+    metrics: Metrics
+    task: asyncio.Task[None]
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    async def feed(self, *items: Any) -> None:
+        for item in items:
+            await self.intents.put(item)
+
+    async def settle(self) -> None:
+        """Wait until the stage has taken everything and no order is working."""
+        await eventually(lambda: len(self.intents) == 0 and not self.stage.orders
+                         and self.stage._lock.locked() is False, what="stage idle")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def metrics_factory():
+    # Built here, outside the event loop: Metrics' process collector reads /proc.
+    ready = [Metrics() for _ in range(3)]
+    return ready.pop
+
+
+@contextlib.asynccontextmanager
+async def rig(tmp_path, info, metrics: Metrics, cfg: Config,
+              control: Control | None = None) -> AsyncIterator[Rig]:
+    store = await Store.open(tmp_path / "dolphind.sqlite", metrics.execution, metrics.channels)
+    audit = await AuditLog.open(tmp_path / "audit.jsonl", metrics.execution)
+    venue = PaperVenue(info, lambda: cfg.execution, fallback=True)
+    control = control or Control(metrics, lambda cause: None)
+    health = Health(metrics, lambda: 30.0)
+    health.register("execution")
+    intents: Channel[Any] = Channel("intents", 64, Overflow.BLOCK, metrics.channels)
+    async with store, audit:
+        stage = ExecutionStage(intents, venue, store, audit, control, health, metrics,
+                               lambda: cfg)
+        task = asyncio.create_task(stage.run())
+        r = Rig(stage, intents, store, audit, venue, control, metrics, task)
+        await eventually(lambda: stage.ready, what="stage ready")
+        try:
+            yield r
+        finally:
+            intents.close()
+            await asyncio.wait_for(task, 10)
+
+
+def audit_events(path) -> list[dict[str, Any]]:
+    out = []
+    for line in path.read_bytes().splitlines():
+        out.append(orjson.loads(split_line(line)[0]))
+    return out
+
+
+async def test_intents_become_fills_positions_and_equity(tmp_path, info_2021, metrics_factory):
+    m = metrics_factory()
+    async with rig(tmp_path, info_2021, m, config()) as r:
+        await r.feed(bar(1, 40_000.0),
+                     intent("s1:BTCUSDT:entry", "SELL", 2000.0, ts=bar(1, 0).ts_ns))
+        await r.settle()
+        pos = r.stage.portfolio.positions["BTCUSDT"]
+        assert (pos.qty, pos.avg_price) == (-0.05, 40_000.0)
+        assert r.stage.portfolio.cash_usdt == pytest.approx(9_999.372, abs=1e-9)
+        await r.feed(bar(2, 39_600.0))
+        await r.settle()
+        assert r.stage.capital_view().unrealised_pnl_usdt == pytest.approx(20.0, abs=1e-9)
+        assert r.metric("dolphind_equity_usdt") == pytest.approx(10_019.372, abs=1e-9)
+        await r.feed(intent("s2:BTCUSDT:exit", "BUY", 1980.0, True, "FIXED_TP",
+                            ts=bar(2, 0).ts_ns))
+        await r.settle()
+        view = r.stage.capital_view()
+        assert not view.positions
+        assert view.cash_usdt == pytest.approx(10_018.2828614, abs=1e-9)
+        assert view.realised_pnl_usdt == pytest.approx(19.604, abs=1e-9)
+        assert view.peak_equity_usdt == pytest.approx(10_019.372, abs=1e-9)
+        assert view.drawdown == pytest.approx(1 - 10_018.2828614 / 10_019.372, abs=1e-12)
+        assert r.metric("dolphind_fills_total", side="SELL", liquidity="BLENDED") == 1
+        assert r.metric("dolphind_fills_total", side="BUY", liquidity="BLENDED") == 1
+        assert r.metric("dolphind_orders_total", state="filled") == 2
+        assert r.metric("dolphind_fees_usdt_total") == pytest.approx(0.628 + 0.6931386)
+        assert r.metric("dolphind_intent_to_fill_seconds_count") == 2
+        assert r.metric("dolphind_intent_to_ack_seconds_count") == 2
+        orders = r.stage.orders_view()["recent"]
+        assert [o["state"] for o in orders][:2] == ["filled", "filled"]
+        assert r.stage.status()["last_intents"][-1]["outcome"] == "submitted"
+    # After the stage and store closed: the books on disk agree.
+    async with await Store.open(tmp_path / "dolphind.sqlite") as store:
+        state = await store.load_state()
+        fills = await store.read(lambda c: c.execute(
+            "SELECT side, qty, price, realised_pnl_usdt FROM fills ORDER BY ts_ns").fetchall())
+        snaps = await store.read(lambda c: c.execute(
+            "SELECT COUNT(*) FROM equity_snapshots").fetchone()[0])
+        assert await store.integrity_check() == "ok"
+    assert state.account.cash_usdt == pytest.approx(10_018.2828614, abs=1e-9)
+    assert fills[1][0] == "BUY" and fills[1][3] == pytest.approx(19.604, abs=1e-9)
+    assert snaps >= 2
+    assert verify(tmp_path / "audit.jsonl").ok
+    events = [e["event"] for e in audit_events(tmp_path / "audit.jsonl")]
+    assert events.count("order.submitted") == 2 and events.count("fill") == 2
+
+
+async def test_the_same_intent_twice_makes_one_order(tmp_path, info_2021, metrics_factory):
+    m = metrics_factory()
+    async with rig(tmp_path, info_2021, m, config()) as r:
+        same = intent("s7:BTCUSDT:entry", "SELL", 1000.0, ts=1)
+        await r.feed(bar(1, 40_000.0), same, same)
+        await r.settle()
+        assert r.metric("dolphind_execution_intents_total", outcome="duplicate") == 1
+        assert r.metric("dolphind_execution_intents_total", outcome="submitted") == 1
+        assert r.stage.portfolio.positions["BTCUSDT"].qty == -0.025
+    # And again after a restart: the id is in the store, no second order.
+    m2 = metrics_factory()
+    async with rig(tmp_path, info_2021, m2, config()) as r:
+        await r.feed(bar(2, 40_000.0), same)
+        await r.settle()
+        assert r.metric("dolphind_execution_intents_total", outcome="duplicate") == 1
+        assert r.stage.portfolio.positions["BTCUSDT"].qty == -0.025
+        n = await r.store.read(lambda c: c.execute("SELECT COUNT(*) FROM orders").fetchone()[0])
+        assert n == 1
+
+
+async def test_restart_restores_capital_positions_and_scan(tmp_path, info_2021, metrics_factory):
+    m = metrics_factory()
+    async with rig(tmp_path, info_2021, m, config()) as r:
+        await r.feed(bar(1, 40_000.0), intent("a", "SELL", 2000.0, ts=1),
+                     intent("b", "BUY", 1000.0, symbol="ETHUSDT", ts=1))
+        await r.settle()
+        await r.store.save_scan_checkpoint(4242)
+        await r.feed(bar(2, 39_000.0, 2600.0))
+        await r.settle()
+        before = r.stage.capital_view()
+    m2 = metrics_factory()
+    # A different starting capital in the config must not win over the store.
+    async with rig(tmp_path, info_2021, m2, config(execution={"capital_usdt": 1.0})) as r:
+        after = r.stage.capital_view()
+        assert r.stage.restored.scan_number == 4242
+        assert after.cash_usdt == before.cash_usdt
+        assert after.peak_equity_usdt == before.peak_equity_usdt
+        assert {p.symbol: (p.qty, p.avg_price) for p in after.positions} == {
+            "BTCUSDT": (-0.05, 40_000.0), "ETHUSDT": (0.4, 2500.0)}
+        # The paper venue was rebuilt from the store: an exit closes the restored position.
+        await r.feed(bar(3, 39_000.0, 2600.0),
+                     intent("c", "BUY", 1.0, True, "MAX_HOLD", ts=3))
+        await r.settle()
+        assert "BTCUSDT" not in r.stage.portfolio.positions
+        assert r.metric("dolphind_reconcile_differences_total", kind="position") == 0
+    assert verify(tmp_path / "audit.jsonl").ok
+
+
+async def test_an_order_recorded_but_never_sent_expires_on_restart(tmp_path, info_2021,
+                                                                   metrics_factory):
+    # Simulate kill -9 between "order committed as NEW" and "venue submit".
+    cid = client_order_id("lost")
+    async with await Store.open(tmp_path / "dolphind.sqlite") as store:
+        await store.write(order_op(Order(cid, "lost", "BTCUSDT", "SELL", 0.05, "MARKET", 0.0,
+                                         False, "ENTRY", "new", created_ns=1, updated_ns=1)),
+                          wait=True)
+    async with rig(tmp_path, info_2021, metrics_factory(), config()) as r:
+        assert not r.stage.orders
+        assert r.stage.recent_orders[-1].state == "expired"
+        await r.feed(bar(1, 40_000.0), intent("lost", "SELL", 2000.0, ts=1))
+        await r.settle()
+        assert r.metric("dolphind_execution_intents_total", outcome="duplicate") == 1
+        assert not r.stage.portfolio.positions  # never sent twice
+
+
+@pytest.mark.parametrize("cfg_sections,the_intent,rule", [
+    ({"risk": {"max_order_notional_usdt": 1000.0}}, intent("x", "SELL", 1500.0, ts=1),
+     "max_notional"),
+    ({"risk": {"allowed_symbols": ["ETHUSDT"]}}, intent("x", "SELL", 500.0, ts=1),
+     "symbol_allowlist"),
+    ({"risk": {"max_leverage": 1.5}}, intent("x", "SELL", 500.0, ts=1, leverage=2.0),
+     "max_leverage"),
+    ({"risk": {"trading_enabled": False}}, intent("x", "SELL", 500.0, ts=1), "kill_switch"),
+])
+async def test_rejections_are_named_in_metrics_audit_and_store(
+        tmp_path, info_2021, metrics_factory, cfg_sections, the_intent, rule):
+    m = metrics_factory()
+    async with rig(tmp_path, info_2021, m, config(**cfg_sections)) as r:
+        await r.feed(bar(1, 40_000.0), the_intent)
+        await r.settle()
+        assert r.metric("dolphind_risk_rejections_total", rule=rule) == 1
+        assert not r.stage.portfolio.positions
+        await r.audit.flush()
+        rejected = [e for e in audit_events(tmp_path / "audit.jsonl")
+                    if e["event"] == "risk.rejected"]
+        assert [e["data"]["rule"] for e in rejected] == [rule]
+        row = await r.store.read(lambda c: c.execute(
+            "SELECT state, reject_reason FROM orders").fetchone())
+        assert row == ("rejected", f"risk:{rule}")
+
+
+async def test_router_rejection_is_named(tmp_path, info_2021, metrics_factory):
+    m = metrics_factory()
+    async with rig(tmp_path, info_2021, m, config()) as r:
+        await r.feed(bar(1, 40_000.0), intent("x", "BUY", 1.0, True, "FIXED_TP", ts=1))
+        await r.settle()
+        assert r.metric("dolphind_router_rejections_total", reason="nothing_to_reduce") == 1
+
+
+async def test_halt_stops_entries_not_exits_and_flatten_closes(tmp_path, info_2021,
+                                                               metrics_factory):
+    m = metrics_factory()
+    async with rig(tmp_path, info_2021, m, config()) as r:
+        await r.feed(bar(1, 40_000.0, 2500.0), intent("e1", "SELL", 2000.0, ts=1),
+                     intent("e2", "BUY", 1000.0, symbol="ETHUSDT", ts=1))
+        await r.settle()
+        r.control.halt("test", "operator")
+        await r.feed(intent("e3", "SELL", 500.0, symbol="ETHUSDT", ts=2))
+        await r.settle()
+        assert r.metric("dolphind_risk_rejections_total", rule="kill_switch") == 1
+        r.control.flatten("test")
+        await eventually(lambda: not r.stage.portfolio.positions, what="flat")
+        await r.settle()
+        assert r.metric("dolphind_orders_total", state="filled") == 4
+        # The operator's halt is persisted (a restart keeps trading halted) ...
+        await eventually(lambda: r.store.read(lambda c: c.execute(
+            "SELECT value FROM kv WHERE key = 'halted'").fetchone() == ("1",)),
+            what="halt persisted")
+    control = Control(metrics_factory(), lambda cause: None)
+    async with rig(tmp_path, info_2021, metrics_factory(), config(), control) as r:
+        assert control.halted and control.halt_reason == "operator"
+
+
+async def test_store_keeps_up_with_a_burst(tmp_path, info_2021, metrics_factory):
+    m = metrics_factory()
+    cfg = config(risk={"max_orders_per_minute": 1e9, "order_burst": 10**6,
+                       "max_gross_exposure_usdt": 1e9, "max_symbol_exposure_usdt": 1e9,
+                       "max_leverage": 1e6})
+    async with rig(tmp_path, info_2021, m, cfg) as r:
+        await r.feed(bar(1, 40_000.0))
+        for i in range(300):
+            side = "SELL" if i % 2 == 0 else "BUY"
+            await r.feed(intent(f"burst-{i}", side, 100.0, reduce_only=(i % 2 == 1),
+                                reason="FIXED_TP" if i % 2 else "ENTRY", ts=1))
+        await r.settle()
+        assert r.metric("dolphind_orders_total", state="filled") == 300
+        assert r.store.backlog == 0
+        assert not r.stage.portfolio.positions
+
+
+async def test_open_books_from_config(tmp_path, metrics_factory):
+    from dolphind.execution.stage import open_books
+
+    from .conftest import CRYPTOFEED_INFO
+
+    cfg = config(data={"dir": str(tmp_path)},
+                 execution={"exchange_info": str(CRYPTOFEED_INFO)})
+    async with open_books(lambda: cfg, metrics_factory()) as (store, audit, venue):
+        assert venue.filters_for("BTCUSDT").min_notional == 5
+        assert store.path == tmp_path / "dolphind.sqlite"
+        audit.record("test.opened")
+    assert verify(tmp_path / "audit.jsonl").lines == 1

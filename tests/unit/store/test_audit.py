@@ -1,0 +1,129 @@
+"""The hash-chained audit log: it verifies, and detects an edit, a deletion, a truncation."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from dolphind.cli import main
+from dolphind.store.audit import GENESIS, AuditLog, split_line, verify
+
+
+async def _write(path, n, **kw):
+    async with await AuditLog.open(path, **kw) as audit:
+        for i in range(n):
+            audit.record("risk.rejected", rule="max_leverage", i=i, detail="x" * (i % 7))
+    return path
+
+
+def _lines(path):
+    return path.read_bytes().splitlines(keepends=True)
+
+
+async def test_chain_verifies_and_links(tmp_path):
+    path = await _write(tmp_path / "audit.jsonl", 20)
+    res = verify(path)
+    assert (res.ok, res.lines, res.last_seq) == (True, 20, 20)
+    first = orjson.loads(split_line(_lines(path)[0][:-1])[0])
+    assert first["prev"] == GENESIS and first["seq"] == 1 and first["event"] == "risk.rejected"
+
+
+async def test_chain_continues_across_a_restart(tmp_path):
+    path = await _write(tmp_path / "audit.jsonl", 5)
+    await _write(path, 5)
+    res = verify(path)
+    assert (res.ok, res.lines) == (True, 10)
+
+
+async def test_detects_an_edited_line(tmp_path):
+    path = await _write(tmp_path / "audit.jsonl", 10)
+    lines = _lines(path)
+    lines[4] = lines[4].replace(b'"max_leverage"', b'"min_notional"')
+    path.write_bytes(b"".join(lines))
+    res = verify(path)
+    assert (res.ok, res.first_bad_line) == (False, 5)
+    assert "edited" in res.reason
+
+
+async def test_detects_an_edited_last_line(tmp_path):
+    path = await _write(tmp_path / "audit.jsonl", 3)
+    lines = _lines(path)
+    lines[-1] = lines[-1].replace(b'"i":2', b'"i":9')
+    path.write_bytes(b"".join(lines))
+    assert verify(path).first_bad_line == 3
+
+
+async def test_detects_a_deleted_line(tmp_path):
+    path = await _write(tmp_path / "audit.jsonl", 10)
+    lines = _lines(path)
+    del lines[6]
+    path.write_bytes(b"".join(lines))
+    res = verify(path)
+    assert (res.ok, res.first_bad_line, res.lines) == (False, 7, 6)
+    assert "deleted" in res.reason
+
+
+async def test_detects_a_truncated_line(tmp_path):
+    path = await _write(tmp_path / "audit.jsonl", 10)
+    data = path.read_bytes()
+    path.write_bytes(data[:-30])  # the last line loses its end
+    res = verify(path)
+    assert (res.ok, res.first_bad_line) == (False, 10)
+    assert "truncated" in res.reason
+    # A line cut in the middle of the file (newline kept) is caught too.
+    lines = _lines(path)
+    lines[2] = lines[2][:40] + b"\n"
+    path.write_bytes(b"".join(lines))
+    assert verify(path).first_bad_line == 3
+
+
+async def test_torn_tail_is_moved_aside_and_recorded(tmp_path):
+    path = await _write(tmp_path / "audit.jsonl", 4)
+    with open(path, "ab") as f:
+        f.write(b'{"data":{"half')  # a power cut mid-line
+    assert not verify(path).ok
+    await _write(path, 1)
+    res = verify(path)
+    assert (res.ok, res.lines) == (True, 6)
+    recovered = orjson.loads(split_line(_lines(path)[4][:-1])[0])
+    assert recovered["event"] == "audit.torn_tail_removed"
+    assert recovered["data"]["bytes"] == 14
+    assert (tmp_path / recovered["data"]["moved_to"]).read_bytes() == b'{"data":{"half'
+
+
+@pytest.mark.parametrize("mode", ["always", "interval", "never"])
+async def test_fsync_modes_write_everything(tmp_path, mode):
+    path = await _write(tmp_path / "a.jsonl", 50, fsync=lambda: mode)
+    assert verify(path).lines == 50
+
+
+async def test_record_never_blocks_and_flush_waits(tmp_path):
+    async with await AuditLog.open(tmp_path / "a.jsonl") as audit:
+        for i in range(5000):
+            audit.record("fill", i=i)
+        await audit.flush()
+        assert audit.backlog == 0 and audit.seq == 5000
+    assert verify(tmp_path / "a.jsonl").ok
+
+
+async def test_cli_audit_verify(tmp_path, capsys):
+    path = await _write(tmp_path / "audit.jsonl", 3)
+    assert await asyncio.to_thread(main, ["audit", "verify", str(path)]) == 0
+    assert "ok, 3 lines" in capsys.readouterr().out
+    lines = _lines(path)
+    del lines[1]
+    path.write_bytes(b"".join(lines))
+    assert await asyncio.to_thread(main, ["audit", "verify", str(path)]) == 1
+    assert "broken at line 2" in capsys.readouterr().err
+
+
+def test_cli_audit_verify_as_a_process(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b"not a chain\n")
+    proc = subprocess.run([sys.executable, "-m", "dolphind.cli", "audit", "verify", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "broken at line 1" in proc.stderr

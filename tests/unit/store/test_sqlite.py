@@ -1,0 +1,111 @@
+"""The SQLite store: restart survival, integrity, migrations, one writer, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from dolphind.events import Fill, Order
+from dolphind.execution.portfolio import Position
+from dolphind.ops.metrics import Metrics
+from dolphind.store.sqlite import (
+    SCHEMA_VERSION,
+    Account,
+    Store,
+    StoreError,
+    account_op,
+    fill_op,
+    order_op,
+    position_op,
+)
+
+
+def _order(cid: str, state: str = "new") -> Order:
+    return Order(cid, f"intent-{cid}", "BTCUSDT", "SELL", 0.05, "MARKET", 0.0, False, "ENTRY",
+                 state, created_ns=1, updated_ns=1, ref_price=40_000.0)
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()  # built outside the loop: its process collector reads /proc
+
+
+async def test_store_survives_a_restart(tmp_path, metrics):
+    path = tmp_path / "d.sqlite"
+    m = metrics
+    async with await Store.open(path, m.execution, m.channels) as store:
+        await store.write(account_op(Account(10_000.0, 9_999.372, 0.0, 0.628, 10_000.0), 5),
+                          wait=True)
+        await store.write(order_op(_order("a", "filled")), order_op(_order("b", "acked")),
+                          position_op(Position("BTCUSDT", -0.05, 40_000.0, 0.0, 0.628, 1, 2)),
+                          fill_op(Fill("a-1", "a", "BTCUSDT", "SELL", 0.05, 40_000.0, 0.628,
+                                       "BLENDED", 2), 0.0))
+        for n in range(1, 101):
+            await store.save_scan_checkpoint(n)
+        await store.save_control(True, "operator")
+    # Closed: everything queued was committed. Reopen as a restart would.
+    async with await Store.open(path) as store:
+        state = await store.load_state()
+        assert await store.integrity_check() == "ok"
+        mode = await store.read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
+    assert mode == "wal"
+    assert state.account == Account(10_000.0, 9_999.372, 0.0, 0.628, 10_000.0)
+    assert state.positions == (Position("BTCUSDT", -0.05, 40_000.0, 0.0, 0.628, 1, 2),)
+    assert [o.client_id for o in state.open_orders] == ["b"]
+    assert state.client_ids == {"a", "b"} and state.fill_ids == {"a-1"}
+    assert state.scan_number == 100
+    assert (state.halted, state.halt_reason) == (True, "operator")
+    assert state.schema_version == SCHEMA_VERSION
+    assert m.registry.get_sample_value("dolphind_store_commits_total") >= 1
+
+
+async def test_writes_are_batched_and_waiters_see_their_commit(tmp_path):
+    async with await Store.open(tmp_path / "d.sqlite") as store:
+        await asyncio.gather(*(store.write(order_op(_order(f"o{i}")), wait=True)
+                               for i in range(500)))
+        n = await store.read(lambda c: c.execute("SELECT COUNT(*) FROM orders").fetchone()[0])
+        assert n == 500
+        assert store.commits < 500  # group commit: many writes per transaction
+
+
+async def test_a_bad_write_fails_alone(tmp_path):
+    async with await Store.open(tmp_path / "d.sqlite") as store:
+        good = store.write(order_op(_order("ok")), wait=True)
+        bad = store.write(("INSERT INTO nope VALUES (?)", (1,)), wait=True)
+        results = await asyncio.gather(good, bad, return_exceptions=True)
+        assert results[0] is None and isinstance(results[1], sqlite3.OperationalError)
+        assert store.readiness() == "ok"
+        await store.write(order_op(_order("after")), wait=True)
+        state = await store.load_state()
+    assert state.client_ids == {"ok", "after"}
+
+
+async def test_a_database_from_a_newer_dolphind_is_refused(tmp_path):
+    path = tmp_path / "d.sqlite"
+    async with await Store.open(path):
+        pass
+    con = sqlite3.connect(path)
+    con.execute("INSERT INTO schema_version VALUES (?, 0)", (SCHEMA_VERSION + 1,))
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="newer dolphind"):
+        await Store.open(path)
+
+
+async def test_migrations_apply_once(tmp_path):
+    path = tmp_path / "d.sqlite"
+    for _ in range(2):
+        async with await Store.open(path) as store:
+            versions = await store.read(
+                lambda c: c.execute("SELECT version FROM schema_version").fetchall())
+    assert versions == [(1,)]
+
+
+async def test_writes_after_close_are_refused(tmp_path):
+    store = await Store.open(tmp_path / "d.sqlite")
+    async with store:
+        pass
+    with pytest.raises(StoreError, match="closed"):
+        await store.write(order_op(_order("late")))
