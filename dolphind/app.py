@@ -1,22 +1,47 @@
-"""The only place that wires concrete parts together: feed, stages, channels.
+"""The only place that wires concrete parts together: feed, stages, channels, books.
 
-``build_pipeline`` is an async context manager: the parts it opens are closed in reverse
-order on exit, also when opening fails half-way.
+    feed ─bars─► market ─bars─► scan ─scans─► alpha ─intents+bars─► execution
+                                                  ▲                      │
+                                                  └──── ledger ◄─────────┘ (fills, positions)
+
+``build_pipeline`` is an async context manager: the parts it opens (store, audit log, scan
+files) are closed in reverse order on exit, after the stages have drained, also when opening
+fails half-way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
+import structlog
+
+from dolphind.alpha.engine import AlphaEngine
+from dolphind.alpha.stage import AlphaStage
+from dolphind.alpha.warmup import warmup as warmup_alpha
 from dolphind.channels import Channel, Overflow
-from dolphind.events import Bar
+from dolphind.config import Config, strategy_params
+from dolphind.events import Bar, OrderIntent, ScanRecord
+from dolphind.execution.ledger import Ledger
+from dolphind.execution.stage import ExecutionStage, open_books
 from dolphind.feed.market import MarketStage
 from dolphind.feed.replay import ReplayFeed
+from dolphind.ops.metrics import Metrics
+from dolphind.scan.arrow_sink import ArrowScanSink, last_scan_number
+from dolphind.scan.kernels import warmup as warmup_scan
+from dolphind.scan.scanner import EigenScanner
+from dolphind.scan.stage import ScanStage
 
 if TYPE_CHECKING:
     from dolphind.daemon import Daemon
+
+log = structlog.get_logger("dolphind.app")
+
+# Scan records are written by a worker thread in batches; this only bounds the sink's own
+# buffer, which the scan stage flushes itself.
+_SINK_FLUSH_EVERY = 1_000_000
 
 
 @dataclass
@@ -24,6 +49,10 @@ class Pipeline:
     stages: list[Any]
     readiness_checks: dict[str, Callable[[], str]] = field(default_factory=dict)
     status_parts: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    execution: ExecutionStage | None = None
+    ledger: Ledger | None = None
+    scan: ScanStage | None = None
+    feed: Any = None
 
     def readiness(self) -> dict[str, str]:
         return {name: check() for name, check in self.readiness_checks.items()}
@@ -32,24 +61,82 @@ class Pipeline:
         return {name: part() for name, part in self.status_parts.items()}
 
 
+def _warm_kernels(params: Any) -> None:
+    """Compile (or load from cache) every numba kernel: runs in a worker thread."""
+    warmup_scan()
+    warmup_alpha(params)
+
+
 @contextlib.asynccontextmanager
-async def build_pipeline(daemon: "Daemon") -> AsyncIterator[Pipeline]:
+async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> AsyncIterator[Pipeline]:
     cfg = daemon.config
-    config = lambda: daemon.config  # noqa: E731 - components read the current config
-    m, health = daemon.metrics, daemon.health
+    config: Callable[[], Config] = lambda: daemon.config  # noqa: E731 - read the current config
+    m: Metrics = daemon.metrics
+    health, bus, control = daemon.health, daemon.bus, daemon.control
+    emit = daemon.plugins.emit
 
-    bars: Channel[Bar] = Channel("bars", cfg.channels.bars, Overflow.BLOCK, m.channels)
-    feed = await ReplayFeed.open(bars, config, health, m)
-    market = MarketStage(bars, None, health, m, daemon.bus,
-                         on_bar=lambda bar: daemon.plugins.emit("on_bar", bar))
+    params = strategy_params(cfg)  # a changed champion parameter was refused at load
+    engine = AlphaEngine(params)
+    log.info("strategy.profile", profile=cfg.strategy.profile, params_hash=engine.status().params_hash)
 
-    health.register(feed.name)
-    health.register(market.name, backlog=lambda: len(bars))
-    pipeline = Pipeline(
-        stages=[feed, market],
-        readiness_checks={
-            "feed": lambda: "ok" if feed.ready else "no bar yet",
-        },
-        status_parts={"feed": feed.status, "market": market.status},
-    )
-    yield pipeline
+    async with contextlib.AsyncExitStack() as stack:
+        warm = asyncio.create_task(asyncio.to_thread(_warm_kernels, params), name="warmup")
+        store, audit, venue = await stack.enter_async_context(open_books(config, m))
+        stored = await store.load_state()
+        scan_dir = cfg.data_dir / "scans"
+        persisted = await asyncio.to_thread(last_scan_number, scan_dir)
+        start_scan = max(-1 if persisted is None else persisted,
+                         -1 if stored.scan_number is None else stored.scan_number) + 1
+        sink = await asyncio.to_thread(ArrowScanSink, scan_dir, _SINK_FLUSH_EVERY)
+        stack.callback(sink.close)  # after the scan stage's last flush (stages drain first)
+
+        bars: Channel[Bar] = Channel("bars", cfg.channels.bars, Overflow.BLOCK, m.channels)
+        scan_bars: Channel[Bar] = Channel("scan_bars", cfg.channels.bars, Overflow.BLOCK,
+                                          m.channels)
+        scans: Channel[ScanRecord] = Channel("scans", cfg.channels.bars, Overflow.BLOCK,
+                                             m.channels)
+        intents: Channel[OrderIntent | Bar] = Channel("intents", cfg.channels.bars,
+                                                      Overflow.BLOCK, m.channels)
+
+        feed = await ReplayFeed.open(bars, config, health, m)
+        market = MarketStage(bars, scan_bars, health, m, bus,
+                             on_bar=lambda bar: emit("on_bar", bar))
+        scan = ScanStage(scan_bars, scans, EigenScanner(start_scan_number=start_scan), sink,
+                         bus, health, m, emit)
+
+        def execution_emit(hook: str, event: Any) -> None:
+            ledger.observe(hook, event)
+            emit(hook, event)
+
+        execution = ExecutionStage(intents, venue, store, audit, control, health, m, config,
+                                   veto=daemon.plugins.veto, emit=execution_emit)
+        ledger = Ledger(execution.capital_view, record_equity=record_equity)
+
+        async def settled(sent: int) -> bool:
+            return await execution.settled(sent, config().execution.drain_timeout_s)
+
+        alpha = AlphaStage(scans, intents, engine, ledger, settled, lambda: None, control,
+                           health, m, emit, checkpoint=store.save_scan_checkpoint)
+
+        health.register(feed.name)
+        health.register(market.name, backlog=lambda: len(bars))
+        health.register(scan.name, backlog=lambda: len(scan_bars))
+        health.register(alpha.name, backlog=lambda: len(scans))
+        health.register(execution.name, backlog=lambda: len(intents))
+        await warm  # numba kernels compiled before any bar reaches them
+
+        def scan_ready() -> str:
+            return "ok" if scan.warm else "shortest window still cold"
+
+        pipeline = Pipeline(
+            stages=[feed, market, scan, alpha, execution],
+            readiness_checks={
+                "feed": lambda: "ok" if feed.ready else "no bar yet",
+                "scan": scan_ready,
+                "execution": execution.readiness,
+            },
+            status_parts={"feed": feed.status, "market": market.status, "scan": scan.status,
+                          "alpha": alpha.status, "execution": execution.status},
+            execution=execution, ledger=ledger, scan=scan, feed=feed,
+        )
+        yield pipeline

@@ -114,6 +114,9 @@ class ExecutionStage:
         self._intent_t0: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._order_changed = asyncio.Event()
+        # Items taken from the intents channel and fully handled (see ``settled``).
+        self.processed = 0
+        self._progress = asyncio.Event()
         self._flatten_requests: collections.deque[ControlAction] = collections.deque()
         self._control_dirty = False
         self._last_equity_ns = 0
@@ -145,6 +148,8 @@ class ExecutionStage:
             else:
                 async with self._lock:
                     await self._handle_intent(item)
+            self.processed += 1
+            self._progress.set()
             self._health.beat(self.name)
             if self._audit.backlog >= _AUDIT_HIGH_WATER:
                 await self._audit.wait_below(_AUDIT_HIGH_WATER // 2)
@@ -458,6 +463,7 @@ class ExecutionStage:
             self.orders[order.client_id] = order
         self._m.open_orders.set(len(self.orders))
         self._order_changed.set()
+        self._progress.set()
 
     def _count_state(self, order: Order) -> None:
         self._m.orders.labels(order.state).inc()
@@ -619,6 +625,27 @@ class ExecutionStage:
                 await self._handle_intent(intent)
 
     # ---- views -----------------------------------------------------------------------------
+
+    async def settled(self, sent: int, timeout_s: float) -> bool:
+        """Wait until the first ``sent`` items of the channel are handled and no order is
+        working, so a decision sees every fill that came before it. False on timeout.
+
+        The alpha stage calls this before each decision: with the paper venue it returns at
+        once after the fills are booked, which also makes a backtest deterministic (the store's
+        writer thread cannot change which fills a decision sees)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.processed < sent or self.orders:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._progress.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._progress.wait()
+            except TimeoutError:
+                return False
+        return True
 
     def capital_view(self) -> CapitalView:
         """For the alpha engine's sizing and capital sensor (bible §11.2 Cat5)."""

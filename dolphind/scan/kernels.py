@@ -669,8 +669,12 @@ def warmup() -> None:
     px[:, 3] = 1.0  # a constant price: exercises the flat-symbol path
     px[7, 2] = np.nan  # an absence: exercises leave/join
     syms = ("A", "B", "C", "D")
+    from dolphind.events import frozen_array
+
     for modes in ((MODE_COV,) * 4, (MODE_GRAM,) * 4):
         for maxit in (40, 1):  # maxit=1 forces the fallback path
-            sc = EigenScanner(windows=(3, 4, 5, 6), modes=modes, maxit=maxit)
-            for t in range(px.shape[0]):
-                sc.update(t, syms, px[t])
+            # Bars carry read-only arrays, which numba compiles as a separate signature.
+            for readonly in (False, True):
+                sc = EigenScanner(windows=(3, 4, 5, 6), modes=modes, maxit=maxit)
+                for t in range(px.shape[0]):
+                    sc.update(t, syms, frozen_array(px[t]) if readonly else px[t].copy())

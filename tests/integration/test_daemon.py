@@ -55,7 +55,7 @@ def test_status_reports_mode_uptime_config_stages_plugins(daemon: Daemon) -> Non
     assert st["mode"] == "paper"
     assert st["uptime_s"] > 0
     assert len(st["config"]["hash"]) == 16
-    assert set(st["stages"]) == {"feed", "market"}
+    assert set(st["stages"]) == {"feed", "market", "scan", "alpha", "execution"}
     assert all(s["running"] for s in st["stages"].values())
     assert st["plugins"] == []
     assert st["feed"]["kind"] == "replay" and len(st["feed"]["symbols"]) == 12

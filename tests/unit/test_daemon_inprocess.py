@@ -24,7 +24,8 @@ def daemon(tmp_path: Path) -> Daemon:
 async def test_lifecycle_without_blocking_the_loop(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOLPHIND_OPS_TOKEN", "t")
     task = asyncio.create_task(daemon.serve())
-    await eventually(lambda: daemon.readiness()[0], what="ready")
+    # A cold numba cache (fresh machine) compiles the kernels first: allow for it.
+    await eventually(lambda: daemon.readiness()[0], timeout=180, what="ready")
     assert daemon.http is not None and daemon.http.bound is not None
     host, port = daemon.http.bound
     async with aiohttp.ClientSession() as s:

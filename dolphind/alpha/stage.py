@@ -1,0 +1,137 @@
+"""The alpha stage: scan records in, order intents out (the thin shell around AlphaEngine).
+
+The engine is pure; this stage supplies what it reads each bar (the book view, the portfolio
+view), applies the operator's halt (entries are dropped while halted, exits always pass),
+exports the decision on /metrics, keeps the last decisions for /status, and hands intents to
+the execution stage through a blocking channel: an intent is never dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any, Awaitable, Callable, Protocol
+
+import structlog
+
+from dolphind.alpha.engine import AlphaEngine, Decision
+from dolphind.alpha.views import BookView, PortfolioView
+from dolphind.channels import Channel
+from dolphind.events import Bar, OrderIntent, ScanRecord
+from dolphind.ops.control import Control
+from dolphind.ops.health import Health
+from dolphind.ops.metrics import Metrics
+
+log = structlog.get_logger("dolphind.alpha")
+
+POSTURES = ("APEX", "STALKER", "TURTLE", "HIBERNATE")
+
+
+class Books(Protocol):
+    """What the alpha stage needs from execution: the portfolio as of the latest fills."""
+
+    def portfolio_view(self) -> PortfolioView: ...
+
+    def on_bar(self, ts_ns: int) -> None: ...
+
+    def note_intent(self, intent_id: str, leverage: float) -> None: ...
+
+
+class AlphaStage:
+    name = "alpha"
+
+    def __init__(self, source: Channel[ScanRecord], output: Channel[OrderIntent | Bar],
+                 engine: AlphaEngine, books: Books,
+                 settled: Callable[[int], Awaitable[bool]],
+                 book: Callable[[], BookView | None], control: Control, health: Health,
+                 metrics: Metrics, emit: Callable[[str, Any], None],
+                 checkpoint: Callable[[int], Awaitable[None]] | None = None) -> None:
+        self.source = source
+        self._checkpoint = checkpoint
+        self.output = output
+        self.engine = engine
+        self._books = books
+        self._settled = settled
+        self._book = book
+        self._sent = 0  # items put on the output channel (execution counts what it handled)
+        self.unsettled = 0
+        self._control = control
+        self._health = health
+        self._m = metrics
+        self._emit = emit
+        self.decisions = 0
+        self.last_intents: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
+        self._posture: str | None = None
+
+    async def run(self) -> None:
+        async for scan in self.source:
+            # The bar goes to execution first: marks move, and an intent decided on this bar
+            # fills at this bar's price (the price the decision saw), never an older one.
+            await self._put(Bar(scan.ts_ns, scan.symbols, scan.prices, 0.0, scan.scan_number))
+            # Decide on a settled portfolio: every earlier intent handled, its fills booked.
+            if not await self._settled(self._sent):
+                self.unsettled += 1
+                log.warning("alpha.unsettled", scan_number=scan.scan_number)
+            self._books.on_bar(scan.ts_ns)
+            t0 = time.perf_counter()
+            decision = self.engine.on_scan(scan, self._book(), self._books.portfolio_view())
+            intents, outcome = self._apply_halt(decision)
+            self._m.alpha_seconds.observe(time.perf_counter() - t0)
+            self._record(decision, outcome, intents)
+            if intents and self._checkpoint is not None:
+                # Intent ids carry the scan number: persist it before acting, so a restart
+                # never reuses a number an order was already derived from.
+                await self._checkpoint(scan.scan_number)
+            for intent in intents:
+                self._books.note_intent(intent.intent_id, intent.leverage)
+                await self._put(intent)
+                self._emit("on_intent", intent)
+            self._health.beat(self.name)
+
+    async def _put(self, item: OrderIntent | Bar) -> None:
+        await self.output.put(item)
+        self._sent += 1
+
+    def _apply_halt(self, decision: Decision) -> tuple[tuple[OrderIntent, ...], str]:
+        if not self._control.halted:
+            return decision.intents, decision.outcome
+        kept = tuple(i for i in decision.intents if i.reduce_only)
+        if len(kept) < len(decision.intents):
+            return kept, "halted"
+        return kept, decision.outcome
+
+    def _record(self, decision: Decision, outcome: str, intents: tuple[OrderIntent, ...]) -> None:
+        m = self._m
+        self.decisions += 1
+        m.signals.labels(outcome).inc()
+        m.posture_rm.set(decision.rm)
+        m.regime_size_mult.set(decision.regime_size_mult)
+        if decision.posture != self._posture:
+            for p in POSTURES:
+                m.posture.labels(p).set(1 if p == decision.posture else 0)
+            if self._posture is not None:
+                log.info("alpha.posture_changed", posture=decision.posture,
+                         previous=self._posture, rm=round(decision.rm, 4))
+                self._emit("on_posture", {"posture": decision.posture, "previous": self._posture,
+                                          "rm": decision.rm, "scan_number": decision.scan_number})
+            self._posture = decision.posture
+        for intent in intents:
+            m.intents.labels("exit" if intent.reduce_only else "entry").inc()
+            self.last_intents.append({
+                "intent_id": intent.intent_id, "ts_ns": intent.ts_ns, "symbol": intent.symbol,
+                "side": intent.side, "notional_usdt": intent.notional_usdt,
+                "leverage": intent.leverage, "reduce_only": intent.reduce_only,
+                "reason": intent.reason, "ref_price": intent.ref_price,
+                "gates": dict(intent.gates)})
+            log.info("alpha.intent", intent_id=intent.intent_id, symbol=intent.symbol,
+                     side=intent.side, notional_usdt=round(intent.notional_usdt, 2),
+                     leverage=round(intent.leverage, 3), reason=intent.reason)
+
+    def status(self) -> dict[str, Any]:
+        st = self.engine.status()
+        return {"decisions": self.decisions, "unsettled_decisions": self.unsettled,
+                "posture": st.posture, "rm": st.rm,
+                "params_hash": st.params_hash, "acb_boost": st.acb_boost,
+                "acb_beta": st.acb_beta, "acb_reason": st.acb_reason,
+                "mc_status": st.mc_status, "mc_source": st.mc_source,
+                "regime_size_mult": st.regime_size_mult, "last_intents": list(self.last_intents)}
