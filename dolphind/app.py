@@ -108,8 +108,12 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
             ledger.observe(hook, event)
             emit(hook, event)
 
+        # In a backtest the rails' rate limit and breaker run on market time, not wall time:
+        # a replay at full speed must make the same decisions on every run.
+        trading_clock = (lambda: execution.market_time_s) if cfg.mode == "backtest" else None
         execution = ExecutionStage(intents, venue, store, audit, control, health, m, config,
-                                   veto=daemon.plugins.veto, emit=execution_emit)
+                                   veto=daemon.plugins.veto, emit=execution_emit,
+                                   trading_clock=trading_clock)
         ledger = Ledger(execution.capital_view, record_equity=record_equity)
 
         async def settled(sent: int) -> bool:

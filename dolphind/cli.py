@@ -66,6 +66,29 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from dolphind.backtest import run_backtest
+
+    return run_backtest(args.data, args.out, args.config, getattr(args, "from"), args.to,
+                        args.seed, args.force)
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from dolphind.feed.history import HistoryError, load_history
+    from dolphind.scan.offline import scan_history
+
+    try:
+        history = load_history(args.data, args.max_stale_bars)
+    except HistoryError as exc:
+        print(f"dolphind scan: {exc}", file=sys.stderr)
+        return 2
+    for note in history.notes:
+        print(f"note: {note}", file=sys.stderr)
+    n = scan_history(history.ts_ns, history.symbols, history.closes, args.out)
+    print(f"{n} scans of {len(history.symbols)} symbols written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dolphind", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +104,24 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print the running daemon's /status")
     status.add_argument("--config", default="dolphind.toml")
     status.set_defaults(func=_cmd_status)
+
+    bt = sub.add_parser("backtest", help="run the pipeline over history and write a report")
+    bt.add_argument("--data", nargs="+", required=True,
+                    help="OHLCV files or folders (Feather, Parquet, CSV)")
+    bt.add_argument("--from", dest="from", default=None, help="first bar (ISO date/time, UTC)")
+    bt.add_argument("--to", default=None, help="end (exclusive; ISO date/time, UTC)")
+    bt.add_argument("--config", default=None,
+                    help="config whose strategy, risk and execution settings are used")
+    bt.add_argument("--out", default="backtest-out", help="report folder (default: %(default)s)")
+    bt.add_argument("--seed", type=int, default=None, help="paper venue seed")
+    bt.add_argument("--force", action="store_true", help="replace a previous run in --out")
+    bt.set_defaults(func=_cmd_backtest)
+
+    scan = sub.add_parser("scan", help="eigenscan historical bars into Arrow files")
+    scan.add_argument("--data", nargs="+", required=True, help="OHLCV files or folders")
+    scan.add_argument("--out", required=True, help="folder for the Arrow scan files")
+    scan.add_argument("--max-stale-bars", type=int, default=12)
+    scan.set_defaults(func=_cmd_scan)
 
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)

@@ -67,6 +67,9 @@ class ReplayConfig:
     loop: bool = False
     # Only the first `max_bars` bars of the data (0 = all); handy for short demos and tests.
     max_bars: int = field(default=0, metadata=RESTART)
+    # Replay only bars from `start` (inclusive) to `end` (exclusive): ISO dates or times, UTC.
+    start: str = field(default="", metadata=RESTART)
+    end: str = field(default="", metadata=RESTART)
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +364,11 @@ def strategy_params(cfg: Config, problems: list[str] | None = None) -> "Strategy
     return merged
 
 
+def validate(cfg: Config) -> list[str]:
+    """Problems with a config built in code (e.g. a backtest's overrides of a loaded one)."""
+    return _cross_checks(cfg)
+
+
 def _cross_checks(cfg: Config) -> list[str]:
     problems: list[str] = []
     strategy_params(cfg, problems)
@@ -370,6 +378,14 @@ def _cross_checks(cfg: Config) -> list[str]:
         problems.append(f"ops.listen: {exc}")
     if cfg.shutdown_timeout_s <= 0:
         problems.append("shutdown_timeout_s: must be > 0")
+    for key in ("start", "end"):
+        value = getattr(cfg.replay, key)
+        if value:
+            try:
+                parse_utc(value)
+            except ValueError:
+                problems.append(f"replay.{key}: expected an ISO date or time like "
+                                f"'2025-05-10' or '2025-05-10T12:00', got {value!r}")
     if cfg.replay.speed < 0:
         problems.append("replay.speed: must be >= 0 (0 = as fast as possible)")
     if cfg.feed.bar_seconds <= 0:
@@ -464,6 +480,16 @@ def _binance_feed_checks(cfg: Config) -> list[str]:
     if k.stress_velocity <= 0 or k.calm_depth_quality <= 0:
         problems.append("book: stress_velocity and calm_depth_quality must be > 0")
     return problems
+
+
+def parse_utc(value: str) -> int:
+    """An ISO date or time (UTC unless it says otherwise) as epoch nanoseconds."""
+    import datetime as dt
+
+    stamp = dt.datetime.fromisoformat(value)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.timezone.utc)
+    return int(stamp.timestamp()) * 10**9 + stamp.microsecond * 1000
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

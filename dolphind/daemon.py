@@ -63,8 +63,12 @@ class StartupError(Exception):
 
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, exit_when_done: bool = False,
+                 record_equity: bool = False) -> None:
         self.config = config
+        # Backtest: stop by itself once every stage has finished (the replay ran out).
+        self.exit_when_done = exit_when_done
+        self.record_equity = record_equity
         self.metrics = Metrics()
         self.health = Health(self.metrics, lambda: self.config.supervision.heartbeat_timeout_s)
         self.control = Control(self.metrics, self._request_reload)
@@ -134,7 +138,7 @@ class Daemon:
         self.metrics.start_time.set(self.started_at)
         self.metrics.config_info.labels(cfg.hash, cfg.mode).set(1)
         token = read_ops_token(cfg)
-        if token is None:
+        if token is None and cfg.mode != "backtest":
             log.warning("ops.no_token", hint="control endpoints disabled; set "
                         "DOLPHIND_OPS_TOKEN or ops.token_file")
         async with contextlib.AsyncExitStack() as stack:
@@ -144,7 +148,8 @@ class Daemon:
                 HttpServer(build_app(self, token), host, port))
             log.info("ops.listening", address=f"{self.http.bound[0]}:{self.http.bound[1]}")
             await asyncio.to_thread(self.plugins.load)  # entry points: file system + imports
-            self.pipeline = await stack.enter_async_context(build_pipeline(self))
+            self.pipeline = await stack.enter_async_context(
+                build_pipeline(self, record_equity=self.record_equity))
             await self.plugins.start_all()
             stack.push_async_callback(self.plugins.stop_all)
             log.info("daemon.started", version=__version__, mode=cfg.mode,
@@ -213,6 +218,10 @@ class Daemon:
             if wd and level is not HealthLevel.DEAD and now - last_watchdog >= wd:
                 last_watchdog = now
                 self.notifier.watchdog()
+            if self.exit_when_done and self._stage_tasks and all(
+                    t.done() for t in self._stage_tasks.values()):
+                self._request_stop("pipeline finished")
+                break
             self.bus.put(bus_names.HEARTBEAT, "dolphind",
                          {"ts": time.time(), "pid": os.getpid(), "health": level.value})
             with contextlib.suppress(TimeoutError):

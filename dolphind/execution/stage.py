@@ -83,7 +83,8 @@ class ExecutionStage:
                  audit: AuditLog, control: Control, health: Health, metrics: Metrics,
                  config: Callable[[], Config], veto: Veto | None = None,
                  emit: Callable[[str, Any], None] | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 trading_clock: Callable[[], float] | None = None) -> None:
         self.intents = intents
         self.output = None  # nothing downstream: fills and orders go to the store and plugins
         self._venue = venue
@@ -98,7 +99,8 @@ class ExecutionStage:
         self._mono = monotonic
         self.portfolio = Portfolio(config().execution.capital_usdt)
         self.rails = RiskRails(lambda: self._config().risk, veto,
-                               lambda: self._config().plugins.veto_budget_ms, monotonic)
+                               lambda: self._config().plugins.veto_budget_ms,
+                               trading_clock or monotonic)
         self.router = Router(venue.filters_for, lambda s: self.portfolio.position_qty(s),
                              self._working_reduce_qty,
                              lambda: self._config().execution.client_id_prefix)
@@ -114,6 +116,8 @@ class ExecutionStage:
         self._intent_t0: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._order_changed = asyncio.Event()
+        # Market time of the latest bar: the rails' clock in a backtest (``trading_clock``).
+        self.market_time_s = 0.0
         # Items taken from the intents channel and fully handled (see ``settled``).
         self.processed = 0
         self._progress = asyncio.Event()
@@ -505,6 +509,7 @@ class ExecutionStage:
     # ---- marks and money -------------------------------------------------------------------
 
     async def _on_bar(self, bar: Bar) -> None:
+        self.market_time_s = bar.ts_ns / 1e9
         if self._symbol_map is None or self._symbol_map[0] is not bar.symbols:
             names = [venue_symbol(s) for s in bar.symbols]
             self._symbol_map = (bar.symbols, names, {n: i for i, n in enumerate(names)})

@@ -387,7 +387,7 @@ def _time_axis(merged: dict[str, _Candles], interval_ns: int, notes: list[str]) 
         raise HistoryError(
             f"the data spans {n_bars} bars of {interval_ns / 1e9:g}s but the longest symbol has "
             f"{longest} rows: a bad timestamp? ({worst.symbol}: {worst.ts_ns.size} rows from "
-            f"{_iso(int(worst.ts_ns[0]))} to {_iso(int(worst.ts_ns[-1]))})")
+            f"{iso(int(worst.ts_ns[0]))} to {iso(int(worst.ts_ns[-1]))})")
     starts = {int(c.ts_ns[0]) for c in merged.values()}
     if len(starts) > 1:
         notes.append(f"symbols start at {len(starts)} different times; each is absent until "
@@ -408,8 +408,8 @@ def _note_coverage(axis: np.ndarray, symbols: tuple[str, ...], closes: np.ndarra
     full = np.flatnonzero(present == len(symbols))
     if len(symbols) > 1 and full.size < axis.size:
         if full.size:
-            notes.append(f"every symbol has a price from {_iso(int(axis[full[0]]))} to "
-                         f"{_iso(int(axis[full[-1]]))} ({full.size} of {axis.size} bars)")
+            notes.append(f"every symbol has a price from {iso(int(axis[full[0]]))} to "
+                         f"{iso(int(axis[full[-1]]))} ({full.size} of {axis.size} bars)")
         else:
             notes.append("no bar has a price for every symbol")
 
@@ -421,7 +421,7 @@ def common_span(history: History) -> tuple[int, int]:
     return (int(full[0]), int(full[-1]) + 1) if full.size else (0, 0)
 
 
-def _iso(ts_ns: int) -> str:
+def iso(ts_ns: int) -> str:
     return np.datetime_as_string(np.datetime64(ts_ns, "ns"), unit="s") + "Z"
 
 

@@ -15,9 +15,9 @@ import numpy as np
 import structlog
 
 from dolphind.channels import Channel
-from dolphind.config import Config
+from dolphind.config import Config, parse_utc
 from dolphind.events import Bar, frozen_array
-from dolphind.feed.history import History, load_history
+from dolphind.feed.history import History, HistoryError, iso, load_history
 from dolphind.ops.health import Health
 from dolphind.ops.metrics import Metrics
 
@@ -41,15 +41,23 @@ class ReplayFeed:
         self._config = config
         self._health = health
         self._metrics = metrics
-        self.position = 0
         self.seq = 0
         self.loops = 0
         self.done = False
         # Index into each funding series of the next print not yet passed by the replay.
         self._funding_next = {s: 0 for s in history.funding}
         self.funding_latest: dict[str, tuple[int, float]] = {}
-        max_bars = config().replay.max_bars
-        self._stop_at = min(len(history), max_bars) if max_bars > 0 else len(history)
+        rc = config().replay
+        self._start_at = int(np.searchsorted(history.ts_ns, parse_utc(rc.start))) if rc.start else 0
+        stop = int(np.searchsorted(history.ts_ns, parse_utc(rc.end))) if rc.end else len(history)
+        if rc.max_bars > 0:
+            stop = min(stop, self._start_at + rc.max_bars)
+        self._stop_at = stop
+        self.position = self._start_at
+        if self._stop_at <= self._start_at:
+            raise HistoryError(f"no bars between replay.start {rc.start!r} and replay.end "
+                               f"{rc.end!r} (the data spans {iso(int(history.ts_ns[0]))} to "
+                               f"{iso(int(history.ts_ns[-1]))})")
 
     @classmethod
     async def open(cls, output: Channel[Bar], config: Callable[[], Config], health: Health,
@@ -97,7 +105,7 @@ class ReplayFeed:
                 return
             # Starting over: the scan sees a price jump from the last bar to the first one,
             # which is real discontinuity in the data, not a bug; it is logged and counted.
-            self.position = 0
+            self.position = self._start_at
             self.loops += 1
             anchor = None
             self._funding_next = {s: 0 for s in h.funding}
@@ -117,7 +125,8 @@ class ReplayFeed:
 
     def status(self) -> dict[str, object]:
         h = self.history
-        return {"kind": "replay", "bars_total": self._stop_at, "position": self.position,
+        return {"kind": "replay", "bars_total": self._stop_at - self._start_at,
+                "position": self.position - self._start_at,
                 "bars_emitted": self.seq, "loops": self.loops, "done": self.done,
                 "symbols": list(h.symbols), "interval_s": h.interval_s,
                 "notes": list(h.notes)}

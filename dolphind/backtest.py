@@ -1,0 +1,162 @@
+"""`dolphind backtest`: the live pipeline over history at full speed, then a report.
+
+No second implementation of any stage: this builds a backtest config (replay at speed 0 with
+no loop, the paper venue, everything written under ``--out``) and runs the same ``Daemon``
+that `dolphind run` runs, which stops by itself when the replay is exhausted and every stage
+has drained. The report is then written from the trade ledger, the equity curve and the
+Arrow scan files of that run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from dolphind import logs
+from dolphind.config import Config, ConfigError, config_from_dict, load_config, validate
+from dolphind.daemon import EXIT_CONFIG, EXIT_OK, Daemon, StartupError
+from dolphind.feed.history import HistoryError
+from dolphind.plugins import PluginError
+from dolphind.report.model import SignalSeries
+from dolphind.report.progress import ProgressBar
+from dolphind.report.writer import write_report
+from dolphind.scan.arrow_sink import read_scans
+
+log = structlog.get_logger("dolphind.backtest")
+
+# What a previous backtest leaves in its --out folder (removed by --force, nothing else is).
+_OUTPUTS = ("dolphind.sqlite", "dolphind.sqlite-wal", "dolphind.sqlite-shm", "audit.jsonl",
+            "dolphind.lock", "summary.json", "trades.csv", "report.html", "scans", "plugins")
+
+
+def backtest_config(base: Config, data: list[str], out: Path, start: str | None,
+                    end: str | None, seed: int | None) -> Config:
+    """``base`` turned into a backtest: same strategy, rails and friction; replay at speed 0."""
+    replay = dataclasses.replace(
+        base.replay, paths=tuple(str(Path(p).resolve()) for p in data) or tuple(
+            str(base.resolve(p)) for p in base.replay.paths),
+        speed=0.0, loop=False, start=start or base.replay.start, end=end or base.replay.end)
+    execution = base.execution if seed is None else dataclasses.replace(base.execution, seed=seed)
+    return dataclasses.replace(
+        base, mode="backtest", replay=replay, execution=execution,
+        data=dataclasses.replace(base.data, dir=str(out.resolve())),
+        ops=dataclasses.replace(base.ops, listen="127.0.0.1:0"),
+        feed=dataclasses.replace(base.feed, kind="replay"))
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    found = [name for name in _OUTPUTS if (out / name).exists()]
+    if found and not force:
+        raise StartupError(f"{out} holds a previous run ({', '.join(found)}); choose another "
+                           "--out or pass --force to replace it")
+    for name in found:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    for png in out.glob("*.png"):
+        png.unlink()
+
+
+async def _watch_progress(daemon: Daemon) -> None:
+    bar: ProgressBar | None = None
+    try:
+        while True:
+            feed = getattr(daemon.pipeline, "feed", None)
+            if feed is not None:
+                st = feed.status()
+                if bar is None:
+                    bar = ProgressBar(int(st["bars_total"]))
+                bar.update(int(st["position"]))
+            await asyncio.sleep(0.2)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+async def _run(daemon: Daemon) -> int:
+    watcher = asyncio.create_task(_watch_progress(daemon))
+    try:
+        return await daemon.serve()
+    finally:
+        watcher.cancel()
+        try:
+            await watcher
+        except asyncio.CancelledError:
+            pass
+
+
+def _signal_series(out: Path) -> SignalSeries | None:
+    files = sorted((out / "scans").glob("*.arrow"))
+    if not files:
+        return None
+    table = read_scans(files)
+    ts = table.column("timestamp_ns").to_numpy()
+    vd = table.column("vel_div").to_numpy(zero_copy_only=False).astype(np.float64)
+    return SignalSeries(ts, vd, thresholds=(-0.02,))
+
+
+def run_backtest(data: list[str], out: str, config_path: str | None = None,
+                 start: str | None = None, end: str | None = None, seed: int | None = None,
+                 force: bool = False) -> int:
+    """Run a backtest and write its report into ``out``; returns the exit code."""
+    logs.configure(fmt="json" if not sys.stderr.isatty() else "console",
+                   level="warning")
+    out_dir = Path(out)
+    try:
+        base = load_config(config_path) if config_path else config_from_dict({})
+        cfg = backtest_config(base, data, out_dir, start, end, seed)
+        problems = validate(cfg)
+        if problems:
+            raise ConfigError(problems)
+        _prepare_out(out_dir, force)
+    except (ConfigError, StartupError) as exc:
+        for line in str(exc).splitlines():
+            print(f"dolphind backtest: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    # The token would open control endpoints of a daemon that lives for the run only.
+    os.environ.pop("DOLPHIND_OPS_TOKEN", None)
+    daemon = Daemon(cfg, exit_when_done=True, record_equity=True)
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        try:
+            code = runner.run(_run(daemon))
+        except (StartupError, PluginError, ConfigError, HistoryError, OSError) as exc:
+            print(f"dolphind backtest: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    if code != EXIT_OK:
+        print(f"dolphind backtest: the pipeline failed (exit {code}); see the log", file=sys.stderr)
+        return code
+    pipeline = daemon.pipeline
+    ledger = pipeline.ledger
+    feed_status: dict[str, Any] = pipeline.feed.status()
+    run_info = {"data": [str(p) for p in cfg.replay.paths], "config_hash": base.hash or None,
+                "params_hash": pipeline.status()["alpha"]["params_hash"],
+                "profile": cfg.strategy.profile, "seed": cfg.execution.seed,
+                "bars": feed_status["bars_emitted"], "symbols": feed_status["symbols"],
+                "interval_s": feed_status["interval_s"], "start": cfg.replay.start or None,
+                "end": cfg.replay.end or None, "data_notes": feed_status["notes"]}
+    files = write_report(out_dir, ledger.closed, ledger.equity,
+                         initial_capital_usdt=cfg.execution.capital_usdt,
+                         signal=_signal_series(out_dir), run=run_info)
+    s = files.summary
+    print(f"dolphind backtest: {feed_status['bars_emitted']} bars, {len(ledger.closed)} trades, "
+          f"report in {out_dir / 'report.html'}")
+    print(f"  ROI {_pct(s.roi)}  max drawdown {_pct(s.max_drawdown)}  "
+          f"win rate {_pct(s.win_rate)}  profit factor {s.profit_factor}")
+    return EXIT_OK
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
