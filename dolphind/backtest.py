@@ -146,7 +146,10 @@ def run_backtest(data: list[str], out: str, config_path: str | None = None,
                 "profile": cfg.strategy.profile, "seed": cfg.execution.seed,
                 "bars": feed_status["bars_emitted"], "symbols": feed_status["symbols"],
                 "interval_s": feed_status["interval_s"], "start": cfg.replay.start or None,
-                "end": cfg.replay.end or None, "data_notes": feed_status["notes"]}
+                "end": cfg.replay.end or None, "data_notes": feed_status["notes"],
+                "signals_by_outcome": _counter_by_label(daemon, "dolphind_signals_total"),
+                "risk_rejections_by_rule": _counter_by_label(daemon,
+                                                             "dolphind_risk_rejections_total")}
     files = write_report(out_dir, ledger.closed, ledger.equity,
                          initial_capital_usdt=cfg.execution.capital_usdt,
                          signal=_signal_series(out_dir), run=run_info)
@@ -156,6 +159,16 @@ def run_backtest(data: list[str], out: str, config_path: str | None = None,
     print(f"  ROI {_pct(s.roi)}  max drawdown {_pct(s.max_drawdown)}  "
           f"win rate {_pct(s.win_rate)}  profit factor {s.profit_factor}")
     return EXIT_OK
+
+
+def _counter_by_label(daemon: Daemon, name: str) -> dict[str, int]:
+    """A labelled counter's values, e.g. decisions by outcome (sorted for determinism)."""
+    out: dict[str, int] = {}
+    for family in daemon.metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == name and sample.labels:
+                out[next(iter(sample.labels.values()))] = int(sample.value)
+    return dict(sorted(out.items()))
 
 
 def _pct(x: float | None) -> str:
