@@ -48,6 +48,8 @@ class Channel(Generic[T]):
         self._metrics = metrics.labels(name) if metrics else None
         if metrics:
             metrics.capacity.labels(name).set(capacity)
+            # Read at scrape time: no per-item cost on the hot path.
+            metrics.depth.labels(name).set_function(lambda: len(self._items))
         self.dropped = 0
 
     def __len__(self) -> int:
@@ -73,8 +75,6 @@ class Channel(Generic[T]):
         self._not_empty.set()
         if len(self._items) >= self.capacity:
             self._not_full.clear()
-        if self._metrics:
-            self._metrics.depth.set(len(self._items))
         return True
 
     async def put(self, item: T) -> None:
@@ -94,7 +94,6 @@ class Channel(Generic[T]):
             self._not_empty.clear()
         self._not_full.set()
         if self._metrics:
-            self._metrics.depth.set(len(self._items))
             self._metrics.wait.observe(time.perf_counter() - put_at)
         return item
 

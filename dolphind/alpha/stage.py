@@ -62,6 +62,11 @@ class AlphaStage:
         self.decisions = 0
         self.last_intents: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         self._posture: str | None = None
+        self._last: Decision | None = None
+        nan = float("nan")
+        metrics.posture_rm.set_function(lambda: self._last.rm if self._last else nan)
+        metrics.regime_size_mult.set_function(
+            lambda: self._last.regime_size_mult if self._last else nan)
 
     async def run(self) -> None:
         async for scan in self.source:
@@ -104,8 +109,7 @@ class AlphaStage:
         m = self._m
         self.decisions += 1
         m.signals.labels(outcome).inc()
-        m.posture_rm.set(decision.rm)
-        m.regime_size_mult.set(decision.regime_size_mult)
+        self._last = decision
         if decision.posture != self._posture:
             for p in POSTURES:
                 m.posture.labels(p).set(1 if p == decision.posture else 0)

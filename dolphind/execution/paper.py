@@ -19,6 +19,8 @@ reconciliation); after a restart the execution stage restores them from the stor
 
 from __future__ import annotations
 
+import numpy as np
+
 import hashlib
 from typing import AsyncIterator, Callable, Iterable, Mapping
 
@@ -83,6 +85,9 @@ class PaperVenue:
         self._positions: dict[str, Position] = {}
         self._balance = 0.0
         self._marks: dict[str, tuple[float, int]] = {}
+        # The latest bar, kept by reference: marking every symbol of every bar one by one
+        # would cost O(N) Python work per bar for prices that are almost never traded.
+        self._bar: tuple[dict[str, int], np.ndarray, int] | None = None
         self._events: Channel[VenueEvent] = Channel("paper_venue_events", _EVENTS_CAPACITY,
                                                     Overflow.BLOCK)
         self._fill_seq = 0
@@ -104,8 +109,22 @@ class PaperVenue:
         if prev is None or ts_ns >= prev[1]:
             self._marks[symbol] = (price, ts_ns)
 
+    def mark_bar(self, index: dict[str, int], closes: np.ndarray, ts_ns: int) -> None:
+        """Every symbol's close of one bar (``index`` maps venue symbols to columns)."""
+        if self._bar is None or ts_ns >= self._bar[2]:
+            self._bar = (index, closes, ts_ns)
+
     def last_mark(self, symbol: str) -> tuple[float, int] | None:
-        return self._marks.get(symbol)
+        """The newest of the symbol's own mark and its close in the latest bar."""
+        own = self._marks.get(symbol)
+        if self._bar is not None:
+            index, closes, ts = self._bar
+            j = index.get(symbol)
+            if j is not None and (own is None or ts >= own[1]):
+                px = float(closes[j])
+                if px > 0:  # NaN (absent) fails this too
+                    return (px, ts)
+        return own
 
     # ---- the Venue interface ---------------------------------------------------------------
 
@@ -148,9 +167,9 @@ class PaperVenue:
         f = self.filters_for(order.symbol)
         if f is None:
             return f"unknown symbol {order.symbol}"
-        if self._marks.get(order.symbol) is None:
+        if self.last_mark(order.symbol) is None:
             return f"no market price for {order.symbol} yet"
-        mark = self._marks[order.symbol][0]
+        mark = self.last_mark(order.symbol)[0]  # type: ignore[index]
         problem = f.check(order.qty, mark, market=True, reduce_only=order.reduce_only)
         if problem is not None:
             return problem
@@ -164,7 +183,7 @@ class PaperVenue:
 
     def _fill(self, order: Order, ts: int) -> Fill:
         cfg = self._config()
-        mark = self._marks[order.symbol][0]
+        mark = self.last_mark(order.symbol)[0]  # type: ignore[index]
         slip = slippage_bps(cfg, order.reduce_only, order.reason)
         price = fill_price(mark, order.side, slip)
         fee, liquidity = fee_for(cfg, order.qty * price, order.reduce_only, order.client_id)
@@ -178,7 +197,7 @@ class PaperVenue:
     def _now(self, order: Order) -> int:
         if self._clock_ns is not None:
             return self._clock_ns()
-        m = self._marks.get(order.symbol)
+        m = self.last_mark(order.symbol)
         return m[1] if m else order.created_ns
 
     async def cancel(self, client_id: str) -> Order | None:

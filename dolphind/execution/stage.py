@@ -515,16 +515,20 @@ class ExecutionStage:
             self._symbol_map = (bar.symbols, names, {n: i for i, n in enumerate(names)})
         _, names, index = self._symbol_map
         closes = bar.closes
-        venue_mark = self._venue.mark
-        for i in np.flatnonzero(~np.isnan(closes)).tolist():
-            venue_mark(names[i], float(closes[i]), bar.ts_ns)
+        mark_bar = getattr(self._venue, "mark_bar", None)
+        if mark_bar is not None:
+            mark_bar(index, closes, bar.ts_ns)
+        else:
+            venue_mark = self._venue.mark
+            for i in np.flatnonzero(~np.isnan(closes)).tolist():
+                venue_mark(names[i], float(closes[i]), bar.ts_ns)
         if self.portfolio.positions:
             for sym in self.portfolio.positions:
                 j = index.get(sym)
                 if j is not None and closes[j] == closes[j]:
                     self.portfolio.mark(sym, float(closes[j]))
             self.portfolio.update_peak()
-        self._publish_money()
+        self._publish_money(force=False)
         interval_ns = int(self._config().execution.equity_snapshot_interval_s * 1e9)
         if bar.ts_ns - self._last_equity_ns >= interval_ns:
             await self._snapshot_equity(bar.ts_ns)
@@ -562,7 +566,11 @@ class ExecutionStage:
         return AccountSnapshot(p.equity(), exposure, sum(exposure.values()),
                                self._control.halted)
 
-    def _publish_money(self) -> None:
+    def _publish_money(self, force: bool = True) -> None:
+        # Per bar (force=False) nothing moves while flat (equity is cash), so the gauges are
+        # only refreshed when a position is marked; fills always refresh them.
+        if not force and not self.portfolio.positions:
+            return
         m, p = self._m, self.portfolio
         v = p.view()
         m.cash.set(v.cash_usdt)
@@ -710,14 +718,21 @@ def _order_json(o: Order) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def open_books(config: Callable[[], Config],
-                     metrics: Metrics) -> AsyncIterator[tuple[Store, AuditLog, PaperVenue]]:
+async def open_books(config: Callable[[], Config], metrics: Metrics,
+                     bus: Any = None) -> AsyncIterator[tuple[Store, AuditLog, Venue]]:
     """Open the store, the audit log and the venue named by the config, for ``app.py``.
 
     Paths resolve under ``data.dir``. Leaving closes the audit log, then the store (each writes
-    out what is queued first); leave only after the execution stage has finished.
+    out what is queued first); leave only after the execution stage has finished. ``bus`` (the
+    state bus) carries the binance venue's account lease; None: a private in-process bus.
     """
     cfg = config()
+    if cfg.execution.venue == "binance":
+        from dolphind.execution.binance import open_binance_books
+
+        async with open_binance_books(config, metrics, bus) as books:
+            yield books
+        return
     if cfg.execution.venue != "paper":  # pragma: no cover - config validation refuses it
         raise ValueError(f"execution.venue {cfg.execution.venue!r} is not in this build")
     filters = {}

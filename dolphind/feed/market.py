@@ -40,6 +40,8 @@ class MarketStage:
         self.last: Bar | None = None
         self.gaps = 0
         self._published_at = 0.0
+        metrics.bar_timestamp.set_function(
+            lambda: self.last.ts_ns / 1e9 if self.last else float("nan"))
 
     async def run(self) -> None:
         async for bar in self.source:
@@ -58,7 +60,6 @@ class MarketStage:
         self.last = bar
         m = self._metrics
         m.bars.inc()
-        m.bar_timestamp.set(bar.ts_ns / 1e9)
         self._on_bar(bar)
         now = time.monotonic()
         if now - self._published_at >= _PUBLISH_EVERY_S:

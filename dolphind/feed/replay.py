@@ -44,8 +44,13 @@ class ReplayFeed:
         self.seq = 0
         self.loops = 0
         self.done = False
-        # Index into each funding series of the next print not yet passed by the replay.
-        self._funding_next = {s: 0 for s in history.funding}
+        # Every funding print of every symbol in time order; the replay walks one pointer
+        # through it (O(1) per bar, however many symbols).
+        prints = sorted((int(t), sym, float(r)) for sym, f in history.funding.items()
+                        for t, r in zip(f.ts_ns.tolist(), f.rate.tolist()))
+        self._funding_ts = np.array([p[0] for p in prints], dtype=np.int64)
+        self._funding = prints
+        self._funding_next = 0
         self.funding_latest: dict[str, tuple[int, float]] = {}
         rc = config().replay
         self._start_at = int(np.searchsorted(history.ts_ns, parse_utc(rc.start))) if rc.start else 0
@@ -108,20 +113,20 @@ class ReplayFeed:
             self.position = self._start_at
             self.loops += 1
             anchor = None
-            self._funding_next = {s: 0 for s in h.funding}
+            self._funding_next = 0
             self._metrics.replay_loops.inc()
             log.info("replay.loop", loops=self.loops)
 
     def _passed(self, ts_ns: int) -> None:
         """Record funding prints whose time the replay has now reached."""
-        for sym, nxt in self._funding_next.items():
-            series = self.history.funding[sym]
-            end = int(np.searchsorted(series.ts_ns, ts_ns, side="right"))
-            if end > nxt:
-                rate = float(series.rate[end - 1])
-                self.funding_latest[sym] = (int(series.ts_ns[end - 1]), rate)
-                self._metrics.funding_rate.labels(sym).set(rate)
-                self._funding_next[sym] = end
+        nxt = self._funding_next
+        if nxt >= len(self._funding) or self._funding[nxt][0] > ts_ns:
+            return
+        end = int(np.searchsorted(self._funding_ts, ts_ns, side="right"))
+        for t, sym, rate in self._funding[nxt:end]:
+            self.funding_latest[sym] = (t, rate)
+            self._metrics.funding_rate.labels(sym).set(rate)
+        self._funding_next = end
 
     def status(self) -> dict[str, object]:
         h = self.history

@@ -28,7 +28,6 @@ _WAIT_BUCKETS = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0, 
 
 @dataclass(frozen=True, slots=True)
 class _BoundChannelMetrics:
-    depth: Gauge
     dropped: Counter
     wait: Histogram
 
@@ -47,8 +46,7 @@ class ChannelMetrics:
                               ["channel"], buckets=_WAIT_BUCKETS, registry=registry)
 
     def labels(self, channel: str) -> _BoundChannelMetrics:
-        return _BoundChannelMetrics(self.depth.labels(channel), self.dropped.labels(channel),
-                                    self.wait.labels(channel))
+        return _BoundChannelMetrics(self.dropped.labels(channel), self.wait.labels(channel))
 
 
 # Intent-to-ack / intent-to-fill in paper are sub-millisecond; live acks take tens of ms.
@@ -134,6 +132,71 @@ class ExecutionMetrics:
                                    registry=r)
         self.audit_backlog = Gauge("dolphind_audit_backlog",
                                    "Audit records waiting to be written.", registry=r)
+
+
+class VenueMetrics:
+    """The live venue (SPEC §5): request budget, bans, errors, user stream, lease."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.requests = Counter("dolphind_venue_requests_total",
+                                "REST requests sent to the venue, by kind and outcome.",
+                                ["kind", "outcome"], registry=r)
+        self.weight_used = Gauge("dolphind_venue_request_weight_used",
+                                 "Request weight used in the current minute "
+                                 "(X-MBX-USED-WEIGHT-1M).", registry=r)
+        self.weight_limit = Gauge("dolphind_venue_request_weight_limit",
+                                  "Request weight allowed per minute (exchangeInfo).",
+                                  registry=r)
+        self.order_count = Gauge("dolphind_venue_order_count",
+                                 "Orders counted by the venue (X-MBX-ORDER-COUNT-*), by "
+                                 "interval.", ["interval"], registry=r)
+        self.order_limit = Gauge("dolphind_venue_order_limit",
+                                 "Orders allowed per interval (exchangeInfo).", ["interval"],
+                                 registry=r)
+        self.rate_delay = Counter("dolphind_venue_rate_delay_seconds_total",
+                                  "Time requests waited for the request budget.", registry=r)
+        self.rate_refusals = Counter("dolphind_venue_rate_refusals_total",
+                                     "Requests not sent because of the budget, a back-off or "
+                                     "a ban, by reason.", ["reason"], registry=r)
+        self.backoff_until = Gauge("dolphind_venue_backoff_until_seconds",
+                                   "Unix time until which requests are held back after a "
+                                   "429/-1003 (0: none).", registry=r)
+        self.banned_until = Gauge("dolphind_venue_banned_until_seconds",
+                                  "Unix time a 418 IP ban ends (0: not banned).", registry=r)
+        self.errors = Counter("dolphind_venue_errors_total",
+                              "Venue error answers by Binance code (or http status / "
+                              "timeout / network).", ["code"], registry=r)
+        self.clock_offset = Gauge("dolphind_venue_clock_offset_seconds",
+                                  "Venue server time minus local time.", registry=r)
+        self.clock_resyncs = Counter("dolphind_venue_clock_resyncs_total",
+                                     "Clock offset measurements, by cause.", ["cause"],
+                                     registry=r)
+        self.listen_key_renewals = Counter("dolphind_venue_listen_key_renewals_total",
+                                           "listenKey keep-alives and re-creations, by outcome.",
+                                           ["outcome"], registry=r)
+        self.user_stream_connected = Gauge("dolphind_venue_user_stream_connected",
+                                           "1 while the user-data stream is connected.",
+                                           registry=r)
+        self.user_stream_reconnects = Counter("dolphind_venue_user_stream_reconnects_total",
+                                              "User-data stream (re)connections, by reason.",
+                                              ["reason"], registry=r)
+        self.rest_polling = Gauge("dolphind_venue_rest_polling",
+                                  "1 while REST polling stands in for the user stream.",
+                                  registry=r)
+        self.fills_recovered = Counter("dolphind_venue_fills_recovered_total",
+                                       "Fills found by REST that the user stream had not "
+                                       "delivered.", registry=r)
+        self.duplicate_fills = Counter("dolphind_venue_duplicate_fills_total",
+                                       "Fill reports dropped because the trade id was already "
+                                       "seen.", registry=r)
+        self.reconciled = Gauge("dolphind_venue_reconciled",
+                                "1 once the venue has been reconciled (entries allowed).",
+                                registry=r)
+        self.lease_held = Gauge("dolphind_venue_lease_held",
+                                "1 while this daemon holds the account lease.", registry=r)
+        self.fenced = Counter("dolphind_venue_fenced_total",
+                              "Orders refused because another daemon holds the account.",
+                              registry=r)
 
 
 class Metrics:
@@ -323,6 +386,8 @@ class Metrics:
 
         # Execution, risk, store
         self.execution = ExecutionMetrics(r)
+        # The live venue (binance)
+        self.venue = VenueMetrics(r)
 
         # HTTP
         self.http_requests = Counter("dolphind_http_requests_total",

@@ -69,6 +69,11 @@ class ScanStage:
         self._fallbacks_seen = 0
         self.last: ScanRecord | None = None
         self.first_warm_scan: int | None = None
+        # Gauges of the latest scan are read at scrape time (no per-bar cost).
+        nan = float("nan")
+        metrics.scan_number.set_function(lambda: self.last.scan_number if self.last else nan)
+        metrics.scan_symbols.set_function(lambda: self.last.n_symbols if self.last else nan)
+        metrics.vel_div.set_function(lambda: self.last.vel_div if self.last else nan)
 
     async def run(self) -> None:
         try:
@@ -92,9 +97,6 @@ class ScanStage:
         self.last = rec
         self._buffer.append(rec)
         m.scans.inc()
-        m.scan_number.set(rec.scan_number)
-        m.scan_symbols.set(rec.n_symbols)
-        m.vel_div.set(rec.vel_div)
         c = self.scanner.counters
         if c.fallbacks_total > self._fallbacks_seen:
             m.scan_fallbacks.inc(c.fallbacks_total - self._fallbacks_seen)
