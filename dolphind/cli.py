@@ -89,6 +89,13 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config_reference(args: argparse.Namespace) -> int:
+    from dolphind.config_doc import metrics_markdown, reference_markdown
+
+    sys.stdout.write(metrics_markdown() if args.metrics else reference_markdown())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dolphind", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print the running daemon's /status")
     status.add_argument("--config", default="dolphind.toml")
     status.set_defaults(func=_cmd_status)
+
+    ref = sub.add_parser("config-reference", help="print every config key as a Markdown table")
+    ref.add_argument("--metrics", action="store_true", help="print the metrics table instead")
+    ref.set_defaults(func=_cmd_config_reference)
 
     bt = sub.add_parser("backtest", help="run the pipeline over history and write a report")
     bt.add_argument("--data", nargs="+", required=True,

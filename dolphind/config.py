@@ -45,6 +45,7 @@ class ConfigError(Exception):
 class OpsConfig:
     """The HTTP ops surface (SPEC §9)."""
 
+    # HOST:PORT of the HTTP server; loopback by default (port 0 picks a free port).
     listen: str = field(default="127.0.0.1:9108", metadata=RESTART)
     # A file holding the control token; DOLPHIND_OPS_TOKEN in the environment wins over it.
     token_file: str = ""
@@ -54,6 +55,7 @@ class OpsConfig:
 class DataConfig:
     """Where the daemon writes (store, audit log, scan files, plugin state)."""
 
+    # Everything the daemon writes lives here (one daemon per folder: it is locked).
     dir: str = field(default="var", metadata=RESTART)
 
 
@@ -61,9 +63,11 @@ class DataConfig:
 class ReplayConfig:
     """The replay feed: historical OHLCV files emitted as bars."""
 
+    # Files or folders of OHLCV candles (Feather, Parquet, CSV); see "Replay data".
     paths: tuple[str, ...] = field(default=("data/sample",), metadata=RESTART)
     # Market seconds per wall second; 0 means as fast as the consumers take them.
     speed: float = 60.0
+    # Start over from the first bar when the data runs out.
     loop: bool = False
     # Only the first `max_bars` bars of the data (0 = all); handy for short demos and tests.
     max_bars: int = field(default=0, metadata=RESTART)
@@ -74,7 +78,11 @@ class ReplayConfig:
 
 @dataclass(frozen=True, slots=True)
 class FeedConfig:
+    """Where bars come from (SPEC §1)."""
+
+    # "replay" (historical files, [replay]) or "binance" (live WebSocket, [binance_feed]).
     kind: Literal["replay", "binance"] = field(default="replay", metadata=RESTART)
+    # Bar length of the live feed, in seconds of venue time.
     bar_seconds: int = field(default=5, metadata=RESTART)
     # A symbol with no new price for this many bars is reported absent (NaN) downstream.
     max_stale_bars: int = 12
@@ -136,6 +144,7 @@ class BookConfig:
 class ChannelsConfig:
     """Capacities of the bounded queues between stages."""
 
+    # Capacity of each channel between stages (they block when full: bars are never dropped).
     bars: int = field(default=64, metadata=RESTART)
 
 
@@ -143,8 +152,10 @@ class ChannelsConfig:
 class SupervisionConfig:
     """How crashed stages are restarted (crash-only: too many restarts end the process)."""
 
+    # Restarts allowed within the window; one more crash ends the process with exit 3.
     max_restarts: int = 5
     restart_window_s: float = 60.0
+    # Exponential back-off between restarts of a crashed stage.
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 10.0
     # A stage whose heartbeat is older than this is reported unhealthy.
@@ -153,6 +164,8 @@ class SupervisionConfig:
 
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
+    """structlog output on stdout."""
+
     level: Literal["debug", "info", "warning", "error"] = "info"
     # "auto": readable key=value on a terminal, JSON lines otherwise.
     format: Literal["auto", "json", "console"] = "auto"
@@ -160,6 +173,8 @@ class LoggingConfig:
 
 @dataclass(frozen=True, slots=True)
 class StateBusConfig:
+    """Shared state (SPEC §8): the embedded in-process bus."""
+
     kind: Literal["memory"] = field(default="memory", metadata=RESTART)
 
 
@@ -167,12 +182,15 @@ class StateBusConfig:
 class PluginsConfig:
     """Entry-point plugins (SPEC §7). Per-plugin sections are validated by the plugin itself."""
 
+    # Entry-point names (group dolphind.plugins) to load.
     enabled: tuple[str, ...] = ()
     # Start-up fails unless these are installed, e.g. "dolphind-guardian>=1" (distribution>=major).
     required: tuple[str, ...] = field(default=(), metadata=RESTART)
     # A plugin whose hooks fail this many times in a row is disabled (never fatal).
     max_failures: int = 3
+    # Time budget of a plugin's synchronous pre-trade veto.
     veto_budget_ms: float = 5.0
+    # Not a key: the [plugins.<name>] tables, validated by each plugin.
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
@@ -209,10 +227,71 @@ class RiskConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BinanceVenueConfig:
+    """The Binance USDT-M futures venue (SPEC §5), ``[execution.binance]``; restart-only.
+
+    Keys come only from the environment (``api_key_env`` / ``api_secret_env``) or from the TOML
+    file ``secrets_file`` (``api_key = "..."``, ``api_secret = "..."``); never from this file.
+    """
+
+    network: Literal["testnet", "mainnet"] = "testnet"
+    # Empty: the network's own (mainnet https://fapi.binance.com, wss://fstream.binance.com;
+    # testnet https://demo-fapi.binance.com, wss://fstream.binancefuture.com). Tests point
+    # both at loopback.
+    rest_base_url: str = ""
+    ws_base_url: str = ""
+    # The user-data stream on the /private route; {listen_key} is replaced.
+    user_stream_path: str = "/private/ws/{listen_key}"
+    api_key_env: str = "DOLPHIND_BINANCE_API_KEY"
+    api_secret_env: str = "DOLPHIND_BINANCE_API_SECRET"
+    secrets_file: str = ""
+    recv_window_ms: int = 5000
+    request_timeout_s: float = 10.0
+    # Symbols whose leverage and margin type are set at start (empty: binance_feed.symbols).
+    symbols: tuple[str, ...] = ()
+    # Leverage per symbol ({ BTCUSDT = 3 }); symbols not listed get default_leverage (0: leave
+    # the account's setting alone).
+    leverage: Mapping[str, int] = field(default_factory=dict)
+    default_leverage: int = 0
+    # "CROSSED" or "ISOLATED" per symbol; default_margin_type "" leaves the account's setting.
+    margin_type: Mapping[str, str] = field(default_factory=dict)
+    default_margin_type: Literal["", "CROSSED", "ISOLATED"] = ""
+    clock_sync_s: float = 300.0
+    filters_refresh_s: float = 3600.0
+    # listenKeys live 60 min; Binance asks for a keep-alive at least every 60 min.
+    listen_key_keepalive_s: float = 1800.0
+    # REST polling of working orders while the user stream is down.
+    poll_interval_s: float = 2.0
+    # Even with the stream up, a working order with no news for this long is queried.
+    order_check_s: float = 30.0
+    # User-stream reconnect back-off (exponential with jitter) and WS ping interval.
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    heartbeat_s: float = 20.0
+    # Request budget: pace requests once the used weight passes weight_slow_fraction of the
+    # limit (from exchangeInfo, or weight_limit_1m when > 0); hold them past weight_stop_fraction.
+    weight_limit_1m: int = 0
+    weight_slow_fraction: float = 0.7
+    weight_stop_fraction: float = 0.9
+    # An order that would have to wait longer than this for the budget is refused instead.
+    max_order_delay_s: float = 2.0
+    # Back-off after a 429 / -1003 without Retry-After; ban after a 418 without one.
+    default_retry_after_s: float = 30.0
+    default_ban_s: float = 120.0
+    # An order whose submit got no answer is "not at the venue" only after its recvWindow
+    # plus this grace has passed (Binance may still process a request it has not answered).
+    unknown_grace_s: float = 2.0
+    # One account, one trader: the lease on the state bus.
+    lease_ttl_s: float = 30.0
+    lease_renew_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutionConfig:
     """The venue and its friction (SPEC §3 Friction, §5). Fees and slippage are reloadable."""
 
-    venue: Literal["paper"] = field(default="paper", metadata=RESTART)
+    venue: Literal["paper", "binance"] = field(default="paper", metadata=RESTART)
+    binance: BinanceVenueConfig = field(default=BinanceVenueConfig(), metadata=RESTART)
     # Starting capital; used only when the store is empty (after that the store is the truth).
     capital_usdt: float = field(default=10_000.0, metadata=RESTART)
     seed: int = field(default=0, metadata=RESTART)
@@ -272,7 +351,9 @@ class StrategyConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    # "paper" (simulated fills), "live" (real orders) or "backtest" (set by dolphind backtest).
     mode: Literal["paper", "live", "backtest"] = field(default="paper", metadata=RESTART)
+    # SIGTERM/SIGINT: drain and exit within this many seconds.
     shutdown_timeout_s: float = 10.0
     ops: OpsConfig = OpsConfig()
     data: DataConfig = DataConfig()
@@ -400,8 +481,8 @@ def _cross_checks(cfg: Config) -> list[str]:
     if cfg.feed.kind == "replay" and not cfg.replay.paths:
         problems.append("replay.paths: at least one file or folder is needed for feed.kind = 'replay'")
     problems.extend(_binance_feed_checks(cfg))
-    if cfg.mode == "live":
-        problems.append("mode: 'live' needs the binance venue, which this build does not have yet")
+    if cfg.mode == "live" and cfg.execution.venue != "binance":
+        problems.append("mode: 'live' needs execution.venue = 'binance'")
     problems.extend(_execution_checks(cfg))
     for name in cfg.plugins.enabled:
         if not name.isidentifier():
@@ -445,6 +526,63 @@ def _execution_checks(cfg: Config) -> list[str]:
         problems.append("store.audit_fsync_interval_s: must be > 0")
     if cfg.mode == "live" and x.venue == "paper":
         problems.append("execution.venue: 'paper' cannot trade in mode 'live'")
+    if x.venue == "binance":
+        problems.extend(_binance_venue_checks(cfg))
+    return problems
+
+
+def _binance_venue_checks(cfg: Config, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """[execution.binance]: URLs, limits, leverage and margin types, and (live) credentials."""
+    b = cfg.execution.binance
+    problems = []
+    if b.rest_base_url and (not b.rest_base_url.startswith(("http://", "https://"))
+                            or b.rest_base_url.endswith("/")):
+        problems.append("execution.binance.rest_base_url: expected http(s)://HOST[:PORT] "
+                        "without a trailing /")
+    if b.ws_base_url and (not b.ws_base_url.startswith(("ws://", "wss://"))
+                          or b.ws_base_url.endswith("/")):
+        problems.append("execution.binance.ws_base_url: expected ws(s)://HOST[:PORT] "
+                        "without a trailing /")
+    if "{listen_key}" not in b.user_stream_path or not b.user_stream_path.startswith("/"):
+        problems.append("execution.binance.user_stream_path: must start with / and contain "
+                        "{listen_key}")
+    if not 1 <= b.recv_window_ms <= 60_000:
+        problems.append("execution.binance.recv_window_ms: must be 1-60000 (Binance's range)")
+    for name in ("request_timeout_s", "clock_sync_s", "filters_refresh_s",
+                 "listen_key_keepalive_s", "poll_interval_s", "order_check_s", "heartbeat_s",
+                 "default_retry_after_s", "default_ban_s", "lease_ttl_s", "lease_renew_s",
+                 "backoff_initial_s"):
+        if getattr(b, name) <= 0:
+            problems.append(f"execution.binance.{name}: must be > 0")
+    if b.listen_key_keepalive_s >= 3600:
+        problems.append("execution.binance.listen_key_keepalive_s: must be below 3600 "
+                        "(a listenKey lives 60 minutes)")
+    if b.backoff_max_s < b.backoff_initial_s:
+        problems.append("execution.binance: need backoff_initial_s <= backoff_max_s")
+    if not 0 < b.weight_slow_fraction <= b.weight_stop_fraction <= 1:
+        problems.append("execution.binance: need 0 < weight_slow_fraction <= "
+                        "weight_stop_fraction <= 1")
+    if b.weight_limit_1m < 0 or b.max_order_delay_s < 0 or b.unknown_grace_s < 0:
+        problems.append("execution.binance: weight_limit_1m, max_order_delay_s and "
+                        "unknown_grace_s must be >= 0")
+    if b.lease_renew_s >= b.lease_ttl_s:
+        problems.append("execution.binance.lease_renew_s: must be shorter than lease_ttl_s")
+    for sym, lev in dict(b.leverage).items():
+        if isinstance(lev, bool) or not isinstance(lev, int) or not 1 <= lev <= 125:
+            problems.append(f"execution.binance.leverage.{sym}: an integer 1-125, got {lev!r}")
+    if not 0 <= b.default_leverage <= 125:
+        problems.append("execution.binance.default_leverage: 0 (leave alone) or 1-125")
+    for sym, mt in dict(b.margin_type).items():
+        if mt not in ("CROSSED", "ISOLATED"):
+            problems.append(f"execution.binance.margin_type.{sym}: 'CROSSED' or 'ISOLATED', "
+                            f"got {mt!r}")
+    if cfg.mode == "live":
+        has_env = bool(environ.get(b.api_key_env, "").strip()
+                       and environ.get(b.api_secret_env, "").strip())
+        if not (has_env or b.secrets_file):
+            problems.append(f"execution.binance: mode 'live' needs credentials: set "
+                            f"{b.api_key_env} and {b.api_secret_env} in the environment or "
+                            "name a secrets_file")
     return problems
 
 
