@@ -16,6 +16,15 @@ event never breaks an older plugin. Async hooks run in the plugin's own task, fe
 drop-oldest channel: a slow or hung plugin delays only itself, never the trading loop. The
 pre-trade ``veto(order) -> str | None`` is synchronous and must return within its time budget.
 
+Two hooks are fed by the host itself, so they need nothing from the pipeline:
+
+- ``on_tick(Tick)`` every ``plugin.tick_interval_s`` seconds (default 1; read at each tick, so
+  a reload can change it), for plugins that watch live figures rather than events. A tick is
+  queued only when the previous one has been handled: a slow plugin skips ticks, it does not
+  pile them up and push real events out of its queue.
+- ``on_control(ControlAction)`` for every control-plane action, and ``on_incident`` for the
+  ``incident`` ones (the host subscribes to the plugins' ``ctx.control``).
+
 A plugin that raises (or overruns) is logged with ``plugin=`` bound and counted; after
 ``plugins.max_failures`` consecutive failures it is disabled. It never takes the daemon down.
 """
@@ -40,10 +49,12 @@ from dolphind.ops.metrics import Metrics
 API_VERSION = 1
 ENTRY_POINT_GROUP = "dolphind.plugins"
 HOOKS = ("on_bar", "on_scan", "on_intent", "on_order", "on_fill", "on_posture", "on_incident",
-         "on_tick")
+         "on_tick", "on_control")
 # An async hook that takes longer than this is cancelled and counted as a failure.
 HOOK_TIMEOUT_S = 5.0
 _QUEUE_CAPACITY = 256
+DEFAULT_TICK_INTERVAL_S = 1.0
+_MIN_TICK_INTERVAL_S = 0.05
 
 log = structlog.get_logger("dolphind.plugins")
 
@@ -80,6 +91,14 @@ class PluginContext:
     log: Any
 
 
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The host's periodic ``on_tick`` event: monotonic and wall time when it was queued."""
+
+    mono: float
+    wall: float
+
+
 @dataclass(slots=True)
 class LoadedPlugin:
     name: str
@@ -92,6 +111,7 @@ class LoadedPlugin:
     failures_total: int = 0
     last_error: str | None = None
     queue: Channel[tuple[str, Any]] | None = None
+    tick_pending: bool = False
 
 
 def discover() -> dict[str, md.EntryPoint]:
@@ -173,6 +193,7 @@ class PluginHost:
         self._metrics = metrics
         self._context = context
         self.plugins: dict[str, LoadedPlugin] = {}
+        self._control: Any = None
 
     def load(self) -> None:
         cfg = self._config()
@@ -196,8 +217,20 @@ class PluginHost:
     async def start_all(self) -> None:
         cfg = self._config()
         for lp in self.plugins.values():
-            await self._guard(lp, "start", lp.plugin.start(
-                self._context(lp.name, self._settings(cfg, lp.name))))
+            ctx = self._context(lp.name, self._settings(cfg, lp.name))
+            self.attach_control(ctx.control)
+            await self._guard(lp, "start", lp.plugin.start(ctx))
+
+    def attach_control(self, control: Any) -> None:
+        """Forward the control plane's actions to ``on_control`` / ``on_incident`` (once)."""
+        if self._control is None and callable(getattr(control, "subscribe", None)):
+            self._control = control
+            control.subscribe(self._on_control_action)
+
+    def _on_control_action(self, action: Any) -> None:
+        self.emit("on_control", action)
+        if getattr(action, "action", None) == "incident":
+            self.emit("on_incident", action)
 
     def close_queues(self) -> None:
         """No more events; each plugin task ends once it has handled what is queued."""
@@ -207,6 +240,9 @@ class PluginHost:
 
     async def stop_all(self) -> None:
         self.close_queues()
+        if self._control is not None:
+            self._control.unsubscribe(self._on_control_action)
+            self._control = None
         for lp in reversed(list(self.plugins.values())):
             await self._guard(lp, "stop", lp.plugin.stop(), count=False)
 
@@ -261,9 +297,34 @@ class PluginHost:
         """The plugin's own task: deliver its queued events to its hooks, in order."""
         lp = self.plugins[name]
         assert lp.queue is not None
-        async for hook, event in lp.queue:
-            if lp.enabled:
-                await self._guard(lp, hook, getattr(lp.plugin, hook)(event))
+        async with asyncio.TaskGroup() as tg:
+            ticker = tg.create_task(self._tick(lp), name=f"plugin-tick:{name}") \
+                if "on_tick" in lp.hooks else None
+            try:
+                async for hook, event in lp.queue:
+                    if hook == "on_tick":
+                        lp.tick_pending = False
+                    if lp.enabled:
+                        await self._guard(lp, hook, getattr(lp.plugin, hook)(event))
+            finally:
+                if ticker is not None:
+                    ticker.cancel()
+
+    async def _tick(self, lp: LoadedPlugin) -> None:
+        """Queue an ``on_tick`` every ``tick_interval_s`` until the plugin's queue closes."""
+        assert lp.queue is not None
+        while not lp.queue.closed:
+            interval = getattr(lp.plugin, "tick_interval_s", DEFAULT_TICK_INTERVAL_S)
+            try:
+                interval = max(float(interval), _MIN_TICK_INTERVAL_S)
+            except (TypeError, ValueError):
+                interval = DEFAULT_TICK_INTERVAL_S
+            await asyncio.sleep(interval)
+            if lp.tick_pending and len(lp.queue) == 0:
+                lp.tick_pending = False  # it was pushed out of a full queue, never delivered
+            if lp.enabled and not lp.tick_pending and not lp.queue.closed:
+                lp.tick_pending = True
+                lp.queue.offer(("on_tick", Tick(time.monotonic(), time.time())))
 
     async def _guard(self, lp: LoadedPlugin, what: str, coro: Any, count: bool = True) -> None:
         try:
@@ -297,4 +358,14 @@ class PluginHost:
         return [{"name": lp.name, "version": lp.version, "distribution": lp.distribution,
                  "enabled": lp.enabled, "healthy": lp.enabled and lp.consecutive_failures == 0,
                  "failures_total": lp.failures_total, "last_error": lp.last_error,
-                 "hooks": list(lp.hooks)} for lp in self.plugins.values()]
+                 "hooks": list(lp.hooks), **self._detail(lp)} for lp in self.plugins.values()]
+
+    def _detail(self, lp: LoadedPlugin) -> dict[str, Any]:
+        """The plugin's own ``status()`` (optional) under ``detail``; never breaks /status."""
+        fn = getattr(lp.plugin, "status", None)
+        if not callable(fn):
+            return {}
+        try:
+            return {"detail": fn()}
+        except Exception as exc:  # a plugin's view must not take /status down
+            return {"detail": {"error": f"{type(exc).__name__}: {exc}"}}

@@ -21,4 +21,7 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+# The bundled M-series plugins are separate distributions, found only through entry points.
+.venv/bin/python -m pip install -q -e plugins/guardian -e plugins/scheduler \
+  -e plugins/governor -e plugins/comms
 exec .venv/bin/python -m pytest "$@"

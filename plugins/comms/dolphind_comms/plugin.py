@@ -1,0 +1,111 @@
+"""The comms plugin: ``on_incident`` -> message -> the sender task.
+
+Governor halts arrive as incidents too (kind ``governor_halt``, severity critical), so one hook
+covers both. The sender task is owned here: started in ``start``, drained (briefly) and
+awaited in ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from prometheus_client import Counter, Gauge
+
+from dolphind_comms.payloads import message_text
+from dolphind_comms.sender import Secrets, WebhookSender
+from dolphind_comms.settings import SEVERITIES, CommsSettings, load_settings
+
+# The one place the version is written (pyproject reads it from here).
+VERSION = "1.0.0"
+
+# How long stop() lets queued messages go out before abandoning them.
+DRAIN_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Metrics:
+    messages: Counter
+    attempts: Counter
+    queue_depth: Gauge
+
+
+class CommsPlugin:
+    API_VERSION = 1
+    name = "comms"
+    version = VERSION
+
+    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
+        self._environ = environ
+        self.settings = CommsSettings()
+        self._ctx: Any = None
+        self.sender: WebhookSender | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def validate(self, settings: Mapping[str, Any]) -> list[str]:
+        return load_settings(settings, self._environ)[1]
+
+    async def start(self, ctx: Any) -> None:
+        settings, problems = load_settings(ctx.settings, self._environ)
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.settings, self._ctx = settings, ctx
+        reg = ctx.metrics_registry
+        m = _Metrics(
+            Counter("dolphind_m22_messages_total",
+                    "Webhook messages by outcome (sent, gave_up, rejected, dropped).",
+                    ["outcome"], registry=reg),
+            Counter("dolphind_m22_attempts_total", "Webhook POST attempts by result.",
+                    ["result"], registry=reg),
+            Gauge("dolphind_m22_queue_depth", "Messages waiting to be sent.", registry=reg))
+        for outcome in ("sent", "gave_up", "rejected", "dropped"):
+            m.messages.labels(outcome)
+        e = self._environ
+        secrets = Secrets(url=e[settings.url_env],
+                          chat_id=e.get(settings.chat_id_env, "") if settings.chat_id_env else "",
+                          signing_key=e.get(settings.secret_env, "") if settings.secret_env
+                          else "")
+        self.sender = WebhookSender(lambda: self.settings, secrets, m, ctx.log)
+        self._task = asyncio.create_task(self.sender.run(), name="plugin:comms:sender")
+        # The URL is a secret: say where it comes from, never what it is.
+        ctx.log.info("comms.started", format=settings.format, url_env=settings.url_env,
+                     min_severity=settings.min_severity)
+
+    async def reload(self, settings: Mapping[str, Any]) -> None:
+        new, problems = load_settings(settings, self._environ)
+        if problems:
+            raise ValueError("; ".join(problems))
+        if new.url_env != self.settings.url_env or new.format != self.settings.format:
+            # The destination is fixed at start (its secrets were read then).
+            self._ctx.log.warning("comms.reload_needs_restart", keys=["url_env", "format"])
+            new = self.settings
+        self.settings = new
+
+    async def stop(self) -> None:
+        if self.sender is None or self._task is None:
+            return
+        self.sender.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._ctx.log.warning("comms.unsent_at_stop", messages=len(self.sender))
+
+    async def on_incident(self, incident: Any) -> None:
+        severity = incident.detail.get("severity", "warning")
+        if SEVERITIES.index(severity) < SEVERITIES.index(self.settings.min_severity):
+            return
+        assert self.sender is not None
+        self.sender.offer(message_text(self.settings.title, incident))
+
+    def status(self) -> dict[str, Any]:
+        s = self.sender
+        if s is None:
+            return {"format": self.settings.format, "started": False}
+        return {"format": self.settings.format, "queued": len(s), "sent": s.sent,
+                "gave_up": s.gave_up, "rejected": s.rejected, "dropped": s.dropped}

@@ -1,0 +1,142 @@
+"""Delivery: a bounded queue and one sender task that posts, retries with backoff, gives up.
+
+The hooks only put a message in the queue (never await the network), so a dead webhook costs
+the daemon nothing but this task's time. When the queue is full the oldest message goes: the
+newest incident says most about the present. Nothing here logs the URL or the secret; errors
+are logged by type and status only (aiohttp's own messages can contain the URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import hmac
+import random
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import aiohttp
+import orjson
+
+from dolphind_comms.payloads import backoff_delay, payload, retryable
+from dolphind_comms.settings import CommsSettings
+
+SIGNATURE_HEADER = "X-Dolphind-Signature"
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    url: str
+    chat_id: str = ""
+    signing_key: str = ""
+
+    def __repr__(self) -> str:  # never print the values, even by accident
+        return "Secrets(<hidden>)"
+
+
+class WebhookSender:
+    def __init__(self, settings: Callable[[], CommsSettings], secrets: Secrets, metrics: Any,
+                 log: Any, unit_random: Callable[[], float] = random.random) -> None:
+        self._settings = settings
+        self._secrets = secrets
+        self._m = metrics
+        self._log = log
+        self._random = unit_random
+        self._queue: collections.deque[str] = collections.deque()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.sent = self.gave_up = self.dropped = self.rejected = 0
+
+    def offer(self, text: str) -> None:
+        """Queue a message; never waits. Full: the oldest message is dropped and counted."""
+        if self._closing:
+            return
+        while len(self._queue) >= self._settings().queue_size:
+            self._queue.popleft()
+            self.dropped += 1
+            self._m.messages.labels("dropped").inc()
+        self._queue.append(text)
+        self._m.queue_depth.set(len(self._queue))
+        self._wake.set()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    async def run(self) -> None:
+        """The sender task: until closed and drained."""
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if not self._queue:
+                    if self._closing:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                text = self._queue.popleft()
+                self._m.queue_depth.set(len(self._queue))
+                await self.deliver(session, text)
+
+    def close(self) -> None:
+        """No more messages; ``run`` ends once the queue is drained."""
+        self._closing = True
+        self._wake.set()
+
+    async def deliver(self, session: aiohttp.ClientSession, text: str) -> str:
+        """Post ``text``; retry what may succeed later. Returns the outcome."""
+        s = self._settings()
+        body = orjson.dumps(payload(s.format, text, self._secrets.chat_id))
+        headers = {"Content-Type": "application/json"}
+        if self._secrets.signing_key:
+            digest = hmac.new(self._secrets.signing_key.encode(), body, hashlib.sha256)
+            headers[SIGNATURE_HEADER] = f"sha256={digest.hexdigest()}"
+        last_error = ""
+        for attempt in range(1, s.max_attempts + 1):
+            retry_after: float | None = None
+            try:
+                async with session.post(self._secrets.url, data=body, headers=headers,
+                                        timeout=aiohttp.ClientTimeout(total=s.timeout_s)) as resp:
+                    status = resp.status
+                    await resp.read()
+                    if 200 <= status < 300:
+                        self._m.attempts.labels("ok").inc()
+                        self._m.messages.labels("sent").inc()
+                        self.sent += 1
+                        self._log.info("comms.sent", attempts=attempt)
+                        return "sent"
+                    self._m.attempts.labels("http_error").inc()
+                    last_error = f"HTTP {status}"
+                    if not retryable(status):
+                        self._m.messages.labels("rejected").inc()
+                        self.rejected += 1
+                        self._log.error("comms.rejected", status=status, attempts=attempt)
+                        return "rejected"
+                    retry_after = _retry_after(resp.headers.get("Retry-After"))
+            except asyncio.CancelledError:
+                raise
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                self._m.attempts.labels("network_error").inc()
+                last_error = type(exc).__name__  # not str(exc): it may carry the URL
+            if attempt == s.max_attempts:
+                break
+            delay = backoff_delay(attempt, s.backoff_initial_s, s.backoff_max_s,
+                                  s.backoff_jitter, self._random())
+            if retry_after is not None:
+                delay = min(max(delay, retry_after), s.backoff_max_s)
+            self._log.warning("comms.retry", attempt=attempt, error=last_error,
+                              delay_s=round(delay, 3))
+            await asyncio.sleep(delay)
+        self._m.messages.labels("gave_up").inc()
+        self.gave_up += 1
+        self._log.error("comms.gave_up", attempts=s.max_attempts, last_error=last_error)
+        return "gave_up"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (the seconds form; an HTTP date is ignored)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

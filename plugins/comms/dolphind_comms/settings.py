@@ -1,0 +1,66 @@
+"""``[plugins.comms]``: where to send, in which shape, how hard to try.
+
+The webhook URL (and the optional signing secret, and Telegram's chat id) are secrets: the
+config names the environment variables that hold them, never the values, and nothing logs them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+from dolphind.pluginkit.settings import parse_settings, require
+
+SEVERITIES = ("info", "warning", "critical")
+
+
+@dataclass(frozen=True, slots=True)
+class CommsSettings:
+    format: Literal["slack", "discord", "telegram"] = "slack"
+    # Environment variable holding the webhook URL (for Telegram: .../bot<token>/sendMessage).
+    url_env: str = "DOLPHIND_COMMS_WEBHOOK_URL"
+    # Telegram only: environment variable holding the chat id.
+    chat_id_env: str = ""
+    # Optional: environment variable holding an HMAC key; the body is then signed into the
+    # X-Dolphind-Signature header ("sha256=<hex>") for receivers that verify it.
+    secret_env: str = ""
+    # Incidents below this severity are not sent.
+    min_severity: Literal["info", "warning", "critical"] = "warning"
+    # Messages waiting to be sent; when full the oldest is dropped (and counted).
+    queue_size: int = 100
+    # Tries per message, then it is given up (and counted).
+    max_attempts: int = 5
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    # Each delay is spread by +- this fraction, so many daemons do not retry in lock step.
+    backoff_jitter: float = 0.1
+    timeout_s: float = 10.0
+    # Shown in every message (which daemon is talking).
+    title: str = "dolphind"
+
+
+def load_settings(raw: Mapping[str, Any],
+                  environ: Mapping[str, str] = os.environ) -> tuple[CommsSettings, list[str]]:
+    s, problems = parse_settings(CommsSettings, raw)
+    if problems:
+        return s, problems
+    require(problems, s.url_env.isidentifier(), "url_env", "must name an environment variable")
+    if s.url_env.isidentifier():
+        url = environ.get(s.url_env, "")
+        require(problems, bool(url), "url_env", f"environment variable {s.url_env} is not set")
+        require(problems, not url or url.startswith(("http://", "https://")), "url_env",
+                f"environment variable {s.url_env} does not hold an http(s) URL")
+    if s.format == "telegram":
+        require(problems, s.chat_id_env.isidentifier() and bool(environ.get(s.chat_id_env)),
+                "chat_id_env", "telegram needs an environment variable holding the chat id")
+    if s.secret_env:
+        require(problems, bool(environ.get(s.secret_env)), "secret_env",
+                f"environment variable {s.secret_env} is not set")
+    require(problems, s.queue_size >= 1, "queue_size", "must be >= 1")
+    require(problems, s.max_attempts >= 1, "max_attempts", "must be >= 1")
+    require(problems, 0 < s.backoff_initial_s <= s.backoff_max_s, "backoff_initial_s",
+            "must be > 0 and <= backoff_max_s")
+    require(problems, 0 <= s.backoff_jitter < 1, "backoff_jitter", "must be in [0, 1)")
+    require(problems, s.timeout_s > 0, "timeout_s", "must be > 0")
+    return s, problems

@@ -1,0 +1,176 @@
+"""Comms (M22) against a real webhook receiver on loopback: delivery, payload shapes, retry
+with backoff, giving up cleanly, a bounded queue, and secrets that never reach the logs."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from dolphind_comms import CommsPlugin
+from dolphind_comms.plugin import DRAIN_TIMEOUT_S
+from dolphind_comms.payloads import backoff_delay, message_text, payload
+from tests.conftest import eventually
+from tests.unit.plugins.conftest import Rig
+
+SECRET_PATH = "/hooks/T0/B0/s3cr3t-path-token"
+
+
+@dataclass
+class Receiver:
+    """A loopback webhook: answers with the scripted statuses, then 200."""
+
+    statuses: list[int] = field(default_factory=list)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.headers.append(dict(request.headers))
+        self.received.append({"body": json.loads(body), "raw": body})
+        status = self.statuses.pop(0) if self.statuses else 200
+        return web.Response(status=status, text="ok" if status == 200 else "nope")
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post(SECRET_PATH, rec.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    rec.url = f"http://127.0.0.1:{port}{SECRET_PATH}"
+    yield rec
+    await runner.cleanup()
+
+
+FAST = {"max_attempts": 3, "backoff_initial_s": 0.01, "backoff_max_s": 0.05,
+        "backoff_jitter": 0.0, "timeout_s": 2.0}
+
+
+async def _comms(rig: Rig, env: dict[str, str], settings: dict[str, Any]) -> CommsPlugin:
+    p = CommsPlugin(environ=env)
+    assert p.validate(settings) == []
+    await p.start(rig.ctx("comms", settings))
+    return p
+
+
+def _incident(rig: Rig, severity: str = "critical", kind: str = "governor_halt") -> Any:
+    return rig.control.raise_incident("governor", kind, "max_drawdown: drawdown 12% >= 10%",
+                                      severity=severity)
+
+
+def test_settings_need_the_env_var_and_name_the_key() -> None:
+    p = CommsPlugin(environ={})
+    assert p.validate({}) == ["url_env: environment variable DOLPHIND_COMMS_WEBHOOK_URL is not set"]
+    p = CommsPlugin(environ={"HOOK": "ftp://x"})
+    assert p.validate({"url_env": "HOOK", "format": "telegram", "max_attempts": 0}) == [
+        "url_env: environment variable HOOK does not hold an http(s) URL",
+        "chat_id_env: telegram needs an environment variable holding the chat id",
+        "max_attempts: must be >= 1"]
+    assert p.validate({"format": "teams"})[0].startswith("format: must be one of")
+
+
+def test_payload_shapes_and_backoff() -> None:
+    assert payload("slack", "hi") == {"text": "hi"}
+    assert payload("discord", "x" * 3000) == {"content": "x" * 2000}
+    assert payload("telegram", "hi", "42") == {"chat_id": "42", "text": "hi",
+                                                 "disable_web_page_preview": True}
+    assert [backoff_delay(a, 1.0, 10.0) for a in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 8.0, 10.0]
+    assert backoff_delay(1, 1.0, 10.0, jitter=0.1, unit_random=0.0) == pytest.approx(0.9)
+    assert backoff_delay(1, 1.0, 10.0, jitter=0.1, unit_random=1.0) == pytest.approx(1.1)
+
+
+async def test_delivers_incidents_in_the_chosen_shape(rig: Rig, receiver: Receiver) -> None:
+    env = {"HOOK": receiver.url, "SIGN": "k3y"}
+    p = await _comms(rig, env, {"url_env": "HOOK", "secret_env": "SIGN", "format": "discord",
+                                "title": "dolphind-test", **FAST})
+    inc = _incident(rig)
+    await p.on_incident(inc)
+    await p.on_incident(_incident(rig, severity="info"))  # below min_severity: not sent
+    await eventually(lambda: p.sender.sent == 1, what="delivered")
+    assert receiver.received[0]["body"] == {"content": message_text("dolphind-test", inc)}
+    assert "governor_halt" in receiver.received[0]["body"]["content"]
+    # The signature lets the receiver check the body came from us.
+    want = hmac.new(b"k3y", receiver.received[0]["raw"], hashlib.sha256).hexdigest()
+    assert receiver.headers[0]["X-Dolphind-Signature"] == f"sha256={want}"
+    assert rig.sample("dolphind_m22_messages_total", {"outcome": "sent"}) == 1
+    await p.stop()
+
+
+async def test_retries_a_failing_webhook_then_delivers(rig: Rig, receiver: Receiver) -> None:
+    receiver.statuses = [500, 503]
+    p = await _comms(rig, {"HOOK": receiver.url}, {"url_env": "HOOK", **FAST})
+    await p.on_incident(_incident(rig))
+    await eventually(lambda: p.sender.sent == 1, what="delivered on the third try")
+    assert len(receiver.received) == 3
+    assert rig.sample("dolphind_m22_attempts_total", {"result": "http_error"}) == 2
+    assert rig.sample("dolphind_m22_attempts_total", {"result": "ok"}) == 1
+    assert [e for e in rig.log.events() if e.startswith("comms.")].count("comms.retry") == 2
+    await p.stop()
+
+
+async def test_gives_up_cleanly_after_n_tries(rig: Rig, receiver: Receiver) -> None:
+    receiver.statuses = [500] * 10
+    p = await _comms(rig, {"HOOK": receiver.url}, {"url_env": "HOOK", **FAST})
+    await p.on_incident(_incident(rig))
+    await eventually(lambda: p.sender.gave_up == 1, what="given up")
+    assert len(receiver.received) == 3  # max_attempts, no more
+    assert rig.sample("dolphind_m22_messages_total", {"outcome": "gave_up"}) == 1
+    # The next message still goes out: giving up on one is not giving up on all.
+    receiver.statuses = []
+    await p.on_incident(_incident(rig))
+    await eventually(lambda: p.sender.sent == 1, what="next message delivered")
+    await p.stop()
+    assert p.status()["gave_up"] == 1
+
+
+async def test_a_client_error_is_not_retried(rig: Rig, receiver: Receiver) -> None:
+    receiver.statuses = [404]
+    p = await _comms(rig, {"HOOK": receiver.url}, {"url_env": "HOOK", **FAST})
+    await p.on_incident(_incident(rig))
+    await eventually(lambda: p.sender.rejected == 1, what="rejected")
+    assert len(receiver.received) == 1
+    await p.stop()
+
+
+async def test_an_unreachable_webhook_never_blocks_and_secrets_stay_out_of_logs(
+        rig: Rig, receiver: Receiver) -> None:
+    dead = receiver.url.replace(receiver.url.split(":")[2].split("/")[0], "9")  # port 9: closed
+    p = await _comms(rig, {"HOOK": dead, "SIGN": "k3y"},
+                     {"url_env": "HOOK", "secret_env": "SIGN", "queue_size": 2, **FAST})
+    for _ in range(5):  # more than the queue holds: the oldest are dropped, nothing waits
+        await p.on_incident(_incident(rig))
+    await eventually(lambda: p.sender.gave_up + p.sender.dropped == 5, what="all accounted for")
+    assert p.sender.dropped >= 2
+    assert rig.sample("dolphind_m22_attempts_total", {"result": "network_error"}) >= 3
+    await p.stop()
+    logged = rig.log.text()
+    assert SECRET_PATH not in logged and "s3cr3t" not in logged and "k3y" not in logged
+    assert "comms.gave_up" in logged
+
+
+async def test_stop_does_not_wait_forever_on_a_failing_webhook(rig: Rig,
+                                                               receiver: Receiver) -> None:
+    receiver.statuses = [500] * 100
+    p = await _comms(rig, {"HOOK": receiver.url},
+                     {"url_env": "HOOK", **{**FAST, "max_attempts": 50, "backoff_max_s": 5.0,
+                                            "backoff_initial_s": 1.0}})
+    await p.on_incident(_incident(rig))
+    await eventually(lambda: len(receiver.received) >= 1, what="first attempt")
+    t0 = time.monotonic()
+    await p.stop()  # bounded by the drain timeout, not by 50 retries
+    assert time.monotonic() - t0 < DRAIN_TIMEOUT_S + 1.0
+    assert p._task is not None and p._task.done()
+    assert "comms.unsent_at_stop" in rig.log.events()
+    assert p.sender.sent == 0 and p.sender.gave_up == 0
