@@ -209,6 +209,7 @@ class Daemon:
                 last_disk_check = now
                 self._data_dir_writable = await asyncio.to_thread(
                     os.access, self.config.data_dir, os.W_OK)
+            self.control.expire()  # overrides that ran out drop back even with no reader
             score, level = self.health.score()
             if not ready_sent and self.readiness()[0]:
                 ready_sent = True

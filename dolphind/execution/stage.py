@@ -26,6 +26,7 @@ for every open position.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import collections
 import contextlib
 import time
@@ -98,7 +99,9 @@ class ExecutionStage:
         self._emit = emit or (lambda hook, event: None)
         self._mono = monotonic
         self.portfolio = Portfolio(config().execution.capital_usdt)
-        self.rails = RiskRails(lambda: self._config().risk, veto,
+        # The rails read the risk config with the control plane's overrides applied (a guardian
+        # "halve risk" or a throttle scales the caps and the order rate until it expires).
+        self.rails = RiskRails(lambda: self._control.effective_risk(self._config().risk), veto,
                                lambda: self._config().plugins.veto_budget_ms,
                                trading_clock or monotonic)
         self.router = Router(venue.filters_for, lambda s: self.portfolio.position_qty(s),
@@ -280,6 +283,13 @@ class ExecutionStage:
             self._remember(intent, cid, "duplicate")
             return
         symbol = venue_symbol(intent.symbol)
+        if not intent.reduce_only:
+            factor = self._control.risk_multiplier()
+            if factor < 1.0:
+                # A risk multiplier from the control plane shrinks new entries; exits are
+                # never shrunk (they close the whole position).
+                intent = dataclasses.replace(intent, notional_usdt=intent.notional_usdt * factor,
+                                             gates=intent.gates + (("risk_multiplier", factor),))
         if intent.reduce_only:
             # An exit closes the position, which must include the fills of entries still being
             # booked (their fills travel through the venue's event stream).

@@ -306,3 +306,19 @@ async def test_open_books_from_config(tmp_path, metrics_factory):
         assert store.path == tmp_path / "dolphind.sqlite"
         audit.record("test.opened")
     assert verify(tmp_path / "audit.jsonl").lines == 1
+
+
+async def test_a_risk_multiplier_shrinks_entries_but_not_exits(tmp_path, info_2021,
+                                                               metrics_factory):
+    m = metrics_factory()
+    async with rig(tmp_path, info_2021, m, config()) as r:
+        r.control.set_risk_multiplier("plugin:guardian", 0.5, duration_s=600, reason="drawdown")
+        await r.feed(bar(1, 40_000.0),
+                     intent("m1:BTCUSDT:entry", "SELL", 2000.0, ts=bar(1, 0).ts_ns))
+        await r.settle()
+        # Half of 2000 USDT at 40000: 0.025 BTC instead of 0.05.
+        assert r.stage.portfolio.positions["BTCUSDT"].qty == pytest.approx(-0.025)
+        await r.feed(intent("m2:BTCUSDT:exit", "BUY", 1000.0, True, "FIXED_TP",
+                            ts=bar(1, 0).ts_ns))
+        await r.settle()
+        assert not r.stage.capital_view().positions  # the exit closed all of it
