@@ -24,9 +24,15 @@ Numerical choices (why this is accurate to ~1e-11 relative, well inside the 1e-9
   immediately when cancellation threatens (a symbol whose variance collapses after a spike leaves).
   Off-diagonal errors are bounded by ``sqrt(eb_i eb_j)`` (Cauchy-Schwarz on the same terms), so
   every correlation entry is within ``eta`` of the exact one.
-* **Top eigenvalue.** Warm-started power iteration (the previous bar's top eigenvector; for a new
-  window the all-ones "market mode"). After each matvec ``y = C v`` (``|v| = 1``) we have the
-  Rayleigh quotient ``rho = v.y`` and residual ``res = |y - rho v|``. The kernel **certifies** the
+* **Storage and passes (cov).** Only the upper triangle of ``S`` is maintained, and all four
+  windows are advanced by one call (:func:`scan_bar`). At N ~ 500 a state is 2.3 MB and every
+  pass over it is memory-bound, so the cost is the number of half-matrix passes: one fused
+  slide + first product, then one per further Krylov step.
+* **Top eigenvalue.** Cov mode: Rayleigh-Ritz on the Krylov space grown from the previous bar's
+  top eigenvector (Lanczos with an explicit, twice-orthogonalised basis and the stored images
+  ``C q``; for a new member the "market mode" value). Gram mode: warm-started power iteration.
+  For the vector ``v`` returned (``|v| = 1``) with image ``y = C v`` computed explicitly, we have
+  the Rayleigh quotient ``rho = v.y`` and residual ``res = |y - rho v|``. The kernel **certifies** the
   result a posteriori, without trusting convergence heuristics:
 
   - some eigenvalue lies in ``[rho - res, rho + res]``;
@@ -40,7 +46,8 @@ Numerical choices (why this is accurate to ~1e-11 relative, well inside the 1e-9
   We stop when that bound is below ``tol * rho`` (``tol = 1e-12``). When two top eigenvalues are
   close, ``alpha`` reaches ``rho`` and no certificate is possible; when the spectrum is flat or the
   iteration stalls (residual ratio ~ lambda_2 / lambda_1 near 1, or the predicted number of
-  iterations exceeds the cap) the kernel returns ``STATUS_FALLBACK`` and the caller runs LAPACK
+  iterations exceeds the cap, or the certified relative gap is below ``MIN_REL_GAP``) the kernel
+  returns ``STATUS_FALLBACK`` and the caller runs LAPACK
   (``numpy.linalg.eigh``) on the compact matrix. So a value is either certified or recomputed by a
   backward-stable dense solver: never returned silently wrong.
 """
@@ -64,7 +71,17 @@ _U = 2.0**-53
 # A column whose standard deviation is below this fraction of its mean return is numerically
 # constant: its deviations are at the rounding level of the mean, so its correlations would be
 # rounding noise (condition number ~ |mean| / std). Such a column is excluded like a flat one.
-REL_STD_FLOOR = 1e-9
+# Centring costs ~ u |mean| / std of relative accuracy in every correlation (any method: numpy's
+# corrcoef as well), so the floor must keep u / floor well below the 1e-9 contract: at 1e-9 a
+# column of identical returns plus last-ulp noise (std / mean ~ 3e-9) gave 5e-9 disagreement with
+# corrcoef (found by test_scanner_matches_dense_reference). 1e-5 bounds it by ~1e-11.
+REL_STD_FLOOR = 1e-5
+# Krylov (cov mode) can certify a top eigenvalue that is separated from the bound on the rest of
+# the spectrum by far less than power iteration ever could (it converges on a few distinct
+# eigenvalues exactly). Below this relative gap the top eigenvector is ill-conditioned (its
+# sensitivity is ~ 1 / gap), the warm start carries no information and the value goes to LAPACK,
+# as it did with power iteration (which stalls there).
+MIN_REL_GAP = 1e-3
 # Re-associating the inner reductions lets LLVM vectorise them; it changes rounding order only
 # (vectorised partial sums are, if anything, more accurate). No 'nnan'/'ninf': NaN tests stay valid.
 _FAST = {"reassoc", "contract"}
@@ -179,56 +196,56 @@ def _decide(
 # ---------------------------------------------------------------------------------------------
 # cov mode
 # ---------------------------------------------------------------------------------------------
+# Storage: only the upper triangle ``s[i, j], j >= i`` of the co-moment matrix is maintained (the
+# lower triangle is scratch). The state does not fit in cache at N ~ 500 (2.3 MB per window), so
+# every pass over it is bound by memory traffic: touching half the matrix halves the cost. The
+# row loops below are streams over ``j > i`` with a dot product (``y_i += s_ij w_j``) and an axpy
+# (``y_j += s_ij w_i``) in the same loop; both vectorise.
 
 
 @njit(cache=True, fastmath=_FAST)
-def _sym_matvec(s: np.ndarray, wv: np.ndarray, rows: np.ndarray, nrows: int, y: np.ndarray) -> None:
-    """y = S wv over the listed rows (S stored in full; wv is zero outside the members).
-
-    Full storage with one dot product per row is a pure streaming reduction that LLVM vectorises;
-    the triangle-with-scatter variant halves the bytes but measured 6x slower (no SIMD).
-    """
-    n = s.shape[0]
-    for p in range(nrows):
-        i = rows[p]
-        acc = 0.0
-        for j in range(n):
-            acc += s[i, j] * wv[j]
-        y[i] = acc
-
-
-@njit(cache=True, fastmath=_FAST)
-def _fused_slide_matvec(
+def _tri_fused(
     s: np.ndarray, a: np.ndarray, b: np.ndarray, e: np.ndarray, dd: np.ndarray, wv: np.ndarray,
     rows: np.ndarray, nrows: int, y: np.ndarray,
 ) -> float:
-    """Slide the listed rows (S' = S + a a^T - b b^T - e e^T) and, in the same pass, y = S' wv
-    and ``||C'||_F^2 = sum_ij S'_ij^2 dd_i dd_j``. One read and one write of the matrix per bar.
-
-    Every term is a product of two vector entries, so entry (i, j) and (j, i) are computed by the
-    same operations on swapped operands and S stays bitwise symmetric.
-    """
-    f2 = 0.0
+    """Slide the listed rows' strict upper triangle (S' = S + a a^T - b b^T - e e^T; diagonals
+    are already updated) and, in the same pass, y = S' wv and ``||C'||_F^2 = sum S'_ij^2 dd_i dd_j``.
+    One read and one write of the (half) matrix per bar."""
     n = s.shape[0]
+    for j in range(n):
+        y[j] = 0.0
+    f2 = 0.0
     for p in range(nrows):
         i = rows[p]
         ai = a[i]
         bi = b[i]
         ei = e[i]
+        wi = wv[i]
+        sii = s[i, i]
+        # slices starting at i + 1: loops from 0 let numba drop the negative-index wraparound,
+        # which is what allows LLVM to vectorise them (with runtime alias checks)
+        sr = s[i, i + 1 :]
+        ar = a[i + 1 :]
+        br = b[i + 1 :]
+        er = e[i + 1 :]
+        wr = wv[i + 1 :]
+        yr = y[i + 1 :]
+        dr = dd[i + 1 :]
         acc = 0.0
         frow = 0.0
-        for j in range(n):
-            sij = s[i, j] + ai * a[j] - bi * b[j] - ei * e[j]
-            s[i, j] = sij
-            acc += sij * wv[j]
-            frow += sij * sij * dd[j]
-        y[i] = acc
-        f2 += frow * dd[i]
+        for j in range(sr.shape[0]):
+            sij = sr[j] + ai * ar[j] - bi * br[j] - ei * er[j]
+            sr[j] = sij
+            acc += sij * wr[j]
+            yr[j] += sij * wi
+            frow += sij * sij * dr[j]
+        y[i] += acc + sii * wi
+        f2 += (2.0 * frow + sii * sii * dd[i]) * dd[i]
     return f2
 
 
 @njit(cache=True, fastmath=_FAST)
-def _slide_only(
+def _tri_slide(
     s: np.ndarray, a: np.ndarray, b: np.ndarray, e: np.ndarray, rows: np.ndarray, nrows: int
 ) -> None:
     n = s.shape[0]
@@ -237,21 +254,47 @@ def _slide_only(
         ai = a[i]
         bi = b[i]
         ei = e[i]
-        for j in range(n):
-            s[i, j] += ai * a[j] - bi * b[j] - ei * e[j]
+        sr = s[i, i + 1 :]
+        ar = a[i + 1 :]
+        br = b[i + 1 :]
+        er = e[i + 1 :]
+        for j in range(sr.shape[0]):
+            sr[j] += ai * ar[j] - bi * br[j] - ei * er[j]
 
 
 @njit(cache=True, fastmath=_FAST)
-def _frob2(s: np.ndarray, dd: np.ndarray, rows: np.ndarray, nrows: int) -> float:
+def _tri_matvec(
+    s: np.ndarray, wv: np.ndarray, rows: np.ndarray, nrows: int, y: np.ndarray, dd: np.ndarray,
+    want_f2: bool,
+) -> float:
+    """y = S wv over the listed rows (wv is zero outside them); optionally also ``||C||_F^2``."""
     n = s.shape[0]
+    for j in range(n):
+        y[j] = 0.0
     f2 = 0.0
     for p in range(nrows):
         i = rows[p]
-        frow = 0.0
-        for j in range(n):
-            sij = s[i, j]
-            frow += sij * sij * dd[j]
-        f2 += frow * dd[i]
+        wi = wv[i]
+        sii = s[i, i]
+        sr = s[i, i + 1 :]
+        wr = wv[i + 1 :]
+        yr = y[i + 1 :]
+        acc = 0.0
+        if want_f2:
+            dr = dd[i + 1 :]
+            frow = 0.0
+            for j in range(sr.shape[0]):
+                sij = sr[j]
+                acc += sij * wr[j]
+                yr[j] += sij * wi
+                frow += sij * sij * dr[j]
+            f2 += (2.0 * frow + sii * sii * dd[i]) * dd[i]
+        else:
+            for j in range(sr.shape[0]):
+                sij = sr[j]
+                acc += sij * wr[j]
+                yr[j] += sij * wi
+        y[i] += acc + sii * wi
     return f2
 
 
@@ -273,6 +316,8 @@ def _anchor_rows(
 
     Rows of other tracked symbols keep their rolling means: the row sum ``sum_t (x_ti - m_i)``
     vanishes for the exactly re-computed ``m_i``, so the partner's mean enters only at second order.
+    Both ``s[i, :]`` and ``s[:, i]`` are written, so the upper triangle is exact whichever of the
+    pair is the target.
     """
     cap, n = ring.shape
     for q in range(ntarget):
@@ -314,12 +359,68 @@ def _anchor_rows(
 
 
 @njit(cache=True)
+def _top_eigpair(h: np.ndarray, m: int, a: np.ndarray, vm: np.ndarray, svec: np.ndarray) -> float:
+    """Largest eigenvalue of the small symmetric ``h[:m, :m]`` and its eigenvector (cyclic Jacobi).
+
+    Only used to pick the Ritz vector: the value returned by the kernel is the Rayleigh quotient
+    recomputed from that vector and its image, and its certificate uses the explicit residual, so
+    the accuracy of this solver affects the speed of convergence, never the correctness.
+    """
+    for p in range(m):
+        for q in range(m):
+            a[p, q] = h[p, q]
+            vm[p, q] = 1.0 if p == q else 0.0
+    for _sweep in range(60):
+        off = 0.0
+        dg = 0.0
+        for p in range(m):
+            dg += a[p, p] * a[p, p]
+            for q in range(p + 1, m):
+                off += a[p, q] * a[p, q]
+        if off <= 1e-34 * dg or off == 0.0:
+            break
+        for p in range(m):
+            for q in range(p + 1, m):
+                apq = a[p, q]
+                if apq == 0.0:
+                    continue
+                tau = (a[q, q] - a[p, p]) / (2.0 * apq)
+                tt = (1.0 if tau >= 0.0 else -1.0) / (abs(tau) + math.sqrt(1.0 + tau * tau))
+                c = 1.0 / math.sqrt(1.0 + tt * tt)
+                sn = tt * c
+                for r in range(m):
+                    arp = a[r, p]
+                    arq = a[r, q]
+                    a[r, p] = c * arp - sn * arq
+                    a[r, q] = sn * arp + c * arq
+                for r in range(m):
+                    apr = a[p, r]
+                    aqr = a[q, r]
+                    a[p, r] = c * apr - sn * aqr
+                    a[q, r] = sn * apr + c * aqr
+                for r in range(m):
+                    vrp = vm[r, p]
+                    vrq = vm[r, q]
+                    vm[r, p] = c * vrp - sn * vrq
+                    vm[r, q] = sn * vrp + c * vrq
+    best = 0
+    for p in range(1, m):
+        if a[p, p] > a[best, best]:
+            best = p
+    for p in range(m):
+        svec[p] = vm[p, best]
+    return a[best, best]
+
+
+@njit(cache=True)
 def cov_step(
     w: int, t: int, ring: np.ndarray, run: np.ndarray, same: np.ndarray,
     s: np.ndarray, mean: np.ndarray, eb: np.ndarray, em: np.ndarray, tracked: np.ndarray,
     flat: np.ndarray, member: np.ndarray, v: np.ndarray,
     a: np.ndarray, b: np.ndarray, dl: np.ndarray, d: np.ndarray, dd: np.ndarray, wv: np.ndarray,
     y: np.ndarray, acc: np.ndarray, rows: np.ndarray, mrows: np.ndarray, targets: np.ndarray,
+    qb: np.ndarray, yb: np.ndarray, h: np.ndarray, ha: np.ndarray, hv: np.ndarray,
+    svec: np.ndarray, x: np.ndarray, cx: np.ndarray,
     eta: float, tol: float, maxit: int,
 ) -> tuple[float, int, int, int, int, int]:
     """One bar for a cov-mode window. ``t`` = number of returns stored (current is ``t - 1``).
@@ -328,6 +429,13 @@ def cov_step(
     A symbol is *tracked* once it has ``w`` consecutive valid returns (its whole window is
     valid); it is a *member* (enters C) when tracked, not flat (not all ``w`` returns identical)
     and with positive variance.
+
+    Eigenvalue: Rayleigh-Ritz on the Krylov space ``span{v, Cv, C^2 v, ...}`` grown from the
+    previous bar's eigenvector (Lanczos with an explicit orthonormal basis ``qb`` and images
+    ``yb = C qb``; ``iterations`` = number of products with C). The first product is fused with
+    the slide. The Ritz vector ``x`` and its image ``cx = yb s`` give ``rho = x.cx`` and the
+    residual ``|cx - rho x|`` explicitly (no reliance on Lanczos orthogonality), which are
+    certified exactly as before (:func:`certify`, :func:`_decide`).
     """
     cap, n = ring.shape
     cur = (t - 1) % cap
@@ -356,7 +464,7 @@ def cov_step(
             # rounding of the mean update; a mean error e injects -(d e + e d) into S
             em[i] += _U * (abs(m_new) + abs(di * inv_w))
             sii = s[i, i] + ai * ai - bi * bi - dl[i] * dl[i]
-            acc[i] = sii  # new diagonal; the row pass stores it (same expression)
+            s[i, i] = sii  # the row passes slide only the strict upper triangle
             eb[i] += 4.0 * _U * (abs(sii) + ai * ai + bi * bi + di * di * inv_w) + 2.0 * abs(di) * em[i]
             rows[nrows] = i
             nrows += 1
@@ -386,14 +494,14 @@ def cov_step(
             ntarget += 1
             slow = True
     if slow:
-        _slide_only(s, a, b, dl, rows, nrows)
+        _tri_slide(s, a, b, dl, rows, nrows)
         _anchor_rows(s, mean, eb, em, tracked, flat, targets, ntarget, ring, t, w, acc)
     # membership, scaling and warm start (only the new diagonal is needed)
     k = 0
     changed = 0
     vsum = 0.0
     for i in range(n):
-        sii = s[i, i] if slow else acc[i]
+        sii = s[i, i]
         floor = REL_STD_FLOOR * mean[i]
         is_mem = tracked[i] and (not flat[i]) and sii > w * floor * floor
         if is_mem != member[i]:
@@ -426,67 +534,111 @@ def cov_step(
     if slow:
         if k < 2:
             return np.nan, k, 0, STATUS_COLD, changed, ntarget
-        _sym_matvec(s, wv, mrows, k, y)
-        f2 = _frob2(s, dd, mrows, k)
+        f2 = _tri_matvec(s, wv, mrows, k, y, dd, True)
     else:
         # every continuing tracked row must slide, members or not (flat rows stay exact zeros)
-        f2 = _fused_slide_matvec(s, a, b, dl, dd, wv, rows, nrows, y)
+        f2 = _tri_fused(s, a, b, dl, dd, wv, rows, nrows, y)
         if k < 2:
             return np.nan, k, 0, STATUS_COLD, changed, ntarget
-    nrows = k
-    rows = mrows
     trace = 0.0
-    for p in range(nrows):
-        i = rows[p]
+    for p in range(k):
+        i = mrows[p]
         trace += s[i, i] * dd[i]
     rank = k if k < w - 1 else w - 1
+    # Krylov basis in full length n (zero outside the members): qb[0] = v, yb[0] = C v
+    for i in range(n):
+        qb[0, i] = v[i]
+        yb[0, i] = d[i] * y[i]
     res_prev = 0.0
     status = STATUS_FALLBACK
     rho = np.nan
-    it = 0
+    m = 1
     while True:
-        for p in range(nrows):
-            i = rows[p]
-            y[i] *= d[i]
+        c = m - 1
+        for p in range(m):
+            h1 = 0.0
+            h2 = 0.0
+            for i in range(n):
+                h1 += qb[p, i] * yb[c, i]
+                h2 += qb[c, i] * yb[p, i]
+            h[p, c] = 0.5 * (h1 + h2)
+            h[c, p] = h[p, c]
+        _top_eigpair(h, m, ha, hv, svec)
+        xx = 0.0
+        for i in range(n):
+            xi = 0.0
+            ci = 0.0
+            for p in range(m):
+                xi += svec[p] * qb[p, i]
+                ci += svec[p] * yb[p, i]
+            x[i] = xi
+            cx[i] = ci
+            xx += xi * xi
+        if not xx > 0.0:
+            status = STATUS_FALLBACK
+            break
+        inv = 1.0 / math.sqrt(xx)
         rho = 0.0
-        for p in range(nrows):
-            i = rows[p]
-            rho += v[i] * y[i]
+        for i in range(n):
+            x[i] *= inv
+            cx[i] *= inv
+            rho += x[i] * cx[i]
         res2 = 0.0
-        ny2 = 0.0
-        for p in range(nrows):
-            i = rows[p]
-            e = y[i] - rho * v[i]
-            res2 += e * e
-            ny2 += y[i] * y[i]
+        for i in range(n):
+            r = cx[i] - rho * x[i]
+            res2 += r * r
         res = math.sqrt(res2)
-        dec, shift = _decide(it, rho, res, res_prev, trace, f2, rank, tol, maxit)
-        it += 1
+        dec, _shift = _decide(m - 1, rho, res, res_prev, trace, f2, rank, tol, maxit)
+        if dec == 1 or m >= 3:
+            alpha0, _ = certify(rho, 0.0, trace, f2, rank)
+            if rho - alpha0 < MIN_REL_GAP * rho:
+                dec = 2  # (near-)degenerate top: refuse the certificate, LAPACK decides
         if dec == 1:
             status = STATUS_OK
+            for i in range(n):
+                v[i] = x[i]
             break
-        if dec == 2 or ny2 <= 0.0:
+        if dec == 2 or m >= qb.shape[0]:
             status = STATUS_FALLBACK
             break
         res_prev = res
-        ny2 = 0.0
-        for p in range(nrows):
-            i = rows[p]
-            y[i] -= shift * v[i]
-            ny2 += y[i] * y[i]
-        inv = 1.0 / math.sqrt(ny2)
-        for p in range(nrows):
-            i = rows[p]
-            v[i] = y[i] * inv
-            wv[i] = d[i] * v[i]
-        _sym_matvec(s, wv, rows, nrows, y)
-    return rho, k, it, status, changed, ntarget
+        # next basis vector: the Ritz residual, orthogonalised twice against the basis (CGS2)
+        for i in range(n):
+            acc[i] = cx[i] - rho * x[i]
+        for _rep in range(2):
+            for p in range(m):
+                cp = 0.0
+                for i in range(n):
+                    cp += qb[p, i] * acc[i]
+                for i in range(n):
+                    acc[i] -= cp * qb[p, i]
+        nr = 0.0
+        for i in range(n):
+            nr += acc[i] * acc[i]
+        nr = math.sqrt(nr)
+        if not nr > 1e-3 * res:  # the Krylov space is numerically invariant but uncertified
+            status = STATUS_FALLBACK
+            break
+        inv = 1.0 / nr
+        for i in range(n):
+            qb[m, i] = acc[i] * inv
+            wv[i] = d[i] * qb[m, i]
+        _tri_matvec(s, wv, mrows, k, y, dd, False)
+        for i in range(n):
+            yb[m, i] = d[i] * y[i]
+        m += 1
+    return rho, k, m, status, changed, ntarget
 
 
 @njit(cache=True)
 def cov_corr_compact(s: np.ndarray, d: np.ndarray, member: np.ndarray, out: np.ndarray) -> int:
-    """Fill ``out[:k, :k]`` with the members' correlation matrix (for the LAPACK fallback)."""
+    """Fill ``out[:k, :k]`` with the members' correlation matrix (for the LAPACK fallback).
+
+    ``d`` is scratch: the scalings ``1 / sqrt(S_ii)`` are recomputed from ``s`` (the same
+    expression as in :func:`cov_step`, so bitwise the same values)."""
     n = s.shape[0]
+    for i in range(n):
+        d[i] = 1.0 / math.sqrt(s[i, i]) if member[i] else 0.0
     k = 0
     for i in range(n):
         if member[i]:
@@ -499,7 +651,6 @@ def cov_corr_compact(s: np.ndarray, d: np.ndarray, member: np.ndarray, out: np.n
                     q += 1
             k += 1
     return k
-
 
 # ---------------------------------------------------------------------------------------------
 # Gram mode
@@ -527,33 +678,52 @@ def _dense_matvec(g: np.ndarray, w: int, u: np.ndarray, y: np.ndarray) -> None:
 
 
 @njit(cache=True)
+def _col_stats(ring: np.ndarray, t: int, w: int, c1: np.ndarray, c2: np.ndarray, c3: np.ndarray) -> None:
+    """Per column of the window (the last ``w`` rows of the ring): ``c1`` = mean,
+    ``c2`` = sum of deviations from it, ``c3`` = sum of squared deviations (two-pass)."""
+    cap, n = ring.shape
+    for i in range(n):
+        c1[i] = 0.0
+        c2[i] = 0.0
+        c3[i] = 0.0
+    for r in range(w):
+        xr = ring[(t - w + r) % cap]
+        for i in range(n):
+            c1[i] += xr[i]
+    for i in range(n):
+        c1[i] = c1[i] / w
+    for r in range(w):
+        xr = ring[(t - w + r) % cap]
+        for i in range(n):
+            e = xr[i] - c1[i]
+            c2[i] += e
+            c3[i] += e * e
+
+
+@njit(cache=True)
 def gram_step(
     w: int, t: int, ring: np.ndarray, run: np.ndarray, same: np.ndarray,
     member: np.ndarray, v: np.ndarray, idx: np.ndarray, mean: np.ndarray, d: np.ndarray,
     z: np.ndarray, g: np.ndarray, u: np.ndarray, y: np.ndarray,
-    tol: float, maxit: int,
+    tol: float, maxit: int, c1: np.ndarray, c2: np.ndarray, c3: np.ndarray,
 ) -> tuple[float, int, int, int, int, int]:
     """One bar for a Gram-mode window: rebuilt from the raw window each bar, so nothing drifts.
 
     Same membership rule and return tuple as :func:`cov_step` (``rows_anchored`` is 0).
     ``idx[:k]`` receives the member indices and ``z[:w, :k]`` the standardised window.
+    ``c1``, ``c2``, ``c3`` are length-N scratch (per-column sums, accumulated row by row so the
+    ring is read contiguously; per column the summation order is the same as column by column).
     """
     cap, n = ring.shape
+    _col_stats(ring, t, w, c1, c2, c3)
     k = 0
     changed = 0
     for i in range(n):
         is_mem = False
         if run[i] >= w and same[i] < w:
-            tot = 0.0
-            for r in range(w):
-                tot += ring[(t - w + r) % cap, i]
-            m = tot / w
-            corr = 0.0
-            ss = 0.0
-            for r in range(w):
-                e = ring[(t - w + r) % cap, i] - m
-                corr += e
-                ss += e * e
+            m = c1[i]
+            corr = c2[i]
+            ss = c3[i]
             m += corr / w
             ss -= corr * corr / w  # two-pass with correction (Bjorck)
             floor = REL_STD_FLOOR * m
@@ -657,6 +827,56 @@ def gram_set_vector(
         inv = 1.0 / math.sqrt(nrm)
         for q in range(k):
             v[idx[q]] *= inv
+
+
+@njit(cache=True)
+def scan_bar(
+    closes: np.ndarray, prev_close: np.ndarray, ring: np.ndarray, t: int, run: np.ndarray,
+    same: np.ndarray, windows: np.ndarray, modes: np.ndarray,
+    s3: np.ndarray, mean2: np.ndarray, eb2: np.ndarray, em2: np.ndarray, tracked2: np.ndarray,
+    flat2: np.ndarray, member2: np.ndarray, v2: np.ndarray,
+    idx2: np.ndarray, gmean2: np.ndarray, z3: np.ndarray, g3: np.ndarray, u2: np.ndarray,
+    uy2: np.ndarray,
+    a: np.ndarray, b: np.ndarray, dl: np.ndarray, d: np.ndarray, dd: np.ndarray, wv: np.ndarray,
+    y: np.ndarray, acc: np.ndarray, rows: np.ndarray, mrows: np.ndarray, targets: np.ndarray,
+    qb: np.ndarray, yb: np.ndarray, h: np.ndarray, ha: np.ndarray, hv: np.ndarray,
+    svec: np.ndarray, x: np.ndarray, cx: np.ndarray,
+    eta: float, tol: float, maxit: int, lam_out: np.ndarray, int_out: np.ndarray,
+) -> int:
+    """One bar for all windows in one call: ingest the closes as return number ``t`` and run
+    :func:`cov_step` / :func:`gram_step` per window (state of window ``j`` in slice ``[j]`` of
+    the stacked arrays). Writes ``lam_out[j]`` and ``int_out[j] = (n_used, iterations, status,
+    membership_changed, rows_anchored)``; returns the number of symbols used by at least one
+    warm window. A window with ``STATUS_FALLBACK`` still needs the caller's LAPACK solve."""
+    cap, n = ring.shape
+    ingest_bar(closes, prev_close, ring, t % cap, run, same)
+    t += 1
+    for j in range(windows.shape[0]):
+        w = windows[j]
+        if modes[j] == MODE_COV:
+            out = cov_step(
+                w, t, ring, run, same, s3[j], mean2[j], eb2[j], em2[j], tracked2[j], flat2[j],
+                member2[j], v2[j], a, b, dl, d, dd, wv, y, acc, rows, mrows, targets,
+                qb, yb, h, ha, hv, svec, x, cx, eta, tol, maxit,
+            )
+        else:
+            out = gram_step(
+                w, t, ring, run, same, member2[j], v2[j], idx2[j], gmean2[j], d, z3[j], g3[j],
+                u2[j], uy2[j], tol, maxit, a, b, acc,
+            )
+        lam_out[j] = out[0]
+        int_out[j, 0] = out[1]
+        int_out[j, 1] = out[2]
+        int_out[j, 2] = out[3]
+        int_out[j, 3] = out[4]
+        int_out[j, 4] = out[5]
+    used = 0
+    for i in range(n):
+        for j in range(windows.shape[0]):
+            if int_out[j, 2] != STATUS_COLD and member2[j, i]:
+                used += 1
+                break
+    return used
 
 
 def warmup() -> None:

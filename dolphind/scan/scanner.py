@@ -15,7 +15,7 @@ Definitions (the choices a reader of the Arrow files needs to know):
   exactly zero) has no defined correlation; it is excluded from that window (not counted in
   ``N_used``) rather than given a fake unit variance. It rejoins as soon as its price moves.
   The same holds for a *numerically* constant column, whose standard deviation is below
-  ``kernels.REL_STD_FLOOR`` (1e-9) times its mean return: its deviations are rounding noise of
+  ``kernels.REL_STD_FLOOR`` (1e-5) times its mean return: its deviations are rounding noise of
   the mean and no float64 method can give its correlations (condition number ~ mean / std).
 * **Warm.** A window is warm when it has at least two members. Cold windows give NaN lambda,
   velocity and instability.
@@ -79,43 +79,17 @@ def regime_signal(vel_div: float, short_threshold: float, long_threshold: float)
 
 @dataclass
 class _Window:
+    """Per-window view of the scanner's stacked state (slice ``[j]`` of each array)."""
+
     w: int
     mode: int
     member: np.ndarray
     v: np.ndarray
-    # cov mode
-    s: np.ndarray | None = None
-    mean: np.ndarray | None = None
-    eb: np.ndarray | None = None
-    em: np.ndarray | None = None
-    tracked: np.ndarray | None = None
-    flat: np.ndarray | None = None
-    # gram mode
-    idx: np.ndarray | None = None
-    z: np.ndarray | None = None
-    g: np.ndarray | None = None
-    u: np.ndarray | None = None
-    uy: np.ndarray | None = None
+    s: np.ndarray  # cov: co-moment matrix, upper triangle maintained
+    z: np.ndarray  # gram: standardised window z[:w, :k]
+    g: np.ndarray  # gram: Gram matrix g[:w, :w]
+    idx: np.ndarray  # gram: member indices
     absorption: float = math.nan
-
-    @classmethod
-    def new(cls, w: int, mode: int, n: int) -> _Window:
-        win = cls(w=w, mode=mode, member=np.zeros(n, np.bool_), v=np.zeros(n))
-        if mode == K.MODE_COV:
-            win.s = np.zeros((n, n))
-            win.mean = np.zeros(n)
-            win.eb = np.zeros(n)
-            win.em = np.zeros(n)
-            win.tracked = np.zeros(n, np.bool_)
-            win.flat = np.zeros(n, np.bool_)
-        else:
-            win.idx = np.zeros(n, np.int64)
-            win.mean = np.zeros(n)
-            win.z = np.zeros((w, max(n, 1)))
-            win.g = np.zeros((w, w))
-            win.u = np.zeros(w)
-            win.uy = np.zeros(w)
-        return win
 
 
 @dataclass
@@ -169,13 +143,37 @@ class EigenScanner:
 
     def _alloc(self, n: int) -> None:
         cap = max(self._windows) + 1
+        nw = len(self._windows)
         self._n = n
         self._ring = np.full((cap, n), np.nan)
         self._prev = np.full(n, np.nan)
         self._run = np.zeros(n, np.int64)
         self._same = np.zeros(n, np.int64)
         modes = self._forced_modes or tuple(choose_mode(w, n) for w in self._windows)
-        self._wins = [_Window.new(w, m, n) for w, m in zip(self._windows, modes, strict=True)]
+        self._modes_arr = np.array(modes, np.int64)
+        self._win_arr = np.array(self._windows, np.int64)
+        # stacked per-window state: all four windows are advanced by one numba call per bar
+        ncov = n if K.MODE_COV in modes else 1
+        wz = max([w for w, m in zip(self._windows, modes, strict=True) if m == K.MODE_GRAM] or [1])
+        self._S = np.zeros((nw, ncov, ncov))
+        self._mean = np.zeros((nw, n))
+        self._eb = np.zeros((nw, n))
+        self._em = np.zeros((nw, n))
+        self._tracked = np.zeros((nw, n), np.bool_)
+        self._flat = np.zeros((nw, n), np.bool_)
+        self._member = np.zeros((nw, n), np.bool_)
+        self._v = np.zeros((nw, n))
+        self._idx = np.zeros((nw, n), np.int64)
+        self._gmean = np.zeros((nw, n))
+        self._Z = np.zeros((nw, wz, max(n, 1)))
+        self._G = np.zeros((nw, wz, wz))
+        self._U = np.zeros((nw, wz))
+        self._UY = np.zeros((nw, wz))
+        self._wins = [
+            _Window(w=w, mode=m, member=self._member[j], v=self._v[j], s=self._S[j],
+                    z=self._Z[j], g=self._G[j], idx=self._idx[j])
+            for j, (w, m) in enumerate(zip(self._windows, modes, strict=True))
+        ]
         self._a, self._b, self._dl = np.zeros(n), np.zeros(n), np.zeros(n)
         self._d, self._dd, self._wv = np.zeros(n), np.zeros(n), np.zeros(n)
         self._y, self._acc = np.zeros(n), np.zeros(n)
@@ -183,6 +181,12 @@ class EigenScanner:
         self._mrows = np.zeros(n, np.int64)
         self._targets = np.zeros(n, np.int64)
         self._fb = np.zeros((n, n))
+        kb = self._maxit + 1
+        self._qb, self._yb = np.zeros((kb, n)), np.zeros((kb, n))
+        self._h, self._ha, self._hv = np.zeros((kb, kb)), np.zeros((kb, kb)), np.zeros((kb, kb))
+        self._svec, self._x, self._cx = np.zeros(kb), np.zeros(n), np.zeros(n)
+        self._lam = np.zeros(nw)
+        self._iout = np.zeros((nw, 5), np.int64)
 
     def _remap(self, symbols: tuple[str, ...]) -> None:
         """Universe changed: carry over the raw data of surviving symbols and rebuild the rest.
@@ -232,17 +236,32 @@ class EigenScanner:
         lam = [math.nan] * 4
         vel = [math.nan] * 4
         inst = [math.nan] * 4
-        used = np.zeros(self._n, np.bool_)
+        n_used = 0
         if self._have_prev:
-            cap = self._ring.shape[0]
-            K.ingest_bar(closes, self._prev, self._ring, self._t % cap, self._run, self._same)
+            n_used = K.scan_bar(
+                closes, self._prev, self._ring, self._t, self._run, self._same,
+                self._win_arr, self._modes_arr,
+                self._S, self._mean, self._eb, self._em, self._tracked, self._flat,
+                self._member, self._v, self._idx, self._gmean, self._Z, self._G, self._U, self._UY,
+                self._a, self._b, self._dl, self._d, self._dd, self._wv,
+                self._y, self._acc, self._rows, self._mrows, self._targets,
+                self._qb, self._yb, self._h, self._ha, self._hv, self._svec, self._x, self._cx,
+                self._eta, self._tol, self._maxit, self._lam, self._iout,
+            )
             self._t += 1
+            lam_arr = self._lam.tolist()
+            iout = self._iout.tolist()
+            counters = self.counters
             for j, win in enumerate(self._wins):
-                lam_j, k, its, status, changed, anchored = self._step(win)
-                self.counters.last_iterations[j] = its
-                self.counters.last_n_used[j] = k
-                self.counters.rows_anchored_total += anchored
-                self.counters.membership_changes_total += changed
+                k, its, status, changed, anchored = iout[j]
+                lam_j = lam_arr[j]
+                if status == K.STATUS_FALLBACK:
+                    lam_j = self._fallback(win, k)
+                    status = K.STATUS_OK
+                counters.last_iterations[j] = its
+                counters.last_n_used[j] = k
+                counters.rows_anchored_total += anchored
+                counters.membership_changes_total += changed
                 prev_a = win.absorption
                 if status == K.STATUS_COLD:
                     win.absorption = math.nan
@@ -253,7 +272,6 @@ class EigenScanner:
                 if not changed:
                     vel[j] = a_w - prev_a  # NaN if the previous bar was cold
                 win.absorption = a_w
-                used |= win.member
         else:
             # first bar: no return yet; remember the closes
             for i in range(self._n):
@@ -264,7 +282,7 @@ class EigenScanner:
         rec = ScanRecord(
             scan_number=self._next_scan,
             ts_ns=int(ts_ns),
-            n_symbols=int(used.sum()),
+            n_symbols=int(n_used),
             symbols=symbols,
             prices=frozen_array(closes.copy()),
             lambda_max=(lam[0], lam[1], lam[2], lam[3]),
@@ -277,37 +295,18 @@ class EigenScanner:
         self._next_scan += 1
         return rec
 
-    def _step(self, win: _Window) -> tuple[float, int, int, int, int, int]:
+    def _fallback(self, win: _Window, k: int) -> float:
+        """LAPACK (``eigh``) on the compact matrix of a window the kernel could not certify."""
+        self.counters.fallbacks_total += 1
         if win.mode == K.MODE_COV:
-            assert win.s is not None and win.mean is not None and win.eb is not None
-            assert win.em is not None and win.tracked is not None and win.flat is not None
-            out = K.cov_step(
-                win.w, self._t, self._ring, self._run, self._same,
-                win.s, win.mean, win.eb, win.em, win.tracked, win.flat, win.member, win.v,
-                self._a, self._b, self._dl, self._d, self._dd, self._wv,
-                self._y, self._acc, self._rows, self._mrows, self._targets,
-                self._eta, self._tol, self._maxit,
-            )
-            if out[3] == K.STATUS_FALLBACK:
-                k = K.cov_corr_compact(win.s, self._d, win.member, self._fb)
-                evals, evecs = np.linalg.eigh(self._fb[:k, :k])
-                win.v[win.member] = evecs[:, -1]
-                self.counters.fallbacks_total += 1
-                return float(evals[-1]), out[1], out[2], K.STATUS_OK, out[4], out[5]
-            return out
-        assert win.idx is not None and win.mean is not None and win.z is not None
-        assert win.g is not None and win.u is not None and win.uy is not None
-        out = K.gram_step(
-            win.w, self._t, self._ring, self._run, self._same, win.member, win.v,
-            win.idx, win.mean, self._d, win.z, win.g, win.u, win.uy, self._tol, self._maxit,
-        )
-        if out[3] == K.STATUS_FALLBACK:
-            evals, evecs = np.linalg.eigh(win.g)
-            u = np.ascontiguousarray(evecs[:, -1])
-            K.gram_set_vector(win.z, win.w, out[1], win.idx, u, win.v)
-            self.counters.fallbacks_total += 1
-            return float(evals[-1]), out[1], out[2], K.STATUS_OK, out[4], out[5]
-        return out
+            k = K.cov_corr_compact(win.s, self._d, win.member, self._fb)
+            evals, evecs = np.linalg.eigh(self._fb[:k, :k])
+            win.v[win.member] = evecs[:, -1]
+            return float(evals[-1])
+        evals, evecs = np.linalg.eigh(win.g[: win.w, : win.w])
+        u = np.ascontiguousarray(evecs[:, -1])
+        K.gram_set_vector(win.z, win.w, k, win.idx, u, win.v)
+        return float(evals[-1])
 
     def correlation_matrix(self, window_index: int) -> tuple[tuple[str, ...], np.ndarray]:
         """The members and correlation matrix window ``window_index`` used at the last bar.
@@ -319,11 +318,9 @@ class EigenScanner:
         syms = tuple(s for s, m in zip(self._symbols or (), win.member, strict=True) if m)
         k = len(syms)
         if win.mode == K.MODE_COV:
-            assert win.s is not None
             full = np.triu(win.s) + np.triu(win.s, 1).T
             sub = full[np.ix_(win.member, win.member)]
             sd = np.sqrt(np.diag(sub))
             return syms, sub / np.outer(sd, sd)
-        assert win.z is not None
         z = win.z[: win.w, :k]
         return syms, z.T @ z
