@@ -26,6 +26,7 @@ from dolphind.config import Config, strategy_params
 from dolphind.events import Bar, OrderIntent, ScanRecord
 from dolphind.execution.ledger import Ledger
 from dolphind.execution.stage import ExecutionStage, open_books
+from dolphind.feed.binance_ws import BinanceFeed
 from dolphind.feed.market import MarketStage
 from dolphind.feed.replay import ReplayFeed
 from dolphind.ops.metrics import Metrics
@@ -98,7 +99,11 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         intents: Channel[OrderIntent | Bar] = Channel("intents", cfg.channels.bars,
                                                       Overflow.BLOCK, m.channels)
 
-        feed = await ReplayFeed.open(bars, config, health, m)
+        feed: ReplayFeed | BinanceFeed
+        if cfg.feed.kind == "binance":
+            feed = BinanceFeed(bars, config, health, m)
+        else:
+            feed = await ReplayFeed.open(bars, config, health, m)
         market = MarketStage(bars, scan_bars, health, m, bus,
                              on_bar=lambda bar: emit("on_bar", bar))
         scan = ScanStage(scan_bars, scans, EigenScanner(start_scan_number=start_scan), sink,
@@ -135,7 +140,9 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         pipeline = Pipeline(
             stages=[feed, market, scan, alpha, execution],
             readiness_checks={
-                "feed": lambda: "ok" if feed.ready else "no bar yet",
+                # The live feed says why it is not ready (which connection is down or stalled).
+                "feed": feed.readiness if isinstance(feed, BinanceFeed)
+                else lambda: "ok" if feed.ready else "no bar yet",
                 "scan": scan_ready,
                 "execution": execution.readiness,
             },

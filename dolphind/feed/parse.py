@@ -1,0 +1,278 @@
+"""Binance USDT-M combined-stream frames -> typed events, cheaply (SPEC §1).
+
+A combined-stream frame is ``{"stream": "<name>", "data": {...}}``. Each connection builds one
+``FrameParser`` over the streams it subscribed to, so the stream name is looked up once in a
+dict that already holds the kind, the symbol (upper case) and the parse function: the hot path
+is one ``orjson.loads``, one dict lookup and the field conversions, with no per-frame string
+work on the stream name.
+
+A frame that cannot be used raises ``BadFrame(reason)``; the reader counts the reason and drops
+the frame. Reasons (the label values of ``dolphind_feed_bad_frames_total``):
+
+- ``invalid_json``: not JSON at all (truncated, garbage, binary);
+- ``not_envelope``: JSON, but not a ``{"stream", "data"}`` object;
+- ``control_message``: a ``{"result": ..., "id": ...}`` or ``{"error": ...}`` reply;
+- ``unknown_stream``: a stream this connection did not subscribe to;
+- ``missing_field`` / ``wrong_type`` / ``non_numeric``: a payload field is absent, of the wrong
+  JSON type, or a numeric string that is not a finite positive number;
+- ``bad_time``: an event time outside any plausible epoch-milliseconds range;
+- ``empty_book`` / ``crossed_book``: a depth snapshot with a side missing, or best ask <= best bid;
+- ``parser_error``: anything else the parser raised (a safety net; tests assert it stays 0).
+
+The validation is on the good path only where it is free (Python raises for us) or cheap (one
+comparison); classification work happens only once something already failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Union
+
+import orjson
+
+from dolphind.events import AggTrade, BookTicker, Depth5, Depth5Raw, MarkPrice
+
+# Kinds of stream, as used in metric labels and for routing.
+AGG_TRADE = "aggTrade"
+MARK_PRICE = "markPrice"
+DEPTH5 = "depth5"
+BOOK_TICKER = "bookTicker"
+KINDS = (AGG_TRADE, MARK_PRICE, DEPTH5, BOOK_TICKER)
+
+BAD_FRAME_REASONS = (
+    "invalid_json", "not_envelope", "control_message", "unknown_stream", "missing_field",
+    "wrong_type", "non_numeric", "bad_time", "empty_book", "crossed_book", "parser_error",
+)
+
+# Event times outside [2001-09-09, 2286-11-20] in ms are not times; rejecting them keeps a
+# corrupted frame from moving the bar clock decades away.
+_MIN_MS = 1_000_000_000_000
+_MAX_MS = 10_000_000_000_000
+_INF = float("inf")
+
+Event = Union[AggTrade, MarkPrice, Depth5Raw, BookTicker]
+# markPrice@arr frames carry many symbols; every other kind yields one event.
+Parsed = Union[Event, list[MarkPrice]]
+
+
+class BadFrame(Exception):
+    """A frame that must be counted under ``reason`` and dropped."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def stream_kind(stream: str) -> str | None:
+    """The kind of a stream name (``btcusdt@depth5@500ms`` -> ``depth5``), None if unsupported."""
+    parts = stream.split("@")
+    if len(parts) < 2:
+        return None
+    base = parts[1]
+    if base == "aggTrade":
+        return AGG_TRADE
+    if base.startswith("depth5"):
+        return DEPTH5
+    if base == "bookTicker":
+        return BOOK_TICKER
+    if base == "markPrice":
+        return MARK_PRICE
+    if parts[0] == "!markPrice" and base == "arr":
+        return MARK_PRICE
+    return None
+
+
+def _time(value: Any) -> int:
+    if type(value) is not int:
+        raise BadFrame("wrong_type")
+    if not _MIN_MS <= value < _MAX_MS:
+        raise BadFrame("bad_time")
+    return value
+
+
+def _price(value: Any) -> float:
+    # Binance sends prices as strings so that no digit is lost; a JSON number would be a
+    # different producer, and a bool would silently become 1.0.
+    if type(value) is not str:
+        raise BadFrame("wrong_type")
+    x = float(value)  # ValueError -> non_numeric
+    if not 0.0 < x < _INF:  # also false for NaN
+        raise BadFrame("non_numeric")
+    return x
+
+
+def _qty(value: Any) -> float:
+    if type(value) is not str:
+        raise BadFrame("wrong_type")
+    x = float(value)
+    if not 0.0 <= x < _INF:
+        raise BadFrame("non_numeric")
+    return x
+
+
+def parse_agg_trade(d: Any, symbol: str) -> AggTrade:
+    # The most frequent frame: the checks of _time/_price/_qty are inlined (a call costs more
+    # than the check itself).
+    e, t, p, q, m, a = d["E"], d["T"], d["p"], d["q"], d["m"], d["a"]
+    if type(e) is not int or type(t) is not int or type(p) is not str or type(q) is not str \
+            or type(m) is not bool or type(a) is not int:
+        raise BadFrame("wrong_type")
+    if not (_MIN_MS <= e < _MAX_MS and _MIN_MS <= t < _MAX_MS):
+        raise BadFrame("bad_time")
+    price, qty = float(p), float(q)
+    if not (0.0 < price < _INF and 0.0 <= qty < _INF):
+        raise BadFrame("non_numeric")
+    return AggTrade(symbol, e, t, a, price, qty, m)
+
+
+def _side(levels: Any) -> tuple[list[float], list[float], float, float]:
+    """Prices and quantities of one book side, plus its lowest and highest price."""
+    if type(levels) is not list:
+        raise BadFrame("wrong_type")
+    if not levels:
+        raise BadFrame("empty_book")
+    px: list[float] = []
+    qty: list[float] = []
+    for lvl in levels:
+        p, q = lvl  # ValueError (-> non_numeric) for a level that is not a pair
+        if type(p) is not str or type(q) is not str or type(lvl) is not list:
+            raise BadFrame("wrong_type")
+        px.append(float(p))
+        qty.append(float(q))
+    lo, hi = min(px), max(px)
+    if not (lo > 0.0 and hi < _INF and min(qty) >= 0.0 and max(qty) < _INF):
+        raise BadFrame("non_numeric")  # NaN, inf, zero or negative values
+    return px, qty, lo, hi
+
+
+def parse_depth5(d: Any, symbol: str) -> Depth5Raw:
+    """Check the envelope, the time and the best level of each side; keep the rest as is.
+
+    Binance lists bids best (highest) first and asks best (lowest) first, so the crossed-book
+    guard needs only the first level of each side here; ``decode_depth5`` converts and checks
+    every level when the snapshot is used, and checks the crossing over all levels again.
+    """
+    bids, asks = d["b"], d["a"]
+    if type(bids) is not list or type(asks) is not list:
+        raise BadFrame("wrong_type")
+    if not bids or not asks:
+        raise BadFrame("empty_book")
+    b0, a0 = bids[0], asks[0]
+    if type(b0) is not list or type(a0) is not list:
+        raise BadFrame("wrong_type")
+    best_bid, best_ask = _price(b0[0]), _price(a0[0])
+    if best_ask <= best_bid:
+        raise BadFrame("crossed_book")
+    return Depth5Raw(symbol, _time(d["E"]), best_bid, best_ask, bids, asks)
+
+
+def decode_depth5(raw: Depth5Raw) -> Depth5:
+    """Every level of a kept snapshot as floats; BadFrame when one is unusable."""
+    try:
+        bid_px, bid_qty, _, best_bid = _side(raw.bids)
+        ask_px, ask_qty, best_ask, _ = _side(raw.asks)
+    except BadFrame:
+        raise
+    except (TypeError, IndexError):
+        raise BadFrame("wrong_type") from None
+    except (ValueError, OverflowError):
+        raise BadFrame("non_numeric") from None
+    if best_ask <= best_bid:
+        raise BadFrame("crossed_book")
+    return Depth5(raw.symbol, raw.event_ms, bid_px, bid_qty, ask_px, ask_qty)
+
+
+def parse_book_ticker(d: Any, symbol: str) -> BookTicker:
+    bid, ask = _price(d["b"]), _price(d["a"])
+    if ask <= bid:
+        raise BadFrame("crossed_book")
+    return BookTicker(symbol, _time(d["E"]), bid, _qty(d["B"]), ask, _qty(d["A"]))
+
+
+def parse_mark_price(d: Any, symbol: str) -> MarkPrice:
+    return MarkPrice(symbol, _time(d["E"]), _price(d["p"]))
+
+
+def parse_mark_price_arr(d: Any, _symbol: str) -> list[MarkPrice]:
+    if type(d) is not list:
+        raise BadFrame("wrong_type")
+    out = []
+    for item in d:
+        s = item["s"]
+        if type(s) is not str:
+            raise BadFrame("wrong_type")
+        out.append(MarkPrice(s, _time(item["E"]), _price(item["p"])))
+    return out
+
+
+_PARSERS: dict[str, Callable[[Any, str], Parsed]] = {
+    AGG_TRADE: parse_agg_trade,
+    DEPTH5: parse_depth5,
+    BOOK_TICKER: parse_book_ticker,
+    MARK_PRICE: parse_mark_price,
+}
+
+
+class FrameParser:
+    """Parses the frames of one connection, which subscribed to ``streams``.
+
+    ``counts[i]`` is the number of good frames seen on ``streams[i]``: the connection's
+    watchdog compares it over time to find subscribed streams that stay silent.
+    """
+
+    __slots__ = ("_routes", "streams", "counts", "_loads")
+
+    def __init__(self, streams: Iterable[str],
+                 loads: Callable[[str | bytes], Any] = orjson.loads) -> None:
+        # ``loads`` is replaceable only so the benchmark can measure a stdlib-json baseline.
+        self._loads = loads
+        self.streams = list(streams)
+        self.counts = [0] * len(self.streams)
+        self._routes: dict[str, tuple[str, str, Callable[[Any, str], Parsed], int]] = {}
+        for slot, stream in enumerate(self.streams):
+            kind = stream_kind(stream)
+            if kind is None:
+                raise ValueError(f"unsupported stream {stream!r}")
+            if stream.startswith("!"):
+                self._routes[stream] = (kind, "", parse_mark_price_arr, slot)
+            else:
+                symbol = stream.split("@", 1)[0].upper()
+                self._routes[stream] = (kind, symbol, _PARSERS[kind], slot)
+
+    def parse(self, raw: str | bytes) -> tuple[str, Parsed]:
+        """Return ``(kind, event or list of events)``; raise BadFrame for anything unusable."""
+        try:
+            obj = self._loads(raw)
+        except ValueError:  # orjson.JSONDecodeError and json.JSONDecodeError both are
+            raise BadFrame("invalid_json") from None
+        try:
+            entry = self._routes.get(obj["stream"])
+            data = obj["data"]
+        except (KeyError, TypeError, IndexError):
+            raise BadFrame(_envelope_reason(obj)) from None
+        if entry is None:
+            raise BadFrame("unknown_stream")
+        kind, symbol, fn, slot = entry
+        try:
+            event = fn(data, symbol)
+        except BadFrame:
+            raise
+        except KeyError:
+            raise BadFrame("missing_field") from None
+        except (TypeError, AttributeError, IndexError):
+            raise BadFrame("wrong_type") from None
+        except (ValueError, OverflowError):
+            # float() of a non-numeric string, or a level that is not a [price, qty] pair.
+            raise BadFrame("non_numeric") from None
+        self.counts[slot] += 1
+        return kind, event
+
+
+def _envelope_reason(obj: Any) -> str:
+    if isinstance(obj, dict):
+        if "result" in obj or "error" in obj:
+            return "control_message"
+        if "stream" in obj and not isinstance(obj["stream"], str):
+            return "wrong_type"
+    return "not_envelope"

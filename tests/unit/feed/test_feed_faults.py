@@ -1,0 +1,278 @@
+"""The live feed against the loopback fake Binance: routing, sharding, and every injected fault.
+
+For each fault the feed must recover by itself, count the fault, report not-ready while it is
+down, and lose no bar it could have built: every bar window in which the feed accepted a price
+is emitted, with the last accepted price as the close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+import pytest
+
+from dolphind.config import Config
+from dolphind.events import Bar
+from dolphind.feed.binance_ws import BinanceFeed, Backoff, plan_streams, shard, stream_url
+from dolphind.ops.metrics import Metrics
+from tests.conftest import eventually
+from tests.fakes.binance import FakeBinance, Recording, load_recording
+from tests.unit.feed.conftest import feed_config, make_feed
+
+SPEED = 4.0  # the 30 s capture plays in 7.5 s; 1 s bars close every 0.25 s
+
+
+@pytest.fixture(scope="module")
+def recording() -> Recording:
+    return load_recording()
+
+
+@dataclass
+class Live:
+    fake: FakeBinance
+    feed: BinanceFeed
+    metrics: Metrics
+    bars: list[Bar] = field(default_factory=list)
+    # Every price the bar builder was given: (symbol index, E, price, accepted)
+    prices: list[tuple[int, int, float, bool]] = field(default_factory=list)
+    readiness: list[str] = field(default_factory=list)
+
+    def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
+        return self.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+    def assert_no_lost_bar(self) -> None:
+        """Every closed window with an accepted price was emitted, closing at that price."""
+        bar_ms = self.feed.bars.bar_ms
+        closed_until = self.feed.bars.next_start or 0
+        expected: dict[int, dict[int, float]] = {}
+        for i, e, px, ok in self.prices:
+            start = e - e % bar_ms
+            if ok and start < closed_until:
+                expected.setdefault(start, {})[i] = px
+        got = {b.ts_ns // 1_000_000: b for b in self.bars}
+        assert expected, "no prices were accepted"
+        for start, closes in expected.items():
+            assert start in got, f"bar {start} had prices but was not emitted"
+            for i, px in closes.items():
+                assert got[start].closes[i] == px
+        seqs = [b.seq for b in self.bars]
+        assert seqs == sorted(set(seqs)), "sequence numbers must increase"
+        # A sequence jump only where no price was accepted for the skipped windows.
+        by_seq = {b.seq: b.ts_ns // 1_000_000 for b in self.bars}
+        for a, b in zip(seqs, seqs[1:]):
+            if b != a + 1:
+                for k in range(1, b - a):
+                    assert by_seq[a] + k * bar_ms not in expected
+
+
+@contextlib.asynccontextmanager
+async def live(recording: Recording, metrics: Metrics, **settings: object) -> AsyncIterator[Live]:
+    async with FakeBinance(recording, speed=SPEED) as fake:
+        cfg: Config = feed_config(fake.url, **settings)  # type: ignore[arg-type]
+        feed, out, _ = make_feed(cfg, metrics=metrics)
+        state = Live(fake, feed, metrics)
+        on_price = feed.bars.on_price
+
+        def spy(i: int, e: int, px: float, qty: float = 0.0) -> bool:
+            ok = on_price(i, e, px, qty)
+            state.prices.append((i, e, px, ok))
+            return ok
+
+        feed.bars.on_price = spy  # type: ignore[method-assign]
+
+        async def collect() -> None:
+            async for bar in out:
+                state.bars.append(bar)
+
+        async def watch() -> None:
+            while True:
+                state.readiness.append(feed.readiness())
+                await asyncio.sleep(0.01)
+
+        async with asyncio.TaskGroup() as tg:
+            run = tg.create_task(feed.run())
+            tasks = [tg.create_task(collect())]
+            try:
+                await eventually(lambda: feed.ready, timeout=10, what="feed ready")
+                tasks.append(tg.create_task(watch()))  # readiness from here on
+                yield state
+            finally:
+                run.cancel()
+                for t in tasks:
+                    t.cancel()
+                out.close()
+
+
+# ---- pure parts ---------------------------------------------------------------------------
+
+
+def test_streams_are_routed_and_sharded_at_most_200_per_connection() -> None:
+    syms = [f"S{i:03d}USDT" for i in range(540)]
+    cfg = feed_config(symbols=syms, book_ticker=True).binance_feed
+    routes = plan_streams(cfg)
+    assert set(routes) == {"public", "market"}
+    assert all(s.endswith(("@depth5@500ms", "@bookTicker")) for s in routes["public"])
+    assert all(s.endswith("@aggTrade") for s in routes["market"])
+    public = shard(routes["public"], cfg.max_streams_per_conn)
+    assert [len(g) for g in public] == [200, 200, 200, 200, 200, 80] or \
+        all(len(g) <= 200 for g in public)
+    assert sum(map(len, public)) == 1080 and len(public) == 6
+    assert [len(g) for g in shard(routes["market"], 200)] == [180, 180, 180]
+    assert stream_url("wss://fstream.binance.com", "market", ["a@aggTrade", "b@aggTrade"]) == \
+        "wss://fstream.binance.com/market/stream?streams=a@aggTrade/b@aggTrade"
+    mark = plan_streams(feed_config(bar_source="markPrice", depth=False).binance_feed)
+    assert mark == {"market": ["!markPrice@arr@1s"]}
+
+
+def test_backoff_is_exponential_jittered_and_capped() -> None:
+    cfg = feed_config(backoff_initial_s=0.5, backoff_max_s=4.0).binance_feed
+    b = Backoff(lambda: cfg)
+    delays = [b.next() for _ in range(8)]
+    for k, d in enumerate(delays):
+        cap = min(4.0, 0.5 * 2 ** k)
+        assert cap / 2 <= d <= cap
+    b.reset()
+    assert b.next() <= 0.5
+
+
+# ---- against the fake server ----------------------------------------------------------------
+
+
+async def test_bars_and_book_from_the_fake_venue(recording: Recording, metrics: Metrics) -> None:
+    async with live(recording, metrics) as s:
+        await eventually(lambda: len(s.bars) >= 8, what="8 bars")
+        assert {c.name for c in s.feed.connections} == {"public-0", "market-0"}
+        s.feed.flush_metrics()
+        assert s.sample("dolphind_feed_messages_total", {"kind": "aggTrade"}) > 0
+        assert s.sample("dolphind_feed_messages_total", {"kind": "depth5"}) > 0
+        assert s.sample("dolphind_feed_bytes_total", {"kind": "depth5"}) > 0
+        assert s.feed.book_view.get("SUSHIUSDT") is not None
+        assert s.fake.stats()["accepted"] == 2
+    s.assert_no_lost_bar()
+    assert s.feed.bad_frames == {}
+
+
+@pytest.mark.parametrize("abort", [False, True], ids=["close", "abort"])
+async def test_socket_closed_by_the_venue(recording: Recording, metrics: Metrics,
+                                          abort: bool) -> None:
+    async with live(recording, metrics) as s:
+        await eventually(lambda: len(s.bars) >= 3, what="bars")
+        s.fake.refuse(0.4)  # keep it down long enough to be seen down
+        await s.fake.close_all(abort=abort)
+        await eventually(lambda: s.feed.readiness() != "ok", what="not ready")
+        await eventually(lambda: s.feed.ready, what="recovered")
+        n = len(s.bars)
+        await eventually(lambda: len(s.bars) >= n + 3, what="bars after recovery")
+    gaps = s.sample("dolphind_feed_gaps_total", {"reason": "closed"}) + \
+        s.sample("dolphind_feed_gaps_total", {"reason": "error"})
+    assert gaps >= 2  # both connections lost
+    assert s.sample("dolphind_feed_connect_failures_total", {"conn": "market-0"}) >= 1
+    assert any("disconnected" in r for r in s.readiness)
+    s.assert_no_lost_bar()
+
+
+async def test_stalled_connection_is_detected_and_replaced(recording: Recording,
+                                                           metrics: Metrics) -> None:
+    async with live(recording, metrics) as s:
+        await eventually(lambda: len(s.bars) >= 3, what="bars")
+        s.fake.stall(1.0)  # sockets stay open, pings answered, no data
+        await eventually(lambda: s.sample("dolphind_feed_gaps_total", {"reason": "stall"}) >= 1,
+                         what="stall detected")
+        assert s.feed.readiness() != "ok"
+        await eventually(lambda: s.feed.ready, what="recovered")
+        n = len(s.bars)
+        await eventually(lambda: len(s.bars) >= n + 3, what="bars after recovery")
+        assert s.sample("dolphind_feed_reconnects_total", {"conn": "market-0", "reason": "stall"}) >= 1
+        assert s.sample("dolphind_feed_last_message_age_seconds", {"conn": "market-0"}) < 0.6
+    assert any("stalled" in r for r in s.readiness)
+    s.assert_no_lost_bar()
+
+
+async def test_refused_connections_back_off_and_recover(recording: Recording,
+                                                        metrics: Metrics) -> None:
+    async with live(recording, metrics) as s:
+        await eventually(lambda: len(s.bars) >= 2, what="bars")
+        s.fake.refuse(1.0)
+        await s.fake.close_all()
+        await eventually(lambda: s.fake.refused >= 4, what="several refused attempts")
+        assert s.feed.readiness() != "ok"
+        await eventually(lambda: s.feed.ready, what="recovered", timeout=10)
+        n = len(s.bars)
+        await eventually(lambda: len(s.bars) >= n + 2, what="bars after recovery")
+    assert s.sample("dolphind_feed_connect_failures_total", {"conn": "public-0"}) >= 2
+    s.assert_no_lost_bar()
+
+
+async def test_wrong_route_raises_stream_silence_alarms(recording: Recording,
+                                                        metrics: Metrics) -> None:
+    async with live(recording, metrics, stream_grace_s=0.8, stall_timeout_s=0.6) as s:
+        await eventually(lambda: len(s.bars) >= 2, what="bars")
+        market = next(c for c in s.feed.connections if c.route == "market")
+        public = next(c for c in s.feed.connections if c.route == "public")
+        s.fake.wrong_route("market", 2.0)  # aggTrade asked on /market now gets nothing
+        # CTKUSDT trades about every second of the capture: its silence is the alarm.
+        await eventually(lambda: "ctkusdt@aggTrade" in market.silent, what="silence alarm")
+        assert s.sample("dolphind_feed_stream_silence_alarms_total", {"kind": "aggTrade"}) >= 1
+        assert s.sample("dolphind_feed_silent_streams", {"conn": "market-0"}) >= 1
+        await eventually(lambda: s.sample("dolphind_feed_gaps_total", {"reason": "stall"}) >= 1,
+                         what="stall")
+        assert any("market-0" in r for r in s.readiness)
+        await eventually(lambda: s.feed.ready and "ctkusdt@aggTrade" not in market.silent,
+                         timeout=10, what="recovered")
+        assert not public.silent
+        # The public connection was never affected.
+        assert s.sample("dolphind_feed_reconnects_total", {"conn": "public-0", "reason": "stall"}) == 0
+    s.assert_no_lost_bar()
+
+
+async def test_garbage_frames_are_counted_by_reason_and_dropped(recording: Recording,
+                                                                metrics: Metrics) -> None:
+    async with live(recording, metrics) as s:
+        await eventually(lambda: len(s.bars) >= 2, what="bars")
+        s.fake.garbage(2)
+        await eventually(lambda: sum(s.fake.injected.values()) >= 2 * 5 + 4
+                         and sum(s.feed.bad_frames.values()) == sum(s.fake.injected.values()),
+                         what="garbage counted")
+        n = len(s.bars)
+        await eventually(lambda: len(s.bars) >= n + 3, what="bars keep coming")
+        assert s.feed.ready
+    assert dict(s.feed.bad_frames) == s.fake.injected
+    for reason, count in s.fake.injected.items():
+        assert s.sample("dolphind_feed_bad_frames_total", {"reason": reason}) == count
+    assert s.sample("dolphind_feed_gaps_total", {"reason": "closed"}) == 0
+    s.assert_no_lost_bar()
+
+
+async def test_crossed_books_are_dropped_and_counted(recording: Recording,
+                                                     metrics: Metrics) -> None:
+    async with live(recording, metrics) as s:
+        await eventually(lambda: s.feed.book_view.get("SUSHIUSDT") is not None, what="book")
+        s.fake.crossed(3)
+        await eventually(lambda: s.feed.bad_frames["crossed_book"] == 3, what="crossed counted")
+        n = len(s.bars)
+        await eventually(lambda: len(s.bars) >= n + 2, what="bars")
+        snap = s.feed.book_view.snapshot()
+        assert snap is not None
+        ok = snap.features["best_bid"] == snap.features["best_bid"]
+        assert (snap.features["best_ask"][ok] > snap.features["best_bid"][ok]).all()
+    assert s.sample("dolphind_feed_bad_frames_total", {"reason": "crossed_book"}) == 3
+    s.assert_no_lost_bar()
+
+
+async def test_rotation_before_the_cutoff_is_make_before_break(recording: Recording,
+                                                               metrics: Metrics) -> None:
+    async with live(recording, metrics, rotate_after_s=0.7) as s:
+        await eventually(lambda: all(c.rotations >= 2 for c in s.feed.connections),
+                         timeout=10, what="two rotations per connection")
+        n = len(s.bars)
+        await eventually(lambda: len(s.bars) >= n + 2, what="bars")
+    assert s.sample("dolphind_feed_reconnects_total", {"conn": "market-0", "reason": "rotate"}) >= 2
+    # Rotation is not a gap: nothing was lost, no window skipped, the sequence is contiguous.
+    assert s.sample("dolphind_feed_gaps_total", {"reason": "closed"}) == 0
+    assert s.feed.bars.skipped == 0
+    assert [b.seq for b in s.bars] == list(range(s.bars[0].seq, s.bars[0].seq + len(s.bars)))
+    assert all(r == "ok" for r in s.readiness[5:])
+    s.assert_no_lost_bar()
