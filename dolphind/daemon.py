@@ -30,6 +30,7 @@ import structlog
 
 from dolphind import __version__, logs
 from dolphind.app import build_pipeline  # the one place concrete parts are wired
+from dolphind.feed.history import HistoryError
 from dolphind.config import (
     Config,
     ConfigError,
@@ -359,7 +360,8 @@ def run(config_path: str | Path) -> int:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         try:
             return runner.run(daemon.serve())
-        except (StartupError, PluginError, ConfigError, OSError) as exc:
+        # HistoryError: the replay data named in the config is missing or unreadable.
+        except (StartupError, PluginError, ConfigError, HistoryError, OSError) as exc:
             log.error("daemon.startup_failed", error=str(exc))
             os.write(2, f"dolphind: cannot start: {exc}\n".encode())
             return EXIT_CONFIG

@@ -12,6 +12,7 @@ from typing import Literal
 
 import orjson
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
@@ -30,7 +31,11 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
                                structlog.dev.ConsoleRenderer(colors=False)]
         factory: structlog.types.WrappedLogger = structlog.PrintLoggerFactory(sys.stdout)
     else:
-        processors = shared + [structlog.processors.dict_tracebacks,
+        # No frame locals in tracebacks: a crash inside a signing call would otherwise write the
+        # API secret and signed parameters into the log (structlog shows locals by default).
+        tracebacks = structlog.processors.ExceptionRenderer(
+            ExceptionDictTransformer(show_locals=False))
+        processors = shared + [tracebacks,
                                structlog.processors.JSONRenderer(serializer=orjson.dumps)]
         factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
     structlog.configure(

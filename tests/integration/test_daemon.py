@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 
 from tests.conftest import wait_until
-from tests.integration.harness import TOKEN, Daemon, free_port, write_config
+from tests.integration.harness import SAMPLE, TOKEN, Daemon, free_port, write_config
 from tests.plugins import install_sample_plugin
 
 pytestmark = pytest.mark.integration
@@ -197,6 +197,18 @@ def test_bad_config_exits_2_with_the_problems(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert "ops.listen: expected HOST:PORT" in res.stderr
+
+
+def test_missing_replay_data_exits_2_naming_the_path(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "d.toml", free_port())
+    text = cfg.read_text()
+    assert f'paths = ["{SAMPLE}"]' in text
+    cfg.write_text(text.replace(f'paths = ["{SAMPLE}"]', 'paths = ["no/such/candles"]'))
+    res = subprocess.run([sys.executable, "-m", "dolphind.cli", "run", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "no/such/candles: no such file or folder" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_second_daemon_on_the_same_data_dir_is_refused(daemon: Daemon, tmp_path: Path) -> None:
