@@ -46,3 +46,20 @@ async def test_lifecycle_without_blocking_the_loop(daemon: Daemon, monkeypatch: 
     daemon._request_stop("test")
     assert await asyncio.wait_for(task, 10) == EXIT_OK
     assert daemon.health.stages["market"].finished
+    # blockbuster's BlockingError is an ordinary Exception: a stage supervisor, the plugin guard
+    # or aiohttp's 500 handler would swallow it. So the test also demands that nothing failed.
+    _assert_nothing_failed(daemon)
+
+
+def _assert_nothing_failed(daemon: Daemon) -> None:
+    failures = []
+    for metric in daemon.metrics.registry.collect():
+        for sample in metric.samples:
+            if sample.value and (
+                sample.name in ("dolphind_stage_errors_total", "dolphind_stage_restarts_total")
+                or (sample.name == "dolphind_http_requests_total"
+                    and sample.labels.get("status", "").startswith("5"))):
+                failures.append((sample.name, sample.labels, sample.value))
+    assert not failures, failures
+    for name, st in daemon.health.stages.items():
+        assert not st.last_error, (name, st.last_error)
