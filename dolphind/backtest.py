@@ -21,7 +21,8 @@ import numpy as np
 import structlog
 
 from dolphind import logs
-from dolphind.config import Config, ConfigError, config_from_dict, load_config, validate
+from dolphind.config import (Config, ConfigError, config_from_dict, load_config, strategy_params,
+                             validate)
 from dolphind.daemon import EXIT_CONFIG, EXIT_OK, Daemon, StartupError
 from dolphind.feed.history import HistoryError
 from dolphind.plugins import PluginError
@@ -45,8 +46,11 @@ def backtest_config(base: Config, data: list[str], out: Path, start: str | None,
             str(base.resolve(p)) for p in base.replay.paths),
         speed=0.0, loop=False, start=start or base.replay.start, end=end or base.replay.end)
     execution = base.execution if seed is None else dataclasses.replace(base.execution, seed=seed)
+    # Plugins act on wall-clock ticks (cooldowns, timers), so with them two runs over the same
+    # data could differ: a backtest runs the strategy alone (run_backtest says so if any were on).
+    plugins = dataclasses.replace(base.plugins, enabled=(), required=())
     return dataclasses.replace(
-        base, mode="backtest", replay=replay, execution=execution,
+        base, mode="backtest", replay=replay, execution=execution, plugins=plugins,
         data=dataclasses.replace(base.data, dir=str(out.resolve())),
         ops=dataclasses.replace(base.ops, listen="127.0.0.1:0"),
         feed=dataclasses.replace(base.feed, kind="replay"))
@@ -96,14 +100,14 @@ async def _run(daemon: Daemon) -> int:
             pass
 
 
-def _signal_series(out: Path) -> SignalSeries | None:
+def _signal_series(out: Path, threshold: float) -> SignalSeries | None:
     files = sorted((out / "scans").glob("*.arrow"))
     if not files:
         return None
     table = read_scans(files)
     ts = table.column("timestamp_ns").to_numpy()
     vd = table.column("vel_div").to_numpy(zero_copy_only=False).astype(np.float64)
-    return SignalSeries(ts, vd, thresholds=(-0.02,))
+    return SignalSeries(ts, vd, thresholds=(threshold,))
 
 
 def run_backtest(data: list[str], out: str, config_path: str | None = None,
@@ -120,10 +124,14 @@ def run_backtest(data: list[str], out: str, config_path: str | None = None,
         if problems:
             raise ConfigError(problems)
         _prepare_out(out_dir, force)
+        threshold = strategy_params(base).vel_div_threshold
     except (ConfigError, StartupError) as exc:
         for line in str(exc).splitlines():
             print(f"dolphind backtest: {line}", file=sys.stderr)
         return EXIT_CONFIG
+    if base.plugins.enabled:
+        print(f"dolphind backtest: plugins are not run in a backtest (they act on wall-clock "
+              f"time): {', '.join(base.plugins.enabled)}", file=sys.stderr)
     # The token would open control endpoints of a daemon that lives for the run only.
     os.environ.pop("DOLPHIND_OPS_TOKEN", None)
     daemon = Daemon(cfg, exit_when_done=True, record_equity=True)
@@ -150,9 +158,13 @@ def run_backtest(data: list[str], out: str, config_path: str | None = None,
                 "signals_by_outcome": _counter_by_label(daemon, "dolphind_signals_total"),
                 "risk_rejections_by_rule": _counter_by_label(daemon,
                                                              "dolphind_risk_rejections_total")}
+    # What the loader dropped, aligned or refused to guess is part of the answer: say it here,
+    # not only in summary.json.
+    for note in feed_status["notes"]:
+        print(f"dolphind backtest: data: {note}", file=sys.stderr)
     files = write_report(out_dir, ledger.closed, ledger.equity,
                          initial_capital_usdt=cfg.execution.capital_usdt,
-                         signal=_signal_series(out_dir), run=run_info)
+                         signal=_signal_series(out_dir, threshold), run=run_info)
     s = files.summary
     print(f"dolphind backtest: {feed_status['bars_emitted']} bars, {len(ledger.closed)} trades, "
           f"report in {out_dir / 'report.html'}")

@@ -38,6 +38,7 @@ def test_backtest_on_real_candles_agrees_with_its_trades(tmp_path: Path, data: P
     assert list((out / "scans").glob("*.arrow"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["bars"] > 1000
+    assert summary["trades"] > 0, summary  # otherwise the agreement below proves nothing
     # The headline numbers agree with an independent recomputation from trades.csv.
     assert verify_report(out) == []
     # The audit chain of the run verifies.
@@ -78,3 +79,47 @@ def test_malformed_inputs_give_clear_messages(tmp_path: Path) -> None:
     assert res.returncode == 2 and "no bars between" in res.stderr
     res = backtest("--data", str(SAMPLE), "--from", "yesterday", "--out", str(tmp_path / "o4"))
     assert res.returncode == 2 and "replay.start: expected an ISO date" in res.stderr
+
+
+def _messy_copy(dst: Path) -> Path:
+    """Real sample candles made messy the ways users' files are: BTC with duplicated rows and
+    out of time order, ETH starting a day later than the rest."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    dst.mkdir()
+    for sym in ("BTC", "ETH", "SOL"):
+        table = feather.read_table(SAMPLE / f"{sym}_USDT_USDT-1m-futures.feather")
+        if sym == "BTC":
+            head = table.slice(0, 50)
+            table = pa.concat_tables([table.slice(50), head, head.slice(0, 7)])
+        if sym == "ETH":
+            table = table.slice(1440)
+        feather.write_feather(table, dst / f"{sym}_USDT_USDT-1m-futures.feather")
+    return dst
+
+
+def test_messy_inputs_are_repaired_and_the_user_is_told(tmp_path: Path) -> None:
+    data = _messy_copy(tmp_path / "messy")
+    res = backtest("--data", str(data), "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    told = [line for line in res.stderr.splitlines() if line.startswith("dolphind backtest: data: ")]
+    assert any("BTC_USDT_USDT-1m-futures.feather: rows were not in time order; sorted" in t for t in told), told
+    assert any("BTC_USDT_USDT-1m-futures.feather: 7 duplicated timestamps" in t for t in told), told
+    assert any("different times" in t for t in told), told
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["run"]["data_notes"] == [t.removeprefix("dolphind backtest: data: ") for t in told]
+
+
+def test_config_and_seed_reach_the_run_and_plugins_stay_out(tmp_path: Path) -> None:
+    cfg = tmp_path / "bt.toml"
+    cfg.write_text('mode = "paper"\n[plugins]\nenabled = ["guardian"]\n'
+                   '[execution]\ncapital_usdt = 12345.0\n')
+    out = tmp_path / "out"
+    res = backtest("--data", str(SAMPLE), "--to", "2025-05-10T18:00", "--config", str(cfg),
+                   "--seed", "7", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "plugins are not run in a backtest (they act on wall-clock time): guardian" in res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"]["seed"] == 7
+    assert summary["initial_capital_usdt"] == 12345.0
