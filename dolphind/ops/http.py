@@ -72,7 +72,9 @@ def build_app(daemon: DaemonView, token: str | None) -> web.Application:
             if token_bytes is None:
                 return _error(403, "control endpoints are disabled: no ops token configured "
                                    "(set DOLPHIND_OPS_TOKEN or ops.token_file)")
-            given = request.headers.get(TOKEN_HEADER, "").encode()
+            # aiohttp keeps undecodable header bytes as surrogates: give them back as bytes so
+            # a malformed token is a 401 like any wrong one, not a 500.
+            given = request.headers.get(TOKEN_HEADER, "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, token_bytes):
                 return _error(401, f"missing or wrong {TOKEN_HEADER} header")
             return await handler(request)
