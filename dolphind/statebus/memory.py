@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -14,17 +14,22 @@ class MemoryStateBus:
 
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, on_write: Callable[[str], None] | None = None) -> None:
+        """``on_write(outcome)`` is told of every write ("ok" or "rejected"), for the metrics."""
         self._maps: dict[str, dict[str, bytes]] = {}
+        self._on_write = on_write or (lambda outcome: None)
         self.rejected = 0
 
     def put(self, map_name: str, key: str, value: Any) -> None:
         try:
             encoded = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
         except TypeError:
+            # A writer bug must not reach the trading loop (writes never raise): it is counted.
             self.rejected += 1
+            self._on_write("rejected")
             return
         self._maps.setdefault(map_name, {})[key] = encoded
+        self._on_write("ok")
 
     def get(self, map_name: str, key: str) -> Any | None:
         raw = self._maps.get(map_name, {}).get(key)
