@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -16,7 +17,7 @@ from typing import Iterator
 import pytest
 
 from tests.conftest import wait_until
-from tests.integration.harness import SAMPLE, TOKEN, Daemon, free_port, write_config
+from tests.integration.harness import REPO, SAMPLE, TOKEN, Daemon, free_port, write_config
 from tests.plugins import install_sample_plugin
 
 pytestmark = pytest.mark.integration
@@ -209,6 +210,33 @@ def test_missing_replay_data_exits_2_naming_the_path(tmp_path: Path) -> None:
     assert res.returncode == 2, res.stderr[-2000:]
     assert "no/such/candles: no such file or folder" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_a_stage_that_keeps_crashing_ends_the_real_process_with_exit_3(tmp_path: Path) -> None:
+    """Crash-only: the market stage is made to raise on every bar (a fault injected into the real
+    process through sitecustomize); after max_restarts the daemon exits 3 for its manager."""
+    site = tmp_path / "fault"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "from dolphind.feed import market\n"
+        "def _broken(self, bar):\n"
+        "    raise RuntimeError('injected market fault')\n"
+        "market.MarketStage._accept = _broken\n")
+    cfg = write_config(tmp_path / "d.toml", free_port(), extra="""
+[supervision]
+max_restarts = 2
+backoff_initial_s = 0.05
+backoff_max_s = 0.1
+""")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    res = subprocess.run([sys.executable, "-m", "dolphind.cli", "run", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=120, env=env,
+                         cwd=tmp_path)
+    assert res.returncode == 3, res.stdout[-3000:] + res.stderr[-2000:]
+    lines = res.stdout.splitlines()
+    restarts = [x for x in lines if '"stage.crashed"' in x and "injected market fault" in x]
+    assert len(restarts) == 2, restarts  # max_restarts = 2: restarted twice...
+    assert any('"daemon.crash_loop"' in x and '"market"' in x for x in lines)  # ...then out
 
 
 def test_second_daemon_on_the_same_data_dir_is_refused(daemon: Daemon, tmp_path: Path) -> None:
