@@ -20,7 +20,7 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
     use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
-    shared = [
+    shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -45,3 +45,22 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         # Not cached: a reload may change the level, and loggers must see it.
         cache_logger_on_first_use=False,
     )
+    _route_stdlib(level, shared, processors[-2:], use_console)
+
+
+def _route_stdlib(level: str, shared: list[structlog.types.Processor],
+                  tail: list[structlog.types.Processor], use_console: bool) -> None:
+    """Libraries log through the stdlib (asyncio, aiohttp, ccxt): the same one-line format on
+    stdout, so a log shipper never meets a stray plain-text line between the JSON ones."""
+    if use_console:
+        renderer = tail[-1]
+    else:
+        renderer = structlog.processors.JSONRenderer(
+            serializer=lambda obj, **kw: orjson.dumps(obj, default=str).decode())
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, tail[0], renderer]))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(_LEVELS[level])

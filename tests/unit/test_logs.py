@@ -43,3 +43,19 @@ def test_console_format_is_key_value_and_hides_locals_too() -> None:
     assert "stage.crashed" in out and "RuntimeError: venue said no" in out
     assert not out.lstrip().startswith("{")
     assert "SECRET-abc123" not in out
+
+
+_STDLIB = """
+import logging, sys
+from dolphind import logs
+logs.configure("info", sys.argv[1])
+logging.getLogger("aiohttp.server").error("Error handling request")
+"""
+
+
+def test_library_log_lines_are_json_too() -> None:
+    res = subprocess.run([sys.executable, "-c", _STDLIB, "json"], capture_output=True, text=True,
+                         timeout=60, check=True)
+    line = orjson.loads(res.stdout.strip().splitlines()[-1])
+    assert line["event"] == "Error handling request" and line["level"] == "error"
+    assert line["logger"] == "aiohttp.server" and "timestamp" in line
