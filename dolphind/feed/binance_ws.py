@@ -12,7 +12,14 @@ Each ``Connection`` owns one socket at a time and re-establishes it
 - on a stall: no frame at all for ``stall_timeout_s`` (the feed's watchdog interrupts it);
 - before Binance's 24 h cut-off (``rotate_after_s``): make-before-break, the new socket is
   read together with the old one until it delivers its first frame, so rotation loses nothing
-  (aggTrade duplicates from the overlap are dropped by aggregate id, depth by event time).
+  (aggTrade duplicates from the overlap are dropped by aggregate id, depth by event time);
+- when the control plane asks (``Control.reconnect_feed``, e.g. the guardian's exchange-lag
+  playbook): every connection, reason ``requested``.
+
+A connection is healthy (for readiness and the bar gap logic) only once its current socket has
+delivered a frame: during a continuing outage a venue may accept sockets and send nothing.
+A frame stamped more than ``max_clock_skew_s`` ahead of the local clock is dropped and counted
+(``future_time``) before it can move the bar clock or the book.
 
 A subscribed stream that delivers nothing for ``stream_grace_s`` raises an alarm (log, counter,
 gauge): that is how a wrong route or a delisted symbol shows up.
@@ -35,6 +42,7 @@ import numpy as np
 import structlog
 
 from dolphind.channels import Channel, ChannelClosed
+from dolphind.clock import Clock, LiveClock
 from dolphind.config import BinanceFeedConfig, Config
 from dolphind.events import Bar
 from dolphind.feed.bars import BarBuilder
@@ -93,6 +101,40 @@ def stream_url(base: str, route: str, streams: list[str]) -> str:
     return f"{base}/{route}/stream?streams={'/'.join(streams)}"
 
 
+def is_future(event_ms: int, now_ms: int, skew_ms: int) -> bool:
+    """True when ``event_ms`` is more than ``skew_ms`` ahead of the local clock ``now_ms``."""
+    return event_ms - now_ms > skew_ms
+
+
+class FutureGuard:
+    """Rejects event times too far ahead of the local wall clock without a clock read per frame.
+
+    A frame an hour ahead would move the bar clock an hour on (720 carried-forward 5 s bars,
+    then every real price is late); one years ahead would keep ``close_due`` busy for good. The
+    horizon (clock + tolerance) cached at the last read is never later than the current one
+    while the clock moves forward, so a time at or below it is accepted without reading the
+    clock; only a time beyond it re-reads the clock (real data crosses it about once per
+    ``max_clock_skew_s`` of venue time). The watchdog refreshes it too, which picks up a config
+    reload and bounds how long a wall clock stepped backwards is trusted.
+    """
+
+    __slots__ = ("_now_ms", "_skew_ms", "horizon_ms")
+
+    def __init__(self, now_ms: Callable[[], int], skew_ms: Callable[[], int]) -> None:
+        self._now_ms = now_ms
+        self._skew_ms = skew_ms
+        self.horizon_ms = 0  # the first frame reads the clock
+
+    def refresh(self) -> None:
+        self.horizon_ms = self._now_ms() + self._skew_ms()
+
+    def too_far(self, event_ms: int) -> bool:
+        """Re-read the clock and judge ``event_ms``; the caller first checks ``horizon_ms``."""
+        now, skew = self._now_ms(), self._skew_ms()
+        self.horizon_ms = now + skew
+        return is_future(event_ms, now, skew)
+
+
 class Backoff:
     """Capped exponential back-off with full jitter in [d/2, d]."""
 
@@ -130,6 +172,9 @@ class Connection:
         self.backoff = Backoff(lambda: feed.settings)
         self.connected = False
         self.stalled = False
+        # A frame arrived since the socket was (re)opened: an open socket alone proves nothing
+        # (a venue that accepts and then sends nothing looks exactly like that).
+        self.receiving = False
         self.connected_at = 0.0
         self.last_message = 0.0
         self.sessions = 0
@@ -175,8 +220,10 @@ class Connection:
         self.sessions += 1
         now = time.monotonic()
         if not self.connected:
+            # last_message stays: it is the last frame actually received, and a re-opened
+            # socket is not data (the stall timer restarts from connected_at instead).
             self.connected_at = now
-            self.last_message = now
+            self.receiving = False  # not while rotating: the old socket still delivers
         if self.sessions == 1:
             # Silence is measured from the first subscription and survives reconnects: a
             # stream on the wrong route stays silent however often the socket is renewed.
@@ -214,10 +261,11 @@ class Connection:
                 self._cm = cm
                 while True:
                     msg = await receive()
+                    # Benchmark only: the clock starts when aiohttp hands the frame over.
+                    t0 = perf() if latency is not None else 0.0
                     t = msg.type
                     if t is aiohttp.WSMsgType.TEXT or t is aiohttp.WSMsgType.BINARY:
                         if latency is not None:
-                            t0 = perf()
                             handle(self, msg.data)
                             latency.append(perf() - t0)
                         elif n % _TIMED_EVERY:
@@ -228,6 +276,7 @@ class Connection:
                             timed(perf() - t0)
                         n += 1
                         self.last_message = mono()
+                        self.receiving = True
                     elif t is aiohttp.WSMsgType.ERROR:
                         self.last_error = f"{type(msg.data).__name__}: {msg.data}"
                         return "error"
@@ -247,12 +296,15 @@ class Connection:
             if n:
                 self.backoff.reset()  # this session delivered data: the next failure is new
 
-    def interrupt(self, reason: str) -> None:
-        """End the current read (called by the watchdog): ``stall`` or ``rotate``."""
+    def interrupt(self, reason: str) -> bool:
+        """End the current read (called by the watchdog): ``stall``, ``rotate`` or
+        ``requested`` (the control plane asked for a reconnect)."""
         cm = self._cm
-        if cm is not None and not self._end_reason:
-            self._end_reason = reason
-            cm.reschedule(asyncio.get_running_loop().time())
+        if cm is None or self._end_reason:
+            return False
+        self._end_reason = reason
+        cm.reschedule(asyncio.get_running_loop().time())
+        return True
 
     async def _rotate(self, session: aiohttp.ClientSession,
                       old: aiohttp.ClientWebSocketResponse) -> aiohttp.ClientWebSocketResponse:
@@ -315,15 +367,19 @@ class Connection:
 
     def check(self, now: float) -> None:
         cfg = self._feed.settings
-        age = now - self.last_message if self.last_message else 0.0
-        # Exported while disconnected too: the age keeps growing through a gap.
+        seen = self.last_message or self.connected_at
+        age = now - seen if seen else 0.0
+        # Exported while disconnected too: the age keeps growing through a gap, and through
+        # re-opened sockets that deliver nothing (what the guardian's exchange-lag check reads).
         self._feed.metrics.feed_last_message_age.labels(self.name).set(age)
         if not self.connected:
             return
-        if age > cfg.stall_timeout_s and not self.stalled:
+        # A socket gets the whole stall timeout from its opening to deliver its first frame.
+        silent = now - max(self.last_message, self.connected_at)
+        if silent > cfg.stall_timeout_s and not self.stalled:
             self.stalled = True
             self._feed.metrics.feed_connected.labels(self.name).set(0)
-            self._log.warning("feed.stalled", silent_s=round(age, 3))
+            self._log.warning("feed.stalled", silent_s=round(silent, 3))
             self.interrupt("stall")
         elif now - self.connected_at > cfg.rotate_after_s:
             self.interrupt("rotate")
@@ -348,12 +404,12 @@ class Connection:
 
     @property
     def healthy(self) -> bool:
-        return self.connected and not self.stalled
+        return self.connected and self.receiving and not self.stalled
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
         return {"route": self.route, "streams": len(self.streams), "connected": self.connected,
-                "stalled": self.stalled, "sessions": self.sessions,
+                "receiving": self.receiving, "stalled": self.stalled, "sessions": self.sessions,
                 "reconnects": self.reconnects, "rotations": self.rotations,
                 "last_message_age_s": round(now - self.last_message, 3)
                 if self.last_message else None,
@@ -385,13 +441,19 @@ class BinanceFeed:
 
     Restart-safe: the bar and book state live on this object, so when the supervisor restarts
     ``run`` after a crash the bars continue with the same sequence.
+
+    ``clock`` is the local wall clock that frames' event times are checked against (see
+    ``FutureGuard``). ``reconnect_requests`` reads the control plane's reconnect generation
+    counter (``Control.feed_reconnect_requests``); the watchdog polls it and, when it moved,
+    re-opens every connection (reconnect reason ``requested``).
     """
 
     name = "feed"
     is_source = True
 
     def __init__(self, output: Channel[Bar], config: Callable[[], Config], health: Health,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, clock: Clock | None = None,
+                 reconnect_requests: Callable[[], int] = lambda: 0) -> None:
         self.output = output
         self._config = config
         self._health = health
@@ -425,6 +487,13 @@ class BinanceFeed:
         self._next_close_ms = 0
         # Set by the benchmark: every frame's read-to-state time is appended here.
         self.latency_log: list[float] | None = None
+        clock = clock or LiveClock()
+        self._future = FutureGuard(lambda: clock.now_ns() // 1_000_000,
+                                   lambda: int(self.settings.max_clock_skew_s * 1000))
+        self._reconnect_requests = reconnect_requests
+        # Requests made before this feed existed are not for it.
+        self._reconnect_seen = reconnect_requests()
+        self.requested_reconnects = 0
 
     @property
     def settings(self) -> BinanceFeedConfig:
@@ -447,6 +516,14 @@ class BinanceFeed:
             log.exception("feed.parser_error", conn=conn.name)
             self._bad("parser_error", conn)
             return
+        # One frame from a clock far ahead must not drag the bars and the book with it.
+        if kind is MARK_PRICE:
+            newest = max((mp.event_ms for mp in ev), default=0)  # type: ignore[union-attr]
+        else:
+            newest = ev.event_ms  # type: ignore[union-attr]
+        if newest > self._future.horizon_ms and self._future.too_far(newest):
+            self._bad("future_time", conn)
+            return
         c = self._counts[kind]
         c[0] += 1
         c[1] += len(raw)
@@ -456,11 +533,11 @@ class BinanceFeed:
                 self._dups += 1  # the same print from the other socket while rotating
                 return
             self._last_agg[i] = ev.agg_id  # type: ignore[union-attr]
-            self.bars.on_price(i, ev.event_ms, ev.price, ev.qty)  # type: ignore[union-attr]
-            t = ev.event_ms  # type: ignore[union-attr]
+            self.bars.on_price(i, newest, ev.price, ev.qty)  # type: ignore[union-attr]
+            t = newest
         elif kind is DEPTH5:
             self.book.on_depth(self.index[ev.symbol], ev)  # type: ignore[union-attr,arg-type]
-            t = ev.event_ms  # type: ignore[union-attr]
+            t = newest
             self.bars.observe(t)
         elif kind is MARK_PRICE:
             t = 0
@@ -476,7 +553,7 @@ class BinanceFeed:
                 t = mp.event_ms
         else:  # BOOK_TICKER
             self.tickers[self.index[ev.symbol]] = ev  # type: ignore[union-attr]
-            t = ev.event_ms  # type: ignore[union-attr]
+            t = newest
             self.bars.observe(t)
         if t >= self._next_close_ms:
             self.close_bars()
@@ -562,6 +639,8 @@ class BinanceFeed:
         while True:
             await asyncio.sleep(_WATCHDOG_S)
             now = time.monotonic()
+            self._future.refresh()
+            self.poll_reconnect_requests()
             for conn in self.connections:
                 conn.check(now)
             self.close_bars()  # the clock path: bars close on time in a quiet market
@@ -572,6 +651,25 @@ class BinanceFeed:
             if now - last_flush >= _FLUSH_S:
                 last_flush = now
                 self.flush_metrics()
+
+    def poll_reconnect_requests(self) -> int:
+        """Act on a reconnect the control plane asked for since the last poll.
+
+        Several requests between two polls are one reconnect: the sockets are new either way.
+        Returns how many connections were interrupted (a connection that is between sockets
+        is already reconnecting and is left alone).
+        """
+        n = self._reconnect_requests()
+        if n == self._reconnect_seen:
+            return 0
+        self._reconnect_seen = n
+        self.requested_reconnects += 1
+        log.warning("feed.reconnect_requested", request=n)
+        interrupted = 0
+        for conn in self.connections:
+            if conn.interrupt("requested"):
+                interrupted += 1
+        return interrupted
 
     def flush_metrics(self) -> None:
         m = self.metrics
@@ -589,12 +687,7 @@ class BinanceFeed:
 
     def readiness(self) -> str:
         """"ok" when every connection is up and receiving and a bar has been published."""
-        down = [c.name for c in self.connections if not c.healthy]
-        if down:
-            return "disconnected or stalled: " + ", ".join(down)
-        if self.bars.emitted == 0:
-            return "no bar yet"
-        return "ok"
+        return readiness_text(self.connections, self.bars.emitted)
 
     @property
     def ready(self) -> bool:
@@ -620,6 +713,23 @@ class BinanceFeed:
                 "cascade_count": macro.cascade_count, "regime_signal": macro.regime_signal,
                 "symbols_with_book": macro.symbols_with_book},
         }
+
+
+def readiness_text(connections: list[Connection], bars_emitted: int) -> str:
+    """Why the feed is not ready, or "ok". A re-opened socket counts only once it delivered
+    a frame: during a continuing outage the venue may accept connections and send nothing."""
+    down = [c.name for c in connections if not c.connected or c.stalled]
+    silent = [c.name for c in connections if c.connected and not c.stalled and not c.receiving]
+    parts = []
+    if down:
+        parts.append("disconnected or stalled: " + ", ".join(down))
+    if silent:
+        parts.append("connected, no frame yet: " + ", ".join(silent))
+    if parts:
+        return "; ".join(parts)
+    if bars_emitted == 0:
+        return "no bar yet"
+    return "ok"
 
 
 def latencies_ms(log_: list[float]) -> tuple[float, float]:

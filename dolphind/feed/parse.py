@@ -16,6 +16,8 @@ the frame. Reasons (the label values of ``dolphind_feed_bad_frames_total``):
 - ``missing_field`` / ``wrong_type`` / ``non_numeric``: a payload field is absent, of the wrong
   JSON type, or a numeric string that is not a finite positive number;
 - ``bad_time``: an event time outside any plausible epoch-milliseconds range;
+- ``future_time``: an event time more than ``max_clock_skew_s`` ahead of the local clock (the
+  parser has no clock: the feed checks this after parsing, see ``binance_ws.FutureGuard``);
 - ``empty_book`` / ``crossed_book``: a depth snapshot with a side missing, or best ask <= best bid;
 - ``parser_error``: anything else the parser raised (a safety net; tests assert it stays 0).
 
@@ -40,7 +42,8 @@ KINDS = (AGG_TRADE, MARK_PRICE, DEPTH5, BOOK_TICKER)
 
 BAD_FRAME_REASONS = (
     "invalid_json", "not_envelope", "control_message", "unknown_stream", "missing_field",
-    "wrong_type", "non_numeric", "bad_time", "empty_book", "crossed_book", "parser_error",
+    "wrong_type", "non_numeric", "bad_time", "future_time", "empty_book", "crossed_book",
+    "parser_error",
 )
 
 # Event times outside [2001-09-09, 2286-11-20] in ms are not times; rejecting them keeps a

@@ -7,6 +7,14 @@ connection joins at "now" (a client that was disconnected misses what was sent m
 only the subscribed streams, nothing at all for a stream asked on the wrong route. Played in a
 loop, later passes shift event times and trade ids forward so the data stays monotonic.
 
+Event times: by default the recorded ones (2021, far in the past: a client accepts them and
+builds bars on the data). With ``rebase`` the timeline is moved to start ``rebase_lead_s``
+(3 h) before the server started, and still runs at ``speed`` x: recent times, bars as fast as
+the speed makes them. It must not start at "now": at ``speed`` 8 every frame after the first
+second would be stamped in the future, which a client rightly drops (``future_time``). With the
+lead the times stay in the past for ``rebase_lead_s / (speed - 1)`` seconds of wall time (about
+25 minutes at speed 8), longer than any test.
+
 Faults (``server.faults`` in-process, or ``POST /_fault/<name>?...`` from another process):
 
 - ``close(abort=False)``: close every open socket (abort: drop TCP without a close frame);
@@ -168,7 +176,7 @@ class FakeBinance:
 
     def __init__(self, recording: Recording | None = None, *, speed: float = 1.0,
                  loop: bool = True, rebase: bool = False, host: str = "127.0.0.1",
-                 port: int = 0, flood: int = 0) -> None:
+                 port: int = 0, flood: int = 0, rebase_lead_s: float = 3 * 3600.0) -> None:
         self.rec = recording if recording is not None or flood else load_recording()
         self.speed = speed
         self.loop = loop
@@ -182,9 +190,9 @@ class FakeBinance:
         self.sent: dict[str, int] = {"public": 0, "market": 0}
         self.injected: dict[str, int] = {}
         self._t0 = time.monotonic()
-        self._shift0 = 0
-        if rebase and self.rec is not None:
-            self._shift0 = int(time.time() * 1000) - self.rec.first_ms
+        self.rebase = rebase and self.rec is not None
+        self.rebase_lead_ms = int(rebase_lead_s * 1000)
+        self._wall0_ms = int(time.time() * 1000)  # the wall time of virtual time 0
         self._offsets = self.rec.offsets if self.rec is not None else []
         # Pre-built flood payloads by subscribed streams (see flood_chunks).
         self.flood_chunks: dict[tuple[str, ...], list[bytes]] = {}
@@ -205,6 +213,7 @@ class FakeBinance:
         assert server is not None and server.sockets
         self.port = server.sockets[0].getsockname()[1]
         self._t0 = time.monotonic()
+        self._wall0_ms = int(time.time() * 1000)
 
     async def stop(self) -> None:
         await self.close_all()
@@ -262,10 +271,17 @@ class FakeBinance:
         assert self.rec is not None
         return self.rec.span_ms + 1000  # one quiet second between passes
 
+    def event_ms(self, recorded_ms: int, loop_no: int) -> int:
+        """The time a recorded event time is sent with in pass ``loop_no`` (see the module doc)."""
+        assert self.rec is not None
+        virtual = loop_no * self._period() + recorded_ms - self.rec.first_ms
+        if self.rebase:
+            return self._wall0_ms - self.rebase_lead_ms + virtual
+        return self.rec.first_ms + virtual
+
     def _frame_text(self, frame: Frame, loop_no: int) -> str:
-        if loop_no == 0 and not self._shift0:
+        if loop_no == 0 and not self.rebase:
             return frame.raw  # the recorded bytes, untouched
-        shift = self._shift0 + loop_no * self._period()
         data = frame.obj["data"]
         items = data if isinstance(data, list) else [data]
         new_items = []
@@ -273,7 +289,7 @@ class FakeBinance:
             item = dict(item)
             for key in ("E", "T"):
                 if isinstance(item.get(key), int):
-                    item[key] += shift
+                    item[key] = self.event_ms(item[key], loop_no)
             if item.get("e") == "aggTrade":
                 # Trade ids move on too, so that de-duplication by id stays meaningful.
                 for key in ("a", "f", "l"):
@@ -291,7 +307,7 @@ class FakeBinance:
                 d = dict(orjson.loads(self._frame_text(f, loop_no))["data"])
                 best_bid = d["b"][0][0]
                 d["a"] = [[best_bid, "1"]] + d["a"][1:]  # ask == bid: crossed (ask <= bid)
-                d["E"] = self.rec.first_ms + self._shift0 + loop_no * self._period() + pos
+                d["E"] = self.event_ms(self.rec.first_ms + pos, loop_no)
                 return orjson.dumps({"stream": stream, "data": d}).decode()
         return None
 
@@ -352,7 +368,10 @@ class FakeBinance:
         f = self.faults
         if f.garbage_pending > 0 and client.streams:
             stream = sorted(client.streams)[0]
-            e_ms = int(self.virtual_ms()) + (self.rec.first_ms if self.rec else 0) + self._shift0
+            e_ms = int(time.time() * 1000)
+            if self.rec is not None:
+                loop_no, pos = divmod(int(self.virtual_ms()), self._period())
+                e_ms = self.event_ms(self.rec.first_ms + pos, loop_no)
             for reason, text in list(GARBAGE) + _garbage_for(stream, e_ms):
                 if isinstance(text, bytes):
                     await client.ws.send_bytes(text)
@@ -433,11 +452,20 @@ _DEPTH = ('{"stream":"%s","data":{"e":"depthUpdate","E":%d,"T":%d,"s":"%s","U":%
           '["7.6050","1234"]],"a":[["7.6120","297"],["7.6130","640"],["7.6140","310"],'
           '["7.6150","1563"],["7.6160","898"]]}}')
 _PRICES = ("7.6110", "7.6120", "7.6100", "7.6130")
+_FRAMES_PER_MS = 20
+
+
+def flood_start_ms(frames: int, now_ms: int | None = None) -> int:
+    """The first event time of a flood of ``frames``: chosen so that its last frame is stamped
+    "now". The flood's event time runs faster than the wall clock, so starting at "now" would
+    send frames seconds in the future, which the client drops as ``future_time``."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    return now - frames // _FRAMES_PER_MS - 1
 
 
 def _flood_frame(stream: str, k: int, t0_ms: int) -> bytes:
     # Event time advances 1 ms every 20 frames, so bars keep closing during the flood.
-    e = t0_ms + k // 20
+    e = t0_ms + k // _FRAMES_PER_MS
     sym = stream.split("@")[0].upper()
     if "@aggTrade" in stream:
         return (_AGG % (stream, e, k, sym, _PRICES[k & 3], "12", k, k, e,
@@ -447,7 +475,7 @@ def _flood_frame(stream: str, k: int, t0_ms: int) -> bytes:
 
 def flood_chunks(streams: list[str], frames: int, t0_ms: int | None = None) -> list[bytes]:
     """``frames`` WebSocket frames cycling over ``streams``, in chunks of 2000 frames."""
-    t0 = int(time.time() * 1000) if t0_ms is None else t0_ms
+    t0 = flood_start_ms(frames) if t0_ms is None else t0_ms
     return [b"".join(_ws_frame(_flood_frame(streams[k % len(streams)], k, t0))
                      for k in range(start, min(start + 2000, frames)))
             for start in range(0, frames, 2000)]
@@ -474,7 +502,7 @@ async def _serve(args: argparse.Namespace) -> None:
     if args.flood and args.flood_symbols:
         # Build the payloads before listening, so that no client waits for their generation.
         syms = [f"s{i:03d}usdt" for i in range(args.flood_symbols)]
-        t0 = int(time.time() * 1000)
+        t0 = flood_start_ms(args.flood)
         for kind in ("@aggTrade", "@depth5@500ms"):
             streams = sorted(s + kind for s in syms)
             fake.flood_chunks[tuple(streams)] = flood_chunks(streams, args.flood, t0)
@@ -495,7 +523,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--files", nargs="*")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--speed", type=float, default=1.0)
-    ap.add_argument("--rebase", action="store_true", help="shift event times to now")
+    ap.add_argument("--rebase", action="store_true",
+                    help="move event times to 3 h before now (they still run at --speed)")
     ap.add_argument("--flood", type=int, default=0, help="frames per connection (benchmark)")
     ap.add_argument("--flood-symbols", type=int, default=0,
                     help="pre-build the flood for symbols S000USDT.. (as bench/ingest.py uses)")

@@ -31,13 +31,14 @@ def metrics() -> Metrics:
     return Metrics()
 
 
-def make_feed(cfg: Config, capacity: int = 1024,
-              metrics: Metrics | None = None) -> tuple[BinanceFeed, Channel[Bar], Metrics]:
+def make_feed(cfg: Config, capacity: int = 1024, metrics: Metrics | None = None,
+              **kwargs: Any) -> tuple[BinanceFeed, Channel[Bar], Metrics]:
+    """``kwargs`` go to BinanceFeed (``clock``, ``reconnect_requests``)."""
     metrics = metrics or Metrics()
     health = Health(metrics, lambda: 30.0)
     health.register("feed")
     out: Channel[Bar] = Channel("bars", capacity, Overflow.BLOCK, metrics.channels)
-    return BinanceFeed(out, lambda: cfg, health, metrics), out, metrics
+    return BinanceFeed(out, lambda: cfg, health, metrics, **kwargs), out, metrics
 
 
 async def drain(out: Channel[Bar]) -> list[Bar]:

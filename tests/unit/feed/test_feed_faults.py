@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
+import orjson
 import pytest
 
 from dolphind.config import Config
@@ -69,10 +71,12 @@ class Live:
 
 
 @contextlib.asynccontextmanager
-async def live(recording: Recording, metrics: Metrics, **settings: object) -> AsyncIterator[Live]:
+async def live(recording: Recording, metrics: Metrics,
+               reconnect_requests: Callable[[], int] = lambda: 0,
+               **settings: object) -> AsyncIterator[Live]:
     async with FakeBinance(recording, speed=SPEED) as fake:
         cfg: Config = feed_config(fake.url, **settings)  # type: ignore[arg-type]
-        feed, out, _ = make_feed(cfg, metrics=metrics)
+        feed, out, _ = make_feed(cfg, metrics=metrics, reconnect_requests=reconnect_requests)
         state = Live(fake, feed, metrics)
         on_price = feed.bars.on_price
 
@@ -276,3 +280,91 @@ async def test_rotation_before_the_cutoff_is_make_before_break(recording: Record
     assert [b.seq for b in s.bars] == list(range(s.bars[0].seq, s.bars[0].seq + len(s.bars)))
     assert all(r == "ok" for r in s.readiness[5:])
     s.assert_no_lost_bar()
+
+
+async def test_a_reopened_socket_counts_only_once_it_delivers(recording: Recording,
+                                                              metrics: Metrics) -> None:
+    """During a continuing outage the venue accepts the new socket and sends nothing: the
+    feed must stay not-ready until a frame arrives, not flip to ready on the open socket."""
+    async with live(recording, metrics) as s:
+        await eventually(lambda: len(s.bars) >= 2, what="bars")
+        s.fake.stall(60.0)  # no frame on any socket, old or new
+        await s.fake.close_all()
+        reopened = lambda: all(c.sessions >= 2 and c.connected and not c.stalled  # noqa: E731
+                               for c in s.feed.connections)
+        await eventually(reopened, what="both sockets re-opened")
+        # Checked in the same step as the condition above: nothing ran in between.
+        assert not any(c.healthy for c in s.feed.connections)
+        assert s.feed.readiness().startswith("connected, no frame yet: ")
+        assert s.feed.status()["connections"]["market-0"]["receiving"] is False
+        # The message age counts from the last frame, not from the newest socket: re-opened
+        # sockets (each replaced after 0.6 s of silence) do not make the outage look fresh.
+        market = next(c for c in s.feed.connections if c.name == "market-0")
+        await eventually(lambda: market.connected and not market.stalled and s.sample(
+            "dolphind_feed_last_message_age_seconds", {"conn": "market-0"}) > 1.5,
+            what="age grows on across re-opened sockets")
+        s.fake.clear()  # frames flow again
+        await eventually(lambda: s.feed.ready, what="ready once frames arrive")
+        assert all(c.receiving for c in s.feed.connections)
+    assert any(r.startswith("connected, no frame yet") for r in s.readiness)
+    s.assert_no_lost_bar()
+
+
+async def test_a_requested_reconnect_reopens_every_connection(recording: Recording,
+                                                              metrics: Metrics) -> None:
+    """The control plane's feed-reconnect counter (guardian, operator) reaches the sockets."""
+    requests = [7]  # requests made before the feed existed are not for it
+    async with live(recording, metrics, reconnect_requests=lambda: requests[0]) as s:
+        await eventually(lambda: len(s.bars) >= 2, what="bars")
+        assert s.fake.accepted == 2 and s.feed.requested_reconnects == 0
+        requests[0] += 1
+        await eventually(lambda: s.fake.accepted >= 4, what="both connections re-opened")
+        for conn in ("market-0", "public-0"):
+            assert s.sample("dolphind_feed_reconnects_total",
+                            {"conn": conn, "reason": "requested"}) == 1
+        assert s.sample("dolphind_feed_gaps_total", {"reason": "requested"}) == 2
+        await eventually(lambda: s.feed.ready, what="ready again")
+        n = len(s.bars)
+        await eventually(lambda: len(s.bars) >= n + 2, what="bars after the reconnect")
+        # Acted on once: the counter did not move again, so neither did the sockets.
+        assert s.feed.requested_reconnects == 1
+        assert s.sample("dolphind_feed_gaps_total", {"reason": "requested"}) == 2
+    s.assert_no_lost_bar()
+
+
+async def test_the_feed_stops_cleanly(recording: Recording, metrics: Metrics) -> None:
+    """Cancelling the stage (what the daemon does to a source on shutdown) returns promptly,
+    closes every socket and leaves no task of the feed behind."""
+    async with FakeBinance(recording, speed=SPEED) as fake:
+        feed, out, _ = make_feed(feed_config(fake.url), metrics=metrics)
+        run = asyncio.create_task(feed.run())
+        await eventually(lambda: feed.ready, what="feed ready")
+        assert len(fake.clients) == 2
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(run, timeout=5)
+        left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("feed:")]
+        assert left == []
+        assert not any(c.connected for c in feed.connections) and not feed.ready
+        for conn in ("market-0", "public-0"):
+            assert metrics.registry.get_sample_value("dolphind_feed_connected",
+                                                     {"conn": conn}) == 0
+        await eventually(lambda: not fake.clients, what="the server saw both sockets close")
+        out.close()
+
+
+def test_rebased_replay_stays_in_the_past_at_speed(recording: Recording) -> None:
+    """--rebase (the daemon tests' fake venue) moves the 2021 capture to recent times that a
+    client accepts: none in the future for far longer than a test runs, spacing kept."""
+    fake = FakeBinance(recording, speed=8.0, rebase=True)
+    first, last = recording.frames[0], recording.frames[-1]
+    e0 = orjson.loads(fake._frame_text(first, 0))["data"]["E"]
+    assert abs(e0 - (time.time() * 1000 - 3 * 3600 * 1000)) < 60_000
+    # Still in the past when the wall clock has moved on by ten minutes of play (4800 s of
+    # recorded time at speed 8), and recorded spacing is kept.
+    loops = int(8.0 * 600 * 1000 // fake._period())
+    e_late = orjson.loads(fake._frame_text(last, loops))["data"]["E"]
+    assert e_late - e0 == loops * fake._period() + last.offset_ms
+    assert e_late < time.time() * 1000 + 600_000
+    plain = FakeBinance(recording, speed=8.0)
+    assert plain._frame_text(first, 0) == first.raw  # without rebase: the recorded bytes
