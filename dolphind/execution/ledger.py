@@ -5,19 +5,28 @@ fills, position updates) and turns them into trades: a trade opens when a symbol
 leaves zero and closes when it returns to zero. From that it answers the alpha engine's
 questions (the open position with its entry scan and bars held, the last closed trade for the
 bucket/streak layers) and keeps the closed trades and per-bar equity for the report.
+
+After a restart ``restore`` rebuilds the open trades from the store: their fills since the
+position was last flat are replayed through the same booking code, so the entry price, size,
+fees and partial exits are what they were before the stop, and bars held continues from the
+entry scan instead of starting again at zero (which would restart the max-hold clock and book
+the closing fill as a new trade whose PnL is only its fees).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from dolphind.alpha.views import ClosedTrade as AlphaClosedTrade
 from dolphind.alpha.views import PortfolioView, PositionView
 from dolphind.events import Fill, Order, PositionUpdate
 from dolphind.execution.portfolio import CapitalView
 from dolphind.report.model import ClosedTrade, EquityPoint
+
+if TYPE_CHECKING:
+    from dolphind.store.sqlite import OpenTrade
 
 _QTY_EPS = 1e-12
 
@@ -52,6 +61,33 @@ class Ledger:
     _intent_leverage: dict[str, float] = field(default_factory=dict)
     _last_closed: AlphaClosedTrade | None = None
     _seq: int = 0
+
+    # ---- restart --------------------------------------------------------------------------
+
+    def restore(self, trades: Iterable[OpenTrade], next_scan: int) -> None:
+        """Seed the open trades from the store (``RestoredState.open_trades``).
+
+        ``next_scan`` is the first scan number of this run: one scan is one bar, so a trade
+        entered on scan S has been held ``next_scan - 1 - S`` bars when the first bar of this
+        run arrives (its ``on_bar`` adds the next one). Downtime adds no bars: the strategy
+        counts the bars it saw, as the scan numbers do."""
+        for t in trades:
+            symbol = t.position.symbol
+            self._open.pop(symbol, None)
+            for o in t.orders:
+                self._orders[o.client_id] = o
+                if o.client_id in t.leverage:
+                    self._intent_leverage[o.intent_id] = t.leverage[o.client_id]
+            for f in t.fills:
+                self._on_fill(f)
+            trade = self._open.get(symbol)
+            if trade is None or abs(_net_qty(t.fills) - t.position.qty) > _QTY_EPS:
+                # The store's position is not the sum of its fills (adopted from the venue at
+                # a reconciliation): trust the position, the entry scan is unknown.
+                trade = _from_position(t.position)
+                self._open[symbol] = trade
+            if trade.entry_scan >= 0:
+                trade.bars_held = max(0, next_scan - 1 - trade.entry_scan)
 
     # ---- inputs ---------------------------------------------------------------------------
 
@@ -132,6 +168,17 @@ class Ledger:
         return PortfolioView(capital=view.capital_usdt, equity=view.equity_usdt,
                              drawdown=view.drawdown, position=position,
                              last_closed=self._last_closed)
+
+
+def _net_qty(fills: Iterable[Fill]) -> float:
+    return round(sum(f.qty if f.side == "BUY" else -f.qty for f in fills), 12)
+
+
+def _from_position(pos: Any) -> _OpenTrade:
+    """An open trade known only from its position (no fill history to replay)."""
+    return _OpenTrade(symbol=pos.symbol, side="LONG" if pos.qty > 0 else "SHORT",
+                      entry_ts_ns=pos.opened_ns, entry_price=pos.avg_price, qty=abs(pos.qty),
+                      entry_scan=-1, leverage=math.nan, fees_usdt=pos.fees_usdt)
 
 
 def _scan_of(intent_id: str) -> int:

@@ -13,6 +13,12 @@ and rate; we also let exits through the kill switch (a halt stops entries, exits
 the allowlist, the notional limits, leverage and plugin vetoes, because each of those can only
 trap an open position, never lower risk. The breaker still applies: a failing venue gets no
 orders at all, exits included, until a probe succeeds.
+
+Plugin vetoes fail closed for entries: a veto hook that raises, or that overruns
+``plugins.veto_budget_ms``, refuses the entry (a risk check that cannot answer in time must not
+wave an order through; ``PluginHost.veto`` decides the same per plugin). Exits never reach the
+hook, so a broken plugin cannot trap a position. Overruns are counted
+(``dolphind_risk_veto_overruns_total``).
 """
 
 from __future__ import annotations
@@ -236,16 +242,21 @@ Veto = Callable[[Any], "tuple[str, str] | None"]
 
 class RiskRails:
     """The rails in SPEC order. ``veto`` is the plugin hook (``PluginHost.veto``): a fast
-    synchronous call returning (plugin, reason) to refuse; it gets ``veto_budget_ms`` (the
-    host enforces the budget per plugin; the rails count an overrun of the whole hook)."""
+    synchronous call returning (plugin, reason) to refuse; it gets ``veto_budget_ms`` for the
+    whole hook (the host also enforces it per plugin). ``on_veto_overrun`` is called once per
+    overrun (the execution stage counts it in a metric); ``perf_counter`` times the hook."""
 
     def __init__(self, config: Callable[[], RiskConfig], veto: Veto | None = None,
                  veto_budget_ms: Callable[[], float] = lambda: 5.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 on_veto_overrun: Callable[[], None] = lambda: None,
+                 perf_counter: Callable[[], float] = time.perf_counter) -> None:
         self._config = config
         self._veto = veto
         self._veto_budget_ms = veto_budget_ms
         self._mono = monotonic
+        self._on_overrun = on_veto_overrun
+        self._perf = perf_counter
         self.bucket = TokenBucket()
         self.breaker = VenueBreaker()
         self.veto_overruns = 0
@@ -267,28 +278,38 @@ class RiskRails:
         if why is not None:
             return Decision(False, "venue_breaker", why)
         if not order.reduce_only and self._veto is not None:
-            vetoed = self._call_veto(order)
-            if vetoed is not None:
-                return Decision(False, "plugin_veto", f"{vetoed[0]}: {vetoed[1]}")
+            why = self._call_veto(order)
+            if why is not None:
+                return Decision(False, "plugin_veto", why)
         if not order.reduce_only:
             self.bucket.commit(t, c)
         self.breaker.commit(t, c)
         return ACCEPT
 
-    def _call_veto(self, order: OrderCheck) -> tuple[str, str] | None:
+    def _call_veto(self, order: OrderCheck) -> str | None:
+        """Why the veto hook refuses ``order`` (it vetoed, raised or overran), else None."""
         assert self._veto is not None
-        t0 = time.perf_counter()
+        budget_ms = self._veto_budget_ms()
+        t0 = self._perf()
         try:
             result = self._veto(order)
-        except Exception as exc:  # a failing plugin hook never blocks or crashes trading
+        except Exception as exc:  # fail closed: an entry nobody could check is not sent
             log.warning("risk.veto_hook_failed", error=repr(exc))
-            return None
-        elapsed_ms = (time.perf_counter() - t0) * 1e3
-        if elapsed_ms > self._veto_budget_ms():
+            return f"veto hook failed: {type(exc).__name__}: {exc}"
+        elapsed_ms = (self._perf() - t0) * 1e3
+        over = elapsed_ms > budget_ms
+        if over:
             self.veto_overruns += 1
+            self._on_overrun()
             log.warning("risk.veto_over_budget", elapsed_ms=round(elapsed_ms, 3),
-                        budget_ms=self._veto_budget_ms())
-        return result
+                        budget_ms=budget_ms)
+        if result is not None:
+            return f"{result[0]}: {result[1]}"
+        if over:
+            # Fail closed too: an answer that came too late is not an answer (the next call
+            # may hang longer), and the order's price has aged by that much.
+            return f"veto hook took {elapsed_ms:.3f} ms > budget {budget_ms:g} ms"
+        return None
 
     def record_venue(self, ok: bool, now: float | None = None) -> None:
         self.breaker.record(ok, self._mono() if now is None else now, self._config())

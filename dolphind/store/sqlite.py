@@ -31,7 +31,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import structlog
 
@@ -45,7 +45,7 @@ log = structlog.get_logger("dolphind.store")
 T = TypeVar("T")
 Op = tuple[str, Sequence[Any]]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (1, (
         """CREATE TABLE orders (
@@ -76,6 +76,14 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         # Small named values: scan checkpoint, control state.
         "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ns INTEGER NOT NULL)",
     )),
+    # v2: what a restart needs to rebuild the open trade (execution.ledger). The order row does
+    # not carry the intent's leverage, so it is kept beside it; the index serves the per-symbol
+    # fill history read at restore.
+    (2, (
+        """CREATE TABLE order_intents (
+            client_id TEXT PRIMARY KEY, leverage REAL NOT NULL)""",
+        "CREATE INDEX fills_symbol ON fills(symbol)",
+    )),
 )
 
 _TERMINAL_STATES = ("filled", "cancelled", "rejected", "expired")
@@ -100,6 +108,17 @@ class Account:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenTrade:
+    """The history of one open position since it was last flat: what the trade ledger replays
+    on restart to know the trade's entry, size, fees and partial exits as before the stop."""
+
+    position: Position
+    fills: tuple[Fill, ...]  # in commit order, the first one opened the position
+    orders: tuple[Order, ...]  # the orders of those fills
+    leverage: Mapping[str, float]  # client id -> the intent's leverage (orders from v2 on)
+
+
+@dataclass(frozen=True, slots=True)
 class RestoredState:
     """What a restart needs: money, positions, working orders, ids already used, scan number."""
 
@@ -113,6 +132,7 @@ class RestoredState:
     halted: bool
     halt_reason: str
     schema_version: int
+    open_trades: tuple[OpenTrade, ...] = ()
 
 
 @dataclass(slots=True)
@@ -143,6 +163,30 @@ def fill_op(f: Fill, realised_pnl_usdt: float) -> Op:
     return ("INSERT OR IGNORE INTO fills VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (f.fill_id, f.client_id, f.symbol, f.side, f.qty, f.price, f.fee_usdt, f.liquidity,
              f.ts_ns, f.slippage_bps, int(f.reduce_only), realised_pnl_usdt))
+
+
+def intent_op(client_id: str, leverage: float) -> Op:
+    """The intent's leverage beside its order (the order row has no column for it)."""
+    return ("INSERT OR REPLACE INTO order_intents VALUES (?,?)", (client_id, leverage))
+
+
+def _fill_row(r: Sequence[Any]) -> Fill:
+    return Fill(fill_id=r[0], client_id=r[1], symbol=r[2], side=r[3], qty=r[4], price=r[5],
+                fee_usdt=r[6], liquidity=r[7], ts_ns=r[8], slippage_bps=r[9],
+                reduce_only=bool(r[10]))
+
+
+def since_flat(fills: Sequence[Fill]) -> tuple[Fill, ...]:
+    """The fills after the last moment the running position was zero (the open trade's).
+
+    Rounded like the portfolio rounds positions, so a position closed by fills reads exactly
+    zero here too."""
+    start, qty = 0, 0.0
+    for i, f in enumerate(fills):
+        qty = round(qty + (f.qty if f.side == "BUY" else -f.qty), 12)
+        if qty == 0.0:
+            start = i + 1
+    return tuple(fills[start:])
 
 
 def position_op(p: Position) -> Op:
@@ -190,6 +234,7 @@ class Store:
         self.failed: BaseException | None = None
         self.commits = 0
         self.writes = 0
+        self._in_flight = 0  # writes of the batch being committed right now
         self.checkpoints = 0
         # Checkpoints (WAL -> database file) run on their own thread and connection: a PASSIVE
         # checkpoint never blocks the writer, and its fsync stays off the commit path.
@@ -272,6 +317,12 @@ class Store:
     def backlog(self) -> int:
         return len(self._queue)
 
+    @property
+    def pending(self) -> int:
+        """Writes not yet committed (queued or in the batch being committed): 0 means
+        everything written so far is on disk."""
+        return len(self._queue) + self._in_flight
+
     async def write(self, *ops: Op, wait: bool = False) -> None:
         """Queue ``ops`` as one unit (all or nothing). ``wait=True`` returns only once they
         are committed; errors of that unit are raised here."""
@@ -303,6 +354,7 @@ class Store:
             while len(self._queue) and len(batch) < limit:
                 batch.append(await self._queue.get())  # items are there: returns at once
             t0 = time.perf_counter()
+            self._in_flight = len(batch)
             try:
                 errors = await loop.run_in_executor(self._executor, _execute, self._conn,
                                                     [w.ops for w in batch])
@@ -311,6 +363,8 @@ class Store:
             except Exception as exc:  # COMMIT failed: the store can no longer be trusted
                 await self._fail(exc, batch)
                 return
+            finally:
+                self._in_flight = 0
             self.commits += 1
             self.writes += len(batch)
             if self._metrics is not None:
@@ -359,8 +413,9 @@ class Store:
         return "ok"
 
     def status(self) -> dict[str, Any]:
-        return {"path": str(self.path), "backlog": self.backlog, "commits": self.commits,
-                "writes": self.writes, "checkpoints": self.checkpoints, "failed": repr(self.failed) if self.failed else None}
+        return {"path": str(self.path), "backlog": self.backlog, "pending": self.pending,
+                "commits": self.commits, "writes": self.writes, "checkpoints": self.checkpoints,
+                "failed": repr(self.failed) if self.failed else None}
 
 
 # ---- on the store thread -------------------------------------------------------------------
@@ -455,12 +510,26 @@ def _load_state(conn: sqlite3.Connection) -> RestoredState:
     fill_ids = frozenset(r[0] for r in conn.execute("SELECT fill_id FROM fills"))
     kv = dict(conn.execute("SELECT key, value FROM kv").fetchall())
     version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+    open_trades = tuple(_open_trade(conn, p) for p in positions if not p.flat)
     return RestoredState(
         account=Account(*acc) if acc else None, positions=positions, open_orders=open_orders,
         recent_orders=recent, client_ids=client_ids, fill_ids=fill_ids,
         scan_number=int(kv["scan_number"]) if "scan_number" in kv else None,
         halted=kv.get("halted") == "1", halt_reason=kv.get("halt_reason", ""),
-        schema_version=int(version or 0))
+        schema_version=int(version or 0), open_trades=open_trades)
+
+
+def _open_trade(conn: sqlite3.Connection, pos: Position) -> OpenTrade:
+    fills = since_flat([_fill_row(r) for r in conn.execute(
+        "SELECT fill_id, client_id, symbol, side, qty, price, fee_usdt, liquidity, ts_ns, "
+        "slippage_bps, reduce_only FROM fills WHERE symbol = ? ORDER BY rowid", (pos.symbol,))])
+    ids = sorted({f.client_id for f in fills})
+    marks = ",".join("?" * len(ids))
+    orders = tuple(_order_row(r) for r in conn.execute(
+        f"SELECT * FROM orders WHERE client_id IN ({marks})", ids))
+    leverage = dict(conn.execute(
+        f"SELECT client_id, leverage FROM order_intents WHERE client_id IN ({marks})", ids))
+    return OpenTrade(pos, fills, orders, leverage)
 
 
 def load_state_sync(path: str | Path) -> RestoredState:

@@ -13,12 +13,14 @@ import pytest
 from dolphind.channels import Channel, Overflow
 from dolphind.config import Config, config_from_dict
 from dolphind.events import Bar, Order, OrderIntent, frozen_array
+from dolphind.execution.ledger import Ledger
 from dolphind.execution.paper import PaperVenue
 from dolphind.execution.router import client_order_id
 from dolphind.execution.stage import ExecutionStage
 from dolphind.ops.control import Control
 from dolphind.ops.health import Health
 from dolphind.ops.metrics import Metrics
+from dolphind.risk.rails import RULES
 from dolphind.store.audit import AuditLog, split_line, verify
 from dolphind.store.sqlite import Store, order_op
 from tests.conftest import eventually
@@ -79,7 +81,8 @@ def metrics_factory():
 
 @contextlib.asynccontextmanager
 async def rig(tmp_path, info, metrics: Metrics, cfg: Config,
-              control: Control | None = None) -> AsyncIterator[Rig]:
+              control: Control | None = None, emit: Any = None,
+              veto: Any = None) -> AsyncIterator[Rig]:
     store = await Store.open(tmp_path / "dolphind.sqlite", metrics.execution, metrics.channels)
     audit = await AuditLog.open(tmp_path / "audit.jsonl", metrics.execution)
     venue = PaperVenue(info, lambda: cfg.execution, fallback=True)
@@ -89,7 +92,7 @@ async def rig(tmp_path, info, metrics: Metrics, cfg: Config,
     intents: Channel[Any] = Channel("intents", 64, Overflow.BLOCK, metrics.channels)
     async with store, audit:
         stage = ExecutionStage(intents, venue, store, audit, control, health, metrics,
-                               lambda: cfg)
+                               lambda: cfg, veto=veto, emit=emit)
         task = asyncio.create_task(stage.run())
         r = Rig(stage, intents, store, audit, venue, control, metrics, task)
         await eventually(lambda: stage.ready, what="stage ready")
@@ -219,30 +222,114 @@ async def test_an_order_recorded_but_never_sent_expires_on_restart(tmp_path, inf
         assert not r.stage.portfolio.positions  # never sent twice
 
 
-@pytest.mark.parametrize("cfg_sections,the_intent,rule", [
-    ({"risk": {"max_order_notional_usdt": 1000.0}}, intent("x", "SELL", 1500.0, ts=1),
-     "max_notional"),
-    ({"risk": {"allowed_symbols": ["ETHUSDT"]}}, intent("x", "SELL", 500.0, ts=1),
-     "symbol_allowlist"),
-    ({"risk": {"max_leverage": 1.5}}, intent("x", "SELL", 500.0, ts=1, leverage=2.0),
-     "max_leverage"),
-    ({"risk": {"trading_enabled": False}}, intent("x", "SELL", 500.0, ts=1), "kill_switch"),
-])
+class FakePerf:
+    """A perf counter that advances ``step_s`` per read: a veto hook 'takes' step_s."""
+
+    def __init__(self, step_s: float) -> None:
+        self.t, self.step_s = 0.0, step_s
+
+    def __call__(self) -> float:
+        self.t += self.step_s
+        return self.t
+
+
+def _venue_fails_once(r: Rig) -> None:
+    """The venue refuses the next order (an error the breaker counts), then works again."""
+    from dolphind.execution.venue import VenueRejected
+
+    submit = r.venue.submit
+
+    async def failing(order: Order) -> Order:
+        r.venue.submit = submit  # type: ignore[method-assign]
+        raise VenueRejected("-1001 internal error")
+
+    r.venue.submit = failing  # type: ignore[method-assign]
+
+
+def _slow_veto(r: Rig) -> None:
+    r.stage.rails._perf = FakePerf(0.006)  # every veto call 'takes' 6 ms > the 5 ms budget
+
+
+def _broken_veto(order: Any) -> None:
+    raise RuntimeError("plugin bug")
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleCase:
+    rule: str
+    risk: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Intents before the refused one ("x"), e.g. to use up the rate or trip the breaker.
+    before: tuple[OrderIntent, ...] = ()
+    the_intent: OrderIntent = intent("x", "SELL", 500.0, ts=1)
+    veto: Any = None
+    setup: Any = None
+    detail: str = ""
+
+
+RULE_CASES = [
+    RuleCase("kill_switch", {"trading_enabled": False}),
+    RuleCase("symbol_allowlist", {"allowed_symbols": ["ETHUSDT"]}),
+    # 50 USDT -> 0.001 BTC (the step) = 40 USDT < 100
+    RuleCase("min_notional", {"min_order_notional_usdt": 100.0},
+             the_intent=intent("x", "SELL", 50.0, ts=1)),
+    RuleCase("max_notional", {"max_order_notional_usdt": 1000.0},
+             the_intent=intent("x", "SELL", 1500.0, ts=1)),
+    RuleCase("symbol_exposure", {"max_symbol_exposure_usdt": 1000.0},
+             the_intent=intent("x", "SELL", 1500.0, ts=1)),
+    RuleCase("gross_exposure", {"max_gross_exposure_usdt": 1500.0,
+                                "max_symbol_exposure_usdt": 1500.0},
+             before=(intent("e", "BUY", 1000.0, symbol="ETHUSDT", ts=1),),
+             the_intent=intent("x", "SELL", 600.0, ts=1)),
+    RuleCase("max_leverage", {"max_leverage": 1.5},
+             the_intent=intent("x", "SELL", 500.0, ts=1, leverage=2.0)),
+    RuleCase("order_rate", {"max_orders_per_minute": 1.0, "order_burst": 1},
+             before=(intent("e", "BUY", 500.0, symbol="ETHUSDT", ts=1),)),
+    RuleCase("venue_breaker", {"breaker_min_requests": 1, "breaker_error_rate": 0.5,
+                               "breaker_open_s": 3600.0},
+             before=(intent("e", "BUY", 500.0, symbol="ETHUSDT", ts=1),),
+             setup=_venue_fails_once),
+    RuleCase("plugin_veto", veto=lambda o: ("governor", "symbol frozen"),
+             detail="governor: symbol frozen"),
+    RuleCase("plugin_veto", veto=_broken_veto,
+             detail="veto hook failed: RuntimeError: plugin bug"),
+    RuleCase("plugin_veto", veto=lambda o: None, setup=_slow_veto,
+             detail="veto hook took 6.000 ms > budget 5 ms"),
+]
+
+
+@pytest.mark.parametrize("case", RULE_CASES,
+                         ids=[f"{c.rule}-{i}" for i, c in enumerate(RULE_CASES)])
 async def test_rejections_are_named_in_metrics_audit_and_store(
-        tmp_path, info_2021, metrics_factory, cfg_sections, the_intent, rule):
+        tmp_path, info_2021, metrics_factory, case):
     m = metrics_factory()
-    async with rig(tmp_path, info_2021, m, config(**cfg_sections)) as r:
-        await r.feed(bar(1, 40_000.0), the_intent)
+    async with rig(tmp_path, info_2021, m, config(risk=case.risk), veto=case.veto) as r:
+        if case.setup is not None:
+            case.setup(r)
+        await r.feed(bar(1, 40_000.0), *case.before, case.the_intent)
         await r.settle()
-        assert r.metric("dolphind_risk_rejections_total", rule=rule) == 1
-        assert not r.stage.portfolio.positions
+        assert r.metric("dolphind_risk_rejections_total", rule=case.rule) == 1
+        assert sum(r.metric("dolphind_risk_rejections_total", rule=other)
+                   for other in RULES) == 1  # nothing else was refused
+        assert "BTCUSDT" not in r.stage.portfolio.positions
+        assert r.stage.status()["last_intents"][-1]["outcome"] == f"risk_rejected:{case.rule}"
+        assert r.metric("dolphind_risk_veto_overruns_total") == (case.setup is _slow_veto)
         await r.audit.flush()
-        rejected = [e for e in audit_events(tmp_path / "audit.jsonl")
+        rejected = [e["data"] for e in audit_events(tmp_path / "audit.jsonl")
                     if e["event"] == "risk.rejected"]
-        assert [e["data"]["rule"] for e in rejected] == [rule]
+        assert [(e["rule"], e["intent_id"]) for e in rejected] == [(case.rule, "x")]
+        if case.detail:
+            assert rejected[0]["detail"] == case.detail
+        await eventually(lambda: r.store.backlog == 0, what="store drained")
         row = await r.store.read(lambda c: c.execute(
-            "SELECT state, reject_reason FROM orders").fetchone())
-        assert row == ("rejected", f"risk:{rule}")
+            "SELECT state, reject_reason FROM orders WHERE intent_id = 'x'").fetchall())
+        assert row == [("rejected", f"risk:{case.rule}")]
+        fills = await r.store.read(lambda c: c.execute(
+            "SELECT COUNT(*) FROM fills WHERE symbol = 'BTCUSDT'").fetchone()[0])
+        assert fills == 0
+
+
+def test_every_rule_is_shown_through_the_stage():
+    assert {c.rule for c in RULE_CASES} == set(RULES)
 
 
 async def test_router_rejection_is_named(tmp_path, info_2021, metrics_factory):
@@ -322,3 +409,95 @@ async def test_a_risk_multiplier_shrinks_entries_but_not_exits(tmp_path, info_20
                             ts=bar(1, 0).ts_ns))
         await r.settle()
         assert not r.stage.capital_view().positions  # the exit closed all of it
+
+
+async def test_an_open_trade_survives_a_restart(tmp_path, info_2021, metrics_factory):
+    """A closed trade, then an entry on scan 7 added to on scan 8, restart, closed on scan 10:
+    the open trade comes back as it was (entry, size, fees, hold) and closes as ONE trade with
+    its whole PnL, not as a new trade whose PnL is only the closing fee."""
+    holder: dict[str, Any] = {}
+
+    def books() -> Ledger:
+        return Ledger(lambda: holder["stage"].capital_view())
+
+    ledger = books()
+    async with rig(tmp_path, info_2021, metrics_factory(), config(), emit=ledger.observe) as r:
+        holder["stage"] = r.stage
+        await r.feed(bar(1, 40_000.0), intent("3-BTCUSDT-entry", "BUY", 1000.0, ts=1),
+                     intent("4-BTCUSDT-exit", "SELL", 1000.0, True, "FIXED_TP", ts=1))
+        await r.settle()
+        cash_before = r.stage.capital_view().cash_usdt
+        fees_before = r.stage.capital_view().fees_usdt
+        ledger.note_intent("7-BTCUSDT-entry", 2.0)
+        await r.feed(bar(2, 40_000.0), intent("7-BTCUSDT-entry", "SELL", 2000.0,
+                                              ts=bar(2, 0).ts_ns, leverage=2.0))
+        await r.settle()
+        ledger.on_bar(bar(3, 0).ts_ns)  # scan 8
+        ledger.note_intent("8-BTCUSDT-entry", 2.0)
+        await r.feed(bar(3, 39_800.0), intent("8-BTCUSDT-entry", "SELL", 2000.0,
+                                              ts=bar(3, 0).ts_ns, leverage=2.0))
+        await r.settle()
+        ledger.on_bar(bar(4, 0).ts_ns)  # scan 9
+        before = ledger.portfolio_view().position
+        assert (before.bars_held, before.entry_scan, before.leverage) == (2, 7, 2.0)
+        assert r.stage.portfolio.positions["BTCUSDT"].qty == pytest.approx(-0.1)
+    async with await Store.open(tmp_path / "dolphind.sqlite") as store:
+        state = await store.load_state()
+    ledger = books()
+    ledger.restore(state.open_trades, next_scan=10)
+    async with rig(tmp_path, info_2021, metrics_factory(), config(), emit=ledger.observe) as r:
+        holder["stage"] = r.stage
+        # The alpha engine's view right after the restart: the same trade, not a new one.
+        assert ledger.portfolio_view().position == before
+        ledger.on_bar(bar(5, 0).ts_ns)  # scan 10
+        assert ledger.portfolio_view().position.bars_held == 3
+        await r.feed(bar(5, 39_600.0), intent("10-BTCUSDT-exit", "BUY", 1.0, True,
+                                              "MAX_HOLD", ts=bar(5, 0).ts_ns))
+        await r.settle()
+        view = r.stage.capital_view()
+    assert not view.positions
+    [trade] = ledger.closed
+    assert (trade.side, trade.qty, trade.entry_price, trade.entry_ts_ns, trade.bars_held,
+            trade.leverage, trade.exit_reason) == (
+        "SHORT", pytest.approx(0.1), pytest.approx(39_900.0), bar(2, 0).ts_ns, 3, 2.0,
+        "MAX_HOLD")
+    # The trade's PnL is all the money the account made since the first trade closed, its
+    # fees all the fees paid since then (three fills, two runs).
+    assert trade.pnl_usdt == pytest.approx(view.cash_usdt - cash_before, abs=1e-9)
+    assert trade.fees_usdt == pytest.approx(view.fees_usdt - fees_before, abs=1e-12)
+    assert trade.pnl_usdt > 0  # short into a falling price
+    last = ledger.portfolio_view().last_closed
+    assert (last.entry_scan, last.pnl_usdt) == (7, trade.pnl_usdt)
+
+
+async def test_a_new_peak_from_the_marks_is_committed_before_the_next_snapshot(
+        tmp_path, info_2021, metrics_factory):
+    # Snapshots an hour apart: only the new-peak write can put the peak in the store.
+    cfg = config(execution={"equity_snapshot_interval_s": 3600.0})
+    async with rig(tmp_path, info_2021, metrics_factory(), cfg) as r:
+        await r.feed(bar(1, 40_000.0), intent("p1", "SELL", 2000.0, ts=bar(1, 0).ts_ns))
+        await r.settle()
+        await r.feed(bar(2, 39_000.0))  # short 0.05 BTC: +50 USDT, a new peak
+        await r.settle()
+        shown = r.stage.capital_view().peak_equity_usdt
+        assert shown == pytest.approx(10_000.0 - 0.628 + 50.0, abs=1e-9)
+        await eventually(lambda: r.store.pending == 0, what="store drained")
+        state = await r.store.load_state()
+        assert state.account.peak_equity_usdt == shown
+        await r.feed(bar(3, 39_500.0))  # lower: nothing new to commit
+        await r.settle()
+        assert r.stage.capital_view().peak_equity_usdt == shown
+    async with rig(tmp_path, info_2021, metrics_factory(), cfg) as r:
+        assert r.stage.capital_view().peak_equity_usdt == shown
+
+
+def test_slippage_is_counted_by_direction_and_a_better_fill_does_not_crash() -> None:
+    from dolphind.execution.stage import record_slippage
+    from dolphind.ops.metrics import Metrics
+
+    metrics = Metrics()
+    record_slippage(metrics.execution, 10_000.0, 5.0)    # 5 bps worse than the reference
+    record_slippage(metrics.execution, 20_000.0, -1.5)   # a live fill 1.5 bps better
+    get = metrics.registry.get_sample_value
+    assert get("dolphind_slippage_usdt_total", {"direction": "paid"}) == 5.0
+    assert get("dolphind_slippage_usdt_total", {"direction": "gained"}) == 3.0

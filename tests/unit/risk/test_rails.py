@@ -160,14 +160,44 @@ def test_plugin_veto_and_its_failures():
     def broken(o):
         raise RuntimeError("plugin bug")
 
-    assert rule_of(rails(veto=broken), order()) is None  # a failing hook never blocks
+    # Fail closed for entries: a hook that cannot answer refuses the entry ...
+    d = rails(veto=broken).check(order(), FLAT, now=0.0)
+    assert (d.ok, d.rule) == (False, "plugin_veto") and "RuntimeError: plugin bug" in d.detail
+    # ... and is never asked about an exit, so a broken plugin cannot trap a position.
+    assert rule_of(rails(veto=broken), order(reduce_only=True)) is None
 
 
-def test_slow_veto_is_counted():
-    # A zero budget: any hook call overruns it (no clock patching needed).
-    r = RiskRails(lambda: CFG, veto=lambda o: None, veto_budget_ms=lambda: 0.0)
+class FakePerf:
+    """A perf counter that advances ``step_s`` per read: a hook 'takes' step_s, no sleeping."""
+
+    def __init__(self, step_s: float) -> None:
+        self.t, self.step_s = 0.0, step_s
+
+    def __call__(self) -> float:
+        self.t += self.step_s
+        return self.t
+
+
+@pytest.mark.parametrize("verdict", [None, ("governor", "frozen")])
+def test_a_veto_over_budget_refuses_the_entry_and_is_counted(verdict):
+    overruns = []
+    r = RiskRails(lambda: CFG, veto=lambda o: verdict, veto_budget_ms=lambda: 5.0,
+                  on_veto_overrun=lambda: overruns.append(1), perf_counter=FakePerf(0.006))
+    d = r.check(order(), FLAT, now=0.0)
+    assert (d.ok, d.rule) == (False, "plugin_veto")
+    assert d.detail == ("governor: frozen" if verdict else "veto hook took 6.000 ms > budget 5 ms")
+    assert r.veto_overruns == len(overruns) == 1
+    assert r.bucket.tokens is None  # a refused order takes no rate token
+    # An exit is not asked at all: no overrun, no refusal.
+    assert r.check(order(reduce_only=True), FLAT, now=0.0).ok and r.veto_overruns == 1
+
+
+def test_a_veto_within_budget_passes():
+    overruns = []
+    r = RiskRails(lambda: CFG, veto=lambda o: None, veto_budget_ms=lambda: 5.0,
+                  on_veto_overrun=lambda: overruns.append(1), perf_counter=FakePerf(0.004))
     assert r.check(order(), FLAT, now=0.0).ok
-    assert r.veto_overruns == 1
+    assert r.veto_overruns == 0 and not overruns
 
 
 # ---- properties ----------------------------------------------------------------------------

@@ -11,14 +11,17 @@ from dolphind.events import Fill, Order
 from dolphind.execution.portfolio import Position
 from dolphind.ops.metrics import Metrics
 from dolphind.store.sqlite import (
+    MIGRATIONS,
     SCHEMA_VERSION,
     Account,
     Store,
     StoreError,
     account_op,
     fill_op,
+    intent_op,
     order_op,
     position_op,
+    since_flat,
 )
 
 
@@ -100,7 +103,72 @@ async def test_migrations_apply_once(tmp_path):
         async with await Store.open(path) as store:
             versions = await store.read(
                 lambda c: c.execute("SELECT version FROM schema_version").fetchall())
-    assert versions == [(1,)]
+    assert versions == [(v,) for v, _ in MIGRATIONS] == [(1,), (2,)]
+
+
+async def test_a_v1_database_is_migrated_and_keeps_its_data(tmp_path):
+    """A store written before v2 (no order_intents table): opening it adds the table, the rows
+    stay, and the open trade is rebuilt from its fills (leverage unknown: not recorded)."""
+    path = tmp_path / "d.sqlite"
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+                "applied_ns INTEGER NOT NULL)")
+    for sql in MIGRATIONS[0][1]:
+        con.execute(sql)
+    con.execute("INSERT INTO schema_version VALUES (1, 0)")
+    con.execute(*order_op(_order("a", "filled")))
+    con.execute(*fill_op(Fill("a-1", "a", "BTCUSDT", "SELL", 0.05, 40_000.0, 0.628,
+                              "BLENDED", 2), 0.0))
+    con.execute(*position_op(Position("BTCUSDT", -0.05, 40_000.0, 0.0, 0.628, 2, 2)))
+    con.close()
+    async with await Store.open(path) as store:
+        state = await store.load_state()
+        await store.write(intent_op("b", 3.0), wait=True)
+        lev = await store.read(lambda c: c.execute("SELECT * FROM order_intents").fetchall())
+    assert state.schema_version == 2 and state.client_ids == {"a"}
+    [trade] = state.open_trades
+    assert [f.fill_id for f in trade.fills] == ["a-1"] and trade.leverage == {}
+    assert [o.client_id for o in trade.orders] == ["a"]
+    assert lev == [("b", 3.0)]
+
+
+def _fill(fid: str, side: str, qty: float) -> Fill:
+    return Fill(fid, fid, "BTCUSDT", side, qty, 40_000.0, 0.1, "TAKER", 1)
+
+
+@pytest.mark.parametrize("sides,expected", [
+    ([], []),
+    ([("a", "BUY", 0.1)], ["a"]),
+    # closed, then reopened: only the reopened trade's fills
+    ([("a", "BUY", 0.1), ("b", "SELL", 0.1), ("c", "SELL", 0.3), ("d", "SELL", 0.1)],
+     ["c", "d"]),
+    # float drift (0.1 + 0.2 - 0.3) still reads flat
+    ([("a", "BUY", 0.1), ("b", "BUY", 0.2), ("c", "SELL", 0.3), ("d", "BUY", 0.1)], ["d"]),
+    # flat at the end: nothing open
+    ([("a", "BUY", 0.1), ("b", "SELL", 0.1)], []),
+])
+def test_since_flat_keeps_the_open_trades_fills(sides, expected):
+    assert [f.fill_id for f in since_flat([_fill(*x) for x in sides])] == expected
+
+
+async def test_open_trades_are_restored_per_open_position(tmp_path):
+    path = tmp_path / "d.sqlite"
+    async with await Store.open(path) as store:
+        await store.write(order_op(_order("a", "filled")), intent_op("a", 2.5),
+                          order_op(_order("z", "filled")),
+                          fill_op(Fill("z-1", "z", "ETHUSDT", "BUY", 1.0, 2500.0, 0.1,
+                                       "TAKER", 1), 0.0),
+                          fill_op(Fill("z-2", "z", "ETHUSDT", "SELL", 1.0, 2500.0, 0.1,
+                                       "TAKER", 2), 0.0),
+                          fill_op(Fill("a-1", "a", "BTCUSDT", "SELL", 0.05, 40_000.0, 0.628,
+                                       "BLENDED", 3), 0.0),
+                          position_op(Position("BTCUSDT", -0.05, 40_000.0, 0.0, 0.628, 3, 3)),
+                          wait=True)
+        state = await store.load_state()
+    [trade] = state.open_trades  # ETHUSDT is flat: no open trade
+    assert trade.position.symbol == "BTCUSDT"
+    assert [f.fill_id for f in trade.fills] == ["a-1"]
+    assert trade.leverage == {"a": 2.5}
 
 
 async def test_writes_after_close_are_refused(tmp_path):
@@ -109,3 +177,14 @@ async def test_writes_after_close_are_refused(tmp_path):
         pass
     with pytest.raises(StoreError, match="closed"):
         await store.write(order_op(_order("late")))
+
+
+async def test_pending_counts_writes_until_they_are_committed(tmp_path):
+    store = await Store.open(tmp_path / "d.sqlite")
+    await store.write(order_op(_order("a")))  # queued: the writer is not running yet
+    assert store.pending == 1 and store.status()["pending"] == 1
+    async with store:
+        await store.write(order_op(_order("b")), wait=True)  # FIFO: "a" is committed too
+        assert store.pending == 0
+        state = await store.load_state()
+    assert state.client_ids == {"a", "b"}
