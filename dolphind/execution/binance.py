@@ -13,9 +13,12 @@ What a trader who has lost money to a flaky exchange client insists on, and wher
 - **A terminal state never overtakes its fills.** A cancelled / expired / filled report is held
   back until the fills it implies have been emitted; REST fetches the missing trades.
 - **The user stream is not trusted to be complete.** While it is down REST polling takes over;
-  after every (re)connect the working orders are re-read by REST (catching the outage's fills)
-  and new entries wait for that; even with the stream up, a working order with no news for
-  ``order_check_s`` is queried.
+  after every (re)connect (and a lease takeover) the working orders are re-read by REST
+  (catching the outage's fills), open orders nobody here sent are tracked and reported for the
+  audit, and then the book's positions are compared with the venue's (the execution stage's
+  ``check_positions``: differences audited, adopted once no order is working). New entries
+  wait until both succeeded (``reconciled``), retried every ``poll_interval_s``; even with the
+  stream up, a working order with no news for ``order_check_s`` is queried.
 - **Rate limits come from Binance's answers.** ``X-MBX-USED-WEIGHT-1M`` and
   ``X-MBX-ORDER-COUNT-10S/1M`` feed a budget that paces requests past ``weight_slow_fraction``
   of the limit and holds them past ``weight_stop_fraction`` until the window rolls; a 429 /
@@ -24,17 +27,22 @@ What a trader who has lost money to a flaky exchange client insists on, and wher
   ``max_order_delay_s`` is refused, never sent late.
 - **Error mapping.** -1021: re-measure the clock offset, retry once. -1003/429: back off.
   418: stop until the ban ends. -2019 (margin): reject, no retry. -2011/-2013 on cancel: ask
-  what became of the order (it may have filled). 5xx/timeouts: unknown (see above).
-- **One account, one trader.** Orders and cancels need the account lease (lease.py).
+  what became of the order (it may have filled). -4116 (client order id duplicated): an order
+  with that id is at the venue, so it is queried by client id, never called rejected.
+  5xx/timeouts: unknown (see above).
+- **One account, one trader.** Orders and cancels need the account lease (lease.py: a host-wide
+  ``flock`` in ``lease_dir``, plus a state-bus lease when the bus is shared).
 - **Keys** come only from the environment or a secrets file; they are never logged, never in
-  ``status()``; the account is named by a hash of the key. ccxt talks only to the configured
-  base URL: every other API family is removed from its URL table, and markets are never loaded
-  through ccxt (filters come from our own exchangeInfo call).
+  ``status()``; the account is named by a hash of the key. listenKeys (aiohttp's handshake
+  errors carry the URL) are redacted from ``last_error`` and the log as well. ccxt talks only
+  to the configured base URL: every other API family is removed from its URL table, and
+  markets are never loaded through ccxt (filters come from our own exchangeInfo call).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -48,7 +56,7 @@ import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
 import aiohttp
 import ccxt.async_support as ccxt_async
@@ -61,7 +69,7 @@ from dolphind.channels import Channel, Overflow
 from dolphind.config import BinanceVenueConfig
 from dolphind.events import Fill, Order
 from dolphind.execution.filters import SymbolFilters, parse_exchange_info
-from dolphind.execution.lease import AccountLease, account_id
+from dolphind.execution.lease import Lease, account_id
 from dolphind.execution.router import TERMINAL, OrderState
 from dolphind.execution.venue import VenuePosition, VenueRejected, VenueUnavailable
 from dolphind.ops.metrics import VenueMetrics
@@ -82,6 +90,8 @@ _W_ORDER, _W_QUERY, _W_OPEN_ALL, _W_ACCOUNT, _W_TRADES, _W_INFO = 0, 1, 40, 5, 5
 # Binance answers that leave the outcome of the request unknown ("execution status unknown").
 _UNKNOWN_CODES = frozenset({-1000, -1001, -1006, -1007})
 _EVENTS_CAPACITY = 4096
+# A listenKey in a URL (path segment after /ws/, or the listenKey= parameter).
+_LISTEN_KEY_RE = re.compile(r"(/ws/|listenKey=)[A-Za-z0-9]{16,}")
 _QTY_EPS = 1e-12
 _READ_MAX_WAIT_S = 65.0
 _CANCEL_MAX_WAIT_S = 10.0
@@ -464,11 +474,12 @@ class BinanceVenue:
 
     name = "binance"
 
-    def __init__(self, config: Callable[[], BinanceVenueConfig], bus: StateBus,
+    def __init__(self, config: Callable[[], BinanceVenueConfig], bus: StateBus | None,
                  metrics: VenueMetrics, credentials: Credentials,
                  symbols: Callable[[], Iterable[str]] = lambda: (),
                  wall: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 lease_dir: Path | None = None) -> None:
         self._cfg = config
         self._m = metrics
         self._creds = credentials
@@ -477,8 +488,9 @@ class BinanceVenue:
         self._mono = monotonic
         self.account = credentials.account
         self.budget = RateBudget(config)
-        self.lease = AccountLease(bus, self.account, lambda: self._cfg().lease_ttl_s,
-                                  wall=wall, on_change=self._on_lease_change)
+        self.lease = Lease(self.account, lease_dir or Path(config().lease_dir), bus,
+                           lambda: self._cfg().lease_ttl_s, wall=wall,
+                           on_change=self._on_lease_change)
         self._filters: dict[str, SymbolFilters] = {}
         self._orders: dict[str, _Tracked] = {}
         self._skip_fill_ids: set[str] = set()
@@ -494,8 +506,11 @@ class BinanceVenue:
         self._stream_connected = False
         self._stream_kick = asyncio.Event()
         self._listen_key: str | None = None
+        self._listen_keys: collections.deque[str] = collections.deque(maxlen=16)  # redacted
         self._listen_key_at = 0.0
         self._reconciled = False
+        self._position_check: Callable[[str], Awaitable[bool]] | None = None
+        self._found: list[Order] = []  # open orders found by a resync that nobody sent here
         self._account_ready = False
         self.stream_positions: dict[str, float] = {}
         self.stream_balances: dict[str, float] = {}
@@ -547,7 +562,7 @@ class BinanceVenue:
                  ws=self.ws_base, account=self.account, credentials=self._creds.source)
         await self.sync_clock("start")
         await self.refresh_filters()
-        if self.lease.try_acquire():
+        if await self.lease.acquire():
             await self._setup_account()
         else:
             log.error("venue.fenced", account=self.account, reason=self.lease.reason)
@@ -574,7 +589,7 @@ class BinanceVenue:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):
                     await self._request("stream", "fapiPrivateDeleteListenKey", {}, 1)
-        self.lease.release()
+        await self.lease.release()
         self._m.lease_held.set(0)
         self._set_stream(False)
         self._m.rest_polling.set(0)
@@ -632,7 +647,7 @@ class BinanceVenue:
             except BinanceAPIError as exc:
                 self._m.requests.labels(kind, "error").inc()
                 self._m.errors.labels(exc.label).inc()
-                self.last_error = f"{method}: {exc}"
+                self.last_error = self._redact(f"{method}: {exc}")
                 self._on_error(exc)
                 if exc.code == -1021 and attempt == 0:
                     log.warning("venue.timestamp_rejected", method=method, msg=exc.msg)
@@ -727,7 +742,7 @@ class BinanceVenue:
     async def _lease_loop(self) -> None:
         while True:
             await asyncio.sleep(self._cfg().lease_renew_s)
-            self.lease.try_acquire()
+            await self.lease.acquire()
             if self.lease.held and not self._account_ready:
                 with contextlib.suppress(VenueSetupError, _NotSent, _NoAnswer, BinanceAPIError):
                     await self._setup_account()
@@ -809,6 +824,8 @@ class BinanceVenue:
                 raise VenueUnavailable(f"submit {order.client_id}: {exc}; state unknown, "
                                        "query by client id") from None
             assert isinstance(exc, BinanceAPIError)
+            if exc.code == -4116:
+                return await self._duplicate_submit(order, t)
             t.gone, t.venue_state, t.emitted_state = True, OrderState.REJECTED, "rejected"
             raise VenueRejected(_reject_reason(exc)) from None
         rep = report_from_rest(res)
@@ -819,6 +836,26 @@ class BinanceVenue:
         # Fills come from the stream (or REST); a final state follows its fills.
         await self._apply(rep, [], "submit")
         return ack
+
+    async def _duplicate_submit(self, order: Order, t: _Tracked) -> Order:
+        """-4116 "ClientOrderId is duplicated": an order with this id *is* at the venue (this
+        one, sent before and its answer lost, or left from before a restart). Not a rejection:
+        ask what it is by client id; until that answer, its state is unknown."""
+        cid = order.client_id
+        log.warning("venue.duplicate_client_id", client_id=cid, symbol=order.symbol)
+        t.unknown = True
+        try:
+            seen = await self.query(cid)
+        except VenueUnavailable as exc:
+            raise VenueUnavailable(f"submit {cid}: client order id already at the venue "
+                                   f"(-4116); state unknown, query by client id ({exc})"
+                                   ) from None
+        if seen is None:  # Binance said it exists, then that it does not: keep asking
+            t.gone, t.unknown = False, True
+            raise VenueUnavailable(f"submit {cid}: -4116 but not found by client id; state "
+                                   "unknown, query by client id")
+        # Its fills and any final state were emitted by the query; the submit is an ack.
+        return dataclasses.replace(seen, state=str(OrderState.ACKED))
 
     async def cancel(self, client_id: str) -> Order | None:
         t = self._orders.get(client_id)
@@ -1060,6 +1097,10 @@ class BinanceVenue:
             for o in await self.open_orders():
                 if o.client_id not in self._orders:
                     self.track(o)  # appeared while we were not listening: its fills are news
+                    log.warning("venue.unknown_open_order", cause=cause, client_id=o.client_id,
+                                symbol=o.symbol, side=o.side, qty=o.qty, state=o.state,
+                                filled_qty=o.filled_qty)
+                    self._found.append(o)  # for the book's audit (take_found_orders)
                     await self.query(o.client_id)
         except VenueUnavailable as exc:
             ok = False
@@ -1068,9 +1109,17 @@ class BinanceVenue:
                  working=sum(1 for t in self._orders.values() if not t.settled))
         return ok
 
+    def _redact(self, text: str) -> str:
+        """``text`` without the listenKeys, the API key or the secret (for logs, /status)."""
+        for secret in (*self._listen_keys, self._creds.api_key, self._creds.secret):
+            if secret:
+                text = text.replace(secret, "<redacted>")
+        return _LISTEN_KEY_RE.sub(r"\1<redacted>", text)
+
     async def _listen_key_create(self) -> str:
         res = await self._request("stream", "fapiPrivatePostListenKey", {}, 1)
         self._listen_key = str(res["listenKey"])
+        self._listen_keys.append(self._listen_key)
         self._listen_key_at = self._mono()
         self._m.listen_key_renewals.labels("created").inc()
         return self._listen_key
@@ -1102,19 +1151,9 @@ class BinanceVenue:
                     self._stream_kick.clear()
                     reader = asyncio.create_task(self._read_stream(ws))
                     try:
-                        # Connected first, then REST: nothing falls between the two.
-                        if await self.resync(f"user_stream:{reason}") and self._stream_connected:
-                            self._reconciled = True
-                            self._m.reconciled.set(1)
+                        reason = await self._reconcile_while_connected(
+                            reader, f"user_stream:{reason}")
                         backoff = cfg.backoff_initial_s
-                        kick = asyncio.create_task(self._stream_kick.wait())
-                        done, _ = await asyncio.wait({reader, kick},
-                                                     return_when=asyncio.FIRST_COMPLETED)
-                        kick.cancel()
-                        if reader in done:
-                            reason = reader.result()
-                        else:
-                            reason = "restart"
                     finally:
                         reader.cancel()
                         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -1122,13 +1161,68 @@ class BinanceVenue:
             except (aiohttp.ClientError, OSError, TimeoutError, _NotSent, _NoAnswer,
                     BinanceAPIError, ValueError) as exc:
                 reason = "error"
-                self.last_error = f"user stream: {type(exc).__name__}: {exc}"
-                log.warning("venue.user_stream_error", error=f"{type(exc).__name__}: {exc}")
+                # aiohttp's handshake errors carry the URL, i.e. the listenKey: never shown.
+                self.last_error = self._redact(f"user stream: {type(exc).__name__}: {exc}")
+                log.warning("venue.user_stream_error", error=self.last_error)
             finally:
                 self._set_stream(False)
             log.warning("venue.user_stream_down", reason=reason, retry_in_s=round(backoff, 2))
             await asyncio.sleep(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, cfg.backoff_max_s)
+
+    async def _reconcile_while_connected(self, reader: asyncio.Task[str], cause: str) -> str:
+        """With the stream connected (first, so nothing falls between it and REST): re-read
+        the orders, then have the positions checked; until both succeed, try again every
+        ``poll_interval_s``. Returns why the connection ended (the reader's reason, or
+        "restart" when kicked)."""
+        synced = False
+        while True:
+            if not self._reconciled and self._stream_connected and self.lease.held:
+                if not synced:
+                    synced = await self.resync(cause)
+                if synced and await self._positions_confirmed(cause) \
+                        and self._stream_connected and self.lease.held \
+                        and not reader.done():
+                    self._reconciled = True
+                    self._m.reconciled.set(1)
+                    log.info("venue.reconciled", cause=cause)
+            kick = asyncio.create_task(self._stream_kick.wait())
+            done, _ = await asyncio.wait(
+                {reader, kick}, return_when=asyncio.FIRST_COMPLETED,
+                timeout=None if self._reconciled else self._cfg().poll_interval_s)
+            kick.cancel()
+            if reader in done:
+                return reader.result()
+            if kick in done:
+                return "restart"
+
+    def take_found_orders(self) -> list[Order]:
+        """Open orders that a resync found at the venue and this process did not send (placed
+        by hand, or by the previous holder of the lease), once each, for the audit."""
+        found, self._found = self._found, []
+        return found
+
+    def set_position_check(self, check: Callable[[str], Awaitable[bool]]) -> None:
+        """The book's position check (the execution stage's): after each reconnect the
+        venue is reconciled only once it returns True."""
+        self._position_check = check
+
+    async def _positions_confirmed(self, cause: str) -> bool:
+        check = self._position_check
+        if check is None:
+            return True  # no book to compare with (the venue used on its own)
+        # Every fill emitted so far must be booked before positions are compared.
+        deadline = self._mono() + 5.0
+        while len(self._events) and self._mono() < deadline:
+            await asyncio.sleep(0.01)
+        if len(self._events):
+            return False
+        try:
+            ok = await check(cause)
+        except VenueUnavailable as exc:
+            log.warning("venue.position_check_failed", cause=cause, error=str(exc))
+            return False
+        return ok
 
     async def _read_stream(self, ws: aiohttp.ClientWebSocketResponse) -> str:
         async for msg in ws:
@@ -1242,7 +1336,7 @@ class BinanceVenue:
                        "banned_s": max(0.0, self.budget.banned_until - now)},
             "clock_offset_ms": round(self._offset_s * 1000, 1),
             "tracked_orders": sum(1 for t in self._orders.values() if not t.settled),
-            "last_error": self.last_error,
+            "last_error": self._redact(self.last_error),
         }
 
 
@@ -1308,6 +1402,10 @@ async def reconcile_store(venue: BinanceVenue, store: Any, audit: Any,
                      final_state=final.state)
 
 
+async def _no_book_yet(cause: str) -> bool:
+    return False
+
+
 @contextlib.asynccontextmanager
 async def open_binance_books(config: Callable[[], Any], metrics: Any,
                              bus: StateBus | None = None) -> AsyncIterator[tuple[Any, Any,
@@ -1316,16 +1414,11 @@ async def open_binance_books(config: Callable[[], Any], metrics: Any,
     opened (clock, filters, lease, leverage), the store's working orders are made known to it
     and unknown venue orders are brought into the store, then the user stream starts.
     Closing runs in reverse: venue (streams stopped, lease released), audit, store."""
-    from dolphind.statebus.memory import MemoryStateBus
     from dolphind.store.audit import AuditLog
     from dolphind.store.sqlite import Store
 
     cfg = config()
     creds = await asyncio.to_thread(load_credentials, cfg.execution.binance, cfg.resolve)
-    if bus is None:
-        log.warning("venue.private_lease_bus",
-                    detail="no state bus given: the account lease fences only this process")
-        bus = MemoryStateBus()
     store = await Store.open(cfg.data_dir / cfg.store.path, metrics.execution, metrics.channels,
                              synchronous=cfg.store.synchronous,
                              capacity=cfg.store.queue_capacity,
@@ -1336,8 +1429,12 @@ async def open_binance_books(config: Callable[[], Any], metrics: Any,
                                     fsync_interval_s=lambda: config().store.audit_fsync_interval_s)
         async with audit:
             venue = BinanceVenue(lambda: config().execution.binance, bus, metrics.venue, creds,
-                                 symbols=lambda: config().binance_feed.symbols)
+                                 symbols=lambda: config().binance_feed.symbols,
+                                 lease_dir=cfg.resolve(cfg.execution.binance.lease_dir))
             async with venue:
                 await reconcile_store(venue, store, audit, metrics.execution.reconcile_diffs)
+                # Not reconciled before the execution stage has its book to compare positions
+                # with: the stage installs its own check when it is built.
+                venue.set_position_check(_no_book_yet)
                 venue.start_streams()
                 yield store, audit, venue

@@ -1,30 +1,52 @@
-"""One account, one trader (SPEC §5): a lease on the state bus keyed by the account.
+"""One account, one trader (SPEC §5): an exclusive lease keyed by the account.
 
-The key is a hash of the API key (``account_id``), never the key. The holder renews the lease
-every ``renew_s``; it lapses ``ttl_s`` after the last renewal. A second daemon (or a second venue
-in the same process) that finds a live lease owned by someone else is *fenced*: it refuses to
-send or cancel orders and says who holds the account, until the lease lapses or is released.
+The account is named by a hash of the API key (``account_id``), never the key. A daemon that
+does not hold the lease is *fenced*: it refuses to send or cancel orders and says who holds the
+account (``reason``, in /status, /readyz and the log), until it can take the lease over.
 
-The lease is conservative about its own state: it counts as held only until the expiry it last
-wrote, so a holder that cannot renew (a bus outage, a stalled loop) stops trading on its own
-before anyone else may take over.
+Design (the simplest one that is honest about what it fences):
 
-The state bus has no compare-and-set; acquisition writes, then reads back and keeps the lease
-only when the read-back names this owner. That is exact on the in-process bus; on a remote bus
-two writers racing within one round trip could both believe they won for one renewal period,
-after which the later write wins. A bus that offers ``put_if_absent`` style atomics should get
-an adapter method for it (noted in the Hazelcast adapter's to-do).
+- **Host lock, always.** ``HostLease`` holds an exclusive ``flock`` on
+  ``<execution.binance.lease_dir>/<account>.lock`` (default ``/run/lock/dolphind``, the
+  host's lock directory; every daemon on the host must use the same directory). ``flock``
+  excludes per open file description, so it fences a second daemon process *and* a second
+  venue in the same process. The kernel drops the lock when the holder's file is closed,
+  including on a crash or ``kill -9``: there is no stale lease and no TTL to wait out. The
+  file is never unlinked (unlinking a lock file races with a new locker); the holder writes
+  its name into it so a fenced daemon can say who holds the account. Every renewal checks
+  that the path still names the locked file (someone deleting the directory would otherwise
+  let a second daemon lock a new file): if not, the lease is dropped and re-taken.
+  A lease directory that cannot be created or opened fences the daemon (fail closed).
+- **State-bus lease, only with a shared bus.** ``AccountLease`` (below) writes a renewed,
+  expiring record on the state bus. It is used in addition to the host lock when the bus is
+  shared between hosts (any bus whose ``name`` is not ``"memory"``, i.e. Hazelcast): the
+  embedded in-process bus fences nothing the host lock does not already fence. The bus has no
+  compare-and-set; acquisition writes, then reads back and keeps the lease only when the
+  read-back names this owner. That is exact on one bus node; on a remote bus two writers racing
+  within one round trip could both believe they won for one renewal period, after which the
+  later write wins (a ``put_if_absent`` adapter method would close that). The bus lease counts
+  as held only until the expiry it last wrote, so a holder that cannot renew stops trading on
+  its own before anyone else may take over.
+
+``Lease`` combines the two: held while both parts are held. Its file work runs in a worker
+thread (``flock`` is taken with ``LOCK_NB``: it never waits).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import hashlib
 import os
 import secrets
 import socket
+import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
+
+import orjson
 
 import structlog
 
@@ -40,7 +62,116 @@ def account_id(venue: str, api_key: str) -> str:
     return f"{venue}:{hashlib.sha256(api_key.encode()).hexdigest()[:16]}"
 
 
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def lock_path(directory: Path, account: str) -> Path:
+    return directory / (account.replace(":", "-") + ".lock")
+
+
+class HostLease:
+    """An exclusive ``flock`` on the account's lock file (see the module docstring).
+
+    ``try_acquire`` and ``release`` do file I/O: call them from a worker thread."""
+
+    def __init__(self, directory: Path, account: str, owner: str,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.path = lock_path(Path(directory), account)
+        self.account = account
+        self.owner = owner
+        self._wall = wall
+        self._fd: int | None = None
+        self.holder: dict[str, Any] | None = None
+        self.reason = "lease not acquired yet"
+        self.acquired_at: float | None = None
+        # Serialises the worker threads (a cancelled acquire's thread may still be running
+        # when release is called).
+        self._mutex = threading.Lock()
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def try_acquire(self) -> bool:
+        with self._mutex:
+            return self._try_acquire()
+
+    def _try_acquire(self) -> bool:
+        if self._fd is not None:
+            if self._still_ours():
+                return True
+            log.error("lease.lock_file_lost", account=self.account, path=str(self.path))
+            self._close()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            self.holder = None
+            self.reason = (f"account {self.account}: cannot open the lease file {self.path} "
+                           f"({exc.strerror or type(exc).__name__}); refusing to trade")
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            try:
+                raw = os.pread(fd, 4096, 0)
+            except OSError:
+                raw = b""
+            os.close(fd)
+            try:
+                cur = orjson.loads(raw) if raw.strip() else None
+            except orjson.JSONDecodeError:
+                cur = None
+            self.holder = cur if isinstance(cur, dict) else None
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                who = (self.holder or {}).get("owner") or "another process"
+                self.reason = (f"account {self.account} is held by {who} "
+                               f"(lock {self.path})")
+            else:
+                self.reason = (f"account {self.account}: cannot lock {self.path} "
+                               f"({exc.strerror or type(exc).__name__}); refusing to trade")
+            return False
+        self._fd = fd
+        if not self._still_ours():  # replaced between open and lock: try again next time
+            self._close()
+            self.reason = f"account {self.account}: lease file {self.path} was replaced"
+            return False
+        now = self._wall()
+        self.acquired_at = now
+        self.holder = {"owner": self.owner, "account": self.account, "pid": os.getpid(),
+                       "host": socket.gethostname(), "acquired_at": now}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, orjson.dumps(self.holder) + b"\n", 0)
+        except OSError:
+            pass  # the lock is what counts; the name in it is only for the fenced
+        self.reason = ""
+        return True
+
+    def _still_ours(self) -> bool:
+        assert self._fd is not None
+        try:
+            a, b = os.fstat(self._fd), os.stat(self.path)
+        except OSError:
+            return False
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the only descriptor drops the flock
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._fd is not None:
+                self._close()
+                self.reason = "released"
+
+
 class AccountLease:
+    """The state-bus lease: a renewed, expiring record (see the module docstring)."""
+
     def __init__(self, bus: StateBus, account: str, ttl_s: Callable[[], float],
                  owner: str | None = None, wall: Callable[[], float] = time.time,
                  on_change: Callable[[bool], None] | None = None) -> None:
@@ -127,3 +258,90 @@ class AccountLease:
         return {"account": self.account, "owner": self.owner, "held": self.held,
                 "reason": self.reason if not self.held else "",
                 "holder": h.get("owner"), "expires_at": h.get("expires_at")}
+
+
+class Lease:
+    """The venue's lease: the host lock, plus the state-bus lease when ``bus`` is shared.
+
+    ``held`` is cheap and never blocks (read it anywhere); ``acquire`` (take or renew) and
+    ``release`` are coroutines that do their file work in a worker thread."""
+
+    def __init__(self, account: str, lease_dir: Path, bus: StateBus | None,
+                 ttl_s: Callable[[], float], wall: Callable[[], float] = time.time,
+                 on_change: Callable[[bool], None] | None = None,
+                 owner: str | None = None) -> None:
+        self.account = account
+        self.owner = owner or new_owner()
+        self.host = HostLease(lease_dir, account, self.owner, wall)
+        shared = bus is not None and getattr(bus, "name", "memory") != "memory"
+        self.bus: AccountLease | None = (AccountLease(bus, account, ttl_s, owner=self.owner,
+                                                      wall=wall)
+                                         if shared and bus is not None else None)
+        self._on_change = on_change or (lambda held: None)
+        self._was_held = False
+        self._lock = asyncio.Lock()
+
+    @property
+    def kind(self) -> str:
+        return "host_lock+state_bus" if self.bus is not None else "host_lock"
+
+    @property
+    def held(self) -> bool:
+        return self.host.held and (self.bus is None or self.bus.held)
+
+    @property
+    def reason(self) -> str:
+        if not self.host.held:
+            return self.host.reason
+        if self.bus is not None and not self.bus.held:
+            return self.bus.reason
+        return ""
+
+    @property
+    def holder(self) -> dict[str, Any] | None:
+        if not self.host.held or self.bus is None:
+            return self.host.holder
+        return self.bus.holder
+
+    async def acquire(self) -> bool:
+        """Take the lease, or renew it (the host lock is re-verified; the bus record renewed)."""
+        async with self._lock:
+            host = await asyncio.to_thread(self.host.try_acquire)
+            if host and self.bus is not None:
+                self.bus.try_acquire()
+            self._changed()
+            return self.held
+
+    async def release(self) -> None:
+        """Give the account up now (a clean stop): a successor need not wait."""
+        async with self._lock:
+            was = self.held
+            if self.bus is not None:
+                self.bus.release()
+            await asyncio.to_thread(self.host.release)
+            self._was_held = False
+            if was:
+                log.info("lease.released", account=self.account, owner=self.owner)
+
+    def _changed(self) -> None:
+        held = self.held
+        if held == self._was_held:
+            return
+        self._was_held = held
+        if held:
+            log.info("lease.acquired", account=self.account, owner=self.owner, kind=self.kind,
+                     lock_file=str(self.host.path))
+        else:
+            log.error("lease.fenced", account=self.account, owner=self.owner,
+                      reason=self.reason)
+        self._on_change(held)
+
+    def status(self) -> dict[str, Any]:
+        h = self.holder or {}
+        held = self.held
+        return {"account": self.account, "owner": self.owner, "held": held,
+                "reason": "" if held else self.reason, "holder": h.get("owner"),
+                "holder_pid": h.get("pid"), "kind": self.kind,
+                "lock_file": str(self.host.path),
+                "expires_at": self.bus.holder.get("expires_at")
+                if self.bus is not None and self.bus.holder else None}

@@ -11,7 +11,8 @@ What it does, as Binance does it:
 - every answer carries ``X-MBX-USED-WEIGHT-1M`` (this minute's weight, plus ``extra_weight``)
   and order answers ``X-MBX-ORDER-COUNT-10S`` / ``-1M``;
 - MARKET orders fill at once at ``marks[symbol]`` (in ``market_trades`` trades), LIMIT orders
-  rest until the test calls ``fill()``; reduce-only orders that would not reduce: -2022;
+  (and MARKET ones with ``hold_market``) rest until the test calls ``fill()``;
+  reduce-only orders that would not reduce: -2022;
   a client order id used before: -4116; unknown orders: -2013 (query) / -2011 (cancel);
 - the user stream (``/private/ws/<listenKey>`` or ``/private/ws?listenKey=``) carries
   ORDER_TRADE_UPDATE and ACCOUNT_UPDATE; ``fill_mode = "rest"`` keeps order events off the
@@ -23,6 +24,8 @@ Faults (``fault(route, ...)``, consumed ``times`` times; route like ``"POST /fap
 answering; ``process=True`` to execute the order before a 5xx or a delayed answer (the
 "execution status unknown" case). ``ban(seconds)`` answers 418 to everything until it ends.
 ``drop_streams()`` closes every user-stream socket; ``refuse_streams = True`` answers new ones 503.
+-4116 (duplicate client order id) comes from sending an id used before (``place()`` one), or as a
+fault after execution: ``fault("POST /fapi/v1/order", process=True, status=400, code=-4116)``.
 
 ``requests`` lists every request (method, path, host); anything outside the routes above is
 answered 404 and listed in ``unexpected``. ``install(app)`` adds the routes to another aiohttp
@@ -152,6 +155,10 @@ class FakeBinanceRest:
         self._t_update = _load(_USER / "order_update_trade.json")
         self._t_account = _load(_USER / "account_update.json")
         self.skew_ms = 0
+        # Where the tests put the venue's account-lease lock files (per test, never the host's).
+        self.lease_dir = ""
+        # MARKET orders rest (NEW) until fill(), like a LIMIT order: an order that stays working.
+        self.hold_market = False
         self.fill_mode = "stream"  # or "rest": no order events on the user stream
         self.market_trades = 1
         self.extra_weight = 0
@@ -479,7 +486,7 @@ class FakeBinanceRest:
         price = float(p.get("price", 0) or 0)
         o = self._new_order(symbol, side, otype, qty, price, cid, reduce_only)
         await self._order_event(o, "NEW", None)
-        if otype == "MARKET":
+        if otype == "MARKET" and not self.hold_market:
             mark = self.marks[symbol]
             n = max(1, self.market_trades)
             step = Decimal(_num(qty)) / n

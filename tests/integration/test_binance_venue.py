@@ -1,8 +1,8 @@
 """The execution stage trading on the loopback Binance: open_books(venue = "binance") with the
 real SQLite store and audit log in tmp_path, real ccxt, the real user stream.
 
-What is not here: the daemon as a subprocess with venue = "binance" (app.py must first pass the
-state bus to open_books and pick the live feed; see the issue note).
+At the end: two real daemons (subprocesses, replay feed, venue = "binance") on one account,
+against the loopback Binance served from a thread of this process.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from typing import Any, AsyncIterator
+import threading
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
 
 import orjson
 import pytest
@@ -27,8 +29,9 @@ from dolphind.ops.metrics import Metrics
 from dolphind.statebus.memory import MemoryStateBus
 from dolphind.store.audit import split_line, verify
 from dolphind.store.sqlite import Account, Store, account_op, order_op, position_op
-from tests.conftest import eventually
+from tests.conftest import eventually, wait_until
 from tests.fakes.binance_rest import FakeBinanceRest
+from tests.integration.harness import SAMPLE, Daemon, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +43,9 @@ def metrics_factory():
 
 
 @pytest.fixture
-async def fake(monkeypatch) -> AsyncIterator[FakeBinanceRest]:
+async def fake(monkeypatch, tmp_path) -> AsyncIterator[FakeBinanceRest]:
     async with FakeBinanceRest() as f:
+        f.lease_dir = str(tmp_path / "leases")  # shared by the daemons of one test
         monkeypatch.setenv("DOLPHIND_BINANCE_API_KEY", f.api_key)
         monkeypatch.setenv("DOLPHIND_BINANCE_API_SECRET", f.secret)
         yield f
@@ -52,7 +56,7 @@ def config(tmp_path, fake: FakeBinanceRest, **binance: Any) -> Config:
              symbols=["BTCUSDT", "ETHUSDT"], default_leverage=2, request_timeout_s=0.5,
              poll_interval_s=0.05, order_check_s=0.5, backoff_initial_s=0.05,
              backoff_max_s=0.2, recv_window_ms=1000, unknown_grace_s=0.2, lease_ttl_s=2.0,
-             lease_renew_s=0.2)
+             lease_renew_s=0.2, lease_dir=fake.lease_dir)
     b.update(binance)
     return config_from_dict({"mode": "live", "data": {"dir": str(tmp_path)},
                              "execution": {"venue": "binance", "binance": b,
@@ -246,6 +250,12 @@ async def test_a_second_daemon_on_the_same_account_is_fenced(tmp_path, fake, met
                        wait_ready=False) as second:
             why = second.venue.readiness()
             assert why.startswith("fenced: ") and first.venue.lease.owner in why
+            # The stage says so too (/readyz, /status).
+            assert second.stage.readiness() == f"venue: {why}"
+            lease = second.stage.status()["venue_state"]["lease"]
+            assert lease["held"] is False and lease["holder"] == first.venue.lease.owner
+            assert first.stage.readiness() == "ok"
+            assert first.stage.status()["venue_state"]["lease"]["held"] is True
             await second.intents.put(intent("f1:entry", "SELL", 2000.0))
             await eventually(lambda: any(o.reject_reason.startswith("venue:fenced: ")
                                          for o in second.stage.recent_orders))
@@ -253,3 +263,235 @@ async def test_a_second_daemon_on_the_same_account_is_fenced(tmp_path, fake, met
             assert second.venue.status()["lease"]["held"] is False
     rejected = [e for e in audit_events(second.audit_path) if e["event"] == "order.rejected"]
     assert rejected and rejected[0]["rule"].startswith("fenced: account binance-usdm:")
+
+
+async def test_stage_readiness_and_status_carry_the_ban_and_reconciliation(tmp_path, fake,
+                                                                          metrics_factory):
+    m = metrics_factory()
+    async with rig(tmp_path, fake, m, config(tmp_path, fake, default_ban_s=1.0)) as r:
+        st = r.stage.status()["venue_state"]
+        assert st["reconciled"] is True and st["lease"]["held"] is True
+        assert st["budget"]["banned_s"] == 0
+        fake.ban(1.5)
+        await r.intents.put(intent("b1:entry", "SELL", 2000.0))  # answered 418
+        await eventually(lambda: r.stage.readiness().startswith("venue: venue ban (418)"))
+        assert r.stage.status()["venue_state"]["budget"]["banned_s"] > 0
+        await eventually(lambda: r.stage.readiness() == "ok", timeout=10, what="ban over")
+        await fake.drop_streams()
+        await eventually(lambda: r.stage.readiness().startswith("venue: not reconciled"))
+        assert r.stage.status()["venue_state"]["reconciled"] is False
+        await eventually(lambda: r.stage.readiness() == "ok", what="reconnected")
+
+
+async def test_after_a_reconnect_positions_are_compared_audited_and_gate_entries(
+        tmp_path, fake, metrics_factory):
+    m = metrics_factory()
+    async with rig(tmp_path, fake, m) as r:
+        fake.hold_market = True  # the entry stays working at the venue
+        await r.intents.put(intent("p1:entry", "SELL", 2000.0))
+        cid = client_order_id("p1:entry")
+        await eventually(lambda: cid in r.stage.orders and r.stage.orders[cid].state == "acked")
+        # While the stream is down, someone trades the account by hand.
+        fake.refuse_streams = True
+        await fake.drop_streams()
+        await eventually(lambda: not r.venue.status()["user_stream"]["connected"])
+        fake.set_position("BTCUSDT", -0.02, 40_000.0)
+        fake.place("BTCUSDT", "BUY", 0.01, 30_000.0, "web_manual_2")  # and leaves an order
+        fake.refuse_streams = False
+        await eventually(lambda: r.venue.status()["user_stream"]["connected"])
+        # Orders re-read, but positions differ while an order works: not reconciled.
+        await eventually(lambda: any(e["event"] == "execution.positions_mismatch"
+                                     for e in audit_events(r.audit_path)), what="mismatch")
+        assert not r.venue.reconciled
+        assert r.stage.readiness().startswith("venue: not reconciled")
+        await r.intents.put(intent("p2:entry", "SELL", 2000.0))
+        await eventually(lambda: any(o.client_id == client_order_id("p2:entry")
+                                     and "not_reconciled" in o.reject_reason
+                                     for o in r.stage.recent_orders))
+        assert not fake.orders_with_client_id(client_order_id("p2:entry"))
+        # The working order fills; then the hand trade is adopted and audited.
+        await fake.fill(cid)
+        await eventually(lambda: r.venue.reconciled, what="reconciled after the fill")
+        assert r.stage.portfolio.position_qty("BTCUSDT") == pytest.approx(-0.07)
+        assert r.stage.readiness() == "ok"
+        assert metric(m, "dolphind_reconcile_differences_total", kind="position") >= 1
+    events = audit_events(r.audit_path)
+    mismatch = [e for e in events if e["event"] == "execution.positions_mismatch"]
+    assert mismatch[0]["differences"]["BTCUSDT"] == [0.0, -0.02]
+    assert mismatch[0]["cause"].startswith("user_stream:")
+    recon = [e for e in events if e["event"] == "execution.positions_reconciled"]
+    assert recon and recon[-1]["differences"]["BTCUSDT"] == [-0.05, -0.07]
+    found = [e for e in events if e["event"] == "execution.venue_order_found"]
+    assert [e["client_id"] for e in found] == ["web_manual_2"]
+    assert found[0]["cause"].startswith("user_stream:")
+    assert recon[-1]["cause"].startswith("user_stream:")
+    assert verify(r.audit_path).ok
+
+
+# ---- two daemon processes on one account -------------------------------------------------
+
+
+class ThreadedFake:
+    """The loopback Binance on its own event loop in a thread, so that synchronous test code
+    can drive daemon subprocesses while it serves them."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fake-binance",
+                                       daemon=True)
+        self.thread.start()
+        self.fake = FakeBinanceRest()
+        self.call(self.fake.start())
+
+    def call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def stop(self) -> None:
+        self.call(self.fake.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def threaded_fake() -> Iterator[FakeBinanceRest]:
+    t = ThreadedFake()
+    t.fake.call = t.call  # type: ignore[attr-defined]
+    try:
+        yield t.fake
+    finally:
+        t.stop()
+
+
+def live_daemon(root: Path, name: str, fake: FakeBinanceRest, lease_dir: Path) -> Daemon:
+    d = root / name
+    d.mkdir()
+    port = free_port()
+    cfg = d / "dolphind.toml"
+    cfg.write_text(f"""
+mode = "live"
+shutdown_timeout_s = 5.0
+
+[ops]
+listen = "127.0.0.1:{port}"
+
+[data]
+dir = "var"
+
+[replay]
+paths = ["{SAMPLE}"]
+speed = 600.0
+loop = true
+
+[logging]
+format = "json"
+
+[risk]
+trading_enabled = false  # no entries from the replay: the only orders are the test's
+
+[execution]
+venue = "binance"
+
+[execution.binance]
+network = "mainnet"
+rest_base_url = "{fake.rest_url}"
+ws_base_url = "{fake.ws_url}"
+symbols = ["BTCUSDT"]
+lease_dir = "{lease_dir}"
+lease_ttl_s = 2.0
+lease_renew_s = 0.2
+poll_interval_s = 0.1
+backoff_initial_s = 0.05
+backoff_max_s = 0.2
+request_timeout_s = 2.0
+""")
+    return Daemon(cfg, port, env={"DOLPHIND_BINANCE_API_KEY": fake.api_key,
+                                  "DOLPHIND_BINANCE_API_SECRET": fake.secret}).start()
+
+
+def venue_state(d: Daemon) -> dict[str, Any] | None:
+    assert d.proc is not None
+    if d.proc.poll() is not None:
+        raise RuntimeError(f"daemon exited with {d.proc.returncode}:\n{d.logs()}")
+    status, body = d.get("/status")
+    if status != 200:
+        return None
+    return (orjson.loads(body).get("execution") or {}).get("venue_state")
+
+
+def test_two_daemon_processes_on_one_account(tmp_path: Path, threaded_fake: FakeBinanceRest):
+    fake = threaded_fake
+    fake.set_position("BTCUSDT", -0.05, 40_000.0)  # an open short for the daemons to close
+    # a's orders are refused (margin): the short stays for b to try to close.
+    fake.fault("POST /fapi/v1/order", times=1000, status=400, code=-2019,
+               msg="Margin is insufficient.")
+    leases = tmp_path / "leases"
+    a = live_daemon(tmp_path, "a", fake, leases)
+    b: Daemon | None = None
+    try:
+        held = wait_until(lambda: (s := venue_state(a)) and s["lease"]["held"]
+                          and s["reconciled"] and s, timeout=120, what="a holds the account")
+        owner_a = held["lease"]["owner"]
+        b = live_daemon(tmp_path, "b", fake, leases)
+        fenced = wait_until(lambda: (s := venue_state(b)) and s, timeout=120,
+                            what="b's venue status")
+        assert fenced["lease"]["held"] is False and fenced["reconciled"] is False
+        assert fenced["lease"]["holder"] == owner_a
+        assert owner_a in fenced["lease"]["reason"]
+        # /readyz says why (once the stage has restored).
+        def readyz() -> tuple[int, str]:
+            status, body = b.get("/readyz")
+            return status, orjson.loads(body)["checks"].get("execution", "")
+
+        status, why = wait_until(lambda: (r := readyz())[1].startswith("venue:") and r,
+                                 timeout=30, what="b's readiness")
+        assert status == 503 and why.startswith("venue: fenced: account binance-usdm:")
+        assert owner_a in why
+        # The log says why.
+        said = [e for e in b.events() if e.get("event") == "venue.fenced"]
+        assert said and owner_a in said[0]["reason"]
+        # b adopted the venue's short (a read), but refuses to send the order closing it.
+        wait_until(lambda: b.get_json("/positions")["positions"], timeout=30,
+                   what="b's position")
+        assert b.post("/flatten", {"reason": "test"})[0] == 200
+        rejected = wait_until(lambda: [o for o in b.get_json("/orders")["recent"]
+                                       if o["reason"] == "FLATTEN"
+                                       and o["reject_reason"].startswith("venue:fenced: ")],
+                              timeout=30, what="b's flatten refused")
+        assert owner_a in rejected[0]["reject_reason"]
+        wait_until(lambda: any(e.get("event") == "venue.fenced_order" for e in b.events()))
+        sent_ids = {r.params.get("newClientOrderId") for r in fake.requests
+                    if (r.method, r.path) == ("POST", "/fapi/v1/order")}
+        assert rejected[0]["client_id"] not in sent_ids
+        fake.faults.clear()
+        n_sent = fake.count("POST /fapi/v1/order")
+        # a's user stream fails its handshake for a while (the error names the URL).
+        fake.refuse_streams = True
+        fake.call(fake.drop_streams())
+        wait_until(lambda: "WSServerHandshakeError" in venue_state(a)["last_error"],
+                   timeout=30, what="a handshake error on a")
+        fake.refuse_streams = False
+        # a dies without a word: the kernel drops its lock, b takes the account over.
+        assert a.proc is not None
+        a.proc.kill()
+        a.proc.wait(10)
+        wait_until(lambda: (s := venue_state(b)) and s["lease"]["held"] and s["reconciled"],
+                   timeout=30, what="b took over")
+        assert b.post("/flatten", {"reason": "test"})[0] == 200
+        wait_until(lambda: abs(fake.positions["BTCUSDT"][0]) < 1e-12, timeout=30,
+                   what="b flattened")
+        sent = [r for r in fake.requests
+                if (r.method, r.path) == ("POST", "/fapi/v1/order")][n_sent:]
+        assert sent and all(r.params["reduceOnly"] == "true" and r.params["side"] == "BUY"
+                            for r in sent)
+        # Neither the key, the secret nor any listenKey ever reached a log or /status.
+        listen_keys = {r.path.rsplit("/", 1)[1] for r in fake.requests
+                       if r.path.startswith("/private/ws/")}
+        assert listen_keys
+        shown = a.logs() + b.logs() + b.get("/status")[1].decode()
+        for secret in (fake.api_key, fake.secret, *listen_keys):
+            assert secret not in shown, secret
+    finally:
+        if b is not None:
+            b.stop()
+        a.stop()

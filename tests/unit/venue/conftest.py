@@ -26,8 +26,11 @@ def metrics_factory():
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeBinanceRest]:
+async def fake(tmp_path) -> AsyncIterator[FakeBinanceRest]:
     async with FakeBinanceRest() as f:
+        # The account lease's lock directory: per test (never the host's, which other test
+        # runs on this machine may be using with the same fake key).
+        f.lease_dir = str(tmp_path / "leases")
         yield f
 
 
@@ -36,7 +39,7 @@ def venue_config(fake: FakeBinanceRest, **kw: Any) -> BinanceVenueConfig:
                 symbols=("BTCUSDT", "ETHUSDT"), request_timeout_s=1.0, poll_interval_s=0.05,
                 order_check_s=0.5, backoff_initial_s=0.05, backoff_max_s=0.2,
                 lease_ttl_s=2.0, lease_renew_s=0.2, recv_window_ms=1000, unknown_grace_s=0.2,
-                default_retry_after_s=1.0, default_ban_s=1.0)
+                default_retry_after_s=1.0, default_ban_s=1.0, lease_dir=fake.lease_dir)
     base.update(kw)
     return BinanceVenueConfig(**base)
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from dolphind.execution.binance import BinanceVenue
+from dolphind.execution.binance import BinanceVenue, Credentials
 from dolphind.execution.venue import VenueRejected, VenueUnavailable
 from dolphind.statebus.memory import MemoryStateBus
 from tests.conftest import eventually
@@ -333,3 +333,101 @@ async def test_a_second_venue_on_the_same_account_is_fenced(fake, metrics_factor
             await eventually(lambda: second.lease.held, timeout=5, what="takeover")
             await eventually(lambda: second.reconciled, timeout=5)
             assert (await second.submit(order("dd-f2"))).state == "acked"
+
+
+# ---- -4116: the client order id is already at the venue ----------------------------------
+
+
+async def test_duplicate_client_id_is_queried_not_rejected(fake, metrics_factory):
+    async with open_venue(fake, metrics_factory()) as (venue, events):
+        # At the venue already (sent before a restart, its answer lost): not known here.
+        placed = fake.place("BTCUSDT", "BUY", 0.02, 39_000.0, "dd-dup1")
+        ack = await venue.submit(order("dd-dup1", "BUY", 0.02, order_type="LIMIT",
+                                       price=39_000.0))
+        assert ack.state == "acked" and ack.venue_order_id == str(placed.order_id)
+        assert fake.count("POST /fapi/v1/order") == 1
+        assert fake.count("GET /fapi/v1/order") >= 1  # asked by client id
+        assert not venue._orders["dd-dup1"].gone
+        await fake.fill("dd-dup1")
+        await eventually(lambda: sum(f.qty for f in events.fills_of("dd-dup1")) == 0.02)
+        assert len(fake.orders_with_client_id("dd-dup1")) == 1
+
+
+async def test_duplicate_client_id_after_execution_recovers_the_fill_once(fake,
+                                                                         metrics_factory):
+    fake.fill_mode = "rest"  # only a query can tell what happened
+    async with open_venue(fake, metrics_factory(),
+                          venue_config(fake, order_check_s=30.0)) as (venue, events):
+        fake.fault("POST /fapi/v1/order", process=True, status=400, code=-4116,
+                   msg="ClientOrderId is duplicated.")
+        ack = await venue.submit(order("dd-dup2", "SELL", 0.01))
+        assert ack.state == "acked"
+        await eventually(lambda: events.fills_of("dd-dup2"))
+        await eventually(lambda: venue._orders["dd-dup2"].settled)
+        assert len(events.fills_of("dd-dup2")) == 1
+        assert fake.count("POST /fapi/v1/order") == 1
+
+
+# ---- reconciled only once positions are confirmed ------------------------------------------
+
+
+async def test_reconciled_only_after_the_position_check_succeeds(fake, metrics_factory):
+    answers: list[bool] = []
+    allow = asyncio.Event()
+
+    async def check(cause: str) -> bool:
+        answers.append(allow.is_set())
+        return allow.is_set()
+
+    cfg = venue_config(fake, backoff_initial_s=0.05, backoff_max_s=0.05)
+    venue = BinanceVenue(lambda: cfg, MemoryStateBus(), metrics_factory().venue,
+                         Credentials(fake.api_key, fake.secret, "test"))
+    async with venue:
+        venue.set_position_check(check)
+        venue.start_streams()
+        await eventually(lambda: len(answers) >= 3, what="position check retried")
+        assert not venue.reconciled
+        assert venue.readiness().startswith("not reconciled")
+        with pytest.raises(VenueRejected, match="not_reconciled"):
+            await venue.submit(order("dd-pc1"))
+        allow.set()
+        await eventually(lambda: venue.reconciled, what="reconciled once confirmed")
+        # After a reconnect the positions are checked again before entries are allowed.
+        allow.clear()
+        n = len(answers)
+        await fake.drop_streams()
+        await eventually(lambda: len(answers) > n + 1 and venue.status()["user_stream"]
+                         ["connected"], what="checked again after the reconnect")
+        assert not venue.reconciled
+        allow.set()
+        await eventually(lambda: venue.reconciled)
+
+
+# ---- secrets stay out of logs and /status --------------------------------------------------
+
+
+async def test_no_key_secret_or_listen_key_in_logs_or_status(fake, metrics_factory):
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        async with open_venue(fake, metrics_factory()) as (venue, _):
+            keys = set(fake.listen_keys)
+            fake.refuse_streams = True  # the handshake fails: aiohttp's error names the URL
+            await fake.drop_streams()
+            await eventually(lambda: "user stream" in venue.status()["last_error"],
+                             what="a handshake error")
+            fake.fault("PUT /fapi/v1/listenKey", status=400, code=-1125,
+                       msg="This listenKey does not exist.")
+            fake.fault("GET /fapi/v2/positionRisk", status=401, code=-2015,
+                       msg="Invalid API-key, IP, or permissions for action.")
+            with pytest.raises(VenueUnavailable):
+                await venue.positions()
+            fake.refuse_streams = False
+            await eventually(lambda: venue.reconciled, what="back")
+            keys |= set(fake.listen_keys)
+            status = str(venue.status())
+    assert keys
+    text = status + "\n".join(str(e) for e in logs)
+    assert "WSServerHandshakeError" in text  # the error itself is still reported
+    for secret in (fake.api_key, fake.secret, *keys):
+        assert secret not in text

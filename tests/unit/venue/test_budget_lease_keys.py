@@ -22,7 +22,7 @@ from dolphind.execution.binance import (
     trade_from_rest,
     trade_from_stream,
 )
-from dolphind.execution.lease import AccountLease, account_id
+from dolphind.execution.lease import AccountLease, HostLease, Lease, account_id
 from dolphind.statebus.memory import MemoryStateBus
 from tests.fakes.binance_rest import _HTTP, _RES, _USER, EXCHANGE_INFO_2021, EXCHANGE_INFO_2022
 
@@ -237,3 +237,54 @@ def test_decimal_strings_have_no_exponent(x, s):
 def test_credentials_repr_hides_the_key():
     c = Credentials("AKEY", "ASECRET", "env:X")
     assert "AKEY" not in repr(c) and "ASECRET" not in repr(c) and "AKEY" not in str(c)
+
+
+# ---- the host lock -------------------------------------------------------------------------
+
+
+def test_host_lock_fences_another_holder_until_released(tmp_path: Path):
+    acct = account_id("binance-usdm", "KEY")
+    a = HostLease(tmp_path / "leases", acct, "host:1:a")
+    b = HostLease(tmp_path / "leases", acct, "host:2:b")
+    assert a.try_acquire() and a.held
+    assert not b.try_acquire() and not b.held
+    assert "held by host:1:a" in b.reason and b.holder["owner"] == "host:1:a"
+    assert a.try_acquire()  # a renewal keeps it
+    assert "KEY" not in a.path.name
+    a.release()
+    assert b.try_acquire() and b.holder["owner"] == "host:2:b"
+    assert not a.try_acquire() and "held by host:2:b" in a.reason
+
+
+def test_host_lock_notices_its_file_was_replaced(tmp_path: Path):
+    acct = account_id("binance-usdm", "KEY")
+    a = HostLease(tmp_path, acct, "a")
+    assert a.try_acquire()
+    a.path.unlink()  # someone cleaned the directory: another daemon could lock a new file
+    b = HostLease(tmp_path, acct, "b")
+    assert b.try_acquire()
+    assert not a.try_acquire() and not a.held and "held by b" in a.reason
+
+
+def test_host_lock_fails_closed_when_its_directory_is_unusable(tmp_path: Path):
+    (tmp_path / "file").write_text("")
+    a = HostLease(tmp_path / "file" / "leases", account_id("binance-usdm", "KEY"), "a")
+    assert not a.try_acquire() and not a.held
+    assert "cannot open the lease file" in a.reason
+
+
+async def test_the_venue_lease_adds_the_bus_lease_only_for_a_shared_bus(tmp_path: Path):
+    class SharedBus(MemoryStateBus):
+        name = "hazelcast"
+
+    acct = account_id("binance-usdm", "KEY")
+    assert Lease(acct, tmp_path / "l1", MemoryStateBus(), lambda: 30.0).bus is None
+    shared = SharedBus()
+    # Another host holds the account on the shared bus: this host's lock is not enough.
+    AccountLease(shared, acct, lambda: 30.0, owner="otherhost:1:x").try_acquire()
+    mine = Lease(acct, tmp_path / "l2", shared, lambda: 30.0)
+    assert not await mine.acquire()
+    assert mine.host.held and "held by otherhost:1:x" in mine.reason
+    assert mine.status()["kind"] == "host_lock+state_bus"
+    await mine.release()
+    assert not mine.host.held
