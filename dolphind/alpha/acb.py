@@ -18,6 +18,11 @@ Readings where the bible is silent or ambiguous:
   soon as there are enough.
 * An absent factor contributes nothing; with none at all the boost is 1.0 and the reason says
   so (the daemon shows it in /status).
+* The external factors arrive as JSON (the state bus's ``exf_latest`` or a file) with the
+  bible's names ``funding_btc``, ``dvol_btc``, ``fng``, ``taker``; ``parse_external_factors``
+  refuses anything else loudly rather than trading on a misread number.
+* A recalibrated w750 threshold (the scheduler plugin's ``acb_w750_threshold``) replaces the
+  streaming percentile; beta is re-decided at the next warm bar (a sub-day update, §10.5).
 """
 
 from __future__ import annotations
@@ -51,6 +56,55 @@ class AcbBoost:
     boost: float
     signals: float
     reason: str
+
+
+EXF_FIELDS = ("funding_btc", "dvol_btc", "fng", "taker")
+# Plausible ranges: a value outside is a broken feed, not a market reading (fear & greed is an
+# index 0-100; implied vol and the taker buy/sell ratio cannot be negative).
+_EXF_RANGES: dict[str, tuple[float, float]] = {
+    "funding_btc": (-1.0, 1.0), "dvol_btc": (0.0, 1000.0), "fng": (0.0, 100.0),
+    "taker": (0.0, 100.0)}
+# lambda_max / N lies in [0, 1], so a w750 velocity (a difference of two) lies in [-1, 1].
+W750_THRESHOLD_ABS_MAX = 1.0
+
+
+def parse_external_factors(payload: object) -> ExternalFactors:
+    """Validate an ``exf_latest`` payload (a JSON object) into ``ExternalFactors``.
+
+    Unknown keys (``_pushed_at``, other feeds) are ignored; a known key may be null (that
+    factor is unavailable). Raises ValueError naming the first problem: not an object, none of
+    the four factors present, a non-number, a non-finite or out-of-range value.
+    """
+    if not isinstance(payload, dict):
+        raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
+    if not any(k in payload for k in EXF_FIELDS):
+        raise ValueError(f"none of {', '.join(EXF_FIELDS)} present")
+    values: dict[str, float | None] = {}
+    for key in EXF_FIELDS:
+        v = payload.get(key)
+        if v is None:
+            values[key] = None
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"{key}: expected a number or null, got {v!r}")
+        lo, hi = _EXF_RANGES[key]
+        if not (math.isfinite(v) and lo <= v <= hi):
+            raise ValueError(f"{key}: {v!r} is outside [{lo:g}, {hi:g}]")
+        values[key] = float(v)
+    return ExternalFactors(**values)
+
+
+def parse_w750_calibration(payload: object) -> float:
+    """The threshold of an ``acb_w750_threshold`` payload ({"threshold": ..., ...}); raises
+    ValueError when it is missing, not a finite number, or outside [-1, 1]."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
+    v = payload.get("threshold")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"threshold: expected a number, got {v!r}")
+    if not (math.isfinite(v) and abs(v) <= W750_THRESHOLD_ABS_MAX):
+        raise ValueError(f"threshold: {v!r} is outside [-1, 1]")
+    return float(v)
 
 
 def _present(x: float | None) -> bool:
@@ -130,6 +184,14 @@ class W750Beta:
         self._decided = False
         self.beta = p.beta_low
         self.threshold = math.nan
+        # A recalibrated threshold from outside (None: the streaming percentile decides).
+        self.override: float | None = None
+
+    def set_threshold(self, threshold: float | None) -> None:
+        """Use ``threshold`` instead of the streaming percentile (None: back to it); the day's
+        beta is re-decided at the next warm bar."""
+        self.override = threshold
+        self._decided = False
 
     def observe(self, ts_ns: int, w750_vel: float) -> float:
         """Record one bar's w750 velocity (NaN when cold); returns the beta in force."""
@@ -148,6 +210,10 @@ class W750Beta:
         return self.beta
 
     def _decide(self, w750_vel: float) -> bool:
+        if self.override is not None:
+            self.threshold = self.override
+            self.beta = dynamic_beta(w750_vel, self.threshold, self._p)
+            return True
         if self._n < self._min:
             self.threshold = math.nan
             self.beta = self._p.beta_low

@@ -87,6 +87,12 @@ class EngineStatus:
     mc_status: str
     mc_source: str
     regime_size_mult: float
+    # ACB scale 3: the w750 threshold in force (NaN: not enough samples yet) and its origin.
+    w750_threshold: float = math.nan
+    w750_source: str = "percentile"
+    # Survival Cat1 inputs as last set (SPEC §3: the daemon's own health).
+    system_alive: float = 1.0
+    heartbeat_age_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +180,12 @@ class AlphaEngine:
         self._system_alive = system_alive
         self._heartbeat_age_s = heartbeat_age_s
 
+    def set_w750_threshold(self, threshold: float | None) -> None:
+        """A recalibrated ACB scale-3 threshold (None: back to the engine's own percentile).
+
+        Beta is re-decided against it at the next warm bar (a sub-day update, §10.5)."""
+        self._w750.set_threshold(threshold)
+
     def set_dvol_spike(self, ts_ns: int | None) -> None:
         """Survival Cat4: the time of the latest DVOL spike (None: none on record)."""
         self._dvol_spike_ts = ts_ns
@@ -197,6 +209,10 @@ class AlphaEngine:
             mc_status=self._mc.status,
             mc_source=self._mc.source,
             regime_size_mult=self._rsm,
+            w750_threshold=self._w750.threshold,
+            w750_source="percentile" if self._w750.override is None else "recalibrated",
+            system_alive=self._system_alive,
+            heartbeat_age_s=self._heartbeat_age_s,
         )
 
     # ---------------------------------------------------------------- the bar loop

@@ -61,6 +61,19 @@ RECOVERY_ALPHA_PER_MIN = 0.02
 RECOVERY_MAX_STEP_PER_MIN = 0.05
 
 
+# SPEC §3/§9: the daemon's health level -> Cat1's "system alive". Cat1 is a kill switch
+# (0 -> HIBERNATE, positions closed), so only a daemon that has lost most of its stages
+# (CRITICAL) or all of them (DEAD) counts as not alive; DEGRADED still trades, the other
+# sensors and the rails take risk down.
+SYSTEM_ALIVE_BY_HEALTH: dict[str, float] = {"GREEN": 1.0, "DEGRADED": 1.0, "CRITICAL": 0.0,
+                                            "DEAD": 0.0}
+
+
+def system_alive(health_level: str) -> float:
+    """Cat1's input for a health level (GREEN/DEGRADED/CRITICAL/DEAD); unknown -> 0 (safe)."""
+    return SYSTEM_ALIVE_BY_HEALTH.get(health_level, 0.0)
+
+
 def cat1_invariant(system_alive: float, heartbeat_age_s: float) -> float:
     """Kill switch: 0 when the daemon is unhealthy or its heartbeat is older than 30 s (§11.2)."""
     if system_alive < 1 or heartbeat_age_s > HEARTBEAT_MAX_AGE_S:

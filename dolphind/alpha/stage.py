@@ -4,10 +4,18 @@ The engine is pure; this stage supplies what it reads each bar (the book view, t
 view), applies the operator's halt (entries are dropped while halted, exits always pass),
 exports the decision on /metrics, keeps the last decisions for /status, and hands intents to
 the execution stage through a blocking channel: an intent is never dropped.
+
+Before each decision it also passes the engine its outside inputs (the engine stays pure):
+
+- survival Cat1 (SPEC §3): the daemon's own health level (§9), re-read at most every
+  ``HEALTH_REFRESH_S`` of wall time so the per-bar cost stays a clock read;
+- ACB external factors and a recalibrated w750 threshold from the state bus, or the external
+  factors file (read at start and after every reload, in a worker thread): ``alpha/inputs.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from typing import Any, Awaitable, Callable, Protocol
@@ -15,16 +23,22 @@ from typing import Any, Awaitable, Callable, Protocol
 import structlog
 
 from dolphind.alpha.engine import AlphaEngine, Decision
+from dolphind.alpha.inputs import ExternalInputs, FilePayload, read_exf_file
+from dolphind.alpha.posture import system_alive
 from dolphind.alpha.views import BookView, PortfolioView
 from dolphind.channels import Channel
 from dolphind.events import Bar, OrderIntent, ScanRecord
 from dolphind.ops.control import Control
 from dolphind.ops.health import Health
 from dolphind.ops.metrics import Metrics
+from dolphind.statebus.base import StateBus
 
 log = structlog.get_logger("dolphind.alpha")
 
 POSTURES = ("APEX", "STALKER", "TURTLE", "HIBERNATE")
+# How stale the health reading fed to Cat1 may get; the score walks every stage, which is too
+# much work for every bar at backtest speed and pointless more often than this.
+HEALTH_REFRESH_S = 0.25
 
 
 class Books(Protocol):
@@ -45,7 +59,9 @@ class AlphaStage:
                  settled: Callable[[int], Awaitable[bool]],
                  book: Callable[[], BookView | None], control: Control, health: Health,
                  metrics: Metrics, emit: Callable[[str, Any], None],
-                 checkpoint: Callable[[int], Awaitable[None]] | None = None) -> None:
+                 checkpoint: Callable[[int], Awaitable[None]] | None = None,
+                 bus: StateBus | None = None, config: Callable[[], Any] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.source = source
         self._checkpoint = checkpoint
         self.output = output
@@ -63,12 +79,20 @@ class AlphaStage:
         self.last_intents: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         self._posture: str | None = None
         self._last: Decision | None = None
+        self.inputs = ExternalInputs(bus)
+        self._config = config
+        self._config_seen: Any = None
+        self._mono = monotonic
+        self._health_at = float("-inf")
+        self.health_level: str | None = None
         nan = float("nan")
         metrics.posture_rm.set_function(lambda: self._last.rm if self._last else nan)
         metrics.regime_size_mult.set_function(
             lambda: self._last.regime_size_mult if self._last else nan)
+        metrics.acb_boost.set_function(lambda: self.engine.status().acb_boost)
 
     async def run(self) -> None:
+        await self._refresh_config()
         async for scan in self.source:
             # The bar goes to execution first: marks move, and an intent decided on this bar
             # fills at this bar's price (the price the decision saw), never an older one.
@@ -78,6 +102,8 @@ class AlphaStage:
                 self.unsettled += 1
                 log.warning("alpha.unsettled", scan_number=scan.scan_number)
             self._books.on_bar(scan.ts_ns)
+            await self._refresh_config()
+            self._feed_engine()
             t0 = time.perf_counter()
             decision = self.engine.on_scan(scan, self._book(), self._books.portfolio_view())
             intents, outcome = self._apply_halt(decision)
@@ -92,6 +118,39 @@ class AlphaStage:
                 await self._put(intent)
                 self._emit("on_intent", intent)
             self._health.beat(self.name)
+
+    async def _refresh_config(self) -> None:
+        """(Re-)read the external factors file when the config object changed (start, reload):
+        the daemon swaps the whole config on a reload, so an identity check per bar suffices."""
+        if self._config is None:
+            return
+        cfg = self._config()
+        if cfg is self._config_seen:
+            return
+        self._config_seen = cfg
+        name = cfg.strategy.external_factors_file
+        # A file read must not block the loop: a worker thread (this stage waits, others run).
+        file = await asyncio.to_thread(read_exf_file, cfg.resolve(name)) if name else FilePayload()
+        self.inputs.set_file(file)
+
+    def _feed_engine(self) -> None:
+        """Hand the engine this bar's outside inputs (health, ACB factors, w750 threshold)."""
+        now = self._mono()
+        if now - self._health_at >= HEALTH_REFRESH_S:
+            _, level = self._health.score()
+            self.health_level = level.value
+            self._health_at = now
+        assert self.health_level is not None
+        self.engine.set_health(system_alive(self.health_level), now - self._health_at)
+        exf = self.inputs.poll_exf()
+        if exf is not None:
+            boost = self.engine.set_external_factors(exf[0])
+            log.info("alpha.external_factors", source=self.inputs.exf.source,
+                     boost=round(boost.boost, 4), reason=boost.reason)
+        threshold = self.inputs.poll_w750()
+        if threshold is not None:
+            self.engine.set_w750_threshold(threshold)
+            log.info("alpha.w750_threshold", threshold=threshold, source="bus")
 
     async def _put(self, item: OrderIntent | Bar) -> None:
         await self.output.put(item)
@@ -138,4 +197,7 @@ class AlphaStage:
                 "params_hash": st.params_hash, "acb_boost": st.acb_boost,
                 "acb_beta": st.acb_beta, "acb_reason": st.acb_reason,
                 "mc_status": st.mc_status, "mc_source": st.mc_source,
-                "regime_size_mult": st.regime_size_mult, "last_intents": list(self.last_intents)}
+                "regime_size_mult": st.regime_size_mult,
+                "acb_w750_threshold": st.w750_threshold, "acb_w750_source": st.w750_source,
+                "health_level": self.health_level, "system_alive": st.system_alive,
+                **self.inputs.status(), "last_intents": list(self.last_intents)}

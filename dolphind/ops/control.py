@@ -252,6 +252,11 @@ class Control:
         self._request_reload(cause)
         return self._record("reload_requested", cause)
 
+    def reloaded(self, cause: str, ok: bool, **detail: Any) -> ControlAction:
+        """Record a config reload's outcome (the daemon did the work): every reload, whether
+        asked for by HTTP, a signal or a plugin, ends up audited with what it changed."""
+        return self._record("reload", cause, ok=ok, **detail)
+
     def status(self) -> dict[str, Any]:
         return {"halted": self.halted, "halt_reason": self.halt_reason,
                 "halted_by": dict(self.halt_holds),

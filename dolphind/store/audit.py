@@ -263,6 +263,31 @@ class AuditLog:
             self._written.set()
 
 
+# ---- control actions -----------------------------------------------------------------------
+
+
+def control_record(action: Any) -> tuple[str, dict[str, Any]]:
+    """(event, data) of a control-plane action's audit line: ``control.<action>`` with the
+    action, its cause, its parameters and the wall time it was taken."""
+    return f"control.{action.action}", {"action": action.action, "cause": action.cause,
+                                        "params": dict(action.detail), "ts": action.ts}
+
+
+def subscribe_audit(control: Any, audit: AuditLog) -> Callable[[Any], None]:
+    """Subscribe ``audit`` to every action of ``control`` (ops.control.Control); returns the
+    listener so the caller can unsubscribe it before the log closes.
+
+    The one place control actions reach the audit chain: whoever acts (HTTP, a plugin, a
+    signal, an expiry) goes through the control plane, and the plane hands every action here.
+    ``record`` only queues, so the control plane stays free of I/O."""
+    def listener(action: Any) -> None:
+        event, data = control_record(action)
+        audit.record(event, **data)
+
+    control.subscribe(listener)
+    return listener
+
+
 # ---- on the audit thread -------------------------------------------------------------------
 
 

@@ -108,6 +108,18 @@ def plugins_by_name(d: Daemon) -> dict[str, dict[str, Any]]:
     return {p["name"]: p for p in d.get_json("/status")["plugins"]}
 
 
+def audited_control_actions(var: Path) -> list[dict[str, Any]]:
+    """The control-plane records of the daemon's audit chain, after checking the chain."""
+    from dolphind.store.audit import split_line, verify
+
+    path = var / "audit.jsonl"
+    res = verify(path)
+    assert res.ok, f"audit chain broken at line {res.first_bad_line}: {res.reason}"
+    recs = [json.loads(split_line(x)[0]) for x in path.read_bytes().splitlines()]
+    return [r["data"] for r in recs if r["event"].startswith("control.")
+            and r["event"] != "control.halt_state"]
+
+
 def test_loaded_through_entry_points_listed_in_status_with_metrics(tmp_path: Path,
                                                                    webhook: Webhook) -> None:
     d = start(tmp_path, webhook, mseries_config())
@@ -192,6 +204,18 @@ def test_feed_stall_fires_exchange_lag_once_per_cooldown_and_sighup_moves_the_th
         assert all(p["healthy"] for p in plugins_by_name(d).values())
     finally:
         assert d.stop() == 0
+    # Every control action is in the audit chain with its cause: the SIGHUP reloads (the
+    # request and the outcome) and the guardian's incidents and reconnects.
+    acts = audited_control_actions(tmp_path / "var")
+    sighup = [(a["action"], a["params"].get("ok")) for a in acts if a["cause"] == "signal:SIGHUP"]
+    assert sighup == [("reload_requested", None), ("reload", True)] * 2
+    reloads = [a["params"] for a in acts if a["action"] == "reload"]
+    assert [r["applied"] for r in reloads] == [["replay.speed"], ["plugins.settings.guardian"]]
+    guardian = [a for a in acts if a["cause"] == "guardian"]
+    assert sum(a["action"] == "reconnect_feed" for a in guardian) >= 3
+    assert sum(a["action"] == "incident" and a["params"]["kind"] == "exchange_lag"
+               for a in guardian) >= 3
+    assert any(a["action"] == "halt" and a["cause"] == "shutdown" for a in acts)
 
 
 def _breach_governor_offline(data_dir: Path) -> None:
@@ -258,6 +282,10 @@ def test_governor_halt_survives_restart_until_the_operator_resumes_with_the_toke
         assert json.loads(compliance.read_text().splitlines()[-1])["by"].startswith("http:")
     finally:
         assert d.stop() == 0
+    # The governor's restored halts and the operator's resume, audited with their causes.
+    acts = [(a["action"], a["cause"].split(":")[0]) for a in audited_control_actions(var)
+            if a["action"] in ("halt", "resume") and a["cause"] != "shutdown"]
+    assert acts == [("halt", "governor"), ("halt", "governor"), ("resume", "http")], acts
 
     # Resumed for good: a restart no longer halts.
     d = start(tmp_path, webhook, mseries_config())
@@ -398,12 +426,23 @@ bar_close_delay_ms = 100
         d.wait_ready(timeout=120)  # numba kernels are compiled before ready
         wait_until(lambda: (d.metric("dolphind_bars_total") or 0) >= 2, timeout=30, what="bars")
         assert not incidents.exists()
+
+        def requested(conn: str) -> float:
+            return d.metric("dolphind_feed_reconnects_total",
+                            f'conn="{conn}",reason="requested"') or 0
+
+        # The feed's stall timeout (30 s) is far off: any reconnect now is the guardian's.
+        assert requested("market-0") == requested("public-0") == 0
         venue.fault("stall", seconds=5.0)
         wait_until(lambda: (d.metric("dolphind_m20_incidents_total",
                                      'playbook="exchange_lag"') or 0) >= 2, timeout=15,
                    what="exchange_lag fired during the stall")
         st = d.get_json("/status")
         assert st["control"]["feed_reconnect_requests"] >= 2
+        # The request reached the sockets: both connections were re-opened because of it.
+        wait_until(lambda: requested("market-0") >= 1 and requested("public-0") >= 1,
+                   timeout=10, what="the live feed reconnected on the guardian's request")
+        assert (d.metric("dolphind_feed_gaps_total", 'reason="stall"') or 0) == 0
         # Frames flow again: the playbook goes quiet (after at most one more firing).
         wait_until(lambda: (plugins_by_name(d)["guardian"]["detail"]["observation"]
                             ["feed_age_s"] or 99) < 1.0, timeout=20, what="feed flowing again")

@@ -101,3 +101,44 @@ def test_w750_beta_decides_once_per_day_against_p60() -> None:
     # same day, later bars do not change it
     assert b.observe(day + 1, 5.0) == 0.2
     assert b.observe(day + 2, float("nan")) == 0.2
+
+
+def test_parse_external_factors_accepts_the_bible_names_and_ignores_the_rest() -> None:
+    from dolphind.alpha.acb import parse_external_factors
+
+    f = parse_external_factors({"funding_btc": -0.0002, "dvol_btc": 60, "fng": None,
+                                "taker": 0.85, "_pushed_at": 1.7e9, "other": "x"})
+    assert f == ExternalFactors(funding_btc=-0.0002, dvol_btc=60.0, fng=None, taker=0.85)
+    assert compute_boost(f, CHAMPION).signals == 2.0  # 1.0 + 0.5 + 0.5
+
+
+@pytest.mark.parametrize(("payload", "problem"), [
+    ([1, 2], "JSON object"),
+    ({"_pushed_at": 1.0}, "none of funding_btc"),
+    ({"dvol_btc": "90"}, "dvol_btc: expected a number"),
+    ({"fng": True}, "fng: expected a number"),
+    ({"fng": 140.0}, "fng: 140.0 is outside"),
+    ({"taker": -1.0}, "taker: -1.0 is outside"),
+    ({"funding_btc": float("inf")}, "funding_btc: inf is outside"),
+])
+def test_parse_external_factors_refuses_a_bad_payload_by_name(payload: object,
+                                                              problem: str) -> None:
+    from dolphind.alpha.acb import parse_external_factors
+
+    with pytest.raises(ValueError, match=problem):
+        parse_external_factors(payload)
+
+
+def test_w750_override_replaces_the_percentile_and_redecides_at_the_next_bar() -> None:
+    from dolphind.alpha.acb import parse_w750_calibration
+
+    day = W750Beta.DAY_NS
+    b = W750Beta(CHAMPION)
+    assert b.observe(day, 0.01) == CHAMPION.beta_low and math.isnan(b.threshold)
+    b.set_threshold(parse_w750_calibration({"threshold": 0.005, "samples": 10}))
+    assert b.observe(day + 1, 0.01) == CHAMPION.beta_high and b.threshold == 0.005
+    assert b.observe(day + 2, 0.0) == CHAMPION.beta_high  # decided for the day
+    assert b.observe(2 * day, 0.0) == CHAMPION.beta_low  # next day, same override
+    for bad in ({"threshold": "x"}, {"threshold": 2.0}, {}, None):
+        with pytest.raises(ValueError):
+            parse_w750_calibration(bad)

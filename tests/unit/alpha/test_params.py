@@ -85,3 +85,15 @@ def test_champion_profile_with_changes_is_refused(profile: str) -> None:
 def test_other_profile_may_change_parameters() -> None:
     tweaked = dataclasses.replace(CHAMPION, fixed_tp_pct=0.012)
     assert check_profile("research-tp120", tweaked) == []
+
+
+# The champion's fingerprint, pinned. An edit of any CHAMPION default in code changes it and
+# fails here: the champion is frozen (bible §1), so such an edit needs a new profile instead.
+CHAMPION_HASH = "0d2f8b2ac52e609c"
+
+
+def test_champion_golden_hash_is_pinned() -> None:
+    assert params_hash(CHAMPION) == CHAMPION_HASH
+    assert params_hash(StrategyParams()) == CHAMPION_HASH
+    # The golden value is not a tautology: one changed default moves it.
+    assert params_hash(dataclasses.replace(CHAMPION, fixed_tp_pct=0.0096)) != CHAMPION_HASH

@@ -3,6 +3,7 @@ decisions, and the plugin's state surviving a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from types import SimpleNamespace
@@ -16,6 +17,8 @@ from dolphind.statebus.base import FEATURES
 from dolphind_scheduler import SchedulerPlugin
 from dolphind_scheduler.rules import decide, holds, track_since, w750_threshold
 from dolphind_scheduler.settings import Rule, load_settings
+from dolphind.alpha.warmup import warmup
+from tests.unit.alpha.test_stage import StageRig, running
 from tests.unit.plugins.conftest import Rig
 
 HALT = Rule("halt_dd", "halt", "drawdown", ">=", 0.10, 0.0, 300.0, 100)
@@ -178,3 +181,23 @@ async def test_samples_and_calibration_survive_a_restart(rig: Rig) -> None:
     p2 = await _scheduler(rig)
     assert len(p2.velocities) == 60
     assert rig.bus.get(FEATURES, "acb_w750_threshold") == first  # re-published at start
+
+
+async def test_the_alpha_stage_applies_the_recalibrated_threshold(rig: Rig) -> None:
+    """Scheduler -> bus -> alpha stage -> engine: the published threshold decides ACB beta
+    and /status shows it (the engine's own percentile needs 100 samples it has not got)."""
+    await asyncio.to_thread(warmup)  # numba kernels compiled off the loop, as the daemon does
+    p = await _scheduler(rig)
+    vels = [0.001 * ((i * 37) % 101 - 50) for i in range(120)]
+    for i, v in enumerate(vels):
+        await p.on_scan(_scan(i + 1, v))
+    await p.on_tick(rig.clock.tick())
+    published = rig.bus.get(FEATURES, "acb_w750_threshold")["threshold"]
+    async with running(StageRig(rig.metrics, bus=rig.bus)) as stage:
+        await stage.bars(2, w750=published + 0.001)
+        st = stage.status()
+        assert st["acb_w750_threshold"] == pytest.approx(published)
+        assert st["acb_w750_source"] == "recalibrated"
+        assert st["acb_beta"] == StrategyParams().beta_high
+        await stage.bars(1, w750=published - 0.001)  # beta holds for the day once decided
+        assert stage.status()["acb_beta"] == StrategyParams().beta_high

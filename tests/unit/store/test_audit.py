@@ -127,3 +127,61 @@ def test_cli_audit_verify_as_a_process(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dolphind.cli", "audit", "verify", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "broken at line 1" in proc.stderr
+
+
+async def test_every_control_action_is_audited_with_its_cause_and_parameters(tmp_path):
+    """One subscriber (subscribe_audit) puts every control-plane action in the chain: halt,
+    risk multiplier, throttle, their expiry, reconnect, incident, flatten, reload, resume."""
+    from dolphind.ops.control import Control
+    from dolphind.ops.metrics import Metrics
+    from dolphind.store.audit import subscribe_audit
+
+    metrics = await asyncio.to_thread(Metrics)
+    clock = [1000.0]
+    control = Control(metrics, lambda cause: None, monotonic=lambda: clock[0])
+    path = tmp_path / "audit.jsonl"
+    async with await AuditLog.open(path) as audit:
+        audit.record("order.submitted", client_id="dd-1")  # the chain's other writers
+        listener = subscribe_audit(control, audit)
+        control.halt("http:127.0.0.1", "operator check")
+        control.set_risk_multiplier("guardian", 0.5, 60.0, reason="drawdown 3%", key="drawdown")
+        control.throttle("guardian", 0.25, 30.0, reason="rejection spike")
+        control.reconnect_feed("guardian", "feed silent 12 s")
+        control.raise_incident("guardian", "exchange_lag", "feed silent", severity="critical")
+        control.flatten("http:127.0.0.1", "end of day")
+        control.reload("signal:SIGHUP")
+        control.reloaded("signal:SIGHUP", ok=True, config_hash="abc", applied=["risk"])
+        clock[0] += 60.0
+        control.expire()  # the multiplier and the throttle ran out
+        control.resume("http:127.0.0.1")
+        control.unsubscribe(listener)
+        control.halt("after", "not audited once unsubscribed")
+    res = verify(path)
+    assert res.ok, res.reason
+    recs = [orjson.loads(split_line(x[:-1])[0]) for x in _lines(path)]
+    got = [(r["event"], r["data"]["cause"]) for r in recs[1:]]
+    assert got == [
+        ("control.halt", "http:127.0.0.1"),
+        ("control.risk_multiplier", "guardian"),
+        ("control.throttle", "guardian"),
+        ("control.reconnect_feed", "guardian"),
+        ("control.incident", "guardian"),
+        ("control.flatten", "http:127.0.0.1"),
+        ("control.reload_requested", "signal:SIGHUP"),
+        ("control.reload", "signal:SIGHUP"),
+        ("control.risk_multiplier_expired", "guardian"),
+        ("control.throttle_expired", "guardian"),
+        ("control.resume", "http:127.0.0.1"),
+    ]
+    by_event = {r["event"]: r["data"] for r in recs[1:]}
+    assert by_event["control.halt"]["params"] == {"reason": "operator check"}
+    rm = by_event["control.risk_multiplier"]
+    assert rm["action"] == "risk_multiplier"
+    assert rm["params"] == {"factor": 0.5, "duration_s": 60.0, "reason": "drawdown 3%",
+                            "key": "drawdown", "effective": 0.5}
+    assert by_event["control.throttle"]["params"]["factor"] == 0.25
+    assert by_event["control.incident"]["params"]["severity"] == "critical"
+    assert by_event["control.reload"]["params"] == {"ok": True, "config_hash": "abc",
+                                                    "applied": ["risk"]}
+    assert by_event["control.resume"]["params"] == {"lifted": ["http:127.0.0.1"]}
+    assert all(isinstance(r["data"]["ts"], float) for r in recs[1:])
