@@ -34,6 +34,7 @@ from dolphind.scan.arrow_sink import ArrowScanSink, last_scan_number
 from dolphind.scan.kernels import warmup as warmup_scan
 from dolphind.scan.scanner import EigenScanner
 from dolphind.scan.stage import ScanStage
+from dolphind.store.audit import subscribe_audit
 
 if TYPE_CHECKING:
     from dolphind.daemon import Daemon
@@ -82,7 +83,10 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
 
     async with contextlib.AsyncExitStack() as stack:
         warm = asyncio.create_task(asyncio.to_thread(_warm_kernels, params), name="warmup")
-        store, audit, venue = await stack.enter_async_context(open_books(config, m))
+        store, audit, venue = await stack.enter_async_context(open_books(config, m, bus))
+        # Every control action (HTTP, plugins, signals) lands in the audit chain with its
+        # cause, through this one subscriber; it goes before the audit log closes.
+        stack.callback(control.unsubscribe, subscribe_audit(control, audit))
         stored = await store.load_state()
         scan_dir = cfg.data_dir / "scans"
         persisted = await asyncio.to_thread(last_scan_number, scan_dir)
@@ -101,7 +105,9 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
 
         feed: ReplayFeed | BinanceFeed
         if cfg.feed.kind == "binance":
-            feed = BinanceFeed(bars, config, health, m)
+            # The feed polls the control plane's reconnect counter (guardian, operator).
+            feed = BinanceFeed(bars, config, health, m,
+                               reconnect_requests=lambda: control.feed_reconnect_requests)
         else:
             feed = await ReplayFeed.open(bars, config, health, m)
         market = MarketStage(bars, scan_bars, health, m, bus,
@@ -120,12 +126,16 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
                                    veto=daemon.plugins.veto, emit=execution_emit,
                                    trading_clock=trading_clock)
         ledger = Ledger(execution.capital_view, record_equity=record_equity)
+        # The open trade as it was before the stop (entry scan, fees, bars held): the alpha
+        # engine's position view and the closing trade's PnL read it.
+        ledger.restore(stored.open_trades, next_scan=start_scan)
 
         async def settled(sent: int) -> bool:
             return await execution.settled(sent, config().execution.drain_timeout_s)
 
         alpha = AlphaStage(scans, intents, engine, ledger, settled, lambda: None, control,
-                           health, m, emit, checkpoint=store.save_scan_checkpoint)
+                           health, m, emit, checkpoint=store.save_scan_checkpoint,
+                           bus=bus, config=config)
 
         health.register(feed.name)
         health.register(market.name, backlog=lambda: len(bars))

@@ -11,6 +11,7 @@ applies everything else in one assignment, and reports the restart-only keys it 
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import hashlib
 import os
@@ -48,7 +49,8 @@ class OpsConfig:
     # HOST:PORT of the HTTP server; loopback by default (port 0 picks a free port).
     listen: str = field(default="127.0.0.1:9108", metadata=RESTART)
     # A file holding the control token; DOLPHIND_OPS_TOKEN in the environment wins over it.
-    token_file: str = ""
+    # Read once at start (restart-only): a reload must not lock operators out half-way.
+    token_file: str = field(default="", metadata=RESTART)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,10 @@ class BinanceFeedConfig:
     # A bar closes this long (venue time) after its end, so frames that crossed on
     # different connections still land in it.
     bar_close_delay_ms: int = 250
+    # A frame whose event time is more than this ahead of the local clock is dropped (bad
+    # frame "future_time"): one such frame would otherwise move the bar clock and the book
+    # into the future and make every real frame after it late.
+    max_clock_skew_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +189,8 @@ class PluginsConfig:
     """Entry-point plugins (SPEC §7). Per-plugin sections are validated by the plugin itself."""
 
     # Entry-point names (group dolphind.plugins) to load.
-    enabled: tuple[str, ...] = ()
+    # Loaded at start (restart-only): a reload re-validates and reconfigures loaded plugins.
+    enabled: tuple[str, ...] = field(default=(), metadata=RESTART)
     # Start-up fails unless these are installed, e.g. "dolphind-guardian>=1" (distribution>=major).
     required: tuple[str, ...] = field(default=(), metadata=RESTART)
     # A plugin whose hooks fail this many times in a row is disabled (never fatal).
@@ -281,7 +288,13 @@ class BinanceVenueConfig:
     # An order whose submit got no answer is "not at the venue" only after its recvWindow
     # plus this grace has passed (Binance may still process a request it has not answered).
     unknown_grace_s: float = 2.0
-    # One account, one trader: the lease on the state bus.
+    # One account, one trader (execution/lease.py): an exclusive flock on
+    # <lease_dir>/<account>.lock fences every other daemon on this host that uses the same
+    # directory (default: the host's lock directory; relative paths resolve against the
+    # config file). The kernel drops it when the holder exits or is killed. With a shared
+    # state bus (Hazelcast) a bus lease (lease_ttl_s, renewed every lease_renew_s) fences
+    # other hosts as well; lease_renew_s is also how often a fenced daemon tries again.
+    lease_dir: str = "/run/lock/dolphind"
     lease_ttl_s: float = 30.0
     lease_renew_s: float = 10.0
 
@@ -344,8 +357,9 @@ class StrategyConfig:
 
     profile: str = field(default="champion", metadata=RESTART)
     params: Mapping[str, Any] = field(default_factory=dict, metadata=RESTART)
-    # A JSON file with the ACB external factors (funding, dvol, fng, taker ratio); the state
-    # bus key DOLPHIN_FEATURES/exf_latest wins when present. Empty: none (boost 1.0).
+    # A JSON file with the ACB external factors ({"funding_btc", "dvol_btc", "fng", "taker"},
+    # bible §10.2), read at start and on every reload; the state bus key
+    # DOLPHIN_FEATURES/exf_latest wins when present. Empty: none (boost 1.0).
     external_factors_file: str = ""
 
 
@@ -565,6 +579,9 @@ def _binance_venue_checks(cfg: Config, environ: Mapping[str, str] = os.environ) 
     if b.weight_limit_1m < 0 or b.max_order_delay_s < 0 or b.unknown_grace_s < 0:
         problems.append("execution.binance: weight_limit_1m, max_order_delay_s and "
                         "unknown_grace_s must be >= 0")
+    if not b.lease_dir.strip():
+        problems.append("execution.binance.lease_dir: must name a directory (the account "
+                        "lease's lock file lives there)")
     if b.lease_renew_s >= b.lease_ttl_s:
         problems.append("execution.binance.lease_renew_s: must be shorter than lease_ttl_s")
     for sym, lev in dict(b.leverage).items():
@@ -602,7 +619,8 @@ def _binance_feed_checks(cfg: Config) -> list[str]:
         problems.append("binance_feed.max_streams_per_conn: must be 1-200 (SPEC §1)")
     if not 0 < b.rotate_after_s < 24 * 3600:
         problems.append("binance_feed.rotate_after_s: must be > 0 and below Binance's 24 h cut-off")
-    for name in ("stall_timeout_s", "stream_grace_s", "connect_timeout_s", "heartbeat_s"):
+    for name in ("stall_timeout_s", "stream_grace_s", "connect_timeout_s", "heartbeat_s",
+                 "max_clock_skew_s"):
         if getattr(b, name) <= 0:
             problems.append(f"binance_feed.{name}: must be > 0")
     if b.backoff_initial_s <= 0 or b.backoff_max_s < b.backoff_initial_s:
@@ -690,6 +708,13 @@ def _coerce(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
             problems.append(f"{path}: expected a list, got {_tname(value)}")
             return ()
         return tuple(_coerce(item_tp, v, f"{path}[{i}]", problems) for i, v in enumerate(value))
+    if origin is collections.abc.Mapping:
+        # A TOML table of per-symbol values ({ BTCUSDT = 3 }); TOML keys are always strings.
+        (_, value_tp) = typing.get_args(tp)
+        if not isinstance(value, dict):
+            problems.append(f"{path}: expected a table like {{ BTCUSDT = ... }}, got {_tname(value)}")
+            return {}
+        return {k: _coerce(value_tp, v, _join(path, k), problems) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             problems.append(f"{path}: expected true or false, got {_tname(value)}")

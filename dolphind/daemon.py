@@ -73,10 +73,14 @@ class Daemon:
         self.metrics = Metrics()
         self.health = Health(self.metrics, lambda: self.config.supervision.heartbeat_timeout_s)
         self.control = Control(self.metrics, self._request_reload)
-        self.bus = MemoryStateBus()
+        writes = {o: self.metrics.statebus_writes.labels(o) for o in ("ok", "rejected")}
+        self.bus = MemoryStateBus(on_write=lambda outcome: writes[outcome].inc())
         self.plugins = PluginHost(lambda: self.config, self.metrics, self._plugin_context)
         self.notifier = SystemdNotifier()
         self.pipeline: Any = None  # dolphind.app.Pipeline, set while running
+        self._plugin_tasks: list[asyncio.Task[None]] = []
+        self._deadline: float | None = None  # monotonic end of the shutdown budget
+        self._ready_sent = False  # READY=1 told to systemd (once /readyz first passed)
         self.started_at = time.time()
         self._started_mono = time.monotonic()
         self._stop = asyncio.Event()
@@ -91,7 +95,8 @@ class Daemon:
     # ---- signals -----------------------------------------------------------------------
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.add_signal_handler(signal.SIGHUP, self._request_reload, "signal:SIGHUP")
+        # Through the control plane, like POST /reload: the request is recorded and audited.
+        loop.add_signal_handler(signal.SIGHUP, self.control.reload, "signal:SIGHUP")
         loop.add_signal_handler(signal.SIGTERM, self._request_stop, "signal:SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
 
@@ -152,7 +157,7 @@ class Daemon:
             self.pipeline = await stack.enter_async_context(
                 build_pipeline(self, record_equity=self.record_equity))
             await self.plugins.start_all()
-            stack.push_async_callback(self.plugins.stop_all)
+            stack.push_async_callback(self._stop_plugins)
             log.info("daemon.started", version=__version__, mode=cfg.mode,
                      config=cfg.source, config_hash=cfg.hash, pid=os.getpid())
             async with asyncio.TaskGroup() as tg:
@@ -160,7 +165,8 @@ class Daemon:
                     self._stage_tasks[stage.name] = tg.create_task(
                         self._run_stage(stage), name=f"stage:{stage.name}")
                 for name in self.plugins.plugins:
-                    tg.create_task(self.plugins.run(name), name=f"plugin:{name}")
+                    self._plugin_tasks.append(
+                        tg.create_task(self.plugins.run(name), name=f"plugin:{name}"))
                 await self._housekeeping()
                 await self._shutdown()
         log.info("daemon.stopped")
@@ -197,7 +203,6 @@ class Daemon:
 
     async def _housekeeping(self) -> None:
         """Act on recorded intents; refresh health; feed the systemd watchdog."""
-        ready_sent = False
         last_watchdog = 0.0
         last_disk_check = 0.0
         while not self._stop.is_set():
@@ -212,8 +217,8 @@ class Daemon:
                     os.access, self.config.data_dir, os.W_OK)
             self.control.expire()  # overrides that ran out drop back even with no reader
             score, level = self.health.score()
-            if not ready_sent and self.readiness()[0]:
-                ready_sent = True
+            if not self._ready_sent and self.readiness()[0]:
+                self._ready_sent = True
                 self.notifier.ready()
                 log.info("daemon.ready")
             wd = self.notifier.watchdog_interval_s
@@ -249,20 +254,48 @@ class Daemon:
                 task.cancel()
             if still:
                 await asyncio.wait(still)
-        # Plugins get what the stages published while draining, then their tasks end.
+        # Plugins get what the stages published while draining, then their tasks end; a slow
+        # plugin gets what is left of the budget, not HOOK_TIMEOUT_S per queued event.
         self.plugins.close_queues()
+        self._deadline = t0 + timeout
+        pending = [t for t in self._plugin_tasks if not t.done()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=self._budget_left())
+            for task in still:
+                log.warning("daemon.drain_timeout", task=task.get_name())
+                task.cancel()
         log.info("daemon.drained", seconds=round(time.monotonic() - t0, 3))
+
+    def _budget_left(self) -> float:
+        """Seconds left of shutdown_timeout_s (at least a moment, so clean-up can still run)."""
+        if self._deadline is None:
+            return self.config.shutdown_timeout_s
+        return max(self._deadline - time.monotonic(), 0.1)
+
+    async def _stop_plugins(self) -> None:
+        try:
+            async with asyncio.timeout(self._budget_left()):
+                await self.plugins.stop_all()
+        except TimeoutError:
+            log.warning("daemon.plugin_stop_timeout")
 
     # ---- reload ------------------------------------------------------------------------
 
     async def reload_now(self, cause: str) -> dict[str, Any]:
         """Validate the whole file, then swap the reloadable parts in one assignment."""
-        self.notifier.reloading()
+        # systemd pairs RELOADING=1 with READY=1; before the first READY=1 (still starting)
+        # neither is sent: readiness is announced by housekeeping, with /readyz.
+        announce = self._ready_sent
+        if announce:
+            self.notifier.reloading()
         try:
             result = await self._reload_once(cause)
         finally:
-            self.notifier.ready()
+            if announce:
+                self.notifier.ready()
         self.last_reload = result
+        self.control.reloaded(cause, **{k: v for k, v in result.items()
+                                        if k not in ("cause", "ts")})
         return result
 
     async def _reload_once(self, cause: str) -> dict[str, Any]:

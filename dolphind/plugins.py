@@ -14,7 +14,9 @@ no arguments; the object it returns must have:
 and any subset of the hooks below. Each hook takes one event object, so adding a field to an
 event never breaks an older plugin. Async hooks run in the plugin's own task, fed by a bounded
 drop-oldest channel: a slow or hung plugin delays only itself, never the trading loop. The
-pre-trade ``veto(order) -> str | None`` is synchronous and must return within its time budget.
+pre-trade ``veto(order) -> str | None`` is synchronous and must return within its time budget:
+one that raises or overruns refuses the entry it was asked about (fail closed); exits are never
+refused by a broken hook.
 
 Two hooks are fed by the host itself, so they need nothing from the pipeline:
 
@@ -161,7 +163,10 @@ def instantiate(name: str, available: Mapping[str, md.EntryPoint],
                if not hasattr(plugin, a)]
     if missing:
         raise PluginError(f"plugin {name!r} lacks {', '.join(missing)} (see dolphind.plugins)")
-    problems = plugin.validate(settings)
+    try:
+        problems = plugin.validate(settings)
+    except Exception as exc:  # a plugin bug is a start-up problem to report, not a traceback
+        raise PluginError(f"plugins.{name}: validate raised {type(exc).__name__}: {exc}") from exc
     if problems:
         raise PluginError("\n".join(f"plugins.{name}.{p}" for p in problems))
     dist = ep.dist.name if ep.dist is not None else "?"
@@ -194,6 +199,8 @@ class PluginHost:
         self._context = context
         self.plugins: dict[str, LoadedPlugin] = {}
         self._control: Any = None
+        # Times veto hooks against their budget (replaceable, so a test needs no slow hook).
+        self._perf: Callable[[], float] = time.perf_counter
 
     def load(self) -> None:
         cfg = self._config()
@@ -271,22 +278,30 @@ class PluginHost:
     def veto(self, order: Any) -> tuple[str, str] | None:
         """(plugin, reason) of the first plugin that vetoes ``order``, else None.
 
-        A veto hook that raises rejects the order (fail closed) and counts as a failure; one
-        that overruns its budget is obeyed but counted, so a slow plugin ends up disabled."""
+        A veto hook that raises or overruns ``plugins.veto_budget_ms`` counts as a failure and
+        refuses an entry (fail closed, like the risk rails: a check that cannot answer in time
+        must not wave an order through). A reduce-only order (an exit) is never refused by a
+        broken hook: a failing plugin must not trap a position."""
         budget_s = self._config().plugins.veto_budget_ms / 1000.0
+        exit_order = bool(getattr(order, "reduce_only", False))
         for lp in self.plugins.values():
             fn = getattr(lp.plugin, "veto", None)
             if not lp.enabled or fn is None:
                 continue
-            t0 = time.perf_counter()
+            t0 = self._perf()
             try:
                 reason = fn(order)
             except Exception as exc:
-                # Fail closed: a risk check that cannot answer must not wave an order through.
                 self._failed(lp, "veto", exc)
+                if exit_order:
+                    continue
                 return lp.name, f"veto hook failed: {type(exc).__name__}: {exc}"
-            if time.perf_counter() - t0 > budget_s:
+            elapsed_s = self._perf() - t0
+            if elapsed_s > budget_s:
                 self._failed(lp, "veto", TimeoutError(f"veto took over {budget_s * 1e3:g} ms"))
+                if not reason and not exit_order:
+                    return lp.name, (f"veto hook overran its budget: {elapsed_s * 1e3:.3f} ms "
+                                     f"> {budget_s * 1e3:g} ms")
             else:
                 lp.consecutive_failures = 0
             if reason:

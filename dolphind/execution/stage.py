@@ -54,7 +54,7 @@ from dolphind.execution.router import (
 from dolphind.execution.venue import Venue, VenueRejected, VenueUnavailable
 from dolphind.ops.control import Control, ControlAction
 from dolphind.ops.health import Health
-from dolphind.ops.metrics import Metrics
+from dolphind.ops.metrics import ExecutionMetrics, Metrics
 from dolphind.risk.rails import AccountSnapshot, OrderCheck, RiskRails, Veto
 from dolphind.store.audit import AuditLog
 from dolphind.store.sqlite import (
@@ -64,6 +64,7 @@ from dolphind.store.sqlite import (
     account_op,
     equity_op,
     fill_op,
+    intent_op,
     order_op,
     position_op,
 )
@@ -75,6 +76,15 @@ log = structlog.get_logger("dolphind.execution")
 _AUDIT_HIGH_WATER = 10_000
 _CONTROL_TICK_S = 1.0
 _QTY_EPS = 1e-12
+
+
+def record_slippage(m: ExecutionMetrics, notional_usdt: float, slippage_bps: float) -> None:
+    """Count a fill's slippage in USDT by direction (a live fill can beat its reference)."""
+    usdt = notional_usdt * slippage_bps * 1e-4
+    if usdt >= 0.0:
+        m.slippage.labels("paid").inc(usdt)
+    else:
+        m.slippage.labels("gained").inc(-usdt)
 
 
 class ExecutionStage:
@@ -103,7 +113,8 @@ class ExecutionStage:
         # "halve risk" or a throttle scales the caps and the order rate until it expires).
         self.rails = RiskRails(lambda: self._control.effective_risk(self._config().risk), veto,
                                lambda: self._config().plugins.veto_budget_ms,
-                               trading_clock or monotonic)
+                               trading_clock or monotonic,
+                               on_veto_overrun=self._m.veto_overruns.inc)
         self.router = Router(venue.filters_for, lambda s: self.portfolio.position_qty(s),
                              self._working_reduce_qty,
                              lambda: self._config().execution.client_id_prefix)
@@ -127,9 +138,16 @@ class ExecutionStage:
         self._flatten_requests: collections.deque[ControlAction] = collections.deque()
         self._control_dirty = False
         self._last_equity_ns = 0
+        self._saved_peak = 0.0  # peak equity in the store's account row (see ``_on_bar``)
         self._symbol_map: tuple[tuple[str, ...], list[str], dict[str, int]] | None = None
         self._published_symbols: set[str] = set()
+        self._position_mismatch: dict[str, tuple[float, float]] | None = None
         control.subscribe(self._on_control)
+        # A live venue is not reconciled until its positions match this book (see
+        # ``check_positions``): after every user-stream reconnect and lease takeover.
+        set_check = getattr(venue, "set_position_check", None)
+        if set_check is not None:
+            set_check(self.check_positions)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -179,12 +197,13 @@ class ExecutionStage:
         if state.account is None:
             cap = cfg.execution.capital_usdt
             self.portfolio = Portfolio(cap)
-            await self._store.write(account_op(self._account(), self._now_ns()), wait=True)
+            await self._store.write(self._account_op(self._now_ns()), wait=True)
             log.info("execution.new_account", capital_usdt=cap)
         else:
             a = state.account
             self.portfolio = Portfolio(a.initial_capital_usdt, a.cash_usdt, a.peak_equity_usdt,
                                        a.realised_pnl_usdt, a.fees_usdt, state.positions)
+            self._saved_peak = a.peak_equity_usdt
         self.known_ids = set(state.client_ids)
         self.fill_ids = set(state.fill_ids)
         self.recent_orders.clear()
@@ -205,6 +224,9 @@ class ExecutionStage:
         self._audit.record("execution.restored", start=self.starts,
                            cash_usdt=self.portfolio.cash_usdt,
                            equity_usdt=self.portfolio.equity(),
+                           peak_equity_usdt=self.portfolio.peak_equity_usdt,
+                           realised_pnl_usdt=self.portfolio.realised_pnl_usdt,
+                           fees_usdt=self.portfolio.fees_usdt,
                            positions={p.symbol: p.qty for p in self.portfolio.positions.values()},
                            working_orders=sorted(self.orders), scan_number=state.scan_number)
         log.info("execution.restored", start=self.starts, cash_usdt=self.portfolio.cash_usdt,
@@ -236,25 +258,42 @@ class ExecutionStage:
                 self._m.reconcile_diffs.labels("order_state").inc()
                 await self._apply_update(seen, wait=True)
 
-    async def _reconcile_positions(self) -> None:
-        """The venue's positions are the truth (SPEC §5); adopt them when nothing is working."""
+    async def _reconcile_positions(self, cause: str = "start") -> bool:
+        """The venue's positions are the truth (SPEC §5): differences are logged, counted and
+        audited, and adopted when no order is working (with one working, its fills may still
+        be on their way and the difference is not yet a fact). True when the book matches the
+        venue (at once, or after adopting); False when the venue could not be read or a
+        difference remains."""
         try:
             venue_pos = await self._venue.positions()
         except VenueUnavailable as exc:
-            log.warning("execution.reconcile_positions_failed", error=str(exc))
-            return
+            log.warning("execution.reconcile_positions_failed", cause=cause, error=str(exc))
+            return False
         ours = {s: p.qty for s, p in self.portfolio.positions.items()}
         diffs = {s: (ours.get(s, 0.0), venue_pos[s].qty if s in venue_pos else 0.0)
                  for s in set(ours) | set(venue_pos)
                  if abs(ours.get(s, 0.0) - (venue_pos[s].qty if s in venue_pos else 0.0))
                  > _QTY_EPS}
         if not diffs:
-            return
-        log.warning("execution.reconcile_positions", differences=diffs,
-                    adopting=not self.orders)
-        self._m.reconcile_diffs.labels("position").inc(len(diffs))
-        if self.orders:
-            return  # fills still in flight; the next start reconciles again
+            self._position_mismatch = None
+            return True
+        adopting = not self.orders
+        if not adopting:
+            # Said once per distinct difference, not on every retry.
+            if diffs != self._position_mismatch:
+                self._position_mismatch = diffs
+                log.warning("execution.reconcile_positions", cause=cause, differences=diffs,
+                            adopting=False, working_orders=sorted(self.orders))
+                self._m.reconcile_diffs.labels("position").inc(len(diffs))
+                self._audit.record("execution.positions_mismatch", cause=cause,
+                                   differences={s: list(v) for s, v in diffs.items()},
+                                   working_orders=sorted(self.orders))
+            return False
+        log.warning("execution.reconcile_positions", cause=cause, differences=diffs,
+                    adopting=True)
+        if diffs != self._position_mismatch:
+            self._m.reconcile_diffs.labels("position").inc(len(diffs))
+        self._position_mismatch = None
         ts = self._now_ns()
         ops = []
         for sym in diffs:
@@ -268,8 +307,27 @@ class ExecutionStage:
                 self.portfolio.positions[sym] = new
             ops.append(position_op(new))
         await self._store.write(*ops, wait=True)
-        self._audit.record("execution.positions_reconciled",
+        self._publish_money()
+        self._audit.record("execution.positions_reconciled", cause=cause,
                            differences={s: list(v) for s, v in diffs.items()})
+        return True
+
+    async def check_positions(self, cause: str) -> bool:
+        """Called by a live venue after each user-stream (re)connect or lease takeover, once
+        its orders are re-read: compare (and correct) positions; the venue counts as
+        reconciled, and takes new entries, only when this returns True."""
+        if not self.ready:
+            return False  # the store's book is not restored yet: the venue asks again
+        take_found = getattr(self._venue, "take_found_orders", None)
+        for o in take_found() if take_found is not None else ():
+            # Its fills are booked as they are reported; the position check settles the rest.
+            self._m.reconcile_diffs.labels("venue_order_found").inc()
+            self._audit.record("execution.venue_order_found", cause=cause,
+                               client_id=o.client_id, symbol=o.symbol, side=o.side, qty=o.qty,
+                               filled_qty=o.filled_qty, state=o.state,
+                               venue_order_id=o.venue_order_id)
+        async with self._lock:
+            return await self._reconcile_positions(cause)
 
     # ---- intents ---------------------------------------------------------------------------
 
@@ -313,7 +371,8 @@ class ExecutionStage:
                                order)
             return
         # Committed before it is sent: after a crash the id is known and never sent twice.
-        await self._store.write(order_op(order), wait=True)
+        # The intent's leverage goes with it (the ledger's restored trade reports it).
+        await self._store.write(order_op(order), intent_op(cid, intent.leverage), wait=True)
         self.known_ids.add(cid)
         self.orders[cid] = order
         self._intent_t0[cid] = t0
@@ -425,7 +484,7 @@ class ExecutionStage:
         pos, realised = self.portfolio.apply_fill(fill)
         self.fill_ids.add(fill.fill_id)
         ops = [fill_op(fill, realised), position_op(pos),
-               account_op(self._account(), fill.ts_ns)]
+               self._account_op(fill.ts_ns)]
         if upd is not None:
             ops.append(order_op(upd))
         ops.append(self._equity_op(fill.ts_ns))
@@ -438,7 +497,7 @@ class ExecutionStage:
         m.fees.inc(fill.fee_usdt)
         m.notional.inc(fill.qty * fill.price)
         m.slippage_bps.observe(fill.slippage_bps)
-        m.slippage.inc(fill.qty * fill.price * fill.slippage_bps * 1e-4)
+        record_slippage(m, fill.qty * fill.price, fill.slippage_bps)
         self._publish_money()
         t0 = self._intent_t0.pop(fill.client_id, None) if upd is not None and \
             upd.state == OrderState.FILLED else None
@@ -542,6 +601,10 @@ class ExecutionStage:
         interval_ns = int(self._config().execution.equity_snapshot_interval_s * 1e9)
         if bar.ts_ns - self._last_equity_ns >= interval_ns:
             await self._snapshot_equity(bar.ts_ns)
+        elif self.portfolio.peak_equity_usdt > self._saved_peak:
+            # A new peak from the marks is shown on /status at once: commit it now (not at the
+            # next snapshot), or a restart would forget it and understate the drawdown.
+            await self._store.write(self._account_op(bar.ts_ns))
 
     def _price(self, symbol: str, fallback: float) -> float:
         last = getattr(self._venue, "last_mark", None)
@@ -556,6 +619,10 @@ class ExecutionStage:
         return Account(p.initial_capital_usdt, p.cash_usdt, p.realised_pnl_usdt, p.fees_usdt,
                        p.peak_equity_usdt)
 
+    def _account_op(self, ts_ns: int) -> tuple[str, Any]:
+        self._saved_peak = self.portfolio.peak_equity_usdt
+        return account_op(self._account(), ts_ns)
+
     def _equity_op(self, ts_ns: int) -> tuple[str, Any]:
         v = self.portfolio.view()
         return equity_op(ts_ns, v.equity_usdt, v.cash_usdt, v.unrealised_pnl_usdt,
@@ -563,7 +630,7 @@ class ExecutionStage:
 
     async def _snapshot_equity(self, ts_ns: int, wait: bool = False) -> None:
         self._last_equity_ns = ts_ns
-        await self._store.write(self._equity_op(ts_ns), account_op(self._account(), ts_ns),
+        await self._store.write(self._equity_op(ts_ns), self._account_op(ts_ns),
                                 wait=wait)
 
     def _account_snapshot(self) -> AccountSnapshot:
@@ -709,13 +776,24 @@ class ExecutionStage:
                 "positions": {s: p.qty for s, p in self.portfolio.positions.items()},
                 "working_orders": len(self.orders), "last_intents": list(self.last_intents),
                 "venue": self._venue.name, "venue_breaker": int(self.rails.breaker_gauge()),
+                "venue_state": self._venue_status(),
                 "store": self._store.status(),
                 "audit": {"path": str(self._audit.path), "lines": self._audit.seq,
                           "backlog": self._audit.backlog}}
 
+    def _venue_status(self) -> dict[str, Any] | None:
+        """The venue's own view (live: lease / fence, ban, reconciliation, user stream)."""
+        status = getattr(self._venue, "status", None)
+        return status() if status is not None else None
+
     def readiness(self) -> str:
         if not self.ready:
             return "restoring from the store"
+        venue_ready = getattr(self._venue, "readiness", None)
+        if venue_ready is not None:
+            why = venue_ready()  # fenced, banned (418) or not reconciled yet
+            if why != "ok":
+                return f"venue: {why}"
         return self._store.readiness()
 
 
@@ -734,7 +812,8 @@ async def open_books(config: Callable[[], Config], metrics: Metrics,
 
     Paths resolve under ``data.dir``. Leaving closes the audit log, then the store (each writes
     out what is queued first); leave only after the execution stage has finished. ``bus`` (the
-    state bus) carries the binance venue's account lease; None: a private in-process bus.
+    state bus): the binance venue adds a bus lease to its host lock when it is shared
+    (execution/lease.py).
     """
     cfg = config()
     if cfg.execution.venue == "binance":

@@ -70,9 +70,12 @@ class ExecutionMetrics:
         self.fills = Counter("dolphind_fills_total", "Fills by side and liquidity.",
                              ["side", "liquidity"], registry=r)
         self.fees = Counter("dolphind_fees_usdt_total", "Fees paid.", registry=r)
+        # Counters only go up: slippage against us and in our favour are counted apart
+        # (net slippage = paid - gained); a better-than-reference fill must not crash the stage.
         self.slippage = Counter("dolphind_slippage_usdt_total",
-                                "Slippage paid against the decision price (negative = gain).",
-                                registry=r)
+                                "Slippage against the decision price, by direction (paid: "
+                                "worse than the reference price, gained: better).",
+                                ["direction"], registry=r)
         self.slippage_bps = Histogram("dolphind_fill_slippage_bps",
                                       "Fill slippage against the decision price, bps.",
                                       buckets=_SLIPPAGE_BPS_BUCKETS, registry=r)
@@ -106,6 +109,9 @@ class ExecutionMetrics:
         self.illegal_transitions = Counter("dolphind_order_illegal_transitions_total",
                                            "Order updates refused by the state machine.",
                                            registry=r)
+        self.veto_overruns = Counter("dolphind_risk_veto_overruns_total",
+                                     "Plugin veto hooks that overran plugins.veto_budget_ms "
+                                     "(the entry was refused).", registry=r)
         self.breaker_state = Gauge("dolphind_venue_breaker_state",
                                    "Venue breaker: 0 closed, 1 half-open, 2 open.", registry=r)
         self.intent_to_ack = Histogram("dolphind_intent_to_ack_seconds",

@@ -286,6 +286,35 @@ out = "{out}"
     assert events()[-1] == "stop"
 
 
+def test_a_slow_plugin_cannot_stretch_shutdown_past_its_timeout(tmp_path: Path) -> None:
+    """Each queued event takes the plugin 4 s (under the 5 s hook limit): without one budget for
+    the whole shutdown, draining its queue would take minutes and the manager would SIGKILL."""
+    site = install_sample_plugin(tmp_path / "site")
+    out = tmp_path / "plugin-events.jsonl"
+    port = free_port()
+    cfg = write_config(tmp_path / "d.toml", port, extra=f"""
+[plugins]
+enabled = ["sample"]
+
+[plugins.sample]
+slow_s = 4
+out = "{out}"
+""")
+    d = Daemon(cfg, port, env={"PYTHONPATH": str(site)}).start()
+    try:
+        d.wait_ready()
+        wait_until(lambda: out.exists() and "first_bar" in out.read_text(), timeout=30,
+                   what="the slow plugin handled a bar")
+    finally:
+        d.signal(signal.SIGTERM)
+        code = d.wait_exit(timeout=60)
+        d.stop()  # already exited: closes the log
+    assert code == 0
+    assert d.elapsed < 5.0 + 5.0  # shutdown_timeout_s (5) plus start-up slack, not minutes
+    names = [e.get("event") for e in d.events()]
+    assert "daemon.drain_timeout" in names and names[-1] == "daemon.stopped"
+
+
 def test_plugin_with_wrong_api_version_fails_startup(tmp_path: Path) -> None:
     site = install_sample_plugin(tmp_path / "site", api_version=2)
     cfg = write_config(tmp_path / "d.toml", free_port(), extra='[plugins]\nenabled = ["sample"]\n')

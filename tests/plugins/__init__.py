@@ -7,6 +7,7 @@ from pathlib import Path
 
 SAMPLE_PLUGIN = '''
 """A small plugin used by the tests; registered only through entry-point metadata."""
+import asyncio
 import json
 from pathlib import Path
 
@@ -25,8 +26,10 @@ class SamplePlugin:
 
     def validate(self, settings):
         problems = []
+        if settings.get("explode_in_validate"):
+            raise ValueError("validate blew up")
         for key in settings:
-            if key not in ("threshold", "fail_on_bar", "out"):
+            if key not in ("threshold", "fail_on_bar", "out", "explode_in_validate", "slow_s"):
                 problems.append(f"{{key}}: unknown key")
         t = settings.get("threshold", 1)
         if not isinstance(t, int) or isinstance(t, bool) or t < 0:
@@ -44,9 +47,11 @@ class SamplePlugin:
 
     async def stop(self):
         self._write("stop")
+        await asyncio.sleep(self.settings.get("slow_s", 0))
 
     async def on_bar(self, bar):
         self.bars += 1
+        await asyncio.sleep(self.settings.get("slow_s", 0))
         if self.settings.get("fail_on_bar"):
             raise RuntimeError("sample plugin fails on purpose")
         if self.bars == 1:

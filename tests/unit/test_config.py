@@ -91,6 +91,16 @@ def test_reload_plan_applies_reloadable_keys_and_reports_restart_ones() -> None:
     assert plan_reload(old, old).applied == ()
 
 
+def test_keys_read_only_at_start_are_reported_as_needing_a_restart() -> None:
+    old = config_from_dict({})
+    new = config_from_dict({"plugins": {"enabled": ["guardian"]},
+                            "ops": {"token_file": "/etc/dolphind/ops.token"}})
+    plan = plan_reload(old, new)
+    assert plan.applied == ()
+    assert set(plan.needs_restart) == {"plugins.enabled", "ops.token_file"}
+    assert plan.config.plugins.enabled == () and plan.config.ops.token_file == ""
+
+
 def test_ops_token_from_env_or_file(tmp_path: Path) -> None:
     tok = tmp_path / "token"
     tok.write_text("s3cret\n")
@@ -123,3 +133,66 @@ def test_check_config_cli(tmp_path: Path) -> None:
         "ops.listen: expected a string, got an integer",
         "replay.speed: expected a number, got a string",
     ]
+
+
+def test_commented_live_feed_defaults_in_dolphind_toml_are_the_real_defaults() -> None:
+    """dolphind.toml shows [binance_feed] and [book] commented out; uncommented, they must
+    be exactly the defaults in config.py (every key, every value), or the file misleads."""
+    import dataclasses
+    import tomllib
+
+    from dolphind.config import BinanceFeedConfig, BookConfig
+
+    text = (REPO / "dolphind.toml").read_text()
+    region = text[text.index("# [binance_feed]"):text.index("\n[replay]")]
+    body = "\n".join(line[2:] for line in region.splitlines()
+                     if line.startswith("# [") or (line.startswith("# ") and " = " in line))
+    shown = tomllib.loads(body)
+    for section, cls in (("binance_feed", BinanceFeedConfig), ("book", BookConfig)):
+        defaults = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
+        defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}
+        assert shown[section] == defaults, section
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    ('[execution.binance]\nleverage = 3\n',
+     "execution.binance.leverage: expected a table like { BTCUSDT = ... }, got an integer"),
+    ('[execution.binance]\nmargin_type = "x"\n',
+     "execution.binance.margin_type: expected a table like { BTCUSDT = ... }, got a string"),
+    ('[execution.binance]\nleverage = { BTCUSDT = "x" }\n',
+     "execution.binance.leverage.BTCUSDT: expected an integer, got a string"),
+])
+def test_per_symbol_tables_are_type_checked(tmp_path: Path, body: str, problem: str) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('mode = "paper"\n' + body)
+    res = _check_config(bad)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [problem]
+
+
+def test_check_config_refuses_a_changed_champion_parameter_and_lists_the_keys(
+        tmp_path: Path) -> None:
+    """SPEC §3: changing a champion parameter without naming a new profile refuses to start."""
+    # A minimal valid config of its own: the repo's dolphind.toml may grow a [strategy] table.
+    base = f'[replay]\npaths = ["{REPO / "data" / "sample"}"]\n'
+    assert load_config(_write(tmp_path / "base.toml", base)).strategy.profile == "champion"
+    tweaked = tmp_path / "tweaked.toml"
+    tweaked.write_text(base + '\n[strategy.params]\nfixed_tp_pct = 0.012\nmax_hold_bars = 60\n')
+    res = _check_config(tweaked)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "profile 'champion' is frozen" in res.stderr
+    assert "fixed_tp_pct, max_hold_bars" in res.stderr
+    with pytest.raises(ConfigError, match="fixed_tp_pct, max_hold_bars"):
+        load_config(tweaked)
+    # The same change under its own profile name is a valid research variant.
+    renamed = tmp_path / "renamed.toml"
+    renamed.write_text(base + '\n[strategy]\nprofile = "research-tp120"\n'
+                       '[strategy.params]\nfixed_tp_pct = 0.012\nmax_hold_bars = 60\n')
+    ok = _check_config(renamed)
+    assert ok.returncode == 0, ok.stderr
+    assert load_config(renamed).strategy.profile == "research-tp120"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

@@ -43,6 +43,8 @@ async def test_lifecycle_without_blocking_the_loop(daemon: Daemon, monkeypatch: 
             assert r.status == 405
     await eventually(lambda: daemon.metrics.registry.get_sample_value("dolphind_bars_total") > 100,
                      what="bars flowing at full speed")
+    assert daemon.metrics.registry.get_sample_value("dolphind_statebus_writes_total",
+                                                    {"outcome": "ok"}) > 0  # scans published
     daemon._request_stop("test")
     assert await asyncio.wait_for(task, 10) == EXIT_OK
     assert daemon.health.stages["market"].finished

@@ -17,6 +17,7 @@ from dolphind.plugins import (
     discover,
     validate_plugin_settings,
 )
+from dolphind.risk.rails import OrderCheck
 from tests.plugins import install_sample_plugin
 
 
@@ -83,6 +84,13 @@ def test_plugin_settings_are_validated_with_key_paths(plugin_site: Path) -> None
                                              "plugins.sample.threshold: expected an integer >= 0"]
 
 
+def test_a_validate_that_raises_is_a_clear_startup_problem(plugin_site: Path) -> None:
+    cfg = config_from_dict({"plugins": {"enabled": ["sample"],
+                                        "sample": {"explode_in_validate": True}}})
+    assert validate_plugin_settings(cfg) == [
+        "plugins.sample: validate raised ValueError: validate blew up"]
+
+
 async def _drive(host: PluginHost, bars: int) -> None:
     task = asyncio.create_task(host.run("sample"))
     for i in range(bars):
@@ -130,3 +138,27 @@ def test_veto_hook_is_checked_with_a_budget(plugin_site: Path) -> None:
     # Fail closed: a risk check that raises rejects the order, and counts as a failure.
     assert host.veto(1) == ("sample", "veto hook failed: ValueError: bad veto")
     assert m.registry.get_sample_value("dolphind_plugin_failures_total", {"plugin": "sample"}) == 1
+
+
+def test_a_broken_or_slow_veto_refuses_entries_but_never_exits(plugin_site: Path) -> None:
+    host, m = _host(config_from_dict({"plugins": {"enabled": ["sample"],
+                                                  "max_failures": 100}}))
+    host.load()
+    plugin = host.plugins["sample"].plugin
+    clock = iter(x * 0.006 for x in range(1000))  # every hook 'takes' 6 ms: over the 5 ms budget
+    host._perf = lambda: next(clock)
+    entry = OrderCheck("BTCUSDT", "SELL", 100.0, 2.0, reduce_only=False)
+    exit_ = OrderCheck("BTCUSDT", "BUY", 100.0, 2.0, reduce_only=True)
+    plugin.veto = lambda order: None
+    who, why = host.veto(entry)
+    assert who == "sample" and why == "veto hook overran its budget: 6.000 ms > 5 ms"
+    assert host.veto(exit_) is None  # counted, not obeyed: an exit must get out
+
+    def broken(order: object) -> None:
+        raise ValueError("bad veto")
+
+    plugin.veto = broken
+    assert host.veto(exit_) is None
+    assert host.veto(entry) == ("sample", "veto hook failed: ValueError: bad veto")
+    assert m.registry.get_sample_value("dolphind_plugin_failures_total",
+                                       {"plugin": "sample"}) == 4
