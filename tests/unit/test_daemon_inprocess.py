@@ -44,7 +44,18 @@ async def test_lifecycle_without_blocking_the_loop(daemon: Daemon, monkeypatch: 
     await eventually(lambda: daemon.metrics.registry.get_sample_value("dolphind_bars_total") > 100,
                      what="bars flowing at full speed")
     assert daemon.metrics.registry.get_sample_value("dolphind_statebus_writes_total",
-                                                    {"outcome": "ok"}) > 0  # scans published
+                                                    {"outcome": "ok"}) > 0
+    # The scan stage publishes its latest record on the bus and reports its work.
+    def warm_scan() -> dict | None:  # the replay loops at full speed: some scans are cold
+        scan = daemon.bus.get("DOLPHIN_FEATURES", "latest_eigen_scan")
+        return scan if scan and scan["n_symbols"] > 0 and scan["w50_lambda_max"] else None
+
+    latest = await eventually(warm_scan, what="a warm scan on the bus")
+    assert latest["scan_number"] > 0 and 1.0 <= latest["w50_lambda_max"] <= latest["n_symbols"]
+    get = daemon.metrics.registry.get_sample_value
+    assert get("dolphind_scan_seconds_count") > 0
+    assert get("dolphind_scan_iterations", {"window": "50"}) >= 1
+    assert get("dolphind_scan_fallbacks_total") is not None
     daemon._request_stop("test")
     assert await asyncio.wait_for(task, 10) == EXIT_OK
     assert daemon.health.stages["market"].finished
