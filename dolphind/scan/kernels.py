@@ -25,12 +25,27 @@ Numerical choices (why this is accurate to ~1e-11 relative, well inside the 1e-9
   Off-diagonal errors are bounded by ``sqrt(eb_i eb_j)`` (Cauchy-Schwarz on the same terms), so
   every correlation entry is within ``eta`` of the exact one.
 * **Storage and passes (cov).** Only the upper triangle of ``S`` is maintained, and all four
-  windows are advanced by one call (:func:`scan_bar`). At N ~ 500 a state is 2.3 MB and every
-  pass over it is memory-bound, so the cost is the number of half-matrix passes: one fused
-  slide + first product, then one per further Krylov step.
+  windows are advanced by one call (:func:`scan_bar`). At N ~ 500 a state is 2.3 MB and the cost
+  is the number of half-matrix passes: one fused slide + first products, then one per further
+  Krylov step. Extra vectors in a pass are nearly free (the loops are bound by load/store issue
+  and memory traffic, so the fused passes take two rows at a time to share the column loads).
+* **Block start (cov).** The slide changes ``S`` by the rank-3 term ``a a^T - b b^T - e e^T``
+  only, so the image under the *new* matrix of last bar's certified vector ``z = D x`` is known
+  before this bar's pass: ``S' z = S z + a (a.z) - b (b.z) - e (e.z)`` (``S z`` kept from last
+  bar's fresh product). With ``u = D'^-1 z`` this gives ``C' u`` and the Ritz residual of ``u``
+  before the pass, so the single fused pass forms the images of the block ``[u, q1]`` (``q1`` =
+  that residual, orthonormalised), i.e. the Krylov space one step deeper than before; for short
+  windows (``4 w <= k`` members) a third direction ``~ C' q1`` is formed from the raw window
+  at ``2 w N`` flops and added to the block, which then spans the Krylov space up to ``C'^2 u``
+  after one pass.
+  Carried and raw-window products only *choose* directions: the Rayleigh-Ritz step and the
+  certificate use the images computed by this bar's pass, so their rounding never enters a
+  certificate. After a slow bar (re-anchor, join, leave), a membership change or a bar that was
+  not certified, the carry is dropped and the start is the single vector as before.
 * **Top eigenvalue.** Cov mode: Rayleigh-Ritz on the Krylov space grown from the previous bar's
   top eigenvector (Lanczos with an explicit, twice-orthogonalised basis and the stored images
-  ``C q``; for a new member the "market mode" value). Gram mode: warm-started power iteration.
+  ``C q``, started from the block above when the carry is valid; for a new member the "market
+  mode" value). Gram mode: warm-started power iteration.
   For the vector ``v`` returned (``|v| = 1``) with image ``y = C v`` computed explicitly, we have
   the Rayleigh quotient ``rho = v.y`` and residual ``res = |y - rho v|``. The kernel **certifies** the
   result a posteriori, without trusting convergence heuristics:
@@ -245,6 +260,172 @@ def _tri_fused(
 
 
 @njit(cache=True, fastmath=_FAST)
+def _fz3_seg(s: np.ndarray, i: int, j0: int, j1: int, a: np.ndarray, b: np.ndarray,
+             e: np.ndarray, wv: np.ndarray, y: np.ndarray,
+             dd: np.ndarray) -> tuple[float, float, float, float]:
+    """Columns ``[j0, j1)`` of row ``i``: slide, then the three products (``wv[q]`` -> ``y[q]``)
+    and the row's F^2 part."""
+    ai = a[i]
+    bi = b[i]
+    ei = e[i]
+    wi0 = wv[0, i]
+    wi1 = wv[1, i]
+    wi2 = wv[2, i]
+    sr = s[i, j0:j1]
+    ar = a[j0:j1]
+    br = b[j0:j1]
+    er = e[j0:j1]
+    wr0 = wv[0, j0:j1]
+    wr1 = wv[1, j0:j1]
+    wr2 = wv[2, j0:j1]
+    yr0 = y[0, j0:j1]
+    yr1 = y[1, j0:j1]
+    yr2 = y[2, j0:j1]
+    dr = dd[j0:j1]
+    c0 = 0.0
+    c1 = 0.0
+    c2 = 0.0
+    frow = 0.0
+    for j in range(sr.shape[0]):
+        sij = sr[j] + ai * ar[j] - bi * br[j] - ei * er[j]
+        sr[j] = sij
+        c0 += sij * wr0[j]
+        c1 += sij * wr1[j]
+        c2 += sij * wr2[j]
+        yr0[j] += sij * wi0
+        yr1[j] += sij * wi1
+        yr2[j] += sij * wi2
+        frow += sij * sij * dr[j]
+    return c0, c1, c2, frow
+
+
+@njit(cache=True, fastmath=_FAST)
+def _tri_fused3(
+    s: np.ndarray, a: np.ndarray, b: np.ndarray, e: np.ndarray, dd: np.ndarray, wv: np.ndarray,
+    rows: np.ndarray, nrows: int, y: np.ndarray,
+) -> float:
+    """:func:`_tri_fused` for a block of three vectors ``wv[0:3]`` (images into ``y[0:3]``):
+    one pass slides the rows and forms the three products and ``||C'||_F^2``. Rows two at a
+    time, as in :func:`_tri_fused2`."""
+    n = s.shape[0]
+    for q in range(3):
+        for j in range(n):
+            y[q, j] = 0.0
+    f2 = 0.0
+    p = 0
+    while p + 2 <= nrows:
+        i0 = rows[p]
+        i1 = rows[p + 1]
+        j0 = i1 + 1
+        h0, h1, h2, g0 = _fz3_seg(s, i0, i0 + 1, j0, a, b, e, wv, y, dd)
+        a0 = a[i0]
+        b0 = b[i0]
+        e0 = e[i0]
+        a1 = a[i1]
+        b1 = b[i1]
+        e1 = e[i1]
+        u00 = wv[0, i0]
+        u01 = wv[0, i1]
+        u10 = wv[1, i0]
+        u11 = wv[1, i1]
+        u20 = wv[2, i0]
+        u21 = wv[2, i1]
+        f0 = dd[i0]
+        f1 = dd[i1]
+        s0 = s[i0, j0:]
+        s1 = s[i1, j0:]
+        ar = a[j0:]
+        br = b[j0:]
+        er = e[j0:]
+        wr0 = wv[0, j0:]
+        wr1 = wv[1, j0:]
+        wr2 = wv[2, j0:]
+        yr0 = y[0, j0:]
+        yr1 = y[1, j0:]
+        yr2 = y[2, j0:]
+        dr = dd[j0:]
+        p00 = 0.0
+        p01 = 0.0
+        p10 = 0.0
+        p11 = 0.0
+        p20 = 0.0
+        p21 = 0.0
+        gg = 0.0
+        for j in range(s0.shape[0]):
+            aj = ar[j]
+            bj = br[j]
+            ej = er[j]
+            x0 = s0[j] + a0 * aj - b0 * bj - e0 * ej
+            x1 = s1[j] + a1 * aj - b1 * bj - e1 * ej
+            s0[j] = x0
+            s1[j] = x1
+            w0 = wr0[j]
+            w1 = wr1[j]
+            w2 = wr2[j]
+            p00 += x0 * w0
+            p01 += x1 * w0
+            p10 += x0 * w1
+            p11 += x1 * w1
+            p20 += x0 * w2
+            p21 += x1 * w2
+            yr0[j] += x0 * u00 + x1 * u01
+            yr1[j] += x0 * u10 + x1 * u11
+            yr2[j] += x0 * u20 + x1 * u21
+            gg += (x0 * x0 * f0 + x1 * x1 * f1) * dr[j]
+        d0 = s[i0, i0]
+        d1 = s[i1, i1]
+        y[0, i0] += p00 + h0 + d0 * u00
+        y[0, i1] += p01 + d1 * u01
+        y[1, i0] += p10 + h1 + d0 * u10
+        y[1, i1] += p11 + d1 * u11
+        y[2, i0] += p20 + h2 + d0 * u20
+        y[2, i1] += p21 + d1 * u21
+        f2 += 2.0 * (gg + g0 * f0) + d0 * d0 * f0 * f0 + d1 * d1 * f1 * f1
+        p += 2
+    while p < nrows:
+        i = rows[p]
+        h0, h1, h2, g = _fz3_seg(s, i, i + 1, n, a, b, e, wv, y, dd)
+        sii = s[i, i]
+        y[0, i] += h0 + sii * wv[0, i]
+        y[1, i] += h1 + sii * wv[1, i]
+        y[2, i] += h2 + sii * wv[2, i]
+        f2 += (2.0 * g + sii * sii * dd[i]) * dd[i]
+        p += 1
+    return f2
+
+
+@njit(cache=True, fastmath=_FAST)
+def _window_product(
+    ring: np.ndarray, t: int, w: int, mean: np.ndarray, d: np.ndarray, dd: np.ndarray,
+    q: np.ndarray, pz: np.ndarray, g: np.ndarray,
+) -> None:
+    """``g ~= C q`` from the raw window (``C = D X_c^T X_c D``, ``X_c`` the window centred with
+    the rolling means; members are the columns with ``dd > 0``). Costs ``2 w N`` flops instead of
+    a pass over the N x N state; it only chooses a search direction, whose exact image the state
+    pass then computes, so its rounding never enters a certificate."""
+    cap, n = ring.shape
+    mp = 0.0
+    for i in range(n):
+        pz[i] = d[i] * q[i] if dd[i] > 0.0 else 0.0
+        g[i] = 0.0
+        mp += mean[i] * pz[i]
+    ssum = 0.0
+    for k in range(w):
+        xr = ring[(t - w + k) % cap]
+        st = 0.0
+        for i in range(n):
+            xi = xr[i] if dd[i] > 0.0 else 0.0
+            st += xi * pz[i]
+        st -= mp
+        ssum += st
+        for i in range(n):
+            xi = xr[i] if dd[i] > 0.0 else 0.0
+            g[i] += xi * st
+    for i in range(n):
+        g[i] = d[i] * (g[i] - mean[i] * ssum) if dd[i] > 0.0 else 0.0
+
+
+@njit(cache=True, fastmath=_FAST)
 def _tri_slide(
     s: np.ndarray, a: np.ndarray, b: np.ndarray, e: np.ndarray, rows: np.ndarray, nrows: int
 ) -> None:
@@ -295,6 +476,122 @@ def _tri_matvec(
                 acc += sij * wr[j]
                 yr[j] += sij * wi
         y[i] += acc + sii * wi
+    return f2
+
+
+@njit(cache=True, fastmath=_FAST)
+def _fz_seg(s: np.ndarray, i: int, j0: int, j1: int, a: np.ndarray, b: np.ndarray,
+            e: np.ndarray, wv: np.ndarray, wv2: np.ndarray, y: np.ndarray, y2: np.ndarray,
+            dd: np.ndarray) -> tuple[float, float, float]:
+    """Columns ``[j0, j1)`` of row ``i``: slide, then both products and the row's F^2 part."""
+    ai = a[i]
+    bi = b[i]
+    ei = e[i]
+    wi = wv[i]
+    wi2 = wv2[i]
+    sr = s[i, j0:j1]
+    ar = a[j0:j1]
+    br = b[j0:j1]
+    er = e[j0:j1]
+    wr = wv[j0:j1]
+    wr2 = wv2[j0:j1]
+    yr = y[j0:j1]
+    yr2 = y2[j0:j1]
+    dr = dd[j0:j1]
+    acc = 0.0
+    acc2 = 0.0
+    frow = 0.0
+    for j in range(sr.shape[0]):
+        sij = sr[j] + ai * ar[j] - bi * br[j] - ei * er[j]
+        sr[j] = sij
+        acc += sij * wr[j]
+        acc2 += sij * wr2[j]
+        yr[j] += sij * wi
+        yr2[j] += sij * wi2
+        frow += sij * sij * dr[j]
+    return acc, acc2, frow
+
+
+@njit(cache=True, fastmath=_FAST)
+def _tri_fused2(
+    s: np.ndarray, a: np.ndarray, b: np.ndarray, e: np.ndarray, dd: np.ndarray, wv: np.ndarray,
+    wv2: np.ndarray, rows: np.ndarray, nrows: int, y: np.ndarray, y2: np.ndarray,
+) -> float:
+    """:func:`_tri_fused` for a block of two vectors: slides the rows and, in the same single
+    pass, forms ``y = S' wv``, ``y2 = S' wv2`` and ``||C'||_F^2``. Rows two at a time (shared
+    loads and stores of the column vectors, as in :func:`_tri_matvec`); every entry is slid by
+    the same expression as in :func:`_tri_slide`."""
+    n = s.shape[0]
+    for j in range(n):
+        y[j] = 0.0
+        y2[j] = 0.0
+    f2 = 0.0
+    p = 0
+    while p + 2 <= nrows:
+        i0 = rows[p]
+        i1 = rows[p + 1]
+        j0 = i1 + 1
+        c0, k0, g0 = _fz_seg(s, i0, i0 + 1, j0, a, b, e, wv, wv2, y, y2, dd)
+        a0 = a[i0]
+        b0 = b[i0]
+        e0 = e[i0]
+        a1 = a[i1]
+        b1 = b[i1]
+        e1 = e[i1]
+        w0 = wv[i0]
+        w1 = wv[i1]
+        v0 = wv2[i0]
+        v1 = wv2[i1]
+        f0 = dd[i0]
+        f1 = dd[i1]
+        s0 = s[i0, j0:]
+        s1 = s[i1, j0:]
+        ar = a[j0:]
+        br = b[j0:]
+        er = e[j0:]
+        wr = wv[j0:]
+        wr2 = wv2[j0:]
+        yr = y[j0:]
+        yr2 = y2[j0:]
+        dr = dd[j0:]
+        p0 = 0.0
+        p1 = 0.0
+        q0 = 0.0
+        q1 = 0.0
+        gg = 0.0
+        for j in range(s0.shape[0]):
+            aj = ar[j]
+            bj = br[j]
+            ej = er[j]
+            x0 = s0[j] + a0 * aj - b0 * bj - e0 * ej
+            x1 = s1[j] + a1 * aj - b1 * bj - e1 * ej
+            s0[j] = x0
+            s1[j] = x1
+            wj = wr[j]
+            uj = wr2[j]
+            p0 += x0 * wj
+            p1 += x1 * wj
+            q0 += x0 * uj
+            q1 += x1 * uj
+            yr[j] += x0 * w0 + x1 * w1
+            yr2[j] += x0 * v0 + x1 * v1
+            gg += (x0 * x0 * f0 + x1 * x1 * f1) * dr[j]
+        d0 = s[i0, i0]
+        d1 = s[i1, i1]
+        y[i0] += p0 + c0 + d0 * w0
+        y[i1] += p1 + d1 * w1
+        y2[i0] += q0 + k0 + d0 * v0
+        y2[i1] += q1 + d1 * v1
+        f2 += 2.0 * (gg + g0 * f0) + d0 * d0 * f0 * f0 + d1 * d1 * f1 * f1
+        p += 2
+    while p < nrows:
+        i = rows[p]
+        c, k, g = _fz_seg(s, i, i + 1, n, a, b, e, wv, wv2, y, y2, dd)
+        sii = s[i, i]
+        y[i] += c + sii * wv[i]
+        y2[i] += k + sii * wv2[i]
+        f2 += (2.0 * g + sii * sii * dd[i]) * dd[i]
+        p += 1
     return f2
 
 
@@ -422,20 +719,24 @@ def cov_step(
     qb: np.ndarray, yb: np.ndarray, h: np.ndarray, ha: np.ndarray, hv: np.ndarray,
     svec: np.ndarray, x: np.ndarray, cx: np.ndarray,
     eta: float, tol: float, maxit: int,
-) -> tuple[float, int, int, int, int, int]:
+    zc: np.ndarray, szc: np.ndarray, okc: np.ndarray, blk: np.ndarray,
+) -> tuple[float, int, int, int, int, int, int]:
     """One bar for a cov-mode window. ``t`` = number of returns stored (current is ``t - 1``).
 
-    Returns ``(lambda, n_used, iterations, status, membership_changed, rows_anchored)``.
+    Returns ``(lambda, n_used, iterations, status, membership_changed, rows_anchored, passes)``
+    (``passes``: passes over the state this bar, the slide included).
     A symbol is *tracked* once it has ``w`` consecutive valid returns (its whole window is
     valid); it is a *member* (enters C) when tracked, not flat (not all ``w`` returns identical)
     and with positive variance.
 
     Eigenvalue: Rayleigh-Ritz on the Krylov space ``span{v, Cv, C^2 v, ...}`` grown from the
     previous bar's eigenvector (Lanczos with an explicit orthonormal basis ``qb`` and images
-    ``yb = C qb``; ``iterations`` = number of products with C). The first product is fused with
-    the slide. The Ritz vector ``x`` and its image ``cx = yb s`` give ``rho = x.cx`` and the
-    residual ``|cx - rho x|`` explicitly (no reliance on Lanczos orthogonality), which are
-    certified exactly as before (:func:`certify`, :func:`_decide`).
+    ``yb = C qb``; ``iterations`` = number of products with C). The first products are fused
+    with the slide: one (single-vector start) or the two or three of the block start (module
+    docstring), so after that pass ``iterations`` is 1, 2 or 3. The Ritz vector ``x`` and its
+    image ``cx = yb s`` give ``rho = x.cx`` and the residual ``|cx - rho x|`` explicitly (no
+    reliance on Lanczos orthogonality), which are certified exactly as before
+    (:func:`certify`, :func:`_decide`).
     """
     cap, n = ring.shape
     cur = (t - 1) % cap
@@ -531,38 +832,141 @@ def cov_step(
             i = mrows[p]
             v[i] *= inv
             wv[i] = d[i] * v[i]
+    carry = okc[0] == 1 and (not slow) and changed == 0 and k >= 2
+    okc[0] = 0  # set again only when this bar certifies
+    block = False
+    if carry:
+        # Last bar's certified vector in S-space, z = D x, and its image S z (computed from a
+        # fresh product then). The slide changes S by the rank-3 term exactly, so the image of z
+        # under the slid matrix is known *before* this bar's pass: S' z = S z + a (a.z) - b (b.z)
+        # - e (e.z). In C' = D' S' D' that gives u = D'^-1 z / |.| and C' u, hence the Ritz
+        # residual of u; the single pass below then forms the images of both u and that residual
+        # (one Krylov step more per pass). These carried values only choose the directions: the
+        # certificate below uses the images computed in this bar's pass, never carried ones.
+        za = 0.0
+        zb = 0.0
+        ze = 0.0
+        nu2 = 0.0
+        for i in range(n):
+            x[i] = 0.0
+            cx[i] = 0.0
+        for p in range(k):
+            i = mrows[p]
+            zi = zc[i]
+            za += a[i] * zi
+            zb += b[i] * zi
+            ze += dl[i] * zi
+            ui = zi / d[i]
+            x[i] = ui
+            nu2 += ui * ui
+        if nu2 > 0.0 and math.isfinite(nu2):
+            inv = 1.0 / math.sqrt(nu2)
+            rho0 = 0.0
+            for p in range(k):
+                i = mrows[p]
+                x[i] *= inv
+                cx[i] = d[i] * (szc[i] + a[i] * za - b[i] * zb - dl[i] * ze) * inv
+                rho0 += x[i] * cx[i]
+            for i in range(n):
+                acc[i] = cx[i] - rho0 * x[i]
+            for _rep in range(2):
+                cp = 0.0
+                for i in range(n):
+                    cp += x[i] * acc[i]
+                for i in range(n):
+                    acc[i] -= cp * x[i]
+            nr = 0.0
+            for i in range(n):
+                nr += acc[i] * acc[i]
+            nr = math.sqrt(nr)
+            if nr > 1e-15 * abs(rho0) and math.isfinite(nr):
+                block = True
+                inv = 1.0 / nr
+                for i in range(n):
+                    v[i] = x[i]
+                    wv[i] = d[i] * x[i]
+                    qb[0, i] = x[i]
+                    qb[1, i] = acc[i] * inv
+                    x[i] = d[i] * qb[1, i]  # x, cx: scratch for the second vector and image
+    third = False
+    if block and 4 * w <= k and qb.shape[0] >= 3:
+        # A third direction ~ C' q1 (so the block spans the Krylov space of u up to C'^2 u),
+        # formed from the raw window at 2 w N flops: cheaper than a pass over the state when
+        # the window is short. Only a direction: its exact image comes from the pass.
+        _window_product(ring, t, w, mean, d, dd, qb[1], blk[6], blk[7])
+        g = blk[7]
+        g0 = 0.0
+        for i in range(n):
+            g0 += g[i] * g[i]
+        for _rep in range(2):
+            for p in range(2):
+                cp = 0.0
+                for i in range(n):
+                    cp += qb[p, i] * g[i]
+                for i in range(n):
+                    g[i] -= cp * qb[p, i]
+        ng = 0.0
+        for i in range(n):
+            ng += g[i] * g[i]
+        if ng > 1e-24 * g0 and math.isfinite(ng):
+            third = True
+            inv = 1.0 / math.sqrt(ng)
+            for i in range(n):
+                qb[2, i] = g[i] * inv
+                blk[0, i] = wv[i]
+                blk[1, i] = x[i]
+                blk[2, i] = d[i] * qb[2, i]
     if slow:
         if k < 2:
-            return np.nan, k, 0, STATUS_COLD, changed, ntarget
+            return np.nan, k, 0, STATUS_COLD, changed, ntarget, 1
         f2 = _tri_matvec(s, wv, mrows, k, y, dd, True)
+    elif third:
+        f2 = _tri_fused3(s, a, b, dl, dd, blk[0:3], rows, nrows, blk[3:6])
+        for i in range(n):
+            y[i] = blk[3, i]
+            cx[i] = blk[4, i]
+    elif block:
+        f2 = _tri_fused2(s, a, b, dl, dd, wv, x, rows, nrows, y, cx)
     else:
         # every continuing tracked row must slide, members or not (flat rows stay exact zeros)
         f2 = _tri_fused(s, a, b, dl, dd, wv, rows, nrows, y)
         if k < 2:
-            return np.nan, k, 0, STATUS_COLD, changed, ntarget
+            return np.nan, k, 0, STATUS_COLD, changed, ntarget, 1
     trace = 0.0
     for p in range(k):
         i = mrows[p]
         trace += s[i, i] * dd[i]
     rank = k if k < w - 1 else w - 1
     # Krylov basis in full length n (zero outside the members): qb[0] = v, yb[0] = C v
+    # (block start: qb[1] = the carried residual direction, yb[1] its image from the same pass)
+    m = 1
     for i in range(n):
         qb[0, i] = v[i]
         yb[0, i] = d[i] * y[i]
+    if block:
+        m = 2
+        for i in range(n):
+            yb[1, i] = d[i] * cx[i]
+    if third:
+        m = 3
+        for i in range(n):
+            yb[2, i] = d[i] * blk[5, i]
     res_prev = 0.0
     status = STATUS_FALLBACK
     rho = np.nan
-    m = 1
+    hfill = 0
+    m0 = m
     while True:
-        c = m - 1
-        for p in range(m):
-            h1 = 0.0
-            h2 = 0.0
-            for i in range(n):
-                h1 += qb[p, i] * yb[c, i]
-                h2 += qb[c, i] * yb[p, i]
-            h[p, c] = 0.5 * (h1 + h2)
-            h[c, p] = h[p, c]
+        for c in range(hfill, m):
+            for p in range(c + 1):
+                h1 = 0.0
+                h2 = 0.0
+                for i in range(n):
+                    h1 += qb[p, i] * yb[c, i]
+                    h2 += qb[c, i] * yb[p, i]
+                h[p, c] = 0.5 * (h1 + h2)
+                h[c, p] = h[p, c]
+        hfill = m
         _top_eigpair(h, m, ha, hv, svec)
         xx = 0.0
         for i in range(n):
@@ -597,6 +1001,9 @@ def cov_step(
             status = STATUS_OK
             for i in range(n):
                 v[i] = x[i]
+                zc[i] = d[i] * x[i]
+                szc[i] = cx[i] / d[i] if d[i] != 0.0 else 0.0
+            okc[0] = 1
             break
         if dec == 2 or m >= qb.shape[0]:
             status = STATUS_FALLBACK
@@ -627,7 +1034,7 @@ def cov_step(
         for i in range(n):
             yb[m, i] = d[i] * y[i]
         m += 1
-    return rho, k, m, status, changed, ntarget
+    return rho, k, m, status, changed, ntarget, (2 if slow else 1) + m - m0
 
 
 @njit(cache=True)
@@ -706,10 +1113,11 @@ def gram_step(
     member: np.ndarray, v: np.ndarray, idx: np.ndarray, mean: np.ndarray, d: np.ndarray,
     z: np.ndarray, g: np.ndarray, u: np.ndarray, y: np.ndarray,
     tol: float, maxit: int, c1: np.ndarray, c2: np.ndarray, c3: np.ndarray,
-) -> tuple[float, int, int, int, int, int]:
+) -> tuple[float, int, int, int, int, int, int]:
     """One bar for a Gram-mode window: rebuilt from the raw window each bar, so nothing drifts.
 
-    Same membership rule and return tuple as :func:`cov_step` (``rows_anchored`` is 0).
+    Same membership rule and return tuple as :func:`cov_step` (``rows_anchored`` is 0,
+    ``passes`` = products with the Gram matrix).
     ``idx[:k]`` receives the member indices and ``z[:w, :k]`` the standardised window.
     ``c1``, ``c2``, ``c3`` are length-N scratch (per-column sums, accumulated row by row so the
     ring is read contiguously; per column the summation order is the same as column by column).
@@ -739,7 +1147,7 @@ def gram_step(
         if not is_mem:
             v[i] = 0.0
     if k < 2:
-        return np.nan, k, 0, STATUS_COLD, changed, 0
+        return np.nan, k, 0, STATUS_COLD, changed, 0, 0
     for r in range(w):
         row = (t - w + r) % cap
         for q in range(k):
@@ -808,7 +1216,7 @@ def gram_step(
         _dense_matvec(g, w, u, y)
     if status == STATUS_OK:
         gram_set_vector(z, w, k, idx, u, v)
-    return rho, k, it, status, changed, 0
+    return rho, k, it, status, changed, 0, it
 
 
 @njit(cache=True)
@@ -842,11 +1250,12 @@ def scan_bar(
     qb: np.ndarray, yb: np.ndarray, h: np.ndarray, ha: np.ndarray, hv: np.ndarray,
     svec: np.ndarray, x: np.ndarray, cx: np.ndarray,
     eta: float, tol: float, maxit: int, lam_out: np.ndarray, int_out: np.ndarray,
+    zc2: np.ndarray, szc2: np.ndarray, okc2: np.ndarray, blk: np.ndarray,
 ) -> int:
     """One bar for all windows in one call: ingest the closes as return number ``t`` and run
     :func:`cov_step` / :func:`gram_step` per window (state of window ``j`` in slice ``[j]`` of
     the stacked arrays). Writes ``lam_out[j]`` and ``int_out[j] = (n_used, iterations, status,
-    membership_changed, rows_anchored)``; returns the number of symbols used by at least one
+    membership_changed, rows_anchored, passes)``; returns the number of symbols used by at least one
     warm window. A window with ``STATUS_FALLBACK`` still needs the caller's LAPACK solve."""
     cap, n = ring.shape
     ingest_bar(closes, prev_close, ring, t % cap, run, same)
@@ -857,7 +1266,7 @@ def scan_bar(
             out = cov_step(
                 w, t, ring, run, same, s3[j], mean2[j], eb2[j], em2[j], tracked2[j], flat2[j],
                 member2[j], v2[j], a, b, dl, d, dd, wv, y, acc, rows, mrows, targets,
-                qb, yb, h, ha, hv, svec, x, cx, eta, tol, maxit,
+                qb, yb, h, ha, hv, svec, x, cx, eta, tol, maxit, zc2[j], szc2[j], okc2[j : j + 1], blk,
             )
         else:
             out = gram_step(
@@ -870,6 +1279,7 @@ def scan_bar(
         int_out[j, 2] = out[3]
         int_out[j, 3] = out[4]
         int_out[j, 4] = out[5]
+        int_out[j, 5] = out[6]
     used = 0
     for i in range(n):
         for j in range(windows.shape[0]):

@@ -97,6 +97,9 @@ class ScanCounters:
     """Counters the scan stage exports as metrics (cumulative unless named ``last_``)."""
 
     last_iterations: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    # passes over each window's state at the last bar (cov mode: the fused slide pass + one per
+    # further Krylov product; the cost driver at large N)
+    last_passes: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     last_n_used: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     fallbacks_total: int = 0
     rows_anchored_total: int = 0
@@ -186,7 +189,11 @@ class EigenScanner:
         self._h, self._ha, self._hv = np.zeros((kb, kb)), np.zeros((kb, kb)), np.zeros((kb, kb))
         self._svec, self._x, self._cx = np.zeros(kb), np.zeros(n), np.zeros(n)
         self._lam = np.zeros(nw)
-        self._iout = np.zeros((nw, 5), np.int64)
+        # cov mode: last certified vector z = D x in S-space, its image S z, and whether valid
+        self._zc, self._szc = np.zeros((nw, n)), np.zeros((nw, n))
+        self._okc = np.zeros(nw, np.int64)
+        self._blk = np.zeros((8, n))  # cov mode: block vectors, their images, scratch
+        self._iout = np.zeros((nw, 6), np.int64)
 
     def _remap(self, symbols: tuple[str, ...]) -> None:
         """Universe changed: carry over the raw data of surviving symbols and rebuild the rest.
@@ -247,18 +254,20 @@ class EigenScanner:
                 self._y, self._acc, self._rows, self._mrows, self._targets,
                 self._qb, self._yb, self._h, self._ha, self._hv, self._svec, self._x, self._cx,
                 self._eta, self._tol, self._maxit, self._lam, self._iout,
+                self._zc, self._szc, self._okc, self._blk,
             )
             self._t += 1
             lam_arr = self._lam.tolist()
             iout = self._iout.tolist()
             counters = self.counters
             for j, win in enumerate(self._wins):
-                k, its, status, changed, anchored = iout[j]
+                k, its, status, changed, anchored, passes = iout[j]
                 lam_j = lam_arr[j]
                 if status == K.STATUS_FALLBACK:
                     lam_j = self._fallback(win, k)
                     status = K.STATUS_OK
                 counters.last_iterations[j] = its
+                counters.last_passes[j] = passes
                 counters.last_n_used[j] = k
                 counters.rows_anchored_total += anchored
                 counters.membership_changes_total += changed
