@@ -78,7 +78,8 @@ class Daemon:
             with urllib.request.urlopen(self.url + path, timeout=5) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+            with exc:  # it holds the response's socket: close it now, not at some later GC
+                return exc.code, exc.read()
 
     def get_json(self, path: str) -> Any:
         status, body = self.get(path)
@@ -94,7 +95,8 @@ class Daemon:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
+            with exc:
+                return exc.code, json.loads(exc.read() or b"null")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         def ready() -> bool:

@@ -167,7 +167,8 @@ def test_control_endpoints_need_the_token(daemon: Daemon) -> None:
                                  headers={"X-Dolphind-Token": TOKEN})
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=5)
-    assert err.value.code == 400 and b"not JSON" in err.value.read()
+    with err.value:
+        assert err.value.code == 400 and b"not JSON" in err.value.read()
 
 
 def test_control_endpoints_are_disabled_without_a_configured_token(tmp_path: Path) -> None:
