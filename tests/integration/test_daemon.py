@@ -250,20 +250,28 @@ def test_second_daemon_on_the_same_data_dir_is_refused(daemon: Daemon, tmp_path:
     assert "is in use by another dolphind" in res.stderr
 
 
-def test_plugin_from_entry_point_metadata_runs_and_reloads(tmp_path: Path) -> None:
+def _daemon_with_sample_plugin(tmp_path: Path, settings: str,
+                               required: str = "") -> tuple[Daemon, Path, Path]:
+    """A daemon (started) whose sample plugin, installed through entry-point metadata, writes
+    its events to the returned JSONL path; ``settings`` go into ``[plugins.sample]``."""
     site = install_sample_plugin(tmp_path / "site")
     out = tmp_path / "plugin-events.jsonl"
     port = free_port()
     cfg = write_config(tmp_path / "d.toml", port, extra=f"""
 [plugins]
 enabled = ["sample"]
-required = ["dolphind-sample-plugin>=1"]
+{required}
 
 [plugins.sample]
-threshold = 1
+{settings}
 out = "{out}"
 """)
-    d = Daemon(cfg, port, env={"PYTHONPATH": str(site)}).start()
+    return Daemon(cfg, port, env={"PYTHONPATH": str(site)}).start(), cfg, out
+
+
+def test_plugin_from_entry_point_metadata_runs_and_reloads(tmp_path: Path) -> None:
+    d, cfg, out = _daemon_with_sample_plugin(tmp_path, "threshold = 1",
+                                             required='required = ["dolphind-sample-plugin>=1"]')
     try:
         d.wait_ready()
         plugins = d.get_json("/status")["plugins"]
@@ -290,18 +298,7 @@ out = "{out}"
 def test_a_slow_plugin_cannot_stretch_shutdown_past_its_timeout(tmp_path: Path) -> None:
     """Each queued event takes the plugin 4 s (under the 5 s hook limit): without one budget for
     the whole shutdown, draining its queue would take minutes and the manager would SIGKILL."""
-    site = install_sample_plugin(tmp_path / "site")
-    out = tmp_path / "plugin-events.jsonl"
-    port = free_port()
-    cfg = write_config(tmp_path / "d.toml", port, extra=f"""
-[plugins]
-enabled = ["sample"]
-
-[plugins.sample]
-slow_s = 4
-out = "{out}"
-""")
-    d = Daemon(cfg, port, env={"PYTHONPATH": str(site)}).start()
+    d, _, out = _daemon_with_sample_plugin(tmp_path, "slow_s = 4")
     try:
         d.wait_ready()
         wait_until(lambda: out.exists() and "first_bar" in out.read_text(), timeout=30,
