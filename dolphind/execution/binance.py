@@ -1414,27 +1414,18 @@ async def open_binance_books(config: Callable[[], Any], metrics: Any,
     opened (clock, filters, lease, leverage), the store's working orders are made known to it
     and unknown venue orders are brought into the store, then the user stream starts.
     Closing runs in reverse: venue (streams stopped, lease released), audit, store."""
-    from dolphind.store.audit import AuditLog
-    from dolphind.store.sqlite import Store
+    from dolphind.execution.stage import open_store_and_audit
 
     cfg = config()
     creds = await asyncio.to_thread(load_credentials, cfg.execution.binance, cfg.resolve)
-    store = await Store.open(cfg.data_dir / cfg.store.path, metrics.execution, metrics.channels,
-                             synchronous=cfg.store.synchronous,
-                             capacity=cfg.store.queue_capacity,
-                             max_batch=lambda: config().store.max_batch)
-    async with store:
-        audit = await AuditLog.open(cfg.data_dir / cfg.store.audit_path, metrics.execution,
-                                    fsync=lambda: config().store.audit_fsync,
-                                    fsync_interval_s=lambda: config().store.audit_fsync_interval_s)
-        async with audit:
-            venue = BinanceVenue(lambda: config().execution.binance, bus, metrics.venue, creds,
-                                 symbols=lambda: config().binance_feed.symbols,
-                                 lease_dir=cfg.resolve(cfg.execution.binance.lease_dir))
-            async with venue:
-                await reconcile_store(venue, store, audit, metrics.execution.reconcile_diffs)
-                # Not reconciled before the execution stage has its book to compare positions
-                # with: the stage installs its own check when it is built.
-                venue.set_position_check(_no_book_yet)
-                venue.start_streams()
-                yield store, audit, venue
+    async with open_store_and_audit(config, metrics) as (store, audit):
+        venue = BinanceVenue(lambda: config().execution.binance, bus, metrics.venue, creds,
+                             symbols=lambda: config().binance_feed.symbols,
+                             lease_dir=cfg.resolve(cfg.execution.binance.lease_dir))
+        async with venue:
+            await reconcile_store(venue, store, audit, metrics.execution.reconcile_diffs)
+            # Not reconciled before the execution stage has its book to compare positions
+            # with: the stage installs its own check when it is built.
+            venue.set_position_check(_no_book_yet)
+            venue.start_streams()
+            yield store, audit, venue

@@ -830,6 +830,16 @@ async def open_books(config: Callable[[], Config], metrics: Metrics,
                                           cfg.resolve(cfg.execution.exchange_info))
     venue = PaperVenue(filters, lambda: config().execution,
                        fallback=cfg.execution.paper_fallback_filters)
+    async with open_store_and_audit(config, metrics) as (store, audit):
+        yield store, audit, venue
+
+
+@contextlib.asynccontextmanager
+async def open_store_and_audit(config: Callable[[], Config],
+                               metrics: Metrics) -> AsyncIterator[tuple[Store, AuditLog]]:
+    """The SQLite store and the audit log under ``data.dir`` (every venue's books use both).
+    Leaving closes the audit log, then the store, each writing out what is queued first."""
+    cfg = config()
     store = await Store.open(cfg.data_dir / cfg.store.path, metrics.execution, metrics.channels,
                              synchronous=cfg.store.synchronous,
                              capacity=cfg.store.queue_capacity,
@@ -839,4 +849,4 @@ async def open_books(config: Callable[[], Config], metrics: Metrics,
                                     fsync=lambda: config().store.audit_fsync,
                                     fsync_interval_s=lambda: config().store.audit_fsync_interval_s)
         async with audit:
-            yield store, audit, venue
+            yield store, audit

@@ -64,6 +64,24 @@ class FakeVenue:
         self._log.close()
 
 
+def live_feed_config(url: str, stall_timeout_s: float, stream_grace_s: float) -> str:
+    """Config lines pointing the daemon's live feed at the fake Binance (symbols of the capture)."""
+    return f"""
+[feed]
+kind = "binance"
+bar_seconds = 1
+
+[binance_feed]
+ws_base_url = "{url}"
+symbols = ["SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT"]
+stall_timeout_s = {stall_timeout_s}
+stream_grace_s = {stream_grace_s}
+backoff_initial_s = 0.1
+backoff_max_s = 0.5
+bar_close_delay_ms = 100
+"""
+
+
 @pytest.fixture
 def venue(tmp_path: Path) -> Iterator[FakeVenue]:
     fake = FakeVenue(tmp_path / "fake-binance.log")
@@ -76,20 +94,7 @@ def venue(tmp_path: Path) -> Iterator[FakeVenue]:
 @pytest.fixture
 def daemon(tmp_path: Path, venue: FakeVenue) -> Iterator[Daemon]:
     port = free_port()
-    extra = f"""
-[feed]
-kind = "binance"
-bar_seconds = 1
-
-[binance_feed]
-ws_base_url = "{venue.url}"
-symbols = ["SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT"]
-stall_timeout_s = 1.0
-stream_grace_s = 5.0
-backoff_initial_s = 0.1
-backoff_max_s = 0.5
-bar_close_delay_ms = 100
-"""
+    extra = live_feed_config(venue.url, stall_timeout_s=1.0, stream_grace_s=5.0)
     d = Daemon(write_config(tmp_path / "dolphind.toml", port, extra=extra,
                             data_dir=str(tmp_path / "var")), port).start()
     try:

@@ -400,24 +400,11 @@ def test_live_feed_stall_through_the_fake_binance_fires_exchange_lag(tmp_path: P
     """The feed-stall fault of the issue over the real live feed: the fake Binance (another
     process) stops sending frames; the guardian sees the feed's own message age and asks for a
     reconnect, at most once per cooldown; when frames flow again it stops."""
-    from tests.integration.test_live_feed import FakeVenue
+    from tests.integration.test_live_feed import FakeVenue, live_feed_config
 
     venue = FakeVenue(tmp_path / "fake-binance.log")
     port = free_port()
-    extra = f"""
-[feed]
-kind = "binance"
-bar_seconds = 1
-
-[binance_feed]
-ws_base_url = "{venue.url}"
-symbols = ["SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT"]
-stall_timeout_s = 30.0
-stream_grace_s = 30.0
-backoff_initial_s = 0.1
-backoff_max_s = 0.5
-bar_close_delay_ms = 100
-""" + mseries_config(guardian_extra="").replace("max_feed_age_s = 30.0", "max_feed_age_s = 1.5")
+    extra = live_feed_config(venue.url, stall_timeout_s=30.0, stream_grace_s=30.0) + mseries_config(guardian_extra="").replace("max_feed_age_s = 30.0", "max_feed_age_s = 1.5")
     d = Daemon(write_config(tmp_path / "d.toml", port, extra=extra,
                             data_dir=str(tmp_path / "var")), port,
                env={WEBHOOK_ENV: webhook.url}).start()
