@@ -42,6 +42,14 @@ async def eventually(check: Callable[[], T | Awaitable[T]], timeout: float = 10.
         await asyncio.sleep(interval)
 
 
+def _release(exc: BaseException | None) -> None:
+    """urllib's HTTPError (an OSError) holds its open response: close it before dropping it,
+    or its socket is left to the garbage collector (a ResourceWarning in some later test)."""
+    close = getattr(exc, "close", None)
+    if callable(close):
+        close()
+
+
 def wait_until(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
                what: str = "condition") -> T:
     """Synchronous ``eventually`` for tests that drive subprocesses."""
@@ -51,8 +59,10 @@ def wait_until(check: Callable[[], T], timeout: float = 10.0, interval: float = 
         try:
             value = check()
             if value:
+                _release(last_exc)
                 return value
         except (AssertionError, OSError) as exc:
+            _release(last_exc)
             last_exc = exc
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}") from last_exc
