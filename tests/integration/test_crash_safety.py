@@ -166,6 +166,23 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         wait_until(lambda: (d.metric("dolphind_scans_total") or 0) > 200, timeout=60,
                    what="scans flowing")
         time.sleep(rng.uniform(0.0, 2.0))  # the kill moment, drawn at random (not a wait)
+        if cycle == 1:
+            # One kill always lands while a position is open (random moments alone sometimes
+            # miss every holding period), so holding a trade across a restart is always tested.
+            # Held for a few bars first, so its entry is in the audit the checks below read.
+            held_since: list[float] = []
+
+            def held_a_while() -> bool:
+                scans = d.metric("dolphind_scans_total") or 0
+                if not any(p["qty"] for p in d.get_json("/positions")["positions"]):
+                    held_since.clear()
+                    return False
+                if not held_since:
+                    held_since.append(scans)
+                return scans - held_since[0] >= 10
+
+            wait_until(held_a_while, timeout=90, interval=0.01,
+                       what="a position held for 10 bars to kill under")
         acked = _acknowledged(d)
         d.signal(signal.SIGKILL)
         assert d.proc is not None and d.proc.wait(30) == -signal.SIGKILL
