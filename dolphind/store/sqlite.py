@@ -4,9 +4,10 @@ and control state (SPEC §6).
 Shape:
 - one connection, opened and used only on one dedicated thread (``dolphind-store``), so no
   sqlite call ever runs on the event loop;
-- one writer task fed by a BLOCK channel: it takes everything queued (up to ``max_batch``
-  writes), runs it as ONE transaction on the store thread, then resolves the callers that
-  asked to wait. Group commit keeps the queue short under load;
+- writes and reads are jobs on one FIFO queue the store thread takes directly; it commits
+  everything queued (up to ``max_batch`` writes) as ONE transaction, then resolves the callers
+  that asked to wait through one ``call_soon_threadsafe``. Group commit keeps the queue short
+  under load; ``capacity`` unconfirmed writes make writers wait (back-pressure, no loss);
 - WAL mode. With ``synchronous = NORMAL`` a committed transaction is in the WAL file when
   COMMIT returns, so it survives ``kill -9`` (not necessarily a power cut: use FULL for that).
   Checkpoints run every second from a second thread and connection (PASSIVE: they never block
@@ -27,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import queue
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +38,6 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import structlog
 
-from dolphind.channels import Channel, ChannelClosed, Overflow
 from dolphind.events import Fill, Order
 from dolphind.execution.portfolio import Position
 from dolphind.ops.metrics import ChannelMetrics, ExecutionMetrics
@@ -88,6 +90,11 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
 
 _TERMINAL_STATES = ("filled", "cancelled", "rejected", "expired")
 _CHECKPOINT_EVERY_S = 1.0
+# A batch in which nobody waits for the commit lingers this long for more writes: a waiter that
+# arrives meanwhile (the fill behind an order's ack, say) is committed with it in ONE
+# transaction instead of queueing behind a commit nobody was waiting for. A batch with a waiter
+# never lingers; nothing un-waited was promised durable before its commit (see ``pending``).
+_LINGER_S = 0.002
 
 
 class StoreError(Exception):
@@ -217,25 +224,42 @@ def kv_op(key: str, value: str, ts_ns: int = 0) -> Op:
 
 
 class Store:
-    """Open with ``await Store.open(...)``, then use as an async context manager: entering
-    starts the writer task, leaving drains the queue, stops the writer and closes the file."""
+    """Open with ``await Store.open(...)``, then use as an async context manager; leaving
+    commits what is queued, stops the store thread and closes the file.
 
-    def __init__(self, path: Path, executor: concurrent.futures.ThreadPoolExecutor,
-                 conn: sqlite3.Connection, metrics: ExecutionMetrics | None,
+    Writes and reads are jobs on one FIFO queue that the store thread takes directly (a
+    ``SimpleQueue``: a put wakes the thread at once, with no event-loop iteration in between),
+    and the thread reports each commit back with one ``call_soon_threadsafe``. That is the
+    shortest round trip a waiting writer can have without running SQLite on the loop; it is on
+    the intent-to-fill path twice (the order before it is sent, the fill before it is shown).
+    """
+
+    def __init__(self, path: Path, synchronous: str, metrics: ExecutionMetrics | None,
                  channel_metrics: ChannelMetrics | None, capacity: int,
                  max_batch: Callable[[], int]) -> None:
         self.path = path
-        self._executor = executor
-        self._conn = conn
+        self._loop = asyncio.get_running_loop()
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._opened: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(target=_store_thread, args=(self, synchronous),
+                                        name="dolphind-store", daemon=True)
         self._metrics = metrics
         self._max_batch = max_batch
-        self._queue: Channel[_Write] = Channel("store", capacity, Overflow.BLOCK, channel_metrics)
-        self._task: asyncio.Task[None] | None = None
+        self._capacity = capacity
+        self._closed = False
+        self._stopped: asyncio.Future[None] = self._loop.create_future()
+        # Writes put and not yet reported committed (or failed). Only the loop touches it.
+        self._unconfirmed = 0
+        self._room = asyncio.Event()
+        self._room.set()
         self.failed: BaseException | None = None
         self.commits = 0
         self.writes = 0
-        self._in_flight = 0  # writes of the batch being committed right now
         self.checkpoints = 0
+        self._wait = channel_metrics.labels("store").wait if channel_metrics else None
+        if channel_metrics:
+            channel_metrics.capacity.labels("store").set(capacity)
+            channel_metrics.depth.labels("store").set_function(lambda: self.backlog)
         # Checkpoints (WAL -> database file) run on their own thread and connection: a PASSIVE
         # checkpoint never blocks the writer, and its fsync stays off the commit path.
         self._ckpt_executor = concurrent.futures.ThreadPoolExecutor(
@@ -248,20 +272,13 @@ class Store:
     async def open(cls, path: str | Path, metrics: ExecutionMetrics | None = None,
                    channel_metrics: ChannelMetrics | None = None, synchronous: str = "NORMAL",
                    capacity: int = 1024, max_batch: Callable[[], int] = lambda: 256) -> "Store":
-        p = Path(path)
-        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dolphind-store")
-        loop = asyncio.get_running_loop()
-        try:
-            conn = await loop.run_in_executor(executor, _connect, p, synchronous)
-        except BaseException:
-            executor.shutdown(wait=False)
-            raise
-        return cls(p, executor, conn, metrics, channel_metrics, capacity, max_batch)
+        store = cls(Path(path), synchronous, metrics, channel_metrics, capacity, max_batch)
+        store._thread.start()
+        await store._opened  # raises StoreError when the file cannot be opened
+        return store
 
     async def __aenter__(self) -> "Store":
-        loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._writer(), name="store-writer")
-        self._ckpt_task = loop.create_task(self._checkpointer(), name="store-checkpointer")
+        self._ckpt_task = self._loop.create_task(self._checkpointer(), name="store-checkpointer")
         return self
 
     async def _checkpointer(self) -> None:
@@ -287,15 +304,14 @@ class Store:
         await self.close()
 
     async def close(self) -> None:
-        """Commit what is queued, stop the writer, close the connection and the threads."""
-        self._queue.close()
+        """Commit what is queued, stop the store thread, close the connections."""
         loop = asyncio.get_running_loop()
+        if not self._closed:
+            self._closed = True
+            self._room.set()  # writers waiting for room see the store closed
+            self._jobs.put(_STOP)
         try:
-            if self._task is not None:
-                try:
-                    await self._task
-                finally:
-                    self._task = None
+            await asyncio.shield(self._stopped)
         finally:
             if self._ckpt_task is not None:
                 self._ckpt_task.cancel()
@@ -304,35 +320,38 @@ class Store:
                 self._ckpt_task = None
             if self._ckpt_conn is not None:
                 await loop.run_in_executor(self._ckpt_executor, self._ckpt_conn.close)
+                self._ckpt_conn = None
             self._ckpt_executor.shutdown(wait=False)
-            try:
-                # Fold the WAL back into the database file on a clean close.
-                await loop.run_in_executor(self._executor, _close, self._conn)
-            finally:
-                self._executor.shutdown(wait=False)
 
     # ---- writing -----------------------------------------------------------------------
 
     @property
     def backlog(self) -> int:
-        return len(self._queue)
+        """Jobs waiting for the store thread (not counting the batch it is committing)."""
+        return self._jobs.qsize()
 
     @property
     def pending(self) -> int:
         """Writes not yet committed (queued or in the batch being committed): 0 means
         everything written so far is on disk."""
-        return len(self._queue) + self._in_flight
+        return self._unconfirmed
 
     async def write(self, *ops: Op, wait: bool = False) -> None:
         """Queue ``ops`` as one unit (all or nothing). ``wait=True`` returns only once they
-        are committed; errors of that unit are raised here."""
-        if self.failed is not None:
-            raise StoreFailed(f"store {self.path} failed: {self.failed}") from self.failed
-        done = asyncio.get_running_loop().create_future() if wait else None
-        try:
-            await self._queue.put(_Write(ops, done))
-        except ChannelClosed:
-            raise StoreError(f"store {self.path} is closed") from None
+        are committed; errors of that unit are raised here. With ``capacity`` writes
+        unconfirmed, a writer waits for room (back-pressure, nothing is dropped)."""
+        while True:
+            if self.failed is not None:
+                raise StoreFailed(f"store {self.path} failed: {self.failed}") from self.failed
+            if self._closed:
+                raise StoreError(f"store {self.path} is closed")
+            if self._unconfirmed < self._capacity:
+                break
+            self._room.clear()
+            await self._room.wait()
+        done = self._loop.create_future() if wait else None
+        self._unconfirmed += 1
+        self._jobs.put(_Write(ops, done))
         if done is not None:
             await done
 
@@ -342,61 +361,52 @@ class Store:
     async def save_control(self, halted: bool, reason: str) -> None:
         await self.write(kv_op("halted", "1" if halted else "0"), kv_op("halt_reason", reason))
 
-    async def _writer(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                first = await self._queue.get()
-            except ChannelClosed:
-                return
-            batch = [first]
-            limit = max(1, self._max_batch())
-            while len(self._queue) and len(batch) < limit:
-                batch.append(await self._queue.get())  # items are there: returns at once
-            t0 = time.perf_counter()
-            self._in_flight = len(batch)
-            try:
-                errors = await loop.run_in_executor(self._executor, _execute, self._conn,
-                                                    [w.ops for w in batch])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # COMMIT failed: the store can no longer be trusted
-                await self._fail(exc, batch)
-                return
-            finally:
-                self._in_flight = 0
-            self.commits += 1
-            self.writes += len(batch)
-            if self._metrics is not None:
-                self._metrics.store_commits.inc()
-                self._metrics.store_writes.inc(len(batch))
-                self._metrics.store_commit_seconds.observe(time.perf_counter() - t0)
-            for w, err in zip(batch, errors):
-                if err is not None:
-                    log.error("store.write_failed", error=repr(err), sql=w.ops[0][0][:60])
-                if w.done is not None and not w.done.done():
-                    if err is None:
-                        w.done.set_result(None)
-                    else:
-                        w.done.set_exception(err)
+    # ---- called on the loop by the store thread ---------------------------------------
 
-    async def _fail(self, exc: BaseException, batch: list[_Write]) -> None:
-        self.failed = exc
+    def _committed(self, batch: list[_Write], errors: list[Exception | None], started: float,
+                   seconds: float) -> None:
+        self.commits += 1
+        self.writes += len(batch)
+        self._unconfirmed -= len(batch)
+        self._room.set()
         if self._metrics is not None:
-            self._metrics.store_failures.inc()
-        log.error("store.failed", error=repr(exc), path=str(self.path))
-        self._queue.close()
-        pending = list(batch)
-        while len(self._queue):
-            pending.append(await self._queue.get())  # drain: nothing will commit now
-        for w in pending:
+            self._metrics.store_commits.inc()
+            self._metrics.store_writes.inc(len(batch))
+            self._metrics.store_commit_seconds.observe(seconds)
+        wait = self._wait
+        for w, err in zip(batch, errors):
+            if wait is not None:
+                wait.observe(started - w.queued_at)
+            if err is not None:
+                log.error("store.write_failed", error=repr(err), sql=w.ops[0][0][:60])
+            if w.done is not None and not w.done.done():
+                if err is None:
+                    w.done.set_result(None)
+                else:
+                    w.done.set_exception(err)
+
+    def _failed(self, exc: BaseException, writes: list[_Write]) -> None:
+        """A COMMIT failed (disk full, I/O error): the store can no longer be trusted. Called
+        for the failed batch and again for every write that reaches the thread after it."""
+        if self.failed is None:
+            self.failed = exc
+            if self._metrics is not None:
+                self._metrics.store_failures.inc()
+            log.error("store.failed", error=repr(exc), path=str(self.path))
+        self._unconfirmed -= len(writes)
+        self._room.set()
+        for w in writes:
             if w.done is not None and not w.done.done():
                 w.done.set_exception(StoreFailed(f"store {self.path} failed: {exc!r}"))
 
     # ---- reading (on the store thread, serialised with the writes) ---------------------
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._jobs.put(_Read(fn, fut))
+        return await fut
 
     async def load_state(self) -> RestoredState:
         return await self.read(_load_state)
@@ -408,7 +418,7 @@ class Store:
         """"ok", or why the store cannot take writes (for /readyz)."""
         if self.failed is not None:
             return f"store failed: {self.failed!r}"
-        if self._queue.closed:
+        if self._closed:
             return "store closed"
         return "ok"
 
@@ -419,6 +429,97 @@ class Store:
 
 
 # ---- on the store thread -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Read:
+    fn: Callable[[sqlite3.Connection], Any]
+    done: asyncio.Future[Any]
+
+
+_STOP = object()
+
+
+def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    """Run ``fn(*args)`` on the loop; a loop already closed has nobody left to tell."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, *args)
+
+
+def _settle(fut: asyncio.Future[Any], exc: BaseException | None, result: Any = None) -> None:
+    if fut.done():
+        return  # the awaiting side was cancelled
+    if exc is None:
+        fut.set_result(result)
+    else:
+        fut.set_exception(exc)
+
+
+def _store_thread(s: Store, synchronous: str) -> None:
+    """The store thread: open the connection (it is made, used and closed here only), then
+    take jobs in FIFO order. Consecutive writes (up to ``max_batch``) are committed as ONE
+    transaction (group commit keeps the queue short under load); a read runs after every write
+    queued before it. Ends at ``_STOP`` with a final checkpoint."""
+    loop = s._loop
+    try:
+        conn = _connect(s.path, synchronous)
+    except BaseException as exc:  # noqa: BLE001 - the opener raises it
+        _post(loop, _settle, s._opened, exc)
+        return
+    _post(loop, _settle, s._opened, None)
+    jobs = s._jobs
+    failed: BaseException | None = None
+    held: Any = None  # a job taken while filling a batch that must run after it
+    try:
+        while True:
+            job = held if held is not None else jobs.get()
+            held = None
+            if job is _STOP:
+                return
+            if isinstance(job, _Read):
+                try:
+                    result = job.fn(conn)
+                except Exception as exc:  # noqa: BLE001 - the reader gets it
+                    _post(loop, _settle, job.done, exc)
+                else:
+                    _post(loop, _settle, job.done, None, result)
+                continue
+            batch = [job]
+            waited = job.done is not None
+            limit = max(1, s._max_batch())
+            linger_until = time.perf_counter() + _LINGER_S
+            while len(batch) < limit:
+                try:
+                    if waited:
+                        nxt = jobs.get_nowait()
+                    else:
+                        nxt = jobs.get(timeout=max(0.0, linger_until - time.perf_counter()))
+                except queue.Empty:
+                    break
+                if not isinstance(nxt, _Write):
+                    held = nxt
+                    break
+                batch.append(nxt)
+                waited = waited or nxt.done is not None
+            if failed is not None:
+                _post(loop, s._failed, failed, batch)
+                continue
+            started = time.perf_counter()
+            try:
+                errors = _execute(conn, [w.ops for w in batch])
+            except Exception as exc:  # COMMIT failed: nothing more will be committed
+                failed = exc
+                _post(loop, s._failed, exc, batch)
+                continue
+            _post(loop, s._committed, batch, errors, started, time.perf_counter() - started)
+    finally:
+        try:
+            # Fold the WAL back into the database file on a clean close.
+            _close(conn)
+        except Exception as exc:  # noqa: BLE001 - logged; the data is committed already
+            log.warning("store.close_failed", error=repr(exc))
+        _post(loop, _settle, s._stopped, None)
+
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -471,16 +572,28 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 
 
 def _execute(conn: sqlite3.Connection, units: list[tuple[Op, ...]]) -> list[Exception | None]:
-    """Run every unit in one transaction, each under its own savepoint."""
-    errors: list[Exception | None] = []
+    """Run every unit in one transaction, each all or nothing: a unit that fails is rolled
+    back alone (a savepoint per unit; a lone unit is its own transaction, which saves two
+    statements on the latency path) and its error returned. A failed COMMIT raises."""
+    bad = (sqlite3.Error, ValueError, TypeError, OverflowError)
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if len(units) == 1:
+            try:
+                for sql, params in units[0]:
+                    conn.execute(sql, params)
+            except bad as exc:
+                conn.execute("ROLLBACK")
+                return [exc]
+            conn.execute("COMMIT")
+            return [None]
+        errors: list[Exception | None] = []
         for ops in units:
             conn.execute("SAVEPOINT w")
             try:
                 for sql, params in ops:
                     conn.execute(sql, params)
-            except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
+            except bad as exc:
                 conn.execute("ROLLBACK TO w")
                 errors.append(exc)
             else:

@@ -16,6 +16,7 @@ from dolphind.store.sqlite import (
     Account,
     Store,
     StoreError,
+    StoreFailed,
     account_op,
     fill_op,
     intent_op,
@@ -188,3 +189,61 @@ async def test_pending_counts_writes_until_they_are_committed(tmp_path):
         assert store.pending == 0
         state = await store.load_state()
     assert state.client_ids == {"a", "b"}
+
+
+async def test_a_failed_commit_fails_the_store_and_every_write_after_it(tmp_path, metrics,
+                                                                       monkeypatch):
+    """A COMMIT that fails (disk full, I/O error) means the store can no longer be trusted: the
+    writers of that batch and every later writer get StoreFailed, /readyz says why, the
+    failure is counted, and closing still ends (nothing hangs on a dead store)."""
+    from dolphind.store import sqlite as store_module
+
+    real = store_module._execute
+    broken = {"on": False}
+
+    def execute(conn, units):
+        if broken["on"]:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(conn, units)
+
+    monkeypatch.setattr(store_module, "_execute", execute)
+    async with await Store.open(tmp_path / "d.sqlite", metrics.execution) as store:
+        await store.write(order_op(_order("before")), wait=True)
+        broken["on"] = True
+        with pytest.raises(StoreFailed, match="disk is full"):
+            await store.write(order_op(_order("lost")), wait=True)
+        assert "store failed" in store.readiness()
+        with pytest.raises(StoreFailed):
+            await store.write(order_op(_order("later")))
+        assert store.pending == 0
+        broken["on"] = False
+        state = await store.load_state()  # reads still work: what was committed is there
+    assert state.client_ids == {"before"}
+    assert metrics.registry.get_sample_value("dolphind_store_failures_total") == 1
+
+
+async def test_a_read_sees_every_write_queued_before_it(tmp_path):
+    async with await Store.open(tmp_path / "d.sqlite") as store:
+        for i in range(20):
+            await store.write(order_op(_order(f"o{i}")))  # not waited for
+        n = await store.read(lambda c: c.execute("SELECT COUNT(*) FROM orders").fetchone()[0])
+    assert n == 20
+
+
+async def test_a_write_nobody_waits_for_joins_the_next_waiters_commit(tmp_path):
+    """An order's ack (nobody waits) and its fill (waited for) arrive microseconds apart: one
+    commit, not a commit the fill must queue behind. Not waited for, it is still committed
+    within the linger time."""
+    async with await Store.open(tmp_path / "d.sqlite") as store:
+        for i in range(50):
+            await store.write(order_op(_order(f"ack{i}")))
+            await asyncio.sleep(0.0003)  # the store thread has taken the ack by now
+            await store.write(order_op(_order(f"fill{i}")), wait=True)
+        # Pairs joined (a machine stall longer than the linger can split one, rarely).
+        assert store.commits < 75, store.commits
+        await store.write(order_op(_order("alone")))
+        for _ in range(200):
+            if store.pending == 0:
+                break
+            await asyncio.sleep(0.005)
+        assert store.pending == 0
