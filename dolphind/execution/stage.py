@@ -54,7 +54,7 @@ from dolphind.execution.router import (
 from dolphind.execution.venue import Venue, VenueRejected, VenueUnavailable
 from dolphind.ops.control import Control, ControlAction
 from dolphind.ops.health import Health
-from dolphind.ops.metrics import ExecutionMetrics, Metrics
+from dolphind.ops.metrics import Children, ExecutionMetrics, Metrics
 from dolphind.risk.rails import AccountSnapshot, OrderCheck, RiskRails, Veto
 from dolphind.store.audit import AuditLog
 from dolphind.store.sqlite import (
@@ -105,6 +105,10 @@ class ExecutionStage:
         self._health = health
         self._metrics = metrics
         self._m = metrics.execution
+        # The per-order counters, bound once (see ops.metrics.Children).
+        self._intents = Children(self._m.intents)
+        self._orders_by_state = Children(self._m.orders)
+        self._fills = Children(self._m.fills)
         self._config = config
         self._emit = emit or (lambda hook, event: None)
         self._mono = monotonic
@@ -336,7 +340,7 @@ class ExecutionStage:
         cfg = self._config()
         cid = client_order_id(intent.intent_id, cfg.execution.client_id_prefix)
         if cid in self.known_ids:
-            self._m.intents.labels("duplicate").inc()
+            self._intents["duplicate"].inc()
             self._audit.record("intent.duplicate", intent_id=intent.intent_id, client_id=cid)
             self._remember(intent, cid, "duplicate")
             return
@@ -389,7 +393,7 @@ class ExecutionStage:
             ack = await self._venue.submit(order)
         except VenueRejected as exc:
             self.rails.record_venue(False)
-            self._m.intents.labels("venue_rejected").inc()
+            self._intents["venue_rejected"].inc()
             self._intent_t0.pop(cid, None)
             await self._set_order(transition(order, OrderState.REJECTED, self._now_ns(),
                                              reject_reason=f"venue:{exc.reason}"))
@@ -399,12 +403,12 @@ class ExecutionStage:
         except (VenueUnavailable, TimeoutError, OSError) as exc:
             # Outcome unknown: never retry blindly; the control loop queries by client id.
             self.rails.record_venue(False)
-            self._m.intents.labels("unknown").inc()
+            self._intents["unknown"].inc()
             await self._set_order(transition(order, OrderState.UNKNOWN, self._now_ns()))
             self._audit.record("order.unknown", client_id=cid, error=repr(exc))
             return
         self.rails.record_venue(True)
-        self._m.intents.labels("submitted").inc()
+        self._intents["submitted"].inc()
         self._m.intent_to_ack.observe(time.perf_counter() - t0)
         await self._apply_update(ack)
 
@@ -419,7 +423,7 @@ class ExecutionStage:
             state=str(OrderState.REJECTED), created_ns=ts, updated_ns=ts,
             reject_reason=f"{stage}:{rule}", ref_price=intent.ref_price)
         self.known_ids.add(cid)
-        self._m.intents.labels(f"{stage}_rejected").inc()
+        self._intents[f"{stage}_rejected"].inc()
         self._count_state(rejected)
         self.recent_orders.append(rejected)
         await self._store.write(order_op(rejected))
@@ -493,7 +497,7 @@ class ExecutionStage:
         if upd is not None:
             self._install(upd)
         m = self._m
-        m.fills.labels(fill.side, fill.liquidity).inc()
+        self._fills[fill.side, fill.liquidity].inc()
         m.fees.inc(fill.fee_usdt)
         m.notional.inc(fill.qty * fill.price)
         m.slippage_bps.observe(fill.slippage_bps)
@@ -539,7 +543,7 @@ class ExecutionStage:
         self._progress.set()
 
     def _count_state(self, order: Order) -> None:
-        self._m.orders.labels(order.state).inc()
+        self._orders_by_state[order.state].inc()
 
     async def _settle(self, symbol: str) -> None:
         """Wait (up to ``drain_timeout_s``) until no entry order in ``symbol`` is working."""

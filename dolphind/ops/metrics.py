@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -24,6 +25,22 @@ import dolphind
 
 # Queue waits are sub-millisecond when healthy; the tail buckets catch a stalled consumer.
 _WAIT_BUCKETS = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+
+
+class Children(dict[Any, Any]):
+    """A labelled metric's children, bound once per label value (or tuple of values).
+
+    ``metric.labels(...)`` validates its arguments and takes a lock on every call (a few µs);
+    on a per-order path ``children[value].inc()`` is one dict lookup after the first use."""
+
+    def __init__(self, metric: Counter | Gauge | Histogram) -> None:
+        super().__init__()
+        self._metric = metric
+
+    def __missing__(self, key: Any) -> Any:
+        child = self._metric.labels(*key) if isinstance(key, tuple) else self._metric.labels(key)
+        self[key] = child
+        return child
 
 
 @dataclass(frozen=True, slots=True)
