@@ -4,7 +4,8 @@ Synthetic one-factor returns with a regime change (loading 0.5 -> 1.5 half-way, 
 per N in (50, 200, 540) it times EigenScanner.update (all four windows, Python overhead
 included) after warm-up, the full recompute on the same windows, checks every timed scan against
 eigvalsh to get the max relative error, and reports iterations (products with C), passes over
-the state and fallbacks.
+the state, products taken from the raw window (short windows; included in the iterations) and
+fallbacks.
 Last line: RESULT n540_ms=... speedup_vs_recompute=... max_rel_err=... iters_p99=... fallbacks=...
 """
 
@@ -58,6 +59,7 @@ def run(n: int, timed: int, modes: tuple[int, ...] | None = None) -> dict[str, f
     lams = np.empty((timed, 4))
     its = np.empty((timed, 4))
     passes = np.empty((timed, 4))
+    wprods = np.empty((timed, 4))
     for k in range(timed):
         t = warm + k
         t0 = time.perf_counter()
@@ -66,6 +68,7 @@ def run(n: int, timed: int, modes: tuple[int, ...] | None = None) -> dict[str, f
         lams[k] = rec.lambda_max
         its[k] = sc.counters.last_iterations
         passes[k] = sc.counters.last_passes
+        wprods[k] = sc.counters.last_window_products
     sample = range(0, timed, max(1, timed // 40))
     rt = []
     err = 0.0
@@ -84,6 +87,7 @@ def run(n: int, timed: int, modes: tuple[int, ...] | None = None) -> dict[str, f
         "it50": float(np.percentile(its, 50)),
         "it99": float(np.percentile(its, 99)),
         "passes": float(np.mean(passes.sum(axis=1))),
+        "wprods": float(np.mean(wprods.sum(axis=1))),
         "fallbacks": float(sc.counters.fallbacks_total - fb0),
         "modes": "/".join(MODE_NAME[m] for m in sc.modes),
     }
@@ -101,6 +105,7 @@ def main() -> None:
             f"  recompute={res['recompute_ms']:.2f} ms  speedup={res['recompute_ms'] / res['scan_ms']:.0f}x"
             f"  max_rel_err={res['err']:.1e}  iters p50/p99={res['it50']:.0f}/{res['it99']:.0f}"
             f"  fallbacks={res['fallbacks']:.0f}  state passes/scan={res['passes']:.2f}"
+            f"  window products/scan={res['wprods']:.2f}"
         )
     # per-window mode choice at N=540, measured: all-cov vs all-gram
     for modes in ((K.MODE_COV,) * 4, (K.MODE_GRAM, K.MODE_COV, K.MODE_COV, K.MODE_COV)):

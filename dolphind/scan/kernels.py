@@ -12,40 +12,63 @@ Numerical choices (why this is accurate to ~1e-11 relative, well inside the 1e-9
   triangle) of the window and slides it by one return in / one out in O(N^2). ``MODE_GRAM`` keeps
   no rolling state: it standardises the raw window ``Z`` (w x k, k members) and works on the
   w x w Gram matrix ``G = Z Z^T``, which has the same non-zero eigenvalues as the correlation matrix
-  ``C = Z^T Z``. Gram costs ``w^2 k / 2`` per bar, cov ``~3 N^2`` plus ``N^2`` per power iteration;
-  the scanner picks per window (see ``choose_mode``).
+  ``C = Z^T Z``. Gram costs ``w^2 k / 2`` per bar, cov ``~3 N^2`` (one fused pass over the
+  half matrix) plus ``N^2`` per further Krylov step on the state; the scanner picks per window
+  (see ``choose_mode``).
 * **Sliding update (cov).** With ``a = x_new - m``, ``b = x_old - m`` (old mean ``m``) and
   ``d = a - b``: ``m' = m + d / w`` and ``S' = S + a a^T - b b^T - d d^T / w``. Every term is
   centred (no naive ``sum x x^T - w m m^T``), so there is no catastrophic cancellation between two
-  large running sums. Each update adds a rounding error of a few ulps of ``|S_ii| + a_i^2 + b_i^2``;
-  the kernel accumulates that a-priori bound per symbol (``eb``) and **re-anchors** a symbol's row
-  from the raw window (two-pass, exact to ~w ulps) as soon as ``eb_i > eta * S_ii``. This is a
-  worst-case (linear) bound, so in steady state a row is re-anchored every few thousand bars, and
-  immediately when cancellation threatens (a symbol whose variance collapses after a spike leaves).
-  Off-diagonal errors are bounded by ``sqrt(eb_i eb_j)`` (Cauchy-Schwarz on the same terms), so
-  every correlation entry is within ``eta`` of the exact one.
+  large running sums. The kernels apply it in the equivalent rank-2 form
+  ``S' = S + a ap^T - b bp^T`` with ``ap = x_new - m' = a - d / w`` and ``bp = x_old - m' =
+  b - d / w`` (2 FMAs an entry instead of 3); only the upper triangle is stored, so every entry
+  is slid once by one expression and the stored matrix stays symmetric. One update of entry
+  ``(i, j)`` errs by at most ``2u |S_ij| + 7u (|a_i| |a_j| + |b_i| |b_j| + (|a_i| + |b_i|)
+  |d_j| / w)`` (two products and two sums in any order, plus the rounding of ``ap, bp``, with
+  ``|ap_j| <= |a_j| + |d_j| / w``); with ``|S_ij| <= sqrt(S_ii S_jj)`` and Cauchy-Schwarz this is
+  at most ``sqrt(inc_i inc_j)`` for the per-symbol increment ``inc_i = 4u |S_ii| + 7u ((1 + 1/w)
+  (a_i^2 + b_i^2) + 2 d_i^2 / w) + 2 |d_i| em_i`` (``em``: the accumulated error of the rolling
+  mean; its term is the one of the rank-3 form). The kernel accumulates ``eb_i = sum inc_i`` and
+  **re-anchors** a symbol's row from the raw window (two-pass, exact to ~w ulps) as soon as
+  ``eb_i > eta * S_ii``. This is a worst-case (linear) bound, so in steady state a row is
+  re-anchored every few thousand bars, and immediately when cancellation threatens (a symbol
+  whose variance collapses after a spike leaves). Off-diagonal errors are bounded by
+  ``sqrt(eb_i eb_j)`` (Cauchy-Schwarz over the bars), so every correlation entry is within
+  ``eta`` of the exact one.
 * **Storage and passes (cov).** Only the upper triangle of ``S`` is maintained, and all four
-  windows are advanced by one call (:func:`scan_bar`). At N ~ 500 a state is 2.3 MB and the cost
-  is the number of half-matrix passes: one fused slide + first products, then one per further
-  Krylov step. Extra vectors in a pass are nearly free (the loops are bound by load/store issue
-  and memory traffic, so the fused passes take two rows at a time to share the column loads).
-* **Block start (cov).** The slide changes ``S`` by the rank-3 term ``a a^T - b b^T - e e^T``
-  only, so the image under the *new* matrix of last bar's certified vector ``z = D x`` is known
-  before this bar's pass: ``S' z = S z + a (a.z) - b (b.z) - e (e.z)`` (``S z`` kept from last
-  bar's fresh product). With ``u = D'^-1 z`` this gives ``C' u`` and the Ritz residual of ``u``
-  before the pass, so the single fused pass forms the images of the block ``[u, q1]`` (``q1`` =
-  that residual, orthonormalised), i.e. the Krylov space one step deeper than before; for short
-  windows (``4 w <= k`` members) a third direction ``~ C' q1`` is formed from the raw window
-  at ``2 w N`` flops and added to the block, which then spans the Krylov space up to ``C'^2 u``
-  after one pass.
+  windows are advanced by one call (:func:`scan_bar`). At N ~ 500 a state is 2.3 MB (1.2 MB
+  touched per pass; the four states sit in L3). Measured on the target machine the passes are
+  bound by floating-point issue, not by memory traffic: a read-only sweep of a half state costs
+  well under half of a fused pass. So the cost of a pass is its work per entry: 2 FMAs for the
+  slide, 2 for ``F^2``, 2 per vector whose image it forms; the kernels take rows four at a time
+  so the column vectors are loaded and stored once for four rows. Per bar and window there is
+  one fused pass (slide + ``F^2`` + the first images), then one read-only pass per further
+  Krylov step on the state.
+* **Block start (long windows, cov).** The slide changes ``S`` by the rank-2 term
+  ``a ap^T - b bp^T`` only, so the image under the *new* matrix of last bar's certified vector
+  ``z = D x`` is known before this bar's pass: ``S' z = S z + a (ap.z) - b (bp.z)`` (``S z``
+  kept from last bar's fresh product). With ``u = D'^-1 z`` this gives ``C' u`` and the Ritz
+  residual of ``u`` before the pass, so the single fused pass forms the images of the block
+  ``[u, q1]`` (``q1`` = that residual, orthonormalised), i.e. the Krylov space one step deeper
+  than before. After a slow bar (re-anchor, join, leave), a membership change or a bar that was
+  not certified, the carry is dropped and the start is the single vector.
+* **Window Krylov (short windows, cov).** A product ``C q = D X_c^T (X_c D q)`` from the raw
+  window (``X_c``: w x N, centred with the rolling means) costs ``2 w N`` FMAs against ``N^2``
+  for one more vector in a pass over the state. When ``WK_FACTOR * w <= k`` (k members) the
+  Krylov steps are therefore taken on the raw window (:func:`_window_krylov`, started from the
+  carried ``u, q1, C' u`` when the carry is valid, else from the previous vector) until the
+  Kato-Temple bound *predicted* with last bar's ``F^2`` is 20 times below the tolerance, and the
+  single fused pass then forms the exact image of the resulting Ritz vector only (one vector:
+  the cheapest pass). If that vector does not certify, the Krylov loop continues on the state
+  as for long windows; its stall and degeneracy tests count the window products, so a
+  (near-)degenerate top goes to LAPACK right after that pass. The scanner reports the window
+  products per window (``last_window_products``, included in the iterations).
   Carried and raw-window products only *choose* directions: the Rayleigh-Ritz step and the
-  certificate use the images computed by this bar's pass, so their rounding never enters a
-  certificate. After a slow bar (re-anchor, join, leave), a membership change or a bar that was
-  not certified, the carry is dropped and the start is the single vector as before.
+  certificate use the images computed by this bar's passes over the state, so their rounding
+  never enters a certificate.
 * **Top eigenvalue.** Cov mode: Rayleigh-Ritz on the Krylov space grown from the previous bar's
   top eigenvector (Lanczos with an explicit, twice-orthogonalised basis and the stored images
-  ``C q``, started from the block above when the carry is valid; for a new member the "market
-  mode" value). Gram mode: warm-started power iteration.
+  ``C q``, started from the block above when the carry is valid, or from the window-Krylov Ritz
+  vector; for a new member the "market mode" value). Gram mode: warm-started power iteration.
   For the vector ``v`` returned (``|v| = 1``) with image ``y = C v`` computed explicitly, we have
   the Rayleigh quotient ``rho = v.y`` and residual ``res = |y - rho v|``. The kernel **certifies** the
   result a posteriori, without trusting convergence heuristics:
@@ -97,6 +120,13 @@ REL_STD_FLOOR = 1e-5
 # sensitivity is ~ 1 / gap), the warm start carries no information and the value goes to LAPACK,
 # as it did with power iteration (which stalls there).
 MIN_REL_GAP = 1e-3
+# Short windows (cov mode) take their Krylov steps on the raw window (2 w N FMAs a product)
+# instead of the N x N state (~N^2 FMAs for a vector in a pass) when WK_FACTOR * w <= members;
+# at most WK_MAX window products per bar before the certifying pass. Measured at N=540 (same
+# window four times, both paths in the same run): the window path wins clearly at w=50, breaks
+# even near w=100 and loses at w=150 (its bookkeeping and the second window product), hence 4.
+WK_FACTOR = 4
+WK_MAX = 6
 # Re-associating the inner reductions lets LLVM vectorise them; it changes rounding order only
 # (vectorised partial sums are, if anything, more accurate). No 'nnan'/'ninf': NaN tests stay valid.
 _FAST = {"reassoc", "contract"}
@@ -212,197 +242,404 @@ def _decide(
 # cov mode
 # ---------------------------------------------------------------------------------------------
 # Storage: only the upper triangle ``s[i, j], j >= i`` of the co-moment matrix is maintained (the
-# lower triangle is scratch). The state does not fit in cache at N ~ 500 (2.3 MB per window), so
-# every pass over it is bound by memory traffic: touching half the matrix halves the cost. The
-# row loops below are streams over ``j > i`` with a dot product (``y_i += s_ij w_j``) and an axpy
-# (``y_j += s_ij w_i``) in the same loop; both vectorise.
+# lower triangle is scratch). At N ~ 500 a state is 2.3 MB (1.2 MB touched) and the four states
+# sit in L3; measured on the target machine (AVX-512), the passes are bound by instruction issue,
+# not by memory traffic (a read-only sweep of a half state costs well under half a fused pass). So
+# the kernels below minimise work per entry: the slide is the rank-2 form ``a ap^T - b bp^T``
+# (2 FMAs, not 3), rows are taken four at a time (the column vectors are loaded and stored once
+# for four rows), and every vector in a pass costs 2 FMAs per entry (a dot ``y_i += s_ij w_j``
+# and an axpy ``y_j += s_ij w_i``); ``F^2`` costs 2 more.
+# Each kernel walks the listed rows in groups ``i0 < i1 < i2 < i3``: the triangle between them
+# entry by entry (columns up to ``i3``), then all four rows in one stream over ``j > i3``.
 
 
 @njit(cache=True, fastmath=_FAST)
-def _tri_fused(
-    s: np.ndarray, a: np.ndarray, b: np.ndarray, e: np.ndarray, dd: np.ndarray, wv: np.ndarray,
-    rows: np.ndarray, nrows: int, y: np.ndarray,
-) -> float:
-    """Slide the listed rows' strict upper triangle (S' = S + a a^T - b b^T - e e^T; diagonals
-    are already updated) and, in the same pass, y = S' wv and ``||C'||_F^2 = sum S'_ij^2 dd_i dd_j``.
-    One read and one write of the (half) matrix per bar."""
-    n = s.shape[0]
-    for j in range(n):
-        y[j] = 0.0
-    f2 = 0.0
+def _slide(
+    s: np.ndarray, a: np.ndarray, ap: np.ndarray, b: np.ndarray, bp: np.ndarray,
+    rows: np.ndarray, nrows: int,
+) -> None:
+    """Slide the listed rows' strict upper triangle: ``S'_ij = S_ij + a_i ap_j - b_i bp_j``
+    (diagonals are updated by the caller). Same expression as in :func:`_pass1` and
+    :func:`_pass2`."""
     for p in range(nrows):
         i = rows[p]
         ai = a[i]
         bi = b[i]
-        ei = e[i]
-        wi = wv[i]
-        sii = s[i, i]
-        # slices starting at i + 1: loops from 0 let numba drop the negative-index wraparound,
-        # which is what allows LLVM to vectorise them (with runtime alias checks)
         sr = s[i, i + 1 :]
-        ar = a[i + 1 :]
-        br = b[i + 1 :]
-        er = e[i + 1 :]
+        apr = ap[i + 1 :]
+        bpr = bp[i + 1 :]
+        for j in range(sr.shape[0]):
+            sr[j] = sr[j] + ai * apr[j] - bi * bpr[j]
+
+
+@njit(cache=True, fastmath=_FAST)
+def _pass1(
+    s: np.ndarray, a: np.ndarray, ap: np.ndarray, b: np.ndarray, bp: np.ndarray,
+    dd: np.ndarray, wv: np.ndarray, rows: np.ndarray, nrows: int, y: np.ndarray,
+) -> float:
+    """One pass over the listed rows: slide them as in :func:`_slide` and form ``y = S' wv`` and
+    ``||C'||_F^2 = sum S'_ij^2 dd_i dd_j``. ``wv`` and ``dd`` must be zero outside the listed
+    rows. (With ``a = b = 0`` it is a product with ``F^2`` that leaves finite entries as they
+    are.) Rows four at a time: the triangle between the four rows entry by entry, then one
+    vectorised stream over the columns beyond them."""
+    n = s.shape[0]
+    for j in range(n):
+        y[j] = 0.0
+    f2 = 0.0
+    p = 0
+    while p + 4 <= nrows:
+        i0 = rows[p]
+        i1 = rows[p + 1]
+        i2 = rows[p + 2]
+        i3 = rows[p + 3]
+        j0 = i3 + 1
+        for r in range(3):
+            i = rows[p + r]
+            ai = a[i]
+            bi = b[i]
+            ui = wv[i]
+            hi = 0.0
+            gi = 0.0
+            for j in range(i + 1, j0):
+                x = s[i, j] + ai * ap[j] - bi * bp[j]
+                s[i, j] = x
+                hi += x * wv[j]
+                y[j] += x * ui
+                gi += x * x * dd[j]
+            y[i] += hi
+            f2 += 2.0 * gi * dd[i]
+        a0 = a[i0]
+        a1 = a[i1]
+        a2 = a[i2]
+        a3 = a[i3]
+        b0 = b[i0]
+        b1 = b[i1]
+        b2 = b[i2]
+        b3 = b[i3]
+        u0 = wv[i0]
+        u1 = wv[i1]
+        u2 = wv[i2]
+        u3 = wv[i3]
+        s0 = s[i0, j0:]
+        s1 = s[i1, j0:]
+        s2 = s[i2, j0:]
+        s3 = s[i3, j0:]
+        apr = ap[j0:]
+        bpr = bp[j0:]
+        wr = wv[j0:]
+        yr = y[j0:]
+        dr = dd[j0:]
+        p0 = 0.0
+        p1 = 0.0
+        p2 = 0.0
+        p3 = 0.0
+        q0 = 0.0
+        q1 = 0.0
+        q2 = 0.0
+        q3 = 0.0
+        for j in range(s0.shape[0]):
+            aj = apr[j]
+            bj = bpr[j]
+            x0 = s0[j] + a0 * aj - b0 * bj
+            x1 = s1[j] + a1 * aj - b1 * bj
+            x2 = s2[j] + a2 * aj - b2 * bj
+            x3 = s3[j] + a3 * aj - b3 * bj
+            s0[j] = x0
+            s1[j] = x1
+            s2[j] = x2
+            s3[j] = x3
+            wj = wr[j]
+            p0 += x0 * wj
+            p1 += x1 * wj
+            p2 += x2 * wj
+            p3 += x3 * wj
+            yr[j] += x0 * u0 + x1 * u1 + x2 * u2 + x3 * u3
+            dj = dr[j]
+            q0 += x0 * x0 * dj
+            q1 += x1 * x1 * dj
+            q2 += x2 * x2 * dj
+            q3 += x3 * x3 * dj
+        c0 = s[i0, i0]
+        c1 = s[i1, i1]
+        c2 = s[i2, i2]
+        c3 = s[i3, i3]
+        f0 = dd[i0]
+        f1 = dd[i1]
+        e2 = dd[i2]
+        e3 = dd[i3]
+        y[i0] += p0 + c0 * u0
+        y[i1] += p1 + c1 * u1
+        y[i2] += p2 + c2 * u2
+        y[i3] += p3 + c3 * u3
+        f2 += (2.0 * (q0 * f0 + q1 * f1 + q2 * e2 + q3 * e3)
+               + c0 * c0 * f0 * f0 + c1 * c1 * f1 * f1 + c2 * c2 * e2 * e2 + c3 * c3 * e3 * e3)
+        p += 4
+    while p < nrows:
+        i = rows[p]
+        ai = a[i]
+        bi = b[i]
+        ui = wv[i]
+        sr = s[i, i + 1 :]
+        apr = ap[i + 1 :]
+        bpr = bp[i + 1 :]
         wr = wv[i + 1 :]
         yr = y[i + 1 :]
         dr = dd[i + 1 :]
-        acc = 0.0
-        frow = 0.0
+        hi = 0.0
+        gi = 0.0
         for j in range(sr.shape[0]):
-            sij = sr[j] + ai * ar[j] - bi * br[j] - ei * er[j]
-            sr[j] = sij
-            acc += sij * wr[j]
-            yr[j] += sij * wi
-            frow += sij * sij * dr[j]
-        y[i] += acc + sii * wi
-        f2 += (2.0 * frow + sii * sii * dd[i]) * dd[i]
-    return f2
-
-
-@njit(cache=True, fastmath=_FAST)
-def _fz3_seg(s: np.ndarray, i: int, j0: int, j1: int, a: np.ndarray, b: np.ndarray,
-             e: np.ndarray, wv: np.ndarray, y: np.ndarray,
-             dd: np.ndarray) -> tuple[float, float, float, float]:
-    """Columns ``[j0, j1)`` of row ``i``: slide, then the three products (``wv[q]`` -> ``y[q]``)
-    and the row's F^2 part."""
-    ai = a[i]
-    bi = b[i]
-    ei = e[i]
-    wi0 = wv[0, i]
-    wi1 = wv[1, i]
-    wi2 = wv[2, i]
-    sr = s[i, j0:j1]
-    ar = a[j0:j1]
-    br = b[j0:j1]
-    er = e[j0:j1]
-    wr0 = wv[0, j0:j1]
-    wr1 = wv[1, j0:j1]
-    wr2 = wv[2, j0:j1]
-    yr0 = y[0, j0:j1]
-    yr1 = y[1, j0:j1]
-    yr2 = y[2, j0:j1]
-    dr = dd[j0:j1]
-    c0 = 0.0
-    c1 = 0.0
-    c2 = 0.0
-    frow = 0.0
-    for j in range(sr.shape[0]):
-        sij = sr[j] + ai * ar[j] - bi * br[j] - ei * er[j]
-        sr[j] = sij
-        c0 += sij * wr0[j]
-        c1 += sij * wr1[j]
-        c2 += sij * wr2[j]
-        yr0[j] += sij * wi0
-        yr1[j] += sij * wi1
-        yr2[j] += sij * wi2
-        frow += sij * sij * dr[j]
-    return c0, c1, c2, frow
-
-
-@njit(cache=True, fastmath=_FAST)
-def _tri_fused3(
-    s: np.ndarray, a: np.ndarray, b: np.ndarray, e: np.ndarray, dd: np.ndarray, wv: np.ndarray,
-    rows: np.ndarray, nrows: int, y: np.ndarray,
-) -> float:
-    """:func:`_tri_fused` for a block of three vectors ``wv[0:3]`` (images into ``y[0:3]``):
-    one pass slides the rows and forms the three products and ``||C'||_F^2``. Rows two at a
-    time, as in :func:`_tri_fused2`."""
-    n = s.shape[0]
-    for q in range(3):
-        for j in range(n):
-            y[q, j] = 0.0
-    f2 = 0.0
-    p = 0
-    while p + 2 <= nrows:
-        i0 = rows[p]
-        i1 = rows[p + 1]
-        j0 = i1 + 1
-        h0, h1, h2, g0 = _fz3_seg(s, i0, i0 + 1, j0, a, b, e, wv, y, dd)
-        a0 = a[i0]
-        b0 = b[i0]
-        e0 = e[i0]
-        a1 = a[i1]
-        b1 = b[i1]
-        e1 = e[i1]
-        u00 = wv[0, i0]
-        u01 = wv[0, i1]
-        u10 = wv[1, i0]
-        u11 = wv[1, i1]
-        u20 = wv[2, i0]
-        u21 = wv[2, i1]
-        f0 = dd[i0]
-        f1 = dd[i1]
-        s0 = s[i0, j0:]
-        s1 = s[i1, j0:]
-        ar = a[j0:]
-        br = b[j0:]
-        er = e[j0:]
-        wr0 = wv[0, j0:]
-        wr1 = wv[1, j0:]
-        wr2 = wv[2, j0:]
-        yr0 = y[0, j0:]
-        yr1 = y[1, j0:]
-        yr2 = y[2, j0:]
-        dr = dd[j0:]
-        p00 = 0.0
-        p01 = 0.0
-        p10 = 0.0
-        p11 = 0.0
-        p20 = 0.0
-        p21 = 0.0
-        gg = 0.0
-        for j in range(s0.shape[0]):
-            aj = ar[j]
-            bj = br[j]
-            ej = er[j]
-            x0 = s0[j] + a0 * aj - b0 * bj - e0 * ej
-            x1 = s1[j] + a1 * aj - b1 * bj - e1 * ej
-            s0[j] = x0
-            s1[j] = x1
-            w0 = wr0[j]
-            w1 = wr1[j]
-            w2 = wr2[j]
-            p00 += x0 * w0
-            p01 += x1 * w0
-            p10 += x0 * w1
-            p11 += x1 * w1
-            p20 += x0 * w2
-            p21 += x1 * w2
-            yr0[j] += x0 * u00 + x1 * u01
-            yr1[j] += x0 * u10 + x1 * u11
-            yr2[j] += x0 * u20 + x1 * u21
-            gg += (x0 * x0 * f0 + x1 * x1 * f1) * dr[j]
-        d0 = s[i0, i0]
-        d1 = s[i1, i1]
-        y[0, i0] += p00 + h0 + d0 * u00
-        y[0, i1] += p01 + d1 * u01
-        y[1, i0] += p10 + h1 + d0 * u10
-        y[1, i1] += p11 + d1 * u11
-        y[2, i0] += p20 + h2 + d0 * u20
-        y[2, i1] += p21 + d1 * u21
-        f2 += 2.0 * (gg + g0 * f0) + d0 * d0 * f0 * f0 + d1 * d1 * f1 * f1
-        p += 2
-    while p < nrows:
-        i = rows[p]
-        h0, h1, h2, g = _fz3_seg(s, i, i + 1, n, a, b, e, wv, y, dd)
-        sii = s[i, i]
-        y[0, i] += h0 + sii * wv[0, i]
-        y[1, i] += h1 + sii * wv[1, i]
-        y[2, i] += h2 + sii * wv[2, i]
-        f2 += (2.0 * g + sii * sii * dd[i]) * dd[i]
+            x = sr[j] + ai * apr[j] - bi * bpr[j]
+            sr[j] = x
+            hi += x * wr[j]
+            yr[j] += x * ui
+            gi += x * x * dr[j]
+        c = s[i, i]
+        f = dd[i]
+        y[i] += hi + c * ui
+        f2 += (2.0 * gi + c * c * f) * f
         p += 1
     return f2
 
 
 @njit(cache=True, fastmath=_FAST)
-def _window_product(
+def _pass2(
+    s: np.ndarray, a: np.ndarray, ap: np.ndarray, b: np.ndarray, bp: np.ndarray,
+    dd: np.ndarray, wv: np.ndarray, wv2: np.ndarray, rows: np.ndarray, nrows: int,
+    y: np.ndarray, y2: np.ndarray,
+) -> float:
+    """:func:`_pass1` for a block of two vectors: one pass slides the rows and forms
+    ``y = S' wv``, ``y2 = S' wv2`` and ``||C'||_F^2``."""
+    n = s.shape[0]
+    for j in range(n):
+        y[j] = 0.0
+        y2[j] = 0.0
+    f2 = 0.0
+    p = 0
+    while p + 4 <= nrows:
+        i0 = rows[p]
+        i1 = rows[p + 1]
+        i2 = rows[p + 2]
+        i3 = rows[p + 3]
+        j0 = i3 + 1
+        for r in range(3):
+            i = rows[p + r]
+            ai = a[i]
+            bi = b[i]
+            ui = wv[i]
+            vi = wv2[i]
+            hi = 0.0
+            ki = 0.0
+            gi = 0.0
+            for j in range(i + 1, j0):
+                x = s[i, j] + ai * ap[j] - bi * bp[j]
+                s[i, j] = x
+                hi += x * wv[j]
+                ki += x * wv2[j]
+                y[j] += x * ui
+                y2[j] += x * vi
+                gi += x * x * dd[j]
+            y[i] += hi
+            y2[i] += ki
+            f2 += 2.0 * gi * dd[i]
+        a0 = a[i0]
+        a1 = a[i1]
+        a2 = a[i2]
+        a3 = a[i3]
+        b0 = b[i0]
+        b1 = b[i1]
+        b2 = b[i2]
+        b3 = b[i3]
+        u0 = wv[i0]
+        u1 = wv[i1]
+        u2 = wv[i2]
+        u3 = wv[i3]
+        v0 = wv2[i0]
+        v1 = wv2[i1]
+        v2 = wv2[i2]
+        v3 = wv2[i3]
+        s0 = s[i0, j0:]
+        s1 = s[i1, j0:]
+        s2 = s[i2, j0:]
+        s3 = s[i3, j0:]
+        apr = ap[j0:]
+        bpr = bp[j0:]
+        wr = wv[j0:]
+        vr = wv2[j0:]
+        yr = y[j0:]
+        zr = y2[j0:]
+        dr = dd[j0:]
+        p0 = 0.0
+        p1 = 0.0
+        p2 = 0.0
+        p3 = 0.0
+        r0 = 0.0
+        r1 = 0.0
+        r2 = 0.0
+        r3 = 0.0
+        q0 = 0.0
+        q1 = 0.0
+        q2 = 0.0
+        q3 = 0.0
+        for j in range(s0.shape[0]):
+            aj = apr[j]
+            bj = bpr[j]
+            x0 = s0[j] + a0 * aj - b0 * bj
+            x1 = s1[j] + a1 * aj - b1 * bj
+            x2 = s2[j] + a2 * aj - b2 * bj
+            x3 = s3[j] + a3 * aj - b3 * bj
+            s0[j] = x0
+            s1[j] = x1
+            s2[j] = x2
+            s3[j] = x3
+            wj = wr[j]
+            vj = vr[j]
+            p0 += x0 * wj
+            p1 += x1 * wj
+            p2 += x2 * wj
+            p3 += x3 * wj
+            r0 += x0 * vj
+            r1 += x1 * vj
+            r2 += x2 * vj
+            r3 += x3 * vj
+            yr[j] += x0 * u0 + x1 * u1 + x2 * u2 + x3 * u3
+            zr[j] += x0 * v0 + x1 * v1 + x2 * v2 + x3 * v3
+            dj = dr[j]
+            q0 += x0 * x0 * dj
+            q1 += x1 * x1 * dj
+            q2 += x2 * x2 * dj
+            q3 += x3 * x3 * dj
+        c0 = s[i0, i0]
+        c1 = s[i1, i1]
+        c2 = s[i2, i2]
+        c3 = s[i3, i3]
+        f0 = dd[i0]
+        f1 = dd[i1]
+        e2 = dd[i2]
+        e3 = dd[i3]
+        y[i0] += p0 + c0 * u0
+        y[i1] += p1 + c1 * u1
+        y[i2] += p2 + c2 * u2
+        y[i3] += p3 + c3 * u3
+        y2[i0] += r0 + c0 * v0
+        y2[i1] += r1 + c1 * v1
+        y2[i2] += r2 + c2 * v2
+        y2[i3] += r3 + c3 * v3
+        f2 += (2.0 * (q0 * f0 + q1 * f1 + q2 * e2 + q3 * e3)
+               + c0 * c0 * f0 * f0 + c1 * c1 * f1 * f1 + c2 * c2 * e2 * e2 + c3 * c3 * e3 * e3)
+        p += 4
+    while p < nrows:
+        i = rows[p]
+        ai = a[i]
+        bi = b[i]
+        ui = wv[i]
+        vi = wv2[i]
+        sr = s[i, i + 1 :]
+        apr = ap[i + 1 :]
+        bpr = bp[i + 1 :]
+        wr = wv[i + 1 :]
+        vr = wv2[i + 1 :]
+        yr = y[i + 1 :]
+        zr = y2[i + 1 :]
+        dr = dd[i + 1 :]
+        hi = 0.0
+        ki = 0.0
+        gi = 0.0
+        for j in range(sr.shape[0]):
+            x = sr[j] + ai * apr[j] - bi * bpr[j]
+            sr[j] = x
+            hi += x * wr[j]
+            ki += x * vr[j]
+            yr[j] += x * ui
+            zr[j] += x * vi
+            gi += x * x * dr[j]
+        c = s[i, i]
+        f = dd[i]
+        y[i] += hi + c * ui
+        y2[i] += ki + c * vi
+        f2 += (2.0 * gi + c * c * f) * f
+        p += 1
+    return f2
+
+
+@njit(cache=True, fastmath=_FAST)
+def _mv(s: np.ndarray, wv: np.ndarray, rows: np.ndarray, nrows: int, y: np.ndarray) -> None:
+    """``y = S wv`` over the listed rows (``wv`` is zero outside them): a read-only pass, rows
+    four at a time as in :func:`_pass1`."""
+    n = s.shape[0]
+    for j in range(n):
+        y[j] = 0.0
+    p = 0
+    while p + 4 <= nrows:
+        i0 = rows[p]
+        i1 = rows[p + 1]
+        i2 = rows[p + 2]
+        i3 = rows[p + 3]
+        j0 = i3 + 1
+        for r in range(3):
+            i = rows[p + r]
+            ui = wv[i]
+            hi = 0.0
+            for j in range(i + 1, j0):
+                x = s[i, j]
+                hi += x * wv[j]
+                y[j] += x * ui
+            y[i] += hi
+        u0 = wv[i0]
+        u1 = wv[i1]
+        u2 = wv[i2]
+        u3 = wv[i3]
+        s0 = s[i0, j0:]
+        s1 = s[i1, j0:]
+        s2 = s[i2, j0:]
+        s3 = s[i3, j0:]
+        wr = wv[j0:]
+        yr = y[j0:]
+        p0 = 0.0
+        p1 = 0.0
+        p2 = 0.0
+        p3 = 0.0
+        for j in range(s0.shape[0]):
+            x0 = s0[j]
+            x1 = s1[j]
+            x2 = s2[j]
+            x3 = s3[j]
+            wj = wr[j]
+            p0 += x0 * wj
+            p1 += x1 * wj
+            p2 += x2 * wj
+            p3 += x3 * wj
+            yr[j] += x0 * u0 + x1 * u1 + x2 * u2 + x3 * u3
+        y[i0] += p0 + s[i0, i0] * u0
+        y[i1] += p1 + s[i1, i1] * u1
+        y[i2] += p2 + s[i2, i2] * u2
+        y[i3] += p3 + s[i3, i3] * u3
+        p += 4
+    while p < nrows:
+        i = rows[p]
+        ui = wv[i]
+        sr = s[i, i + 1 :]
+        wr = wv[i + 1 :]
+        yr = y[i + 1 :]
+        hi = 0.0
+        for j in range(sr.shape[0]):
+            x = sr[j]
+            hi += x * wr[j]
+            yr[j] += x * ui
+        y[i] += hi + s[i, i] * ui
+        p += 1
+
+
+@njit(cache=True, fastmath=_FAST)
+def _wprod(
     ring: np.ndarray, t: int, w: int, mean: np.ndarray, d: np.ndarray, dd: np.ndarray,
-    q: np.ndarray, pz: np.ndarray, g: np.ndarray,
+    q: np.ndarray, masked: bool, pz: np.ndarray, g: np.ndarray,
 ) -> None:
     """``g ~= C q`` from the raw window (``C = D X_c^T X_c D``, ``X_c`` the window centred with
-    the rolling means; members are the columns with ``dd > 0``). Costs ``2 w N`` flops instead of
-    a pass over the N x N state; it only chooses a search direction, whose exact image the state
-    pass then computes, so its rounding never enters a certificate."""
+    the rolling means; members are the columns with ``dd > 0``), two ring rows at a time. Costs
+    ``2 w N`` FMAs instead of ``N^2`` for a vector in a pass over the state. Only a search
+    direction: its rounding never enters a certificate (the state pass recomputes the image).
+    ``masked``: some non-member column may hold a non-finite return in the window (then every
+    non-member entry is replaced by zero; otherwise they meet ``pz = 0`` and are ignored)."""
     cap, n = ring.shape
     mp = 0.0
     for i in range(n):
@@ -410,189 +647,37 @@ def _window_product(
         g[i] = 0.0
         mp += mean[i] * pz[i]
     ssum = 0.0
-    for k in range(w):
-        xr = ring[(t - w + k) % cap]
-        st = 0.0
-        for i in range(n):
-            xi = xr[i] if dd[i] > 0.0 else 0.0
-            st += xi * pz[i]
-        st -= mp
-        ssum += st
-        for i in range(n):
-            xi = xr[i] if dd[i] > 0.0 else 0.0
-            g[i] += xi * st
+    k = 0
+    while k < w:
+        r0 = (t - w + k) % cap
+        two = k + 1 < w
+        r1 = (t - w + k + 1) % cap if two else r0
+        x0 = ring[r0]
+        x1 = ring[r1]
+        s0 = 0.0
+        s1 = 0.0
+        if masked:
+            for i in range(n):
+                m = dd[i] > 0.0
+                s0 += (x0[i] if m else 0.0) * pz[i]
+                s1 += (x1[i] if m else 0.0) * pz[i]
+        else:
+            for i in range(n):
+                s0 += x0[i] * pz[i]
+                s1 += x1[i] * pz[i]
+        s0 -= mp
+        s1 = s1 - mp if two else 0.0
+        ssum += s0 + s1
+        if masked:
+            for i in range(n):
+                m = dd[i] > 0.0
+                g[i] += (x0[i] if m else 0.0) * s0 + (x1[i] if m else 0.0) * s1
+        else:
+            for i in range(n):
+                g[i] += x0[i] * s0 + x1[i] * s1
+        k += 2
     for i in range(n):
         g[i] = d[i] * (g[i] - mean[i] * ssum) if dd[i] > 0.0 else 0.0
-
-
-@njit(cache=True, fastmath=_FAST)
-def _tri_slide(
-    s: np.ndarray, a: np.ndarray, b: np.ndarray, e: np.ndarray, rows: np.ndarray, nrows: int
-) -> None:
-    n = s.shape[0]
-    for p in range(nrows):
-        i = rows[p]
-        ai = a[i]
-        bi = b[i]
-        ei = e[i]
-        sr = s[i, i + 1 :]
-        ar = a[i + 1 :]
-        br = b[i + 1 :]
-        er = e[i + 1 :]
-        for j in range(sr.shape[0]):
-            sr[j] += ai * ar[j] - bi * br[j] - ei * er[j]
-
-
-@njit(cache=True, fastmath=_FAST)
-def _tri_matvec(
-    s: np.ndarray, wv: np.ndarray, rows: np.ndarray, nrows: int, y: np.ndarray, dd: np.ndarray,
-    want_f2: bool,
-) -> float:
-    """y = S wv over the listed rows (wv is zero outside them); optionally also ``||C||_F^2``."""
-    n = s.shape[0]
-    for j in range(n):
-        y[j] = 0.0
-    f2 = 0.0
-    for p in range(nrows):
-        i = rows[p]
-        wi = wv[i]
-        sii = s[i, i]
-        sr = s[i, i + 1 :]
-        wr = wv[i + 1 :]
-        yr = y[i + 1 :]
-        acc = 0.0
-        if want_f2:
-            dr = dd[i + 1 :]
-            frow = 0.0
-            for j in range(sr.shape[0]):
-                sij = sr[j]
-                acc += sij * wr[j]
-                yr[j] += sij * wi
-                frow += sij * sij * dr[j]
-            f2 += (2.0 * frow + sii * sii * dd[i]) * dd[i]
-        else:
-            for j in range(sr.shape[0]):
-                sij = sr[j]
-                acc += sij * wr[j]
-                yr[j] += sij * wi
-        y[i] += acc + sii * wi
-    return f2
-
-
-@njit(cache=True, fastmath=_FAST)
-def _fz_seg(s: np.ndarray, i: int, j0: int, j1: int, a: np.ndarray, b: np.ndarray,
-            e: np.ndarray, wv: np.ndarray, wv2: np.ndarray, y: np.ndarray, y2: np.ndarray,
-            dd: np.ndarray) -> tuple[float, float, float]:
-    """Columns ``[j0, j1)`` of row ``i``: slide, then both products and the row's F^2 part."""
-    ai = a[i]
-    bi = b[i]
-    ei = e[i]
-    wi = wv[i]
-    wi2 = wv2[i]
-    sr = s[i, j0:j1]
-    ar = a[j0:j1]
-    br = b[j0:j1]
-    er = e[j0:j1]
-    wr = wv[j0:j1]
-    wr2 = wv2[j0:j1]
-    yr = y[j0:j1]
-    yr2 = y2[j0:j1]
-    dr = dd[j0:j1]
-    acc = 0.0
-    acc2 = 0.0
-    frow = 0.0
-    for j in range(sr.shape[0]):
-        sij = sr[j] + ai * ar[j] - bi * br[j] - ei * er[j]
-        sr[j] = sij
-        acc += sij * wr[j]
-        acc2 += sij * wr2[j]
-        yr[j] += sij * wi
-        yr2[j] += sij * wi2
-        frow += sij * sij * dr[j]
-    return acc, acc2, frow
-
-
-@njit(cache=True, fastmath=_FAST)
-def _tri_fused2(
-    s: np.ndarray, a: np.ndarray, b: np.ndarray, e: np.ndarray, dd: np.ndarray, wv: np.ndarray,
-    wv2: np.ndarray, rows: np.ndarray, nrows: int, y: np.ndarray, y2: np.ndarray,
-) -> float:
-    """:func:`_tri_fused` for a block of two vectors: slides the rows and, in the same single
-    pass, forms ``y = S' wv``, ``y2 = S' wv2`` and ``||C'||_F^2``. Rows two at a time (shared
-    loads and stores of the column vectors, as in :func:`_tri_matvec`); every entry is slid by
-    the same expression as in :func:`_tri_slide`."""
-    n = s.shape[0]
-    for j in range(n):
-        y[j] = 0.0
-        y2[j] = 0.0
-    f2 = 0.0
-    p = 0
-    while p + 2 <= nrows:
-        i0 = rows[p]
-        i1 = rows[p + 1]
-        j0 = i1 + 1
-        c0, k0, g0 = _fz_seg(s, i0, i0 + 1, j0, a, b, e, wv, wv2, y, y2, dd)
-        a0 = a[i0]
-        b0 = b[i0]
-        e0 = e[i0]
-        a1 = a[i1]
-        b1 = b[i1]
-        e1 = e[i1]
-        w0 = wv[i0]
-        w1 = wv[i1]
-        v0 = wv2[i0]
-        v1 = wv2[i1]
-        f0 = dd[i0]
-        f1 = dd[i1]
-        s0 = s[i0, j0:]
-        s1 = s[i1, j0:]
-        ar = a[j0:]
-        br = b[j0:]
-        er = e[j0:]
-        wr = wv[j0:]
-        wr2 = wv2[j0:]
-        yr = y[j0:]
-        yr2 = y2[j0:]
-        dr = dd[j0:]
-        p0 = 0.0
-        p1 = 0.0
-        q0 = 0.0
-        q1 = 0.0
-        gg = 0.0
-        for j in range(s0.shape[0]):
-            aj = ar[j]
-            bj = br[j]
-            ej = er[j]
-            x0 = s0[j] + a0 * aj - b0 * bj - e0 * ej
-            x1 = s1[j] + a1 * aj - b1 * bj - e1 * ej
-            s0[j] = x0
-            s1[j] = x1
-            wj = wr[j]
-            uj = wr2[j]
-            p0 += x0 * wj
-            p1 += x1 * wj
-            q0 += x0 * uj
-            q1 += x1 * uj
-            yr[j] += x0 * w0 + x1 * w1
-            yr2[j] += x0 * v0 + x1 * v1
-            gg += (x0 * x0 * f0 + x1 * x1 * f1) * dr[j]
-        d0 = s[i0, i0]
-        d1 = s[i1, i1]
-        y[i0] += p0 + c0 + d0 * w0
-        y[i1] += p1 + d1 * w1
-        y2[i0] += q0 + k0 + d0 * v0
-        y2[i1] += q1 + d1 * v1
-        f2 += 2.0 * (gg + g0 * f0) + d0 * d0 * f0 * f0 + d1 * d1 * f1 * f1
-        p += 2
-    while p < nrows:
-        i = rows[p]
-        c, k, g = _fz_seg(s, i, i + 1, n, a, b, e, wv, wv2, y, y2, dd)
-        sii = s[i, i]
-        y[i] += c + sii * wv[i]
-        y2[i] += k + sii * wv2[i]
-        f2 += (2.0 * g + sii * sii * dd[i]) * dd[i]
-        p += 1
-    return f2
 
 
 @njit(cache=True)
@@ -709,40 +794,212 @@ def _top_eigpair(h: np.ndarray, m: int, a: np.ndarray, vm: np.ndarray, svec: np.
     return a[best, best]
 
 
+# Small vector helpers for the Krylov bookkeeping (O(N) per call). Compiled with the same
+# reassociation flags as the passes so their reductions vectorise: they only choose directions
+# or evaluate Rayleigh quotients and residual norms, whose rounding (~1e-16 relative) is far
+# below the certificate tolerance.
+
+
+@njit(cache=True, fastmath=_FAST)
+def _dot(x: np.ndarray, y: np.ndarray) -> float:
+    acc = 0.0
+    for i in range(x.shape[0]):
+        acc += x[i] * y[i]
+    return acc
+
+
+@njit(cache=True, fastmath=_FAST)
+def _fill_h(qb: np.ndarray, yb: np.ndarray, h: np.ndarray, c0: int, m: int) -> None:
+    """Columns ``c0 .. m-1`` of the projected matrix ``h = sym(qb^T yb)``."""
+    for c in range(c0, m):
+        for p in range(c + 1):
+            hv = 0.5 * (_dot(qb[p], yb[c]) + _dot(qb[c], yb[p]))
+            h[p, c] = hv
+            h[c, p] = hv
+
+
+@njit(cache=True, fastmath=_FAST)
+def _ritz_pair(
+    qb: np.ndarray, yb: np.ndarray, svec: np.ndarray, m: int, x: np.ndarray, cx: np.ndarray,
+    r: np.ndarray,
+) -> tuple[float, float]:
+    """``x = qb[:m]^T svec`` normalised, ``cx`` the same combination of the images, ``r`` the
+    residual ``cx - rho x``; returns ``(rho, |r|^2)`` (NaN when ``x`` vanishes)."""
+    n = x.shape[0]
+    s0 = svec[0]
+    q0 = qb[0]
+    y0 = yb[0]
+    for i in range(n):
+        x[i] = s0 * q0[i]
+        cx[i] = s0 * y0[i]
+    for p in range(1, m):
+        sp = svec[p]
+        qp = qb[p]
+        yp = yb[p]
+        for i in range(n):
+            x[i] += sp * qp[i]
+            cx[i] += sp * yp[i]
+    xx = _dot(x, x)
+    if not (xx > 0.0 and math.isfinite(xx)):
+        return np.nan, np.nan
+    inv = 1.0 / math.sqrt(xx)
+    for i in range(n):
+        x[i] *= inv
+        cx[i] *= inv
+    rho = _dot(x, cx)
+    for i in range(n):
+        r[i] = cx[i] - rho * x[i]
+    return rho, _dot(r, r)
+
+
+@njit(cache=True, fastmath=_FAST)
+def _cgs2(qb: np.ndarray, m: int, r: np.ndarray) -> float:
+    """Orthogonalise ``r`` twice against ``qb[:m]`` (classical Gram-Schmidt, twice); returns
+    its norm."""
+    n = r.shape[0]
+    for _rep in range(2):
+        for p in range(m):
+            qp = qb[p]
+            cp = _dot(qp, r)
+            for i in range(n):
+                r[i] -= cp * qp[i]
+    return math.sqrt(_dot(r, r))
+
+
+@njit(cache=True, fastmath=_FAST)
+def _carry_start(
+    zc: np.ndarray, szc: np.ndarray, a: np.ndarray, b: np.ndarray, ap: np.ndarray,
+    bp: np.ndarray, d: np.ndarray, x: np.ndarray, cx: np.ndarray, r: np.ndarray,
+) -> float:
+    """Block start from last bar's certified ``z = zc`` (S-space) and its image ``szc = S z``
+    (module docstring): ``x = u = D'^-1 z / |.|``, ``cx = C' u`` via ``S' z = S z + a (ap.z)
+    - b (bp.z)``, and ``r`` the Ritz residual of ``u`` orthogonalised against it. Returns
+    ``|r|`` relative to ``|rho0|`` (0 when unusable). ``zc`` is zero outside the members."""
+    n = x.shape[0]
+    za = _dot(ap, zc)
+    zb = _dot(bp, zc)
+    for i in range(n):
+        x[i] = zc[i] / d[i] if d[i] != 0.0 else 0.0
+    nu2 = _dot(x, x)
+    if not (nu2 > 0.0 and math.isfinite(nu2)):
+        return 0.0
+    inv = 1.0 / math.sqrt(nu2)
+    for i in range(n):
+        x[i] *= inv
+        cx[i] = d[i] * (szc[i] + a[i] * za - b[i] * zb) * inv
+    rho0 = _dot(x, cx)
+    for i in range(n):
+        r[i] = cx[i] - rho0 * x[i]
+    for _rep in range(2):
+        cp = _dot(x, r)
+        for i in range(n):
+            r[i] -= cp * x[i]
+    nr = math.sqrt(_dot(r, r))
+    if not (math.isfinite(nr) and rho0 != 0.0):
+        return 0.0
+    return nr / abs(rho0)
+
+
+@njit(cache=True)
+def _window_krylov(
+    w: int, t: int, ring: np.ndarray, run: np.ndarray, mean: np.ndarray, d: np.ndarray,
+    dd: np.ndarray, k: int, m: int, known: int, qb: np.ndarray, yb: np.ndarray, h: np.ndarray,
+    ha: np.ndarray, hv: np.ndarray, svec: np.ndarray, x: np.ndarray, cx: np.ndarray,
+    acc: np.ndarray, pz: np.ndarray, f2_prev: float, tol: float,
+) -> int:
+    """Lanczos (Rayleigh-Ritz on an explicit, twice-orthogonalised basis) with products from the
+    raw window (:func:`_wprod`), for a window short enough that such a product costs less than
+    a vector in a pass over the state. ``qb[:m]`` holds the starting basis, ``yb[:known]``
+    estimates of its images. Leaves in ``x`` the unit Ritz vector to be certified by the state
+    pass (zero outside the members) and returns the number of window products, or ``-1`` if no
+    finite Ritz pair came out (the caller keeps its own start vector).
+
+    Nothing computed here is trusted: it only chooses the vector whose image the pass computes
+    exactly, and the certificate (residual, trace, F^2) uses only that image. It stops when the
+    Kato-Temple bound *predicted* with last bar's ``||C||_F^2`` is 20 times below the tolerance,
+    when the residual stops falling, or after ``WK_MAX`` products."""
+    n = ring.shape[1]
+    masked = False
+    for i in range(n):
+        if dd[i] == 0.0 and run[i] < w:  # a non-member column may hold a NaN in the window
+            masked = True
+            break
+    rank = k if k < w - 1 else w - 1
+    nprod = 0
+    res_prev = np.inf
+    ok = False
+    hfill = 0
+    while True:
+        for c in range(known, m):
+            _wprod(ring, t, w, mean, d, dd, qb[c], masked, pz, yb[c])
+            nprod += 1
+        known = m
+        _fill_h(qb, yb, h, hfill, m)
+        hfill = m
+        _top_eigpair(h, m, ha, hv, svec)
+        rho, res2 = _ritz_pair(qb, yb, svec, m, x, cx, acc)
+        res = math.sqrt(res2)
+        if not (math.isfinite(rho) and rho > 0.0 and math.isfinite(res)):
+            break
+        ok = True
+        if f2_prev > 0.0:
+            alpha0, _ = certify(rho, 0.0, float(k), f2_prev, rank)
+            if alpha0 < rho and res2 <= 0.05 * tol * rho * (rho - alpha0):
+                break
+        elif res <= 1e-8 * rho:
+            break
+        if m >= WK_MAX or m >= qb.shape[0] or not res < 0.5 * res_prev:
+            break
+        res_prev = res
+        # next basis vector: the Ritz residual (in acc), orthogonalised twice (CGS2)
+        nr = _cgs2(qb, m, acc)
+        if not nr > 1e-3 * res:  # numerically invariant: the Ritz pair is as good as it gets
+            break
+        inv = 1.0 / nr
+        qm = qb[m]
+        for i in range(n):
+            qm[i] = acc[i] * inv
+        m += 1
+    return nprod if ok else -1
+
+
 @njit(cache=True)
 def cov_step(
     w: int, t: int, ring: np.ndarray, run: np.ndarray, same: np.ndarray,
     s: np.ndarray, mean: np.ndarray, eb: np.ndarray, em: np.ndarray, tracked: np.ndarray,
     flat: np.ndarray, member: np.ndarray, v: np.ndarray,
-    a: np.ndarray, b: np.ndarray, dl: np.ndarray, d: np.ndarray, dd: np.ndarray, wv: np.ndarray,
-    y: np.ndarray, acc: np.ndarray, rows: np.ndarray, mrows: np.ndarray, targets: np.ndarray,
-    qb: np.ndarray, yb: np.ndarray, h: np.ndarray, ha: np.ndarray, hv: np.ndarray,
-    svec: np.ndarray, x: np.ndarray, cx: np.ndarray,
+    a: np.ndarray, b: np.ndarray, ap: np.ndarray, bp: np.ndarray, d: np.ndarray, dd: np.ndarray,
+    wv: np.ndarray, y: np.ndarray, acc: np.ndarray, rows: np.ndarray, mrows: np.ndarray,
+    targets: np.ndarray, qb: np.ndarray, yb: np.ndarray, h: np.ndarray, ha: np.ndarray,
+    hv: np.ndarray, svec: np.ndarray, x: np.ndarray, cx: np.ndarray,
     eta: float, tol: float, maxit: int,
-    zc: np.ndarray, szc: np.ndarray, okc: np.ndarray, blk: np.ndarray,
-) -> tuple[float, int, int, int, int, int, int]:
+    zc: np.ndarray, szc: np.ndarray, okc: np.ndarray, blk: np.ndarray, fw: np.ndarray, wkm: int,
+) -> tuple[float, int, int, int, int, int, int, int]:
     """One bar for a cov-mode window. ``t`` = number of returns stored (current is ``t - 1``).
 
-    Returns ``(lambda, n_used, iterations, status, membership_changed, rows_anchored, passes)``
-    (``passes``: passes over the state this bar, the slide included).
+    Returns ``(lambda, n_used, iterations, status, membership_changed, rows_anchored, passes,
+    window_products)`` (``passes``: passes over the state this bar, the slide included;
+    ``iterations``: products with C, from the state or from the raw window; ``window_products``:
+    those from the raw window).
     A symbol is *tracked* once it has ``w`` consecutive valid returns (its whole window is
     valid); it is a *member* (enters C) when tracked, not flat (not all ``w`` returns identical)
     and with positive variance.
 
     Eigenvalue: Rayleigh-Ritz on the Krylov space ``span{v, Cv, C^2 v, ...}`` grown from the
     previous bar's eigenvector (Lanczos with an explicit orthonormal basis ``qb`` and images
-    ``yb = C qb``; ``iterations`` = number of products with C). The first products are fused
-    with the slide: one (single-vector start) or the two or three of the block start (module
-    docstring), so after that pass ``iterations`` is 1, 2 or 3. The Ritz vector ``x`` and its
-    image ``cx = yb s`` give ``rho = x.cx`` and the residual ``|cx - rho x|`` explicitly (no
-    reliance on Lanczos orthogonality), which are certified exactly as before
-    (:func:`certify`, :func:`_decide`).
+    ``yb = C qb``). Long windows: the first products are fused with the slide, one
+    (single-vector start) or the two of the block start (module docstring). Short windows
+    (``wkm``: 0 never, 1 when ``WK_FACTOR * w <= k``, 2 always): the Krylov steps run on the raw
+    window (:func:`_window_krylov`) and the single fused pass computes the image of the Ritz
+    vector found there. Either way the Ritz vector ``x`` and its image ``cx`` from the state
+    give ``rho = x.cx`` and the residual ``|cx - rho x|`` explicitly (no reliance on Lanczos
+    orthogonality), which are certified (:func:`certify`, :func:`_decide`); further products,
+    if needed, are passes over the state. ``fw[0]`` keeps ``||C||_F^2`` of the last pass.
     """
     cap, n = ring.shape
     cur = (t - 1) % cap
     old = (t - 1 - w) % cap
     inv_w = 1.0 / w
-    sq_inv_w = math.sqrt(inv_w)
     slow = False
     nrows = 0
     ntarget = 0
@@ -750,23 +1007,34 @@ def cov_step(
         now = run[i] >= w
         a[i] = 0.0
         b[i] = 0.0
-        dl[i] = 0.0
+        ap[i] = 0.0
+        bp[i] = 0.0
         is_flat = same[i] >= w
         if tracked[i] and now:
             mi = mean[i]
             ai = ring[cur, i] - mi
             bi = ring[old, i] - mi
             di = ai - bi
+            dw = di * inv_w
             a[i] = ai
             b[i] = bi
-            dl[i] = di * sq_inv_w  # e = d / sqrt(w): the d d^T / w term as the product e e^T
-            m_new = mi + di * inv_w
+            # rank-2 slide S' = S + a ap^T - b bp^T with ap = x_new - m', bp = x_old - m'
+            # (= S + a a^T - b b^T - d d^T / w)
+            api = ai - dw
+            bpi = bi - dw
+            ap[i] = api
+            bp[i] = bpi
+            m_new = mi + dw
             mean[i] = m_new
             # rounding of the mean update; a mean error e injects -(d e + e d) into S
-            em[i] += _U * (abs(m_new) + abs(di * inv_w))
-            sii = s[i, i] + ai * ai - bi * bi - dl[i] * dl[i]
+            em[i] += _U * (abs(m_new) + abs(dw))
+            sii = s[i, i] + ai * api - bi * bpi
             s[i, i] = sii  # the row passes slide only the strict upper triangle
-            eb[i] += 4.0 * _U * (abs(sii) + ai * ai + bi * bi + di * di * inv_w) + 2.0 * abs(di) * em[i]
+            # one update of entry (i, j) errs by <= 2u |S_ij| + 7u (|a_i| |a_j| + |b_i| |b_j|
+            # + (|a_i| + |b_i|) |d_j| / w) (module docstring): <= sqrt(inc_i inc_j) for the
+            # increment below (Cauchy-Schwarz)
+            eb[i] += (4.0 * _U * abs(sii) + 7.0 * _U * ((1.0 + inv_w) * (ai * ai + bi * bi) + 2.0 * di * dw)
+                      + 2.0 * abs(di) * em[i])
             rows[nrows] = i
             nrows += 1
             if is_flat and not flat[i]:
@@ -795,7 +1063,7 @@ def cov_step(
             ntarget += 1
             slow = True
     if slow:
-        _tri_slide(s, a, b, dl, rows, nrows)
+        _slide(s, a, ap, b, bp, rows, nrows)
         _anchor_rows(s, mean, eb, em, tracked, flat, targets, ntarget, ring, t, w, acc)
     # membership, scaling and warm start (only the new diagonal is needed)
     k = 0
@@ -834,104 +1102,66 @@ def cov_step(
             wv[i] = d[i] * v[i]
     carry = okc[0] == 1 and (not slow) and changed == 0 and k >= 2
     okc[0] = 0  # set again only when this bar certifies
+    use_wk = k >= 2 and (wkm == 2 or (wkm == 1 and WK_FACTOR * w <= k))
     block = False
     if carry:
         # Last bar's certified vector in S-space, z = D x, and its image S z (computed from a
-        # fresh product then). The slide changes S by the rank-3 term exactly, so the image of z
-        # under the slid matrix is known *before* this bar's pass: S' z = S z + a (a.z) - b (b.z)
-        # - e (e.z). In C' = D' S' D' that gives u = D'^-1 z / |.| and C' u, hence the Ritz
+        # fresh product then). The slide changes S by the rank-2 term exactly, so the image of z
+        # under the slid matrix is known *before* this bar's pass: S' z = S z + a (ap.z)
+        # - b (bp.z). In C' = D' S' D' that gives u = D'^-1 z / |.| and C' u, hence the Ritz
         # residual of u; the single pass below then forms the images of both u and that residual
         # (one Krylov step more per pass). These carried values only choose the directions: the
         # certificate below uses the images computed in this bar's pass, never carried ones.
-        za = 0.0
-        zb = 0.0
-        ze = 0.0
-        nu2 = 0.0
-        for i in range(n):
-            x[i] = 0.0
-            cx[i] = 0.0
-        for p in range(k):
-            i = mrows[p]
-            zi = zc[i]
-            za += a[i] * zi
-            zb += b[i] * zi
-            ze += dl[i] * zi
-            ui = zi / d[i]
-            x[i] = ui
-            nu2 += ui * ui
-        if nu2 > 0.0 and math.isfinite(nu2):
-            inv = 1.0 / math.sqrt(nu2)
-            rho0 = 0.0
-            for p in range(k):
-                i = mrows[p]
-                x[i] *= inv
-                cx[i] = d[i] * (szc[i] + a[i] * za - b[i] * zb - dl[i] * ze) * inv
-                rho0 += x[i] * cx[i]
+        if _carry_start(zc, szc, a, b, ap, bp, d, x, cx, acc) > 1e-15:
+            block = True
+            nr = math.sqrt(_dot(acc, acc))
+            inv = 1.0 / nr
             for i in range(n):
-                acc[i] = cx[i] - rho0 * x[i]
-            for _rep in range(2):
-                cp = 0.0
-                for i in range(n):
-                    cp += x[i] * acc[i]
-                for i in range(n):
-                    acc[i] -= cp * x[i]
-            nr = 0.0
+                v[i] = x[i]
+                wv[i] = d[i] * x[i]
+                qb[0, i] = x[i]
+                qb[1, i] = acc[i] * inv
+                yb[0, i] = cx[i]  # estimate of C' u (window Krylov start)
+                x[i] = d[i] * qb[1, i]  # x, cx: scratch for the second vector and image
+    nwin = 0
+    if use_wk:
+        # Krylov steps on the raw window; the pass then certifies the Ritz vector found there.
+        if block:
+            nw = _window_krylov(w, t, ring, run, mean, d, dd, k, 2, 1, qb, yb, h, ha, hv, svec,
+                                x, cx, acc, blk[0], fw[0], tol)
+        else:
             for i in range(n):
-                nr += acc[i] * acc[i]
-            nr = math.sqrt(nr)
-            if nr > 1e-15 * abs(rho0) and math.isfinite(nr):
-                block = True
-                inv = 1.0 / nr
-                for i in range(n):
-                    v[i] = x[i]
-                    wv[i] = d[i] * x[i]
-                    qb[0, i] = x[i]
-                    qb[1, i] = acc[i] * inv
-                    x[i] = d[i] * qb[1, i]  # x, cx: scratch for the second vector and image
-    third = False
-    if block and 4 * w <= k and qb.shape[0] >= 3:
-        # A third direction ~ C' q1 (so the block spans the Krylov space of u up to C'^2 u),
-        # formed from the raw window at 2 w N flops: cheaper than a pass over the state when
-        # the window is short. Only a direction: its exact image comes from the pass.
-        _window_product(ring, t, w, mean, d, dd, qb[1], blk[6], blk[7])
-        g = blk[7]
-        g0 = 0.0
-        for i in range(n):
-            g0 += g[i] * g[i]
-        for _rep in range(2):
-            for p in range(2):
-                cp = 0.0
-                for i in range(n):
-                    cp += qb[p, i] * g[i]
-                for i in range(n):
-                    g[i] -= cp * qb[p, i]
-        ng = 0.0
-        for i in range(n):
-            ng += g[i] * g[i]
-        if ng > 1e-24 * g0 and math.isfinite(ng):
-            third = True
-            inv = 1.0 / math.sqrt(ng)
+                qb[0, i] = v[i]
+            nw = _window_krylov(w, t, ring, run, mean, d, dd, k, 1, 0, qb, yb, h, ha, hv, svec,
+                                x, cx, acc, blk[0], fw[0], tol)
+        if nw >= 0:
+            nwin = nw
             for i in range(n):
-                qb[2, i] = g[i] * inv
-                blk[0, i] = wv[i]
-                blk[1, i] = x[i]
-                blk[2, i] = d[i] * qb[2, i]
+                v[i] = x[i]
+                wv[i] = d[i] * x[i]
+        else:  # no usable Ritz pair from the window: certify the plain start vector
+            nwin = 0
+            if block:
+                for i in range(n):
+                    wv[i] = d[i] * v[i]
+        block = False
     if slow:
         if k < 2:
-            return np.nan, k, 0, STATUS_COLD, changed, ntarget, 1
-        f2 = _tri_matvec(s, wv, mrows, k, y, dd, True)
-    elif third:
-        f2 = _tri_fused3(s, a, b, dl, dd, blk[0:3], rows, nrows, blk[3:6])
-        for i in range(n):
-            y[i] = blk[3, i]
-            cx[i] = blk[4, i]
+            return np.nan, k, 0, STATUS_COLD, changed, ntarget, 1, 0
+        for i in range(n):  # already slid and re-anchored: a product with F^2, no slide
+            a[i] = 0.0
+            ap[i] = 0.0
+            b[i] = 0.0
+            bp[i] = 0.0
+        f2 = _pass1(s, a, ap, b, bp, dd, wv, mrows, k, y)
     elif block:
-        f2 = _tri_fused2(s, a, b, dl, dd, wv, x, rows, nrows, y, cx)
+        f2 = _pass2(s, a, ap, b, bp, dd, wv, x, rows, nrows, y, cx)
     else:
         # every continuing tracked row must slide, members or not (flat rows stay exact zeros)
-        f2 = _tri_fused(s, a, b, dl, dd, wv, rows, nrows, y)
+        f2 = _pass1(s, a, ap, b, bp, dd, wv, rows, nrows, y)
         if k < 2:
-            return np.nan, k, 0, STATUS_COLD, changed, ntarget, 1
+            return np.nan, k, 0, STATUS_COLD, changed, ntarget, 1, 0
+    fw[0] = f2 if math.isfinite(f2) else 0.0
     trace = 0.0
     for p in range(k):
         i = mrows[p]
@@ -947,53 +1177,24 @@ def cov_step(
         m = 2
         for i in range(n):
             yb[1, i] = d[i] * cx[i]
-    if third:
-        m = 3
-        for i in range(n):
-            yb[2, i] = d[i] * blk[5, i]
     res_prev = 0.0
     status = STATUS_FALLBACK
     rho = np.nan
     hfill = 0
     m0 = m
     while True:
-        for c in range(hfill, m):
-            for p in range(c + 1):
-                h1 = 0.0
-                h2 = 0.0
-                for i in range(n):
-                    h1 += qb[p, i] * yb[c, i]
-                    h2 += qb[c, i] * yb[p, i]
-                h[p, c] = 0.5 * (h1 + h2)
-                h[c, p] = h[p, c]
+        _fill_h(qb, yb, h, hfill, m)
         hfill = m
         _top_eigpair(h, m, ha, hv, svec)
-        xx = 0.0
-        for i in range(n):
-            xi = 0.0
-            ci = 0.0
-            for p in range(m):
-                xi += svec[p] * qb[p, i]
-                ci += svec[p] * yb[p, i]
-            x[i] = xi
-            cx[i] = ci
-            xx += xi * xi
-        if not xx > 0.0:
+        rho, res2 = _ritz_pair(qb, yb, svec, m, x, cx, acc)
+        if not res2 >= 0.0:  # NaN: no usable Ritz pair
             status = STATUS_FALLBACK
             break
-        inv = 1.0 / math.sqrt(xx)
-        rho = 0.0
-        for i in range(n):
-            x[i] *= inv
-            cx[i] *= inv
-            rho += x[i] * cx[i]
-        res2 = 0.0
-        for i in range(n):
-            r = cx[i] - rho * x[i]
-            res2 += r * r
         res = math.sqrt(res2)
-        dec, _shift = _decide(m - 1, rho, res, res_prev, trace, f2, rank, tol, maxit)
-        if dec == 1 or m >= 3:
+        # products so far (window ones included) drive the stall / degeneracy tests
+        it = m - 1 + nwin
+        dec, _shift = _decide(it, rho, res, res_prev, trace, f2, rank, tol, maxit)
+        if dec == 1 or it >= 2:
             alpha0, _ = certify(rho, 0.0, trace, f2, rank)
             if rho - alpha0 < MIN_REL_GAP * rho:
                 dec = 2  # (near-)degenerate top: refuse the certificate, LAPACK decides
@@ -1009,20 +1210,8 @@ def cov_step(
             status = STATUS_FALLBACK
             break
         res_prev = res
-        # next basis vector: the Ritz residual, orthogonalised twice against the basis (CGS2)
-        for i in range(n):
-            acc[i] = cx[i] - rho * x[i]
-        for _rep in range(2):
-            for p in range(m):
-                cp = 0.0
-                for i in range(n):
-                    cp += qb[p, i] * acc[i]
-                for i in range(n):
-                    acc[i] -= cp * qb[p, i]
-        nr = 0.0
-        for i in range(n):
-            nr += acc[i] * acc[i]
-        nr = math.sqrt(nr)
+        # next basis vector: the Ritz residual (in acc), orthogonalised twice (CGS2)
+        nr = _cgs2(qb, m, acc)
         if not nr > 1e-3 * res:  # the Krylov space is numerically invariant but uncertified
             status = STATUS_FALLBACK
             break
@@ -1030,11 +1219,11 @@ def cov_step(
         for i in range(n):
             qb[m, i] = acc[i] * inv
             wv[i] = d[i] * qb[m, i]
-        _tri_matvec(s, wv, mrows, k, y, dd, False)
+        _mv(s, wv, mrows, k, y)
         for i in range(n):
             yb[m, i] = d[i] * y[i]
         m += 1
-    return rho, k, m, status, changed, ntarget, (2 if slow else 1) + m - m0
+    return rho, k, m + nwin, status, changed, ntarget, (2 if slow else 1) + m - m0, nwin
 
 
 @njit(cache=True)
@@ -1113,7 +1302,7 @@ def gram_step(
     member: np.ndarray, v: np.ndarray, idx: np.ndarray, mean: np.ndarray, d: np.ndarray,
     z: np.ndarray, g: np.ndarray, u: np.ndarray, y: np.ndarray,
     tol: float, maxit: int, c1: np.ndarray, c2: np.ndarray, c3: np.ndarray,
-) -> tuple[float, int, int, int, int, int, int]:
+) -> tuple[float, int, int, int, int, int, int, int]:
     """One bar for a Gram-mode window: rebuilt from the raw window each bar, so nothing drifts.
 
     Same membership rule and return tuple as :func:`cov_step` (``rows_anchored`` is 0,
@@ -1147,7 +1336,7 @@ def gram_step(
         if not is_mem:
             v[i] = 0.0
     if k < 2:
-        return np.nan, k, 0, STATUS_COLD, changed, 0, 0
+        return np.nan, k, 0, STATUS_COLD, changed, 0, 0, 0
     for r in range(w):
         row = (t - w + r) % cap
         for q in range(k):
@@ -1216,7 +1405,7 @@ def gram_step(
         _dense_matvec(g, w, u, y)
     if status == STATUS_OK:
         gram_set_vector(z, w, k, idx, u, v)
-    return rho, k, it, status, changed, 0, it
+    return rho, k, it, status, changed, 0, it, 0
 
 
 @njit(cache=True)
@@ -1245,18 +1434,21 @@ def scan_bar(
     flat2: np.ndarray, member2: np.ndarray, v2: np.ndarray,
     idx2: np.ndarray, gmean2: np.ndarray, z3: np.ndarray, g3: np.ndarray, u2: np.ndarray,
     uy2: np.ndarray,
-    a: np.ndarray, b: np.ndarray, dl: np.ndarray, d: np.ndarray, dd: np.ndarray, wv: np.ndarray,
+    a: np.ndarray, b: np.ndarray, ap: np.ndarray, d: np.ndarray, dd: np.ndarray, wv: np.ndarray,
     y: np.ndarray, acc: np.ndarray, rows: np.ndarray, mrows: np.ndarray, targets: np.ndarray,
     qb: np.ndarray, yb: np.ndarray, h: np.ndarray, ha: np.ndarray, hv: np.ndarray,
     svec: np.ndarray, x: np.ndarray, cx: np.ndarray,
     eta: float, tol: float, maxit: int, lam_out: np.ndarray, int_out: np.ndarray,
-    zc2: np.ndarray, szc2: np.ndarray, okc2: np.ndarray, blk: np.ndarray,
+    zc2: np.ndarray, szc2: np.ndarray, okc2: np.ndarray, blk: np.ndarray, bp: np.ndarray,
+    fw: np.ndarray, wkm: np.ndarray,
 ) -> int:
     """One bar for all windows in one call: ingest the closes as return number ``t`` and run
     :func:`cov_step` / :func:`gram_step` per window (state of window ``j`` in slice ``[j]`` of
     the stacked arrays). Writes ``lam_out[j]`` and ``int_out[j] = (n_used, iterations, status,
-    membership_changed, rows_anchored, passes)``; returns the number of symbols used by at least one
-    warm window. A window with ``STATUS_FALLBACK`` still needs the caller's LAPACK solve."""
+    membership_changed, rows_anchored, passes, window_products)``; returns the number of symbols
+    used by at least one warm window. A window with ``STATUS_FALLBACK`` still needs the caller's
+    LAPACK solve. ``a, b, ap, bp``: slide vectors (scratch); ``fw[j]``: ``||C||_F^2`` of window ``j`` at its
+    last pass; ``wkm[j]``: Krylov on the raw window for window ``j`` (0 never, 1 auto, 2 always)."""
     cap, n = ring.shape
     ingest_bar(closes, prev_close, ring, t % cap, run, same)
     t += 1
@@ -1265,8 +1457,9 @@ def scan_bar(
         if modes[j] == MODE_COV:
             out = cov_step(
                 w, t, ring, run, same, s3[j], mean2[j], eb2[j], em2[j], tracked2[j], flat2[j],
-                member2[j], v2[j], a, b, dl, d, dd, wv, y, acc, rows, mrows, targets,
-                qb, yb, h, ha, hv, svec, x, cx, eta, tol, maxit, zc2[j], szc2[j], okc2[j : j + 1], blk,
+                member2[j], v2[j], a, b, ap, bp, d, dd, wv, y, acc, rows, mrows, targets,
+                qb, yb, h, ha, hv, svec, x, cx, eta, tol, maxit, zc2[j], szc2[j], okc2[j : j + 1],
+                blk, fw[j : j + 1], wkm[j],
             )
         else:
             out = gram_step(
@@ -1280,6 +1473,7 @@ def scan_bar(
         int_out[j, 3] = out[4]
         int_out[j, 4] = out[5]
         int_out[j, 5] = out[6]
+        int_out[j, 6] = out[7]
     used = 0
     for i in range(n):
         for j in range(windows.shape[0]):

@@ -101,6 +101,9 @@ class ScanCounters:
     # further Krylov product; the cost driver at large N)
     last_passes: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     last_n_used: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    # cov mode, short windows: products taken from the raw window at the last bar (included in
+    # last_iterations, not in last_passes)
+    last_window_products: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     fallbacks_total: int = 0
     rows_anchored_total: int = 0
     membership_changes_total: int = 0
@@ -111,7 +114,9 @@ class EigenScanner:
 
     ``update()`` takes the closes of every symbol at one bar (NaN = absent) and returns the
     ScanRecord. ``start_scan_number`` is the number given to the first record (pass
-    ``last_persisted + 1`` after a restart).
+    ``last_persisted + 1`` after a restart). ``window_krylov`` (cov mode): take the Krylov steps
+    from the raw window where that is cheaper (``None``, the default), always (``True``, for
+    tests) or never (``False``); the certificate is the same either way.
     """
 
     def __init__(
@@ -123,6 +128,7 @@ class EigenScanner:
         tol: float = DEFAULT_TOL,
         eta: float = DEFAULT_ETA,
         maxit: int = DEFAULT_MAXIT,
+        window_krylov: bool | None = None,
         short_threshold: float = VEL_DIV_SHORT_THRESHOLD,
         long_threshold: float = VEL_DIV_LONG_THRESHOLD,
     ) -> None:
@@ -133,6 +139,8 @@ class EigenScanner:
         self._tol = tol
         self._eta = eta
         self._maxit = maxit
+        # cov mode: Krylov steps on the raw window (None: where cheaper, kernels.WK_FACTOR)
+        self._wk = 1 if window_krylov is None else (2 if window_krylov else 0)
         self._short = short_threshold
         self._long = long_threshold
         self._next_scan = int(start_scan_number)
@@ -177,7 +185,8 @@ class EigenScanner:
                     z=self._Z[j], g=self._G[j], idx=self._idx[j])
             for j, (w, m) in enumerate(zip(self._windows, modes, strict=True))
         ]
-        self._a, self._b, self._dl = np.zeros(n), np.zeros(n), np.zeros(n)
+        self._a, self._b = np.zeros(n), np.zeros(n)
+        self._ap, self._bp = np.zeros(n), np.zeros(n)
         self._d, self._dd, self._wv = np.zeros(n), np.zeros(n), np.zeros(n)
         self._y, self._acc = np.zeros(n), np.zeros(n)
         self._rows = np.zeros(n, np.int64)
@@ -192,8 +201,10 @@ class EigenScanner:
         # cov mode: last certified vector z = D x in S-space, its image S z, and whether valid
         self._zc, self._szc = np.zeros((nw, n)), np.zeros((nw, n))
         self._okc = np.zeros(nw, np.int64)
-        self._blk = np.zeros((8, n))  # cov mode: block vectors, their images, scratch
-        self._iout = np.zeros((nw, 6), np.int64)
+        self._blk = np.zeros((2, n))  # cov mode: scratch
+        self._fw = np.zeros(nw)  # cov mode: ||C||_F^2 at the last pass (guides the window Krylov)
+        self._wkm = np.full(nw, self._wk, np.int64)
+        self._iout = np.zeros((nw, 7), np.int64)
 
     def _remap(self, symbols: tuple[str, ...]) -> None:
         """Universe changed: carry over the raw data of surviving symbols and rebuild the rest.
@@ -250,24 +261,25 @@ class EigenScanner:
                 self._win_arr, self._modes_arr,
                 self._S, self._mean, self._eb, self._em, self._tracked, self._flat,
                 self._member, self._v, self._idx, self._gmean, self._Z, self._G, self._U, self._UY,
-                self._a, self._b, self._dl, self._d, self._dd, self._wv,
+                self._a, self._b, self._ap, self._d, self._dd, self._wv,
                 self._y, self._acc, self._rows, self._mrows, self._targets,
                 self._qb, self._yb, self._h, self._ha, self._hv, self._svec, self._x, self._cx,
                 self._eta, self._tol, self._maxit, self._lam, self._iout,
-                self._zc, self._szc, self._okc, self._blk,
+                self._zc, self._szc, self._okc, self._blk, self._bp, self._fw, self._wkm,
             )
             self._t += 1
             lam_arr = self._lam.tolist()
             iout = self._iout.tolist()
             counters = self.counters
             for j, win in enumerate(self._wins):
-                k, its, status, changed, anchored, passes = iout[j]
+                k, its, status, changed, anchored, passes, wprods = iout[j]
                 lam_j = lam_arr[j]
                 if status == K.STATUS_FALLBACK:
                     lam_j = self._fallback(win, k)
                     status = K.STATUS_OK
                 counters.last_iterations[j] = its
                 counters.last_passes[j] = passes
+                counters.last_window_products[j] = wprods
                 counters.last_n_used[j] = k
                 counters.rows_anchored_total += anchored
                 counters.membership_changes_total += changed

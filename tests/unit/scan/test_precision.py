@@ -14,7 +14,14 @@ from dolphind.scan.scanner import EigenScanner
 from .conftest import usable_columns
 
 SMALL = (5, 8, 12, 20)
-BOTH = [pytest.param((K.MODE_COV,) * 4, id="cov"), pytest.param((K.MODE_GRAM,) * 4, id="gram")]
+# (modes, window_krylov): the cov kernel with its default per-window choice, the Gram kernel, and
+# the cov kernel forced to take its Krylov steps on the raw window for every window (on these
+# small universes the default never does: it needs 4 w <= members).
+BOTH = [
+    pytest.param(((K.MODE_COV,) * 4, None), id="cov"),
+    pytest.param(((K.MODE_GRAM,) * 4, None), id="gram"),
+    pytest.param(((K.MODE_COV,) * 4, True), id="cov-window-krylov"),
+]
 
 
 def mp_lambda_max(returns: np.ndarray) -> mpmath.mpf:
@@ -36,13 +43,14 @@ def mp_lambda_max(returns: np.ndarray) -> mpmath.mpf:
     return max(mpmath.eigsy(c, eigvals_only=True))
 
 
-@pytest.mark.parametrize("modes", BOTH)
-def test_small_random_against_mpmath_512bit(modes: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("variant", BOTH)
+def test_small_random_against_mpmath_512bit(variant: tuple[tuple[int, ...], bool | None]) -> None:
+    modes, wk = variant
     rng = np.random.default_rng(20240521)
     n, T = 5, 26
     # prices with exactly representable inputs; returns recomputed in 512 bits from the same closes
     px = 100.0 * np.exp(np.cumsum(0.01 * rng.standard_normal((T, n)) + 0.006 * rng.standard_normal((T, 1)), axis=0))
-    sc = EigenScanner(windows=SMALL, modes=modes)
+    sc = EigenScanner(windows=SMALL, modes=modes, window_krylov=wk)
     syms = tuple("ABCDE")
     recs = [sc.update(t, syms, px[t]) for t in range(T)]
     with mpmath.workdps(155):  # ~512 bits
@@ -68,13 +76,14 @@ def two_block_prices(rng: np.random.Generator, T: int, gap: float) -> np.ndarray
     return 100.0 * np.exp(np.cumsum(0.001 * r, axis=0))
 
 
-@pytest.mark.parametrize("modes", BOTH)
-def test_near_degenerate_top_pair_is_detected_and_exact(modes: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("variant", BOTH)
+def test_near_degenerate_top_pair_is_detected_and_exact(variant: tuple[tuple[int, ...], bool | None]) -> None:
+    modes, wk = variant
     rng = np.random.default_rng(7)
     T = 260
     px = two_block_prices(rng, T, gap=0.0)
     r = np.log(px[1:] / px[:-1])
-    sc = EigenScanner(windows=(20, 40, 60, 200), modes=modes)
+    sc = EigenScanner(windows=(20, 40, 60, 200), modes=modes, window_krylov=wk)
     syms = tuple(f"S{i}" for i in range(12))
     min_rel_gap = np.inf
     for t in range(T):
@@ -103,9 +112,10 @@ def designed_window_prices(c: np.ndarray, w: int, rng: np.random.Generator) -> n
     return 100.0 * np.exp(np.vstack([np.zeros((1, n)), np.cumsum(0.01 * x, axis=0)]))
 
 
-@pytest.mark.parametrize("modes", BOTH)
+@pytest.mark.parametrize("variant", BOTH)
 @pytest.mark.parametrize("gap", [0.0, 1e-7, 1e-3])
-def test_designed_degenerate_spectrum(modes: tuple[int, ...], gap: float) -> None:
+def test_designed_degenerate_spectrum(variant: tuple[tuple[int, ...], bool | None], gap: float) -> None:
+    modes, wk = variant
     rng = np.random.default_rng(5)
     blk = 0.4 * np.ones((6, 6)) + 0.6 * np.eye(6)
     blk2 = (0.4 + gap) * np.ones((6, 6)) + (0.6 - gap) * np.eye(6)
@@ -115,7 +125,7 @@ def test_designed_degenerate_spectrum(modes: tuple[int, ...], gap: float) -> Non
     r = np.log(px[1:] / px[:-1])
     ev = np.linalg.eigvalsh(np.corrcoef(r.T))
     assert ev[-1] - ev[-2] <= 6 * gap + 1e-9
-    sc = EigenScanner(windows=(w, 40, 50, 60), modes=modes)
+    sc = EigenScanner(windows=(w, 40, 50, 60), modes=modes, window_krylov=wk)
     syms = tuple(f"S{i}" for i in range(12))
     rec = None
     for t in range(w + 1):
@@ -140,8 +150,9 @@ def test_certificate_refuses_a_degenerate_pair() -> None:
     assert 1.0 <= alpha < rho - res and rho <= 5.0 <= rho + bound
 
 
-@pytest.mark.parametrize("modes", BOTH)
-def test_constant_price_symbol_is_excluded_not_leaked(modes: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("variant", BOTH)
+def test_constant_price_symbol_is_excluded_not_leaked(variant: tuple[tuple[int, ...], bool | None]) -> None:
+    modes, wk = variant
     rng = np.random.default_rng(3)
     T, n = 300, 6
     wins = (10, 20, 40, 80)
@@ -150,7 +161,7 @@ def test_constant_price_symbol_is_excluded_not_leaked(modes: tuple[int, ...]) ->
     px[150:, 4] = px[149, 4]  # a symbol that freezes half-way ...
     px[200:, 4] = px[149, 4] * np.exp(np.cumsum(0.01 * rng.standard_normal(T - 200)))  # ... and moves again
     r = np.log(px[1:] / px[:-1])
-    sc = EigenScanner(windows=wins, modes=modes)
+    sc = EigenScanner(windows=wins, modes=modes, window_krylov=wk)
     syms = tuple("ABCDEF")
     prev_use: list[np.ndarray | None] = [None] * 4
     nan_bars = 0
@@ -177,8 +188,9 @@ def test_constant_price_symbol_is_excluded_not_leaked(modes: tuple[int, ...]) ->
     assert 0 < nan_bars <= 4
 
 
-@pytest.mark.parametrize("modes", BOTH)
-def test_symbols_drop_out_and_come_back(modes: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("variant", BOTH)
+def test_symbols_drop_out_and_come_back(variant: tuple[tuple[int, ...], bool | None]) -> None:
+    modes, wk = variant
     rng = np.random.default_rng(11)
     T, n = 240, 7
     wins = (8, 16, 32, 64)
@@ -187,7 +199,7 @@ def test_symbols_drop_out_and_come_back(modes: tuple[int, ...]) -> None:
     px[:30, 5] = np.nan  # listed late
     px[170, 6] = np.nan
     r = np.log(px[1:] / px[:-1])
-    sc = EigenScanner(windows=wins, modes=modes)
+    sc = EigenScanner(windows=wins, modes=modes, window_krylov=wk)
     syms = tuple("ABCDEFG")
     for t in range(T):
         rec = sc.update(t, syms, px[t])

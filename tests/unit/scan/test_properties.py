@@ -47,18 +47,21 @@ def test_certificate_is_sound(n: int, seed: int, noise: float, spread: float) ->
     holes=st.lists(st.tuples(st.integers(0, 39), st.integers(0, 3)), max_size=6),
     flat=st.booleans(),
     mode=st.sampled_from([K.MODE_COV, K.MODE_GRAM]),
+    window_krylov=st.sampled_from([None, True]),
 )
 def test_scanner_matches_dense_reference(
-    data: np.ndarray, holes: list[tuple[int, int]], flat: bool, mode: int
+    data: np.ndarray, holes: list[tuple[int, int]], flat: bool, mode: int,
+    window_krylov: bool | None,
 ) -> None:
-    """Arbitrary returns with holes and a possibly flat symbol: certified value or NaN, never wrong."""
+    """Arbitrary returns with holes and a possibly flat symbol: certified value or NaN, never wrong
+    (cov mode also with its Krylov steps forced onto the raw window)."""
     px = 10.0 * np.exp(np.cumsum(data, axis=0))
     if flat:
         px[:, 1] = 3.0
     for t, i in holes:
         px[t, i] = np.nan
     wins = (4, 7, 11, 16)
-    sc = EigenScanner(windows=wins, modes=(mode,) * 4)
+    sc = EigenScanner(windows=wins, modes=(mode,) * 4, window_krylov=window_krylov)
     syms = ("A", "B", "C", "D")
     with np.errstate(invalid="ignore"):
         r = np.log(px[1:] / px[:-1])
