@@ -8,6 +8,10 @@
 A consumer iterates with ``async for item in channel`` and ends when the channel is closed and
 drained: no sentinel values mixed into the data. Depth, drops and the time an item waited are
 exported through the metrics passed in.
+
+A producer blocked on a full channel resumes once the consumer has taken it down to half its
+capacity (not after every single item): a busy pipeline then hands items over in runs instead
+of switching tasks for each one, and nothing changes for a channel that is never full.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class Channel(Generic[T]):
         self._not_empty = asyncio.Event()
         self._not_full = asyncio.Event()
         self._not_full.set()
+        # A blocked producer is woken at this depth (see the module docstring).
+        self._resume_at = capacity // 2
         self._metrics = metrics.labels(name) if metrics else None
         if metrics:
             metrics.capacity.labels(name).set(capacity)
@@ -89,10 +95,16 @@ class Channel(Generic[T]):
                 raise ChannelClosed(self.name)
             self._not_empty.clear()
             await self._not_empty.wait()
-        put_at, item = self._items.popleft()
-        if not self._items:
+        return self._take()
+
+    def _take(self) -> T:
+        items = self._items
+        put_at, item = items.popleft()
+        left = len(items)
+        if not left:
             self._not_empty.clear()
-        self._not_full.set()
+        if left <= self._resume_at:
+            self._not_full.set()
         if self._metrics:
             self._metrics.wait.observe(time.perf_counter() - put_at)
         return item
@@ -107,7 +119,11 @@ class Channel(Generic[T]):
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[T]:
+        items = self._items
         while True:
+            if items:
+                yield self._take()  # queued: no wait, no extra coroutine
+                continue
             try:
                 yield await self.get()
             except ChannelClosed:

@@ -86,13 +86,13 @@ def metrics_markdown() -> str:
     """Every metric the daemon itself registers (plugins add their own), from the objects."""
     from prometheus_client.metrics import MetricWrapperBase
 
-    from dolphind.ops.metrics import Metrics
+    from dolphind.ops.metrics import Metrics, WaitHistogram
 
-    found: dict[str, MetricWrapperBase] = {}
+    found: dict[str, MetricWrapperBase | WaitHistogram] = {}
 
     def walk(obj: Any, depth: int = 0) -> None:
         for value in vars(obj).values():
-            if isinstance(value, MetricWrapperBase):
+            if isinstance(value, (MetricWrapperBase, WaitHistogram)):
                 found.setdefault(value._name, value)
             elif depth < 2 and hasattr(value, "__dict__") and type(value).__module__ == \
                     "dolphind.ops.metrics":

@@ -89,3 +89,72 @@ def test_blocking_channel_offer_refuses_when_full() -> None:
     assert not ch.offer(2)
     with pytest.raises(ValueError):
         Channel("y", 0, Overflow.BLOCK)
+
+
+async def test_a_blocked_producer_resumes_at_half_capacity_and_loses_nothing() -> None:
+    ch: Channel[int] = Channel("x", 4, Overflow.BLOCK)
+    for i in range(4):
+        await ch.put(i)
+    put = asyncio.create_task(ch.put(4))
+    await asyncio.sleep(0.01)
+    assert not put.done()
+    assert await ch.get() == 0  # room for one, but the producer waits for a run of room
+    await asyncio.sleep(0.01)
+    assert not put.done() and len(ch) == 3
+    assert await ch.get() == 1  # down to half: the producer resumes
+    await asyncio.wait_for(put, 1)
+    ch.close()
+    assert [x async for x in ch] == [2, 3, 4]
+
+
+async def test_a_busy_pipeline_hands_items_over_in_runs() -> None:
+    # A consumer that yields to the loop after each item (as a stage does when it hands the
+    # item on): with a wake-up per item taken, the producer would run after every item once
+    # the channel is full; here it runs once per half capacity.
+    ch: Channel[int] = Channel("x", 8, Overflow.BLOCK)
+    order: list[str] = []
+
+    async def produce() -> None:
+        for i in range(64):
+            await ch.put(i)
+            order.append("p")
+        ch.close()
+
+    async def consume() -> list[int]:
+        out = []
+        async for item in ch:
+            out.append(item)
+            order.append("c")
+            await asyncio.sleep(0)
+        return out
+
+    producer = asyncio.create_task(produce())
+    assert await consume() == list(range(64))
+    await producer
+    switches = sum(1 for a, b in zip(order, order[1:]) if a != b)
+    assert switches <= 2 * 64 // 4 + 4
+
+
+async def test_wait_histogram_matches_prometheus_histogram() -> None:
+    from prometheus_client import Histogram, generate_latest
+
+    from dolphind.ops.metrics import _WAIT_BUCKETS
+
+    reg = CollectorRegistry()
+    ours = ChannelMetrics(reg).labels("bars").wait
+    ref_reg = CollectorRegistry()
+    ref = Histogram("dolphind_channel_wait_seconds",
+                    "Time an item waited in a channel before it was taken.", ["channel"],
+                    buckets=_WAIT_BUCKETS, registry=ref_reg).labels("bars")
+    for x in (0.0, 1e-5, 2e-5, 5e-5, 1e-4, 0.003, 0.05, 0.5, 5.0, 7.0, 1e-5 + 1e-12):
+        ours.observe(x)
+        ref.observe(x)
+
+    def lines(r: CollectorRegistry) -> list[str]:
+        text = generate_latest(r).decode()
+        return [ln for ln in text.splitlines()
+                if "channel_wait" in ln and "_created" not in ln]
+
+    assert lines(reg) == lines(ref_reg)
+    assert _sample(reg, "dolphind_channel_wait_seconds_count", "bars") == 11
+    assert _sample(reg, "dolphind_channel_wait_seconds_created", "bars") is not None
