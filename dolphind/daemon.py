@@ -181,6 +181,11 @@ class Daemon:
             output = getattr(stage, "output", None)
             if output is not None:
                 output.close()
+            if self.exit_when_done and all(t.done() or t is asyncio.current_task()
+                                           for t in self._stage_tasks.values()):
+                # The last stage is done: stop now, not at the next housekeeping tick (a
+                # backtest would otherwise idle up to _HOUSEKEEPING_S before its report).
+                self._request_stop("pipeline finished")
 
     def _lock_data_dir(self, stack: contextlib.AsyncExitStack) -> None:
         """One daemon per data dir: two writers would corrupt the store and the audit chain."""
