@@ -30,7 +30,7 @@ from dolphind.channels import Channel
 from dolphind.events import Bar, OrderIntent, ScanRecord
 from dolphind.ops.control import Control
 from dolphind.ops.health import Health
-from dolphind.ops.metrics import Metrics
+from dolphind.ops.metrics import Children, Metrics
 from dolphind.statebus.base import StateBus
 
 log = structlog.get_logger("dolphind.alpha")
@@ -76,6 +76,7 @@ class AlphaStage:
         self._m = metrics
         self._emit = emit
         self.decisions = 0
+        self._signals = Children(metrics.signals)  # one outcome per bar: bound once
         self.last_intents: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         self._posture: str | None = None
         self._last: Decision | None = None
@@ -102,7 +103,8 @@ class AlphaStage:
                 self.unsettled += 1
                 log.warning("alpha.unsettled", scan_number=scan.scan_number)
             self._books.on_bar(scan.ts_ns)
-            await self._refresh_config()
+            if self._config is not None and self._config() is not self._config_seen:
+                await self._refresh_config()  # started, or reloaded
             self._feed_engine()
             t0 = time.perf_counter()
             decision = self.engine.on_scan(scan, self._book(), self._books.portfolio_view())
@@ -167,7 +169,7 @@ class AlphaStage:
     def _record(self, decision: Decision, outcome: str, intents: tuple[OrderIntent, ...]) -> None:
         m = self._m
         self.decisions += 1
-        m.signals.labels(outcome).inc()
+        self._signals[outcome].inc()
         self._last = decision
         if decision.posture != self._posture:
             for p in POSTURES:

@@ -12,7 +12,6 @@ that float drift (0.1 + 0.2) does not leave phantom dust positions.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -167,11 +166,23 @@ class Portfolio:
         return max(0.0, 1.0 - self.equity() / peak) if peak > 0 else 0.0
 
     def view(self) -> CapitalView:
-        eq = self.equity()
+        # Read several times per bar: one pass over the positions, the same sums (same order)
+        # as equity() and gross_exposure(). Positions are frozen, so the view shares them.
+        cash = self.cash_usdt
+        if self.positions:
+            unrealised = 0
+            gross = 0
+            for s, p in self.positions.items():
+                mark = self.mark_of(s)
+                unrealised += p.unrealised(mark)
+                gross += abs(p.qty) * mark
+            eq = cash + unrealised
+            positions = tuple(self.positions.values())
+        else:
+            eq, gross, positions = cash + 0, 0, ()
         peak = max(self.peak_equity_usdt, eq)
         return CapitalView(
-            capital_usdt=eq, cash_usdt=self.cash_usdt, equity_usdt=eq, peak_equity_usdt=peak,
+            capital_usdt=eq, cash_usdt=cash, equity_usdt=eq, peak_equity_usdt=peak,
             drawdown=max(0.0, 1.0 - eq / peak) if peak > 0 else 0.0,
-            realised_pnl_usdt=self.realised_pnl_usdt, unrealised_pnl_usdt=eq - self.cash_usdt,
-            fees_usdt=self.fees_usdt, gross_exposure_usdt=self.gross_exposure(),
-            positions=tuple(dataclasses.replace(p) for p in self.positions.values()))
+            realised_pnl_usdt=self.realised_pnl_usdt, unrealised_pnl_usdt=eq - cash,
+            fees_usdt=self.fees_usdt, gross_exposure_usdt=gross, positions=positions)
