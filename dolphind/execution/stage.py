@@ -75,6 +75,9 @@ log = structlog.get_logger("dolphind.execution")
 # waits (back-pressure instead of unbounded memory).
 _AUDIT_HIGH_WATER = 10_000
 _CONTROL_TICK_S = 1.0
+# A backtest queues its equity snapshots (one per bar at 1m) and commits them as one store
+# write per this many bars (see ``_on_bar``); live and paper runs write each one at once.
+_EQUITY_BATCH = 256
 _QTY_EPS = 1e-12
 
 
@@ -136,6 +139,7 @@ class ExecutionStage:
         self._order_changed = asyncio.Event()
         # Market time of the latest bar: the rails' clock in a backtest (``trading_clock``).
         self.market_time_s = 0.0
+        self._bar_ns = 0
         # Items taken from the intents channel and fully handled (see ``settled``).
         self.processed = 0
         self._progress = asyncio.Event()
@@ -143,6 +147,11 @@ class ExecutionStage:
         self._control_dirty = False
         self._last_equity_ns = 0
         self._saved_peak = 0.0  # peak equity in the store's account row (see ``_on_bar``)
+        # A backtest batches its equity snapshots and books each bar's fills before the next bar.
+        self._backtest = config().mode == "backtest"
+        # Backtest only: equity snapshots (and new peaks) not yet handed to the store.
+        self._equity_batch: list[tuple[str, Any]] = []
+        self._account_behind = False
         self._symbol_map: tuple[tuple[str, ...], list[str], dict[str, int]] | None = None
         self._published_symbols: set[str] = set()
         self._position_mismatch: dict[str, tuple[float, float]] | None = None
@@ -167,12 +176,20 @@ class ExecutionStage:
             await self._drain()
             control_task.cancel()
             venue_task.cancel()
-        await self._snapshot_equity(self._now_ns(), wait=True)
+        # A backtest's books end at its last bar, not at the wall-clock moment it finished.
+        end_ns = self._bar_ns if self._backtest and self._bar_ns else self._now_ns()
+        await self._snapshot_equity(end_ns, wait=True)
         log.info("execution.finished", equity_usdt=round(self.portfolio.equity(), 6))
 
     async def _intent_loop(self) -> None:
         async for item in self.intents:
             if isinstance(item, Bar):
+                if self.orders and self._backtest:
+                    # The paper venue has filled the last bar's orders already; their fills
+                    # are booked (by the venue task) before this bar marks and snapshots the
+                    # books, or which bar first sees a new position would depend on task
+                    # scheduling and a backtest would not repeat exactly.
+                    await self._settle()
                 await self._on_bar(item)
             else:
                 async with self._lock:
@@ -440,6 +457,10 @@ class ExecutionStage:
     async def _venue_loop(self) -> None:
         async for event in self._venue.events():
             if isinstance(event, Fill):
+                if self._equity_batch or self._account_behind:
+                    # A fill writes its own snapshot: the batched ones go first, so the rows
+                    # keep the order in which they were taken.
+                    await self._flush_equity()
                 await self._on_fill(event)
             else:
                 await self._apply_update(event)
@@ -545,13 +566,20 @@ class ExecutionStage:
     def _count_state(self, order: Order) -> None:
         self._orders_by_state[order.state].inc()
 
-    async def _settle(self, symbol: str) -> None:
-        """Wait (up to ``drain_timeout_s``) until no entry order in ``symbol`` is working."""
+    async def _settle(self, symbol: str | None = None) -> None:
+        """Wait (up to ``drain_timeout_s``) until no entry order in ``symbol`` is working;
+        with no symbol, until no order at all is working."""
+        def working() -> bool:
+            if symbol is None:
+                return bool(self.orders)
+            return any(o.symbol == symbol and not o.reduce_only for o in self.orders.values())
+
         deadline = self._mono() + self._config().execution.drain_timeout_s
-        while any(o.symbol == symbol and not o.reduce_only for o in self.orders.values()):
+        while working():
             remaining = deadline - self._mono()
             if remaining <= 0:
-                log.warning("execution.settle_timeout", symbol=symbol)
+                log.warning("execution.settle_timeout", symbol=symbol,
+                            working=sorted(self.orders))
                 return
             self._order_changed.clear()
             try:
@@ -583,6 +611,7 @@ class ExecutionStage:
 
     async def _on_bar(self, bar: Bar) -> None:
         self.market_time_s = bar.ts_ns / 1e9
+        self._bar_ns = bar.ts_ns
         if self._symbol_map is None or self._symbol_map[0] is not bar.symbols:
             names = [venue_symbol(s) for s in bar.symbols]
             self._symbol_map = (bar.symbols, names, {n: i for i, n in enumerate(names)})
@@ -601,14 +630,19 @@ class ExecutionStage:
                 if j is not None and closes[j] == closes[j]:
                     self.portfolio.mark(sym, float(closes[j]))
             self.portfolio.update_peak()
-        self._publish_money(force=False)
+        # One view of the money for this bar's gauges and snapshot (nothing moves in between).
+        view = self.portfolio.view() if self.portfolio.positions else None
+        self._publish_money(force=False, view=view)
         interval_ns = int(self._config().execution.equity_snapshot_interval_s * 1e9)
         if bar.ts_ns - self._last_equity_ns >= interval_ns:
-            await self._snapshot_equity(bar.ts_ns)
+            await self._snapshot_equity(bar.ts_ns, view=view)
         elif self.portfolio.peak_equity_usdt > self._saved_peak:
             # A new peak from the marks is shown on /status at once: commit it now (not at the
             # next snapshot), or a restart would forget it and understate the drawdown.
-            await self._store.write(self._account_op(bar.ts_ns))
+            if self._backtest:
+                self._account_behind = True  # a backtest commits it with the next batch
+            else:
+                await self._store.write(self._account_op(bar.ts_ns))
 
     def _price(self, symbol: str, fallback: float) -> float:
         last = getattr(self._venue, "last_mark", None)
@@ -627,15 +661,32 @@ class ExecutionStage:
         self._saved_peak = self.portfolio.peak_equity_usdt
         return account_op(self._account(), ts_ns)
 
-    def _equity_op(self, ts_ns: int) -> tuple[str, Any]:
-        v = self.portfolio.view()
+    def _equity_op(self, ts_ns: int, view: CapitalView | None = None) -> tuple[str, Any]:
+        v = view or self.portfolio.view()
         return equity_op(ts_ns, v.equity_usdt, v.cash_usdt, v.unrealised_pnl_usdt,
                          v.peak_equity_usdt, v.drawdown, v.gross_exposure_usdt)
 
-    async def _snapshot_equity(self, ts_ns: int, wait: bool = False) -> None:
+    async def _snapshot_equity(self, ts_ns: int, wait: bool = False,
+                               view: CapitalView | None = None) -> None:
         self._last_equity_ns = ts_ns
-        await self._store.write(self._equity_op(ts_ns), self._account_op(ts_ns),
+        if self._backtest and not wait:
+            # A backtest at full speed would otherwise make one store transaction per bar; the
+            # same rows, in the same order, are committed in batches (before a fill is booked,
+            # every _EQUITY_BATCH bars and at the end of the run).
+            self._equity_batch.append(self._equity_op(ts_ns, view))
+            if len(self._equity_batch) >= _EQUITY_BATCH:
+                await self._flush_equity()
+            return
+        batch, self._equity_batch = self._equity_batch, []
+        self._account_behind = False
+        await self._store.write(*batch, self._equity_op(ts_ns, view), self._account_op(ts_ns),
                                 wait=wait)
+
+    async def _flush_equity(self) -> None:
+        """Hand the batched snapshots to the store, with the account row as it is now."""
+        batch, self._equity_batch = self._equity_batch, []
+        self._account_behind = False
+        await self._store.write(*batch, self._account_op(self._last_equity_ns))
 
     def _account_snapshot(self) -> AccountSnapshot:
         p = self.portfolio
@@ -647,13 +698,13 @@ class ExecutionStage:
         return AccountSnapshot(p.equity(), exposure, sum(exposure.values()),
                                self._control.halted)
 
-    def _publish_money(self, force: bool = True) -> None:
+    def _publish_money(self, force: bool = True, view: CapitalView | None = None) -> None:
         # Per bar (force=False) nothing moves while flat (equity is cash), so the gauges are
         # only refreshed when a position is marked; fills always refresh them.
         if not force and not self.portfolio.positions:
             return
         m, p = self._m, self.portfolio
-        v = p.view()
+        v = view or p.view()
         m.cash.set(v.cash_usdt)
         m.equity.set(v.equity_usdt)
         m.peak_equity.set(v.peak_equity_usdt)
@@ -727,18 +778,31 @@ class ExecutionStage:
         The alpha stage calls this before each decision: with the paper venue it returns at
         once after the fills are booked, which also makes a backtest deterministic (the store's
         writer thread cannot change which fills a decision sees)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while self.processed < sent or self.orders:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            self._progress.clear()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._progress.wait()
-            except TimeoutError:
-                return False
+        if self.processed >= sent and not self.orders:
+            return True
+        # Usually the stage has only the bar just sent to mark: one pass of the loop lets it
+        # run, which is cheaper than arming a timer and waiting on the event.
+        await asyncio.sleep(0)
+        if self.processed >= sent and not self.orders:
+            return True
+        # Called once per bar: one timer that ends the wait is much cheaper than an
+        # asyncio.timeout scope around every wait.
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            self._progress.set()
+
+        timer = asyncio.get_running_loop().call_later(timeout_s, expire)
+        try:
+            while self.processed < sent or self.orders:
+                if expired:
+                    return False
+                self._progress.clear()
+                await self._progress.wait()
+        finally:
+            timer.cancel()
         return True
 
     def capital_view(self) -> CapitalView:

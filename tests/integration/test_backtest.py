@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -53,8 +55,13 @@ def test_two_runs_are_identical(tmp_path: Path) -> None:
         out = tmp_path / run
         res = backtest("--data", str(SAMPLE), "--out", str(out))
         assert res.returncode == 0, res.stderr[-3000:]
-        outputs.append(((out / "trades.csv").read_bytes(), (out / "summary.json").read_bytes()))
-    assert outputs[0] == outputs[1]
+        with contextlib.closing(sqlite3.connect(out / "dolphind.sqlite")) as db:
+            # The books as the run left them, bar by bar (the equity curve behind the report).
+            equity = db.execute("SELECT * FROM equity_snapshots ORDER BY rowid").fetchall()
+        outputs.append(((out / "trades.csv").read_bytes(), (out / "summary.json").read_bytes(),
+                        equity))
+    assert outputs[0][:2] == outputs[1][:2]
+    assert len(outputs[0][2]) > 100 and outputs[0][2] == outputs[1][2]
     assert outputs[0][0].count(b"\n") > 1  # some trades happened: the comparison means something
 
 
