@@ -246,6 +246,7 @@ class Store:
         self._metrics = metrics
         self._max_batch = max_batch
         self._capacity = capacity
+        self._linger_s = _LINGER_S
         self._closed = False
         self._stopped: asyncio.Future[None] = self._loop.create_future()
         # Writes put and not yet reported committed (or failed). Only the loop touches it.
@@ -271,8 +272,10 @@ class Store:
     @classmethod
     async def open(cls, path: str | Path, metrics: ExecutionMetrics | None = None,
                    channel_metrics: ChannelMetrics | None = None, synchronous: str = "NORMAL",
-                   capacity: int = 1024, max_batch: Callable[[], int] = lambda: 256) -> "Store":
+                   capacity: int = 1024, max_batch: Callable[[], int] = lambda: 256,
+                   linger_s: float = _LINGER_S) -> "Store":
         store = cls(Path(path), synchronous, metrics, channel_metrics, capacity, max_batch)
+        store._linger_s = linger_s
         store._thread.start()
         await store._opened  # raises StoreError when the file cannot be opened
         return store
@@ -487,7 +490,7 @@ def _store_thread(s: Store, synchronous: str) -> None:
             batch = [job]
             waited = job.done is not None
             limit = max(1, s._max_batch())
-            linger_until = time.perf_counter() + _LINGER_S
+            linger_until = time.perf_counter() + s._linger_s
             while len(batch) < limit:
                 try:
                     if waited:
