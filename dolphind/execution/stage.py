@@ -137,9 +137,7 @@ class ExecutionStage:
         self._intent_t0: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._order_changed = asyncio.Event()
-        # Market time of the latest bar: the rails' clock in a backtest (``trading_clock``).
-        self.market_time_s = 0.0
-        self._bar_ns = 0
+        self._bar_ns = 0  # the latest bar's time (see ``market_time_s``)
         # Items taken from the intents channel and fully handled (see ``settled``).
         self.processed = 0
         self._progress = asyncio.Event()
@@ -161,6 +159,11 @@ class ExecutionStage:
         set_check = getattr(venue, "set_position_check", None)
         if set_check is not None:
             set_check(self.check_positions)
+
+    @property
+    def market_time_s(self) -> float:
+        """Market time of the latest bar: the rails' clock in a backtest (``trading_clock``)."""
+        return self._bar_ns / 1e9
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -610,7 +613,6 @@ class ExecutionStage:
     # ---- marks and money -------------------------------------------------------------------
 
     async def _on_bar(self, bar: Bar) -> None:
-        self.market_time_s = bar.ts_ns / 1e9
         self._bar_ns = bar.ts_ns
         if self._symbol_map is None or self._symbol_map[0] is not bar.symbols:
             names = [venue_symbol(s) for s in bar.symbols]
@@ -669,24 +671,19 @@ class ExecutionStage:
     async def _snapshot_equity(self, ts_ns: int, wait: bool = False,
                                view: CapitalView | None = None) -> None:
         self._last_equity_ns = ts_ns
-        if self._backtest and not wait:
+        self._equity_batch.append(self._equity_op(ts_ns, view))
+        if self._backtest and not wait and len(self._equity_batch) < _EQUITY_BATCH:
             # A backtest at full speed would otherwise make one store transaction per bar; the
             # same rows, in the same order, are committed in batches (before a fill is booked,
             # every _EQUITY_BATCH bars and at the end of the run).
-            self._equity_batch.append(self._equity_op(ts_ns, view))
-            if len(self._equity_batch) >= _EQUITY_BATCH:
-                await self._flush_equity()
             return
-        batch, self._equity_batch = self._equity_batch, []
-        self._account_behind = False
-        await self._store.write(*batch, self._equity_op(ts_ns, view), self._account_op(ts_ns),
-                                wait=wait)
+        await self._flush_equity(wait)
 
-    async def _flush_equity(self) -> None:
-        """Hand the batched snapshots to the store, with the account row as it is now."""
+    async def _flush_equity(self, wait: bool = False) -> None:
+        """Hand the snapshots taken so far to the store, with the account row as it is now."""
         batch, self._equity_batch = self._equity_batch, []
         self._account_behind = False
-        await self._store.write(*batch, self._account_op(self._last_equity_ns))
+        await self._store.write(*batch, self._account_op(self._last_equity_ns), wait=wait)
 
     def _account_snapshot(self) -> AccountSnapshot:
         p = self.portfolio
