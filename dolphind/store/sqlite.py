@@ -236,7 +236,7 @@ class Store:
 
     def __init__(self, path: Path, synchronous: str, metrics: ExecutionMetrics | None,
                  channel_metrics: ChannelMetrics | None, capacity: int,
-                 max_batch: Callable[[], int]) -> None:
+                 max_batch: Callable[[], int], linger_s: float) -> None:
         self.path = path
         self._loop = asyncio.get_running_loop()
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -246,7 +246,7 @@ class Store:
         self._metrics = metrics
         self._max_batch = max_batch
         self._capacity = capacity
-        self._linger_s = _LINGER_S
+        self._linger_s = linger_s
         self._closed = False
         self._stopped: asyncio.Future[None] = self._loop.create_future()
         # Writes put and not yet reported committed (or failed). Only the loop touches it.
@@ -267,15 +267,14 @@ class Store:
             1, thread_name_prefix="dolphind-store-ckpt")
         self._ckpt_conn: sqlite3.Connection | None = None
         self._ckpt_task: asyncio.Task[None] | None = None
-        self._ckpt_wake = asyncio.Event()
 
     @classmethod
     async def open(cls, path: str | Path, metrics: ExecutionMetrics | None = None,
                    channel_metrics: ChannelMetrics | None = None, synchronous: str = "NORMAL",
                    capacity: int = 1024, max_batch: Callable[[], int] = lambda: 256,
                    linger_s: float = _LINGER_S) -> "Store":
-        store = cls(Path(path), synchronous, metrics, channel_metrics, capacity, max_batch)
-        store._linger_s = linger_s
+        store = cls(Path(path), synchronous, metrics, channel_metrics, capacity, max_batch,
+                    linger_s)
         store._thread.start()
         await store._opened  # raises StoreError when the file cannot be opened
         return store
@@ -290,10 +289,7 @@ class Store:
             self._ckpt_executor, lambda: sqlite3.connect(self.path, isolation_level=None))
         last = self.commits
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_CHECKPOINT_EVERY_S):
-                    await self._ckpt_wake.wait()
-            self._ckpt_wake.clear()
+            await asyncio.sleep(_CHECKPOINT_EVERY_S)
             if self.commits != last:
                 last = self.commits
                 try:
