@@ -67,3 +67,14 @@ def wait_until(check: Callable[[], T], timeout: float = 10.0, interval: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}") from last_exc
         time.sleep(interval)
+
+
+class FakePerf:
+    """A perf counter that advances ``step_s`` per read: a hook 'takes' step_s, no sleeping."""
+
+    def __init__(self, step_s: float) -> None:
+        self.t, self.step_s = 0.0, step_s
+
+    def __call__(self) -> float:
+        self.t += self.step_s
+        return self.t

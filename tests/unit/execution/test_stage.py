@@ -23,7 +23,7 @@ from dolphind.ops.metrics import Metrics
 from dolphind.risk.rails import RULES
 from dolphind.store.audit import AuditLog, split_line, verify
 from dolphind.store.sqlite import Store, order_op
-from tests.conftest import eventually
+from tests.conftest import FakePerf, eventually
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
@@ -220,17 +220,6 @@ async def test_an_order_recorded_but_never_sent_expires_on_restart(tmp_path, inf
         await r.settle()
         assert r.metric("dolphind_execution_intents_total", outcome="duplicate") == 1
         assert not r.stage.portfolio.positions  # never sent twice
-
-
-class FakePerf:
-    """A perf counter that advances ``step_s`` per read: a veto hook 'takes' step_s."""
-
-    def __init__(self, step_s: float) -> None:
-        self.t, self.step_s = 0.0, step_s
-
-    def __call__(self) -> float:
-        self.t += self.step_s
-        return self.t
 
 
 def _venue_fails_once(r: Rig) -> None:

@@ -16,6 +16,7 @@ from dolphind.risk.rails import (
     OrderCheck,
     RiskRails,
 )
+from tests.conftest import FakePerf
 
 CFG = RiskConfig(min_order_notional_usdt=10.0, max_order_notional_usdt=1000.0,
                  max_symbol_exposure_usdt=1500.0, max_gross_exposure_usdt=2500.0,
@@ -165,17 +166,6 @@ def test_plugin_veto_and_its_failures():
     assert (d.ok, d.rule) == (False, "plugin_veto") and "RuntimeError: plugin bug" in d.detail
     # ... and is never asked about an exit, so a broken plugin cannot trap a position.
     assert rule_of(rails(veto=broken), order(reduce_only=True)) is None
-
-
-class FakePerf:
-    """A perf counter that advances ``step_s`` per read: a hook 'takes' step_s, no sleeping."""
-
-    def __init__(self, step_s: float) -> None:
-        self.t, self.step_s = 0.0, step_s
-
-    def __call__(self) -> float:
-        self.t += self.step_s
-        return self.t
 
 
 @pytest.mark.parametrize("verdict", [None, ("governor", "frozen")])
