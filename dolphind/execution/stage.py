@@ -64,7 +64,6 @@ from dolphind.store.sqlite import (
     account_op,
     equity_op,
     fill_op,
-    intent_op,
     order_op,
     position_op,
 )
@@ -396,7 +395,7 @@ class ExecutionStage:
             return
         # Committed before it is sent: after a crash the id is known and never sent twice.
         # The intent's leverage goes with it (the ledger's restored trade reports it).
-        await self._store.write(order_op(order), intent_op(cid, intent.leverage), wait=True)
+        await self._store.write(order_op(order, intent.leverage), wait=True)
         self.known_ids.add(cid)
         self.orders[cid] = order
         self._intent_t0[cid] = t0

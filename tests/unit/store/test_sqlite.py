@@ -19,7 +19,6 @@ from dolphind.store.sqlite import (
     StoreFailed,
     account_op,
     fill_op,
-    intent_op,
     order_op,
     position_op,
     since_flat,
@@ -104,33 +103,56 @@ async def test_migrations_apply_once(tmp_path):
         async with await Store.open(path) as store:
             versions = await store.read(
                 lambda c: c.execute("SELECT version FROM schema_version").fetchall())
-    assert versions == [(v,) for v, _ in MIGRATIONS] == [(1,), (2,)]
+    assert versions == [(v,) for v, _ in MIGRATIONS] == [(1,), (2,), (3,)]
 
 
-async def test_a_v1_database_is_migrated_and_keeps_its_data(tmp_path):
-    """A store written before v2 (no order_intents table): opening it adds the table, the rows
-    stay, and the open trade is rebuilt from its fills (leverage unknown: not recorded)."""
-    path = tmp_path / "d.sqlite"
+def _old_store(path, version: int) -> None:
+    """A database as dolphind ``version`` (1 or 2) left it: an order (with its leverage from
+    v2 on), its fill and the open position, written with that version's own SQL."""
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
                 "applied_ns INTEGER NOT NULL)")
-    for sql in MIGRATIONS[0][1]:
-        con.execute(sql)
-    con.execute("INSERT INTO schema_version VALUES (1, 0)")
-    con.execute(*order_op(_order("a", "filled")))
+    for v, statements in MIGRATIONS[:version]:
+        for sql in statements:
+            con.execute(sql)
+        con.execute("INSERT INTO schema_version VALUES (?, 0)", (v,))
+    o = _order("a", "filled")
+    con.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                order_op(o)[1][:-1])
+    if version >= 2:
+        con.execute("INSERT INTO order_intents VALUES (?, ?)", ("a", 2.5))
     con.execute(*fill_op(Fill("a-1", "a", "BTCUSDT", "SELL", 0.05, 40_000.0, 0.628,
                               "BLENDED", 2), 0.0))
-    con.execute(*position_op(Position("BTCUSDT", -0.05, 40_000.0, 0.0, 0.628, 2, 2)))
+    con.execute("INSERT INTO positions VALUES (?,?,?,?,?,?,?)",
+                ("BTCUSDT", -0.05, 40_000.0, 0.0, 0.628, 2, 2))
     con.close()
+
+
+@pytest.mark.parametrize("version,leverage", [(1, {}), (2, {"a": 2.5})])
+async def test_an_older_database_is_migrated_and_keeps_its_data(tmp_path, version, leverage):
+    """v1 had no leverage, v2 kept it in order_intents; v3 keeps it on the order row. The rows
+    stay, the open trade is rebuilt from its fills, and an update of an order keeps the
+    leverage its write-ahead recorded."""
+    path = tmp_path / "d.sqlite"
+    _old_store(path, version)
     async with await Store.open(path) as store:
         state = await store.load_state()
-        await store.write(intent_op("b", 3.0), wait=True)
-        lev = await store.read(lambda c: c.execute("SELECT * FROM order_intents").fetchall())
-    assert state.schema_version == 2 and state.client_ids == {"a"}
+        await store.write(order_op(_order("b"), 3.0), wait=True)
+        await store.write(order_op(_order("b", "acked")), wait=True)  # no leverage given
+        lev = await store.read(lambda c: c.execute(
+            "SELECT client_id, leverage FROM orders ORDER BY client_id").fetchall())
+        tables = await store.read(lambda c: c.execute(
+            "SELECT name, sql FROM sqlite_master").fetchall())
+        assert await store.integrity_check() == "ok"
+    assert state.schema_version == 3 and state.client_ids == {"a"}
+    assert state.positions == (Position("BTCUSDT", -0.05, 40_000.0, 0.0, 0.628, 2, 2),)
     [trade] = state.open_trades
-    assert [f.fill_id for f in trade.fills] == ["a-1"] and trade.leverage == {}
-    assert [o.client_id for o in trade.orders] == ["a"]
-    assert lev == [("b", 3.0)]
+    assert [f.fill_id for f in trade.fills] == ["a-1"] and trade.leverage == leverage
+    assert [o for o in trade.orders] == [_order("a", "filled")]
+    assert lev == [("a", leverage.get("a")), ("b", 3.0)]
+    names = {n for n, _ in tables}
+    assert "order_intents" not in names and "orders_state" not in names
+    assert all("WITHOUT ROWID" in sql for n, sql in tables if n in ("orders", "positions"))
 
 
 def _fill(fid: str, side: str, qty: float) -> Fill:
@@ -155,7 +177,7 @@ def test_since_flat_keeps_the_open_trades_fills(sides, expected):
 async def test_open_trades_are_restored_per_open_position(tmp_path):
     path = tmp_path / "d.sqlite"
     async with await Store.open(path) as store:
-        await store.write(order_op(_order("a", "filled")), intent_op("a", 2.5),
+        await store.write(order_op(_order("a", "filled"), 2.5),
                           order_op(_order("z", "filled")),
                           fill_op(Fill("z-1", "z", "ETHUSDT", "BUY", 1.0, 2500.0, 0.1,
                                        "TAKER", 1), 0.0),
