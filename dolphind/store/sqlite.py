@@ -7,7 +7,10 @@ Shape:
 - writes and reads are jobs on one FIFO queue the store thread takes directly; it commits
   everything queued (up to ``max_batch`` writes) as ONE transaction, then resolves the callers
   that asked to wait through one ``call_soon_threadsafe``. Group commit keeps the queue short
-  under load; ``capacity`` unconfirmed writes make writers wait (back-pressure, no loss);
+  under load; ``capacity`` unconfirmed writes make writers wait (back-pressure, no loss). A
+  write nobody waits for is held on the loop for up to ``linger_s`` and handed over with the
+  next write that is waited for (or alone when the linger ends), so it costs no thread wake-up
+  and joins that write's commit;
 - WAL mode. With ``synchronous = NORMAL`` a committed transaction is in the WAL file when
   COMMIT returns, so it survives ``kill -9`` (not necessarily a power cut: use FULL for that).
   Checkpoints run every second from a second thread and connection (PASSIVE: they never block
@@ -116,10 +119,11 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
 
 _TERMINAL_STATES = ("filled", "cancelled", "rejected", "expired")
 _CHECKPOINT_EVERY_S = 1.0
-# A batch in which nobody waits for the commit lingers this long for more writes: a waiter that
-# arrives meanwhile (the fill behind an order's ack, say) is committed with it in ONE
-# transaction instead of queueing behind a commit nobody was waiting for. A batch with a waiter
-# never lingers; nothing un-waited was promised durable before its commit (see ``pending``).
+# A write nobody waits for is held this long on the loop for more writes: a waiter that arrives
+# meanwhile (the fill behind an order's ack, say) takes it along, so both are committed in ONE
+# transaction after ONE wake-up of the store thread (a futex wake is ~10 us of the loop's time
+# on this path). A waited write is never held; nothing un-waited was promised durable before
+# its commit (see ``pending``).
 _LINGER_S = 0.002
 
 
@@ -284,6 +288,9 @@ class Store:
         self._max_batch = max_batch
         self._capacity = capacity
         self._linger_s = linger_s
+        # Un-waited writes held on the loop (see _LINGER_S) and the timer that hands them over.
+        self._held: list[_Write] = []
+        self._hand_over: asyncio.TimerHandle | None = None
         self._closed = False
         self._stopped: asyncio.Future[None] = self._loop.create_future()
         # Writes put and not yet reported committed (or failed). Only the loop touches it.
@@ -345,6 +352,7 @@ class Store:
         if not self._closed:
             self._closed = True
             self._room.set()  # writers waiting for room see the store closed
+            self._put_held()
             self._jobs.put(_STOP)
         try:
             await asyncio.shield(self._stopped)
@@ -363,8 +371,9 @@ class Store:
 
     @property
     def backlog(self) -> int:
-        """Jobs waiting for the store thread (not counting the batch it is committing)."""
-        return self._jobs.qsize()
+        """Jobs waiting for the store thread (not counting the batch it is committing); writes
+        handed over together (or held together on the loop) are one job."""
+        return self._jobs.qsize() + (1 if self._held else 0)
 
     @property
     def pending(self) -> int:
@@ -385,11 +394,25 @@ class Store:
                 break
             self._room.clear()
             await self._room.wait()
-        done = self._loop.create_future() if wait else None
         self._unconfirmed += 1
-        self._jobs.put(_Write(ops, done))
-        if done is not None:
-            await done
+        if not wait:
+            self._held.append(_Write(ops))
+            if self._hand_over is None:
+                self._hand_over = self._loop.call_later(self._linger_s, self._put_held)
+            return
+        done = self._loop.create_future()
+        self._held.append(_Write(ops, done))
+        self._put_held()
+        await done
+
+    def _put_held(self) -> None:
+        """Hand the held writes to the store thread as one job (FIFO order kept)."""
+        if self._hand_over is not None:
+            self._hand_over.cancel()
+            self._hand_over = None
+        if self._held:
+            self._jobs.put(self._held)
+            self._held = []
 
     async def save_scan_checkpoint(self, scan_number: int) -> None:
         await self.write(kv_op("scan_number", str(int(scan_number))))
@@ -441,6 +464,7 @@ class Store:
         if self._closed:
             raise StoreError(f"store {self.path} is closed")
         fut: asyncio.Future[T] = self._loop.create_future()
+        self._put_held()  # a read sees every write made before it
         self._jobs.put(_Read(fn, fut))
         return await fut
 
@@ -493,9 +517,10 @@ def _settle(fut: asyncio.Future[Any], exc: BaseException | None, result: Any = N
 
 def _store_thread(s: Store, synchronous: str) -> None:
     """The store thread: open the connection (it is made, used and closed here only), then
-    take jobs in FIFO order. Consecutive writes (up to ``max_batch``) are committed as ONE
-    transaction (group commit keeps the queue short under load); a read runs after every write
-    queued before it. Ends at ``_STOP`` with a final checkpoint."""
+    take jobs in FIFO order. A job is a read, ``_STOP``, or a list of writes; consecutive write
+    jobs (up to ``max_batch`` writes) are committed as ONE transaction (group commit keeps the
+    queue short under load); a read runs after every write queued before it. Ends at ``_STOP``
+    with a final checkpoint."""
     loop = s._loop
     try:
         conn = _connect(s.path, synchronous)
@@ -520,23 +545,17 @@ def _store_thread(s: Store, synchronous: str) -> None:
                 else:
                     _post(loop, _settle, job.done, None, result)
                 continue
-            batch = [job]
-            waited = job.done is not None
+            batch: list[_Write] = list(job)  # writes handed over together: one job
             limit = max(1, s._max_batch())
-            linger_until = time.perf_counter() + s._linger_s
             while len(batch) < limit:
                 try:
-                    if waited:
-                        nxt = jobs.get_nowait()
-                    else:
-                        nxt = jobs.get(timeout=max(0.0, linger_until - time.perf_counter()))
+                    nxt = jobs.get_nowait()
                 except queue.Empty:
                     break
-                if not isinstance(nxt, _Write):
+                if not isinstance(nxt, list):
                     held = nxt
                     break
-                batch.append(nxt)
-                waited = waited or nxt.done is not None
+                batch.extend(nxt)
             if failed is not None:
                 _post(loop, s._failed, failed, batch)
                 continue
