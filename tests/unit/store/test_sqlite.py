@@ -85,6 +85,19 @@ async def test_a_bad_write_fails_alone(tmp_path):
     assert state.client_ids == {"ok", "after"}
 
 
+async def test_a_failing_unit_is_left_out_whole_from_a_shared_commit(tmp_path):
+    """Three units in one transaction (two held writes taken along by a waited one); the
+    middle one fails on its second statement: its first is rolled back with it, the others
+    commit."""
+    async with await Store.open(tmp_path / "d.sqlite", linger_s=10.0) as store:
+        await store.write(order_op(_order("a")))
+        await store.write(order_op(_order("half")), ("INSERT INTO nope VALUES (?)", (1,)))
+        await store.write(order_op(_order("c")), wait=True)
+        commits = store.commits
+        state = await store.load_state()
+    assert commits == 1 and state.client_ids == {"a", "c"}
+
+
 async def test_a_database_from_a_newer_dolphind_is_refused(tmp_path):
     path = tmp_path / "d.sqlite"
     async with await Store.open(path):
