@@ -48,6 +48,7 @@ from dolphind.execution.router import (
     RouteRejection,
     Router,
     client_order_id,
+    order_state,
     transition,
     venue_symbol,
 )
@@ -473,7 +474,7 @@ class ExecutionStage:
         cur = self.orders.get(snap.client_id)
         if cur is None:
             return  # already final here (a late or duplicate report)
-        new = OrderState(snap.state)
+        new = order_state(snap.state)
         if new in (OrderState.FILLED, OrderState.PARTIALLY_FILLED) or new == cur.state:
             return  # fills drive these states; same state is a duplicate report
         if new is OrderState.ACKED and cur.state != OrderState.NEW \
@@ -554,7 +555,7 @@ class ExecutionStage:
 
     def _install(self, order: Order) -> None:
         self._count_state(order)
-        if OrderState(order.state) in TERMINAL:
+        if order.state in TERMINAL:  # a StrEnum set: the plain string is found
             self.orders.pop(order.client_id, None)
             if order.state != OrderState.FILLED:
                 self._intent_t0.pop(order.client_id, None)  # no fill will time it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -58,6 +59,23 @@ def test_legal_transitions(old, new):
 def test_illegal_transitions_are_refused(old, new):
     with pytest.raises(IllegalTransition, match=f"{old} -> {new}"):
         transition(_order(OrderState(old)), new, 5)
+
+
+def test_a_transition_changes_only_what_it_is_told():
+    o = dataclasses.replace(_order(OrderState.ACKED), venue_order_id="v1", ref_price=40_000.0)
+    t = transition(o, OrderState.FILLED, 9, filled_qty=0.05, avg_fill_price=40_010.0)
+    assert t == dataclasses.replace(o, state="filled", updated_ns=9, filled_qty=0.05,
+                                    avg_fill_price=40_010.0)
+    assert type(t.state) is str  # stored and compared as the plain name
+
+
+def test_a_transition_to_no_state_or_with_no_such_field_is_an_error():
+    with pytest.raises(ValueError, match="'done' is not a valid OrderState"):
+        transition(_order(), "done", 5)
+    with pytest.raises(ValueError, match="'sent' is not a valid OrderState"):
+        transition(_order("sent"), "acked", 5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="no field"):
+        transition(_order(), "acked", 5, colour="red")
 
 
 def test_final_states_have_no_way_out():
