@@ -529,6 +529,7 @@ def _store_thread(s: Store, synchronous: str) -> None:
         return
     _post(loop, _settle, s._opened, None)
     jobs = s._jobs
+    cur = conn.cursor()  # one for every write (see _execute)
     failed: BaseException | None = None
     held: Any = None  # a job taken while filling a batch that must run after it
     try:
@@ -561,7 +562,7 @@ def _store_thread(s: Store, synchronous: str) -> None:
                 continue
             started = time.perf_counter()
             try:
-                errors = _execute(conn, [w.ops for w in batch])
+                errors = _execute(cur, [w.ops for w in batch])
             except Exception as exc:  # COMMIT failed: nothing more will be committed
                 failed = exc
                 _post(loop, s._failed, exc, batch)
@@ -629,51 +630,55 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 _BAD_WRITE = (sqlite3.Error, ValueError, TypeError, OverflowError)
 
 
-def _execute(conn: sqlite3.Connection, units: list[tuple[Op, ...]]) -> list[Exception | None]:
+def _execute(cur: sqlite3.Cursor, units: list[tuple[Op, ...]]) -> list[Exception | None]:
     """Run every unit in one transaction, each all or nothing, and return each unit's error
     (None: committed). A failed COMMIT raises.
 
     The units first run back to back, with no savepoints: a unit that fails is a bug's symptom,
     not traffic, and two statements more per unit are two more GIL hand-offs with the loop on
     the latency path. Only when one fails is the transaction rolled back and run again with a
-    savepoint per unit, so that the failing unit alone is left out."""
-    conn.execute("BEGIN IMMEDIATE")
+    savepoint per unit, so that the failing unit alone is left out.
+
+    Everything goes through the store thread's one cursor: ``Connection.execute`` makes a
+    cursor (and the connection a weak reference to it) per statement, garbage that brings the
+    next pause of the cyclic collector closer (a pause stalls the loop as well)."""
+    conn = cur.connection
+    cur.execute("BEGIN IMMEDIATE")
     try:
         try:
             for ops in units:
                 for sql, params in ops:
-                    conn.execute(sql, params)
+                    cur.execute(sql, params)
         except _BAD_WRITE as exc:
             if conn.in_transaction:  # some errors (disk full, say) have rolled it back already
-                conn.execute("ROLLBACK")
+                cur.execute("ROLLBACK")
             if len(units) == 1:
                 return [exc]
-            conn.execute("BEGIN IMMEDIATE")
-            errors = _each_alone(conn, units)
+            cur.execute("BEGIN IMMEDIATE")
+            errors = _each_alone(cur, units)
         else:
             errors = [None] * len(units)
-        conn.execute("COMMIT")
+        cur.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
-            conn.execute("ROLLBACK")
+            cur.execute("ROLLBACK")
         raise
     return errors
 
 
-def _each_alone(conn: sqlite3.Connection,
-                units: list[tuple[Op, ...]]) -> list[Exception | None]:
+def _each_alone(cur: sqlite3.Cursor, units: list[tuple[Op, ...]]) -> list[Exception | None]:
     errors: list[Exception | None] = []
     for ops in units:
-        conn.execute("SAVEPOINT w")
+        cur.execute("SAVEPOINT w")
         try:
             for sql, params in ops:
-                conn.execute(sql, params)
+                cur.execute(sql, params)
         except _BAD_WRITE as exc:
-            conn.execute("ROLLBACK TO w")
+            cur.execute("ROLLBACK TO w")
             errors.append(exc)
         else:
             errors.append(None)
-        conn.execute("RELEASE w")
+        cur.execute("RELEASE w")
     return errors
 
 
