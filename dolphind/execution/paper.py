@@ -19,20 +19,24 @@ reconciliation); after a restart the execution stage restores them from the stor
 
 from __future__ import annotations
 
-import numpy as np
-
+import collections
 import hashlib
 from typing import AsyncIterator, Callable, Iterable, Mapping
+
+import numpy as np
 
 from dolphind.channels import Channel, Overflow
 from dolphind.config import ExecutionConfig
 from dolphind.events import Fill, Order
 from dolphind.execution.filters import SymbolFilters, fallback_filters
 from dolphind.execution.portfolio import Position, apply_fill
-from dolphind.execution.router import OrderState, transition
+from dolphind.execution.router import TERMINAL, OrderState, transition
 from dolphind.execution.venue import VenueEvent, VenuePosition, VenueRejected
 
 _EVENTS_CAPACITY = 1024
+# Final orders the venue still answers for (query, cancel); Binance keeps a client id unique
+# only among open orders, and the store keeps the whole history.
+_KEPT_FINAL = 1000
 
 
 def slippage_bps(cfg: ExecutionConfig, reduce_only: bool, reason: str) -> float:
@@ -82,6 +86,7 @@ class PaperVenue:
         self._fallback = fallback
         self._clock_ns = clock_ns
         self._orders: dict[str, Order] = {}
+        self._final: collections.deque[str] = collections.deque()  # final ids, oldest first
         self._positions: dict[str, Position] = {}
         self._balance = 0.0
         self._marks: dict[str, tuple[float, int]] = {}
@@ -97,7 +102,10 @@ class PaperVenue:
     def restore(self, orders: Iterable[Order], positions: Iterable[Position],
                 balance_usdt: float) -> None:
         """Rebuild the venue side after a restart (paper has no memory of its own)."""
-        self._orders = {o.client_id: o for o in orders}
+        self._orders = {}
+        self._final.clear()
+        for o in orders:
+            self._keep(o)
         self._positions = {p.symbol: p for p in positions if not p.flat}
         self._balance = balance_usdt
 
@@ -126,6 +134,19 @@ class PaperVenue:
                     return (px, ts)
         return own
 
+    def _keep(self, order: Order) -> None:
+        """Remember ``order``'s latest snapshot. Working orders are all kept; final ones only
+        the latest ``_KEPT_FINAL`` (the store has the history; a long paper run must not grow
+        without bound)."""
+        self._orders[order.client_id] = order
+        if order.state in TERMINAL:
+            self._final.append(order.client_id)
+            while len(self._final) > _KEPT_FINAL:
+                old = self._final.popleft()
+                kept = self._orders.get(old)
+                if kept is not None and kept.state in TERMINAL:
+                    del self._orders[old]
+
     # ---- the Venue interface ---------------------------------------------------------------
 
     def filters_for(self, symbol: str) -> SymbolFilters | None:
@@ -144,15 +165,15 @@ class PaperVenue:
         ts = self._now(order)
         problem = self._refusal(order)
         if problem is not None:
-            self._orders[order.client_id] = transition(order, OrderState.REJECTED, ts,
-                                                       reject_reason=f"venue:{problem}")
+            self._keep(transition(order, OrderState.REJECTED, ts,
+                                  reject_reason=f"venue:{problem}"))
             raise VenueRejected(problem)
         acked = transition(order, OrderState.ACKED, ts, venue_order_id=f"paper-{ts}")
-        self._orders[order.client_id] = acked
+        self._keep(acked)
         fill = self._fill(acked, ts)
         filled = transition(acked, OrderState.FILLED, ts, filled_qty=fill.qty,
                             avg_fill_price=fill.price)
-        self._orders[order.client_id] = filled
+        self._keep(filled)
         pos = self._positions.get(fill.symbol) or Position(fill.symbol)
         new, realised = apply_fill(pos, fill.side, fill.qty, fill.price, fill.fee_usdt, ts)
         self._positions[fill.symbol] = new
@@ -206,7 +227,7 @@ class PaperVenue:
                                                 OrderState.REJECTED, OrderState.EXPIRED):
             return o
         cancelled = transition(o, OrderState.CANCELLED, o.updated_ns)
-        self._orders[client_id] = cancelled
+        self._keep(cancelled)
         await self._events.put(cancelled)
         return cancelled
 

@@ -8,6 +8,7 @@ import pytest
 
 from dolphind.config import ExecutionConfig
 from dolphind.events import Fill, Order, OrderIntent
+from dolphind.execution import paper as paper_module
 from dolphind.execution.paper import PaperVenue, fee_for, maker_draw, slippage_bps
 from dolphind.execution.portfolio import Portfolio, Position, apply_fill
 from dolphind.execution.router import Router
@@ -139,3 +140,27 @@ def test_apply_fill_averages_realises_and_flips():
         q, _ = apply_fill(q, "SELL", qty, 1.0, 0.0, 1)
     q, _ = apply_fill(q, "BUY", 0.3, 1.0, 0.0, 2)
     assert q.flat
+
+
+async def test_paper_remembers_working_orders_and_only_the_latest_final_ones(info_2021):
+    """A long paper run must not grow without bound: working orders are all kept, final ones
+    only the latest ``_KEPT_FINAL`` (the store keeps the history)."""
+    venue = PaperVenue(info_2021, lambda: BLENDED)
+    working = Order("w-1", "iw", "BTCUSDT", "SELL", 0.05, "MARKET", 0.0, False, "ENTRY",
+                    "acked")
+    venue.restore([working], [], 10_000.0)
+    book = Portfolio(10_000.0)
+    router = Router(venue.filters_for, book.position_qty, lambda s: 0.0)
+    n = paper_module._KEPT_FINAL + 5
+    for i in range(n):  # short then cover, one order each
+        side, exit_ = ("SELL", False) if i % 2 == 0 else ("BUY", True)
+        await _trade(venue, router, book, _intent(f"t{i}", "BTCUSDT", side, 2000.0, exit_,
+                                                  "ENTRY" if not exit_ else "FIXED_TP", i + 1),
+                     40_000.0)
+    ids = [router.build(_intent(f"t{i}", "BTCUSDT", "SELL", 2000.0, False, "ENTRY", 0),
+                        40_000.0, 0).client_id for i in (0, 4, 5, n - 1)]
+    assert await venue.query(ids[0]) is None and await venue.query(ids[1]) is None
+    assert (await venue.query(ids[2])).state == "filled"
+    assert (await venue.query(ids[3])).state == "filled"
+    assert (await venue.query("w-1")).state == "acked"  # working: kept however old
+    assert len(venue._orders) == paper_module._KEPT_FINAL + 1
