@@ -191,8 +191,6 @@ _ORDER_UPSERT = (
     "ON CONFLICT (client_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLUMNS[1:])
     + ", leverage = coalesce(excluded.leverage, orders.leverage)")
-
-
 _LEVERAGE = len(_ORDER_COLUMNS)  # its column in ``SELECT * FROM orders``
 
 
@@ -531,11 +529,11 @@ def _store_thread(s: Store, synchronous: str) -> None:
     jobs = s._jobs
     cur = conn.cursor()  # one for every write (see _execute)
     failed: BaseException | None = None
-    held: Any = None  # a job taken while filling a batch that must run after it
+    after: Any = None  # a job taken while filling a batch that must run after it
     try:
         while True:
-            job = held if held is not None else jobs.get()
-            held = None
+            job = after if after is not None else jobs.get()
+            after = None
             if job is _STOP:
                 return
             if isinstance(job, _Read):
@@ -554,7 +552,7 @@ def _store_thread(s: Store, synchronous: str) -> None:
                 except queue.Empty:
                     break
                 if not isinstance(nxt, list):
-                    held = nxt
+                    after = nxt
                     break
                 batch.extend(nxt)
             if failed is not None:
