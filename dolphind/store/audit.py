@@ -156,6 +156,9 @@ class AuditLog:
         self._task: asyncio.Task[None] | None = None
         self._last_fsync = time.monotonic()
         self.lines_written = 0
+        if metrics is not None:
+            # Read at scrape time: a gauge set per record would cost every decision a lock.
+            metrics.audit_backlog.set_function(lambda: self.backlog)
 
     @classmethod
     async def open(cls, path: str | Path, metrics: ExecutionMetrics | None = None,
@@ -194,8 +197,6 @@ class AuditLog:
             return
         self._pending.append((self._clock_ns(), event, data))
         self._wakeup.set()
-        if self._metrics is not None:
-            self._metrics.audit_backlog.set(len(self._pending))
 
     async def wait_below(self, n: int) -> None:
         """Back-pressure: wait until fewer than ``n`` records are queued."""
@@ -259,7 +260,6 @@ class AuditLog:
             self.lines_written += len(batch)
             if self._metrics is not None:
                 self._metrics.audit_lines.inc(len(batch))
-                self._metrics.audit_backlog.set(len(self._pending))
             self._written.set()
 
 

@@ -102,11 +102,16 @@ async def test_fsync_modes_write_everything(tmp_path, mode):
 
 
 async def test_record_never_blocks_and_flush_waits(tmp_path):
-    async with await AuditLog.open(tmp_path / "a.jsonl") as audit:
+    from dolphind.ops.metrics import Metrics
+
+    metrics = await asyncio.to_thread(Metrics)
+    backlog = lambda: metrics.registry.get_sample_value("dolphind_audit_backlog")  # noqa: E731
+    async with await AuditLog.open(tmp_path / "a.jsonl", metrics.execution) as audit:
         for i in range(5000):
             audit.record("fill", i=i)
+        assert backlog() == 5000  # nothing written yet: record() did not yield
         await audit.flush()
-        assert audit.backlog == 0 and audit.seq == 5000
+        assert audit.backlog == 0 and audit.seq == 5000 and backlog() == 0
     assert verify(tmp_path / "a.jsonl").ok
 
 
