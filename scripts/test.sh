@@ -24,4 +24,7 @@ fi
 # The bundled M-series plugins are separate distributions, found only through entry points.
 .venv/bin/python -m pip install -q -e plugins/guardian -e plugins/scheduler \
   -e plugins/governor -e plugins/comms
+# One BLAS thread, as the service units run the daemon: on a small shared machine, BLAS
+# threads spinning beside the daemons the tests start made a LAPACK-heavy test 13x slower.
+export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 exec .venv/bin/python -m pytest "$@"
