@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from dolphind import __version__, logs
+from dolphind.affinity import pin_process
 from dolphind.app import build_pipeline  # the one place concrete parts are wired
 from dolphind.feed.history import HistoryError
 from dolphind.config import (
@@ -392,6 +393,9 @@ def run(config_path: str | Path) -> int:
             os.write(2, f"dolphind: {p}\n".encode())
         return EXIT_CONFIG
     logs.configure(cfg.logging.level, cfg.logging.format)
+    if cfg.cpu_affinity:
+        pin_process(cfg.cpu_affinity)  # before the loop and its helper threads exist
+        log.info("daemon.cpu_affinity", cpus=sorted(set(cfg.cpu_affinity)))
     import uvloop
 
     daemon = Daemon(cfg)

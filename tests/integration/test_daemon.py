@@ -183,6 +183,25 @@ def test_control_endpoints_are_disabled_without_a_configured_token(tmp_path: Pat
         d.stop()
 
 
+def test_cpu_affinity_pins_every_thread_of_the_daemon(tmp_path: Path) -> None:
+    port = free_port()
+    cpu = max(os.sched_getaffinity(0))
+    cfg = write_config(tmp_path / "d.toml", port)
+    cfg.write_text(f"cpu_affinity = [{cpu}]\n" + cfg.read_text())
+    d = Daemon(cfg, port).start()
+    try:
+        d.wait_ready()
+        assert d.proc is not None
+        allowed = {}
+        for task in Path(f"/proc/{d.proc.pid}/task").iterdir():
+            status = (task / "status").read_text()
+            allowed[task.name] = status.split("Cpus_allowed_list:")[1].split()[0]
+        # the loop, the store thread and every other helper thread
+        assert len(allowed) >= 3 and set(allowed.values()) == {str(cpu)}, allowed
+    finally:
+        d.stop()
+
+
 def test_sigterm_drains_and_exits_zero_in_time(daemon: Daemon) -> None:
     daemon.signal(signal.SIGTERM)
     code = daemon.wait_exit(timeout=15)
