@@ -479,6 +479,8 @@ class BinanceFeed:
         self._flushed = {k: [0, 0] for k in KINDS}
         self._dups = 0
         self._dups_flushed = 0
+        self._late_flushed = 0
+        self._lateness = metrics.feed_bar_lateness.labels()
         self.bad_frames: collections.Counter[str] = collections.Counter()
         self._pending: collections.deque[Bar] = collections.deque(
             maxlen=max(16, 4 * output.capacity))
@@ -597,8 +599,9 @@ class BinanceFeed:
         self._pending_ready.set()
 
     def _on_late(self, lateness_s: float) -> None:
-        self.metrics.feed_late_frames.inc()
-        self.metrics.feed_bar_lateness.observe(lateness_s)
+        # A lagging connection can bring thousands a second: the lock-free histogram here,
+        # the counter from ``bars.late`` when the watchdog flushes.
+        self._lateness.observe(lateness_s)
 
     def _on_skipped(self, n: int) -> None:
         self.metrics.feed_bars_skipped.inc(n)
@@ -682,6 +685,9 @@ class BinanceFeed:
         if self._dups > self._dups_flushed:
             m.feed_duplicates.labels(AGG_TRADE).inc(self._dups - self._dups_flushed)
             self._dups_flushed = self._dups
+        if self.bars.late > self._late_flushed:
+            m.feed_late_frames.inc(self.bars.late - self._late_flushed)
+            self._late_flushed = self.bars.late
 
     # ---- ops views --------------------------------------------------------------------------
 
