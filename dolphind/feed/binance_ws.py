@@ -55,6 +55,7 @@ from dolphind.feed.parse import (
     MARK_PRICE,
     BadFrame,
     FrameParser,
+    PriceCache,
     stream_kind,
 )
 from dolphind.ops.health import Health
@@ -165,7 +166,7 @@ class Connection:
         self.name = name
         self.route = route
         self.streams = streams
-        self.parser = FrameParser(streams)
+        self.parser = FrameParser(streams, prices=feed.prices)
         self.carries_bars = route == "market"
         self._feed = feed
         self._log = log.bind(conn=name)
@@ -469,6 +470,7 @@ class BinanceFeed:
             on_late=self._on_late, on_skipped=self._on_skipped)
         self.book = BookState(self.symbols, lambda: self._config().book, cfg.feed.bar_seconds,
                               on_bad=self._bad_depth)
+        self.prices = PriceCache()  # price strings -> float, shared by the connections' parsers
         self.connections: list[Connection] = []
         for route, streams in plan_streams(b).items():
             for k, group in enumerate(shard(streams, b.max_streams_per_conn)):
