@@ -27,6 +27,11 @@ gauge): that is how a wrong route or a delisted symbol shows up.
 The reader parses each frame inline (``FrameParser``) and updates the bar and book state
 directly, with no queue in between: the only queue is the bounded bars channel downstream.
 Per-frame counters are plain integers, flushed to Prometheus by the watchdog.
+
+Over wss:// the server's certificate is checked against the system's certificate authorities,
+or those of ``ca_file``. aiohttp answers the server's pings, and its heartbeat pings a socket
+that received nothing for ``heartbeat_s``: no pong within half of that and the socket is
+dropped (reason ``error``), long before a silent but answering socket meets the stall timeout.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import ssl
 import time
 from typing import Any, Callable
 
@@ -43,7 +49,7 @@ import structlog
 
 from dolphind.channels import Channel, ChannelClosed
 from dolphind.clock import Clock, LiveClock
-from dolphind.config import BinanceFeedConfig, Config
+from dolphind.config import BinanceFeedConfig, Config, ConfigError
 from dolphind.events import Bar
 from dolphind.feed.bars import BarBuilder
 from dolphind.feed.book import BookState, BookView
@@ -215,7 +221,7 @@ class Connection:
         url = stream_url(cfg.ws_base_url, self.route, self.streams)
         async with asyncio.timeout(cfg.connect_timeout_s):
             ws = await session.ws_connect(
-                url, heartbeat=cfg.heartbeat_s, autoping=True, compress=0,
+                url, heartbeat=cfg.heartbeat_s, autoping=True, compress=0, ssl=self._feed.ssl,
                 max_msg_size=16 * 1024 * 1024,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0))
         self.sessions += 1
@@ -495,6 +501,7 @@ class BinanceFeed:
         self._future = FutureGuard(lambda: clock.now_ns() // 1_000_000,
                                    lambda: int(self.settings.max_clock_skew_s * 1000))
         self._reconnect_requests = reconnect_requests
+        self.ssl = tls_context(cfg)
         # Requests made before this feed existed are not for it.
         self._reconnect_seen = reconnect_requests()
         self.requested_reconnects = 0
@@ -721,6 +728,19 @@ class BinanceFeed:
                 "cascade_count": macro.cascade_count, "regime_signal": macro.regime_signal,
                 "symbols_with_book": macro.symbols_with_book},
         }
+
+
+def tls_context(cfg: Config) -> ssl.SSLContext | bool:
+    """What wss:// connections verify the server with: the certificate authorities of
+    ``binance_feed.ca_file`` (restart-only), or True for aiohttp's default, the system's."""
+    ca_file = cfg.binance_feed.ca_file
+    if not ca_file:
+        return True
+    try:
+        return ssl.create_default_context(cafile=cfg.resolve(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError([f"binance_feed.ca_file: cannot load {ca_file!r} "
+                           f"({getattr(exc, 'strerror', None) or exc})"]) from None
 
 
 def readiness_text(connections: list[Connection], bars_emitted: int) -> str:
