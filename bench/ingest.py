@@ -61,7 +61,7 @@ class BaselineConnection(Connection):
 
     def __init__(self, conn: Connection, feed: BinanceFeed) -> None:
         super().__init__(conn.name, conn.route, conn.streams, feed)
-        self.parser = FrameParser(conn.streams, loads=json.loads)
+        self.parser = FrameParser(conn.streams, loads=json.loads, prices=feed.prices)
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> str:
         queue: asyncio.Queue[tuple[float, Any]] = asyncio.Queue()  # unbounded, on purpose

@@ -117,7 +117,11 @@ class BinanceFeedConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     connect_timeout_s: float = 10.0
-    # WebSocket ping interval (aiohttp heartbeat); a missing pong closes the connection.
+    # PEM file of the certificate authorities wss:// connections trust; empty: the system's
+    # default store (set it for a TLS-inspecting proxy, or a test server's own certificate).
+    ca_file: str = field(default="", metadata=RESTART)
+    # A socket that received nothing for this long is pinged (aiohttp heartbeat); no pong
+    # within half of it and the socket is dropped (reconnect reason "error").
     heartbeat_s: float = 10.0
     # A bar closes this long (venue time) after its end, so frames that crossed on
     # different connections still land in it.

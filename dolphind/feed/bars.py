@@ -75,6 +75,12 @@ class BarBuilder:
         self.late = 0
         self._gap = False
         self._resume_start = -1
+        # The newest open window, for the prices that fall in it (nearly all): [start, end),
+        # its prices and volumes. Empty (end == start) while a price must take the long way:
+        # before the first price, after a gap, once the window was closed.
+        self._cur_start = self._cur_end = 0
+        self._cur_prices: dict[int, float] = {}
+        self._cur_volume: dict[int, float] = {}
 
     # ---- input (called by the reader for every frame; keep it cheap) -------------------
 
@@ -86,6 +92,19 @@ class BarBuilder:
 
     def on_price(self, i: int, event_ms: int, price: float, qty: float = 0.0) -> bool:
         """Record a price for symbol index ``i``; False when it was late and not used."""
+        if self._cur_start <= event_ms < self._cur_end:
+            self._cur_prices[i] = price
+            if qty:
+                vol = self._cur_volume
+                vol[i] = vol.get(i, 0.0) + qty
+            if event_ms > self.watermark_ms:
+                self.watermark_ms = event_ms
+                self._watermark_mono = self._mono()
+            return True
+        return self._on_other_price(i, event_ms, price, qty)
+
+    def _on_other_price(self, i: int, event_ms: int, price: float, qty: float) -> bool:
+        """``on_price`` for a price outside the newest open window (or when there is none)."""
         start = event_ms - event_ms % self.bar_ms
         nxt = self.next_start
         if nxt is None:
@@ -102,6 +121,9 @@ class BarBuilder:
         if window is None:
             window = self._open[start] = {}
             self._volume[start] = {}
+        if start >= self._cur_start:
+            self._cur_start, self._cur_end = start, start + self.bar_ms
+            self._cur_prices, self._cur_volume = window, self._volume[start]
         window[i] = price
         if qty:
             vol = self._volume[start]
@@ -114,6 +136,7 @@ class BarBuilder:
     def mark_gap(self) -> None:
         """The feed lost data (disconnect, stall): empty windows until the next price are lost."""
         self._gap = True
+        self._cur_end = self._cur_start  # the next price takes the long way, which sees the gap
 
     # ---- closing -----------------------------------------------------------------------
 
@@ -158,6 +181,8 @@ class BarBuilder:
             out.append(self._close(nxt, window or {}, volume or {}))
             nxt += bar_ms
         self.next_start = nxt
+        if self._cur_start < nxt:
+            self._cur_end = self._cur_start  # closed: a price for it now is late
         return out
 
     def _close(self, start: int, window: dict[int, float], volume: dict[int, float]) -> Bar:

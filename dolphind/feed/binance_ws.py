@@ -27,6 +27,11 @@ gauge): that is how a wrong route or a delisted symbol shows up.
 The reader parses each frame inline (``FrameParser``) and updates the bar and book state
 directly, with no queue in between: the only queue is the bounded bars channel downstream.
 Per-frame counters are plain integers, flushed to Prometheus by the watchdog.
+
+Over wss:// the server's certificate is checked against the system's certificate authorities,
+or those of ``ca_file``. aiohttp answers the server's pings, and its heartbeat pings a socket
+that received nothing for ``heartbeat_s``: no pong within half of that and the socket is
+dropped (reason ``error``), long before a silent but answering socket meets the stall timeout.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import ssl
 import time
 from typing import Any, Callable
 
@@ -43,7 +49,7 @@ import structlog
 
 from dolphind.channels import Channel, ChannelClosed
 from dolphind.clock import Clock, LiveClock
-from dolphind.config import BinanceFeedConfig, Config
+from dolphind.config import BinanceFeedConfig, Config, ConfigError
 from dolphind.events import Bar
 from dolphind.feed.bars import BarBuilder
 from dolphind.feed.book import BookState, BookView
@@ -55,6 +61,7 @@ from dolphind.feed.parse import (
     MARK_PRICE,
     BadFrame,
     FrameParser,
+    PriceCache,
     stream_kind,
 )
 from dolphind.ops.health import Health
@@ -165,7 +172,7 @@ class Connection:
         self.name = name
         self.route = route
         self.streams = streams
-        self.parser = FrameParser(streams)
+        self.parser = FrameParser(streams, prices=feed.prices)
         self.carries_bars = route == "market"
         self._feed = feed
         self._log = log.bind(conn=name)
@@ -214,7 +221,7 @@ class Connection:
         url = stream_url(cfg.ws_base_url, self.route, self.streams)
         async with asyncio.timeout(cfg.connect_timeout_s):
             ws = await session.ws_connect(
-                url, heartbeat=cfg.heartbeat_s, autoping=True, compress=0,
+                url, heartbeat=cfg.heartbeat_s, autoping=True, compress=0, ssl=self._feed.ssl,
                 max_msg_size=16 * 1024 * 1024,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0))
         self.sessions += 1
@@ -469,6 +476,7 @@ class BinanceFeed:
             on_late=self._on_late, on_skipped=self._on_skipped)
         self.book = BookState(self.symbols, lambda: self._config().book, cfg.feed.bar_seconds,
                               on_bad=self._bad_depth)
+        self.prices = PriceCache()  # price strings -> float, shared by the connections' parsers
         self.connections: list[Connection] = []
         for route, streams in plan_streams(b).items():
             for k, group in enumerate(shard(streams, b.max_streams_per_conn)):
@@ -479,6 +487,8 @@ class BinanceFeed:
         self._flushed = {k: [0, 0] for k in KINDS}
         self._dups = 0
         self._dups_flushed = 0
+        self._late_flushed = 0
+        self._lateness = metrics.feed_bar_lateness.labels()
         self.bad_frames: collections.Counter[str] = collections.Counter()
         self._pending: collections.deque[Bar] = collections.deque(
             maxlen=max(16, 4 * output.capacity))
@@ -491,6 +501,7 @@ class BinanceFeed:
         self._future = FutureGuard(lambda: clock.now_ns() // 1_000_000,
                                    lambda: int(self.settings.max_clock_skew_s * 1000))
         self._reconnect_requests = reconnect_requests
+        self.ssl = tls_context(cfg)
         # Requests made before this feed existed are not for it.
         self._reconnect_seen = reconnect_requests()
         self.requested_reconnects = 0
@@ -597,8 +608,9 @@ class BinanceFeed:
         self._pending_ready.set()
 
     def _on_late(self, lateness_s: float) -> None:
-        self.metrics.feed_late_frames.inc()
-        self.metrics.feed_bar_lateness.observe(lateness_s)
+        # A lagging connection can bring thousands a second: the lock-free histogram here,
+        # the counter from ``bars.late`` when the watchdog flushes.
+        self._lateness.observe(lateness_s)
 
     def _on_skipped(self, n: int) -> None:
         self.metrics.feed_bars_skipped.inc(n)
@@ -682,6 +694,9 @@ class BinanceFeed:
         if self._dups > self._dups_flushed:
             m.feed_duplicates.labels(AGG_TRADE).inc(self._dups - self._dups_flushed)
             self._dups_flushed = self._dups
+        if self.bars.late > self._late_flushed:
+            m.feed_late_frames.inc(self.bars.late - self._late_flushed)
+            self._late_flushed = self.bars.late
 
     # ---- ops views --------------------------------------------------------------------------
 
@@ -713,6 +728,19 @@ class BinanceFeed:
                 "cascade_count": macro.cascade_count, "regime_signal": macro.regime_signal,
                 "symbols_with_book": macro.symbols_with_book},
         }
+
+
+def tls_context(cfg: Config) -> ssl.SSLContext | bool:
+    """What wss:// connections verify the server with: the certificate authorities of
+    ``binance_feed.ca_file`` (restart-only), or True for aiohttp's default, the system's."""
+    ca_file = cfg.binance_feed.ca_file
+    if not ca_file:
+        return True
+    try:
+        return ssl.create_default_context(cafile=cfg.resolve(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError([f"binance_feed.ca_file: cannot load {ca_file!r} "
+                           f"({getattr(exc, 'strerror', None) or exc})"]) from None
 
 
 def readiness_text(connections: list[Connection], bars_emitted: int) -> str:

@@ -68,45 +68,53 @@ class WaitHistogramChild:
 
 
 class WaitHistogram:
-    """``dolphind_channel_wait_seconds``, labelled by channel.
+    """A histogram observed on the event loop's thread only, e.g.
+    ``dolphind_channel_wait_seconds`` (labelled by channel) and
+    ``dolphind_feed_bar_lateness_seconds`` (no labels).
 
-    Every item a channel hands over is observed (several per bar in a backtest at full speed).
-    prometheus_client's Histogram takes a lock twice per observation; channels are only used
-    on the event loop's thread, so this one just counts, and is read at scrape time as the same
-    histogram (same name, help, buckets and samples: _bucket, _count, _sum, _created)."""
+    Every item a channel hands over is observed (several per bar in a backtest at full speed),
+    and every late price of a feed that lags (thousands a second). prometheus_client's
+    Histogram takes a lock twice per observation; this one just counts, and is read at scrape
+    time as the same histogram (same name, help, buckets and samples: _bucket, _count, _sum,
+    _created)."""
 
     def __init__(self, name: str, documentation: str, buckets: tuple[float, ...],
-                 registry: CollectorRegistry) -> None:
+                 registry: CollectorRegistry, labelnames: tuple[str, ...] = ("channel",)) -> None:
         self.name = name
         self.documentation = documentation
         # What README's metrics table reads from prometheus_client's metric objects.
         self._name, self._type, self._documentation = name, "histogram", documentation
-        self._labelnames = ("channel",)
+        self._labelnames = labelnames
         self._bounds = tuple(float(b) for b in buckets) + (math.inf,)
-        self._children: dict[str, WaitHistogramChild] = {}
+        self._children: dict[tuple[str, ...], WaitHistogramChild] = {}
         registry.register(self)
 
-    def labels(self, channel: str) -> WaitHistogramChild:
-        child = self._children.get(channel)
+    def labels(self, *values: str) -> WaitHistogramChild:
+        child = self._children.get(values)
         if child is None:
-            child = self._children[channel] = WaitHistogramChild(self._bounds)
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self.name}: labels {self._labelnames}, got {values}")
+            child = self._children[values] = WaitHistogramChild(self._bounds)
         return child
 
     def describe(self) -> list[Metric]:
-        return [HistogramMetricFamily(self.name, self.documentation, labels=["channel"])]
+        return [HistogramMetricFamily(self.name, self.documentation,
+                                      labels=list(self._labelnames))]
 
     def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=["channel"])
-        for channel, child in list(self._children.items()):
+        family = HistogramMetricFamily(self.name, self.documentation,
+                                       labels=list(self._labelnames))
+        for values, child in list(self._children.items()):
             counts, total = list(child.counts), child.sum  # a scrape runs in a worker thread
             acc = 0.0
             buckets = []
             for bound, n in zip(self._bounds, counts):
                 acc += n
                 buckets.append((floatToGoString(bound), acc))
-            family.add_metric([channel], buckets, total)
+            family.add_metric(list(values), buckets, total)
             if getattr(_prom_metrics, "_use_created", True):
-                family.samples.append(Sample(f"{self.name}_created", {"channel": channel},
+                family.samples.append(Sample(f"{self.name}_created",
+                                             dict(zip(self._labelnames, values)),
                                              child.created))
         yield family
 
@@ -393,10 +401,10 @@ class Metrics:
         self.feed_late_frames = Counter("dolphind_feed_late_frames_total",
                                         "Prices for a bar that had already closed (not merged).",
                                         registry=r)
-        self.feed_bar_lateness = Histogram("dolphind_feed_bar_lateness_seconds",
-                                           "How far before its bar's close a late price was.",
-                                           buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-                                           registry=r)
+        self.feed_bar_lateness = WaitHistogram("dolphind_feed_bar_lateness_seconds",
+                                               "How far before its bar's close a late price "
+                                               "was.", (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                                                        10, 30), r, labelnames=())
         self.feed_bars_skipped = Counter("dolphind_feed_bars_skipped_total",
                                          "Bar windows not emitted because the feed had a gap.",
                                          registry=r)

@@ -19,6 +19,7 @@ Faults (``server.faults`` in-process, or ``POST /_fault/<name>?...`` from anothe
 
 - ``close(abort=False)``: close every open socket (abort: drop TCP without a close frame);
 - ``stall(seconds)``: keep sockets open (pings still answered) but send no frame;
+- ``deaf(seconds)``: as ``stall``, and pings go unanswered too;
 - ``refuse(seconds)``: answer new connections with HTTP 503;
 - ``wrong_route(route, seconds)``: behave as if ``route`` did not carry its streams;
 - ``garbage(n)``: send n frames that are broken in every way the parser must survive;
@@ -43,6 +44,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -148,13 +150,17 @@ class Faults:
     """Fault switches; times are time.monotonic() deadlines."""
 
     stall_until: float = 0.0
+    deaf_until: float = 0.0
     refuse_until: float = 0.0
     muted: dict[str, float] = dataclasses.field(default_factory=dict)
     garbage_pending: int = 0
     crossed_pending: int = 0
 
     def stalled(self, now: float) -> bool:
-        return now < self.stall_until
+        return now < self.stall_until or now < self.deaf_until
+
+    def deaf(self, now: float) -> bool:
+        return now < self.deaf_until
 
     def is_muted(self, route: str, now: float) -> bool:
         return now < self.muted.get(route, 0.0)
@@ -176,8 +182,10 @@ class FakeBinance:
 
     def __init__(self, recording: Recording | None = None, *, speed: float = 1.0,
                  loop: bool = True, rebase: bool = False, host: str = "127.0.0.1",
-                 port: int = 0, flood: int = 0, rebase_lead_s: float = 3 * 3600.0) -> None:
+                 port: int = 0, flood: int = 0, rebase_lead_s: float = 3 * 3600.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.rec = recording if recording is not None or flood else load_recording()
+        self.ssl_context = ssl_context  # given: the server speaks wss:// (TLS) only
         self.speed = speed
         self.loop = loop
         self.host = host
@@ -207,7 +215,7 @@ class FakeBinance:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         server = site._server
         assert server is not None and server.sockets
@@ -229,7 +237,8 @@ class FakeBinance:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+        scheme = "ws" if self.ssl_context is None else "wss"
+        return f"{scheme}://{self.host}:{self.port}"
 
     # ---- faults -----------------------------------------------------------------------------
 
@@ -246,6 +255,10 @@ class FakeBinance:
 
     def stall(self, seconds: float) -> None:
         self.faults.stall_until = time.monotonic() + seconds
+
+    def deaf(self, seconds: float) -> None:
+        """Like ``stall``, and pings go unanswered too (a peer that hangs, or a dead path)."""
+        self.faults.deaf_until = time.monotonic() + seconds
 
     def refuse(self, seconds: float) -> None:
         self.faults.refuse_until = time.monotonic() + seconds
@@ -320,7 +333,8 @@ class FakeBinance:
             self.refused += 1
             return web.Response(status=503, text="Service Unavailable (fault: refuse)")
         streams = [s for s in request.query.get("streams", "").split("/") if s]
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=1 << 20)
+        # Pings are answered below (unless the server is deaf), not by aiohttp.
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20)
         await ws.prepare(request)
         self.accepted += 1
         # Binance answers nothing for streams asked on the wrong route.
@@ -328,8 +342,9 @@ class FakeBinance:
         self.clients.add(client)
         sender = asyncio.create_task(self._flood(client) if self.flood else self._play(client))
         try:
-            async for _ in ws:  # answers pings, notices the client's close
-                pass
+            async for msg in ws:  # notices the client's close
+                if msg.type == WSMsgType.PING and not self.faults.deaf(time.monotonic()):
+                    await ws.pong(msg.data)
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
@@ -421,6 +436,8 @@ class FakeBinance:
             return web.json_response({"closed": closed})
         if name == "stall":
             self.stall(seconds)
+        elif name == "deaf":
+            self.deaf(seconds)
         elif name == "refuse":
             self.refuse(seconds)
         elif name == "wrong_route":

@@ -158,3 +158,24 @@ async def test_wait_histogram_matches_prometheus_histogram() -> None:
     assert lines(reg) == lines(ref_reg)
     assert _sample(reg, "dolphind_channel_wait_seconds_count", "bars") == 11
     assert _sample(reg, "dolphind_channel_wait_seconds_created", "bars") is not None
+
+
+def test_an_unlabelled_wait_histogram_matches_prometheus_histogram() -> None:
+    """The feed's bar lateness uses the same counting histogram without labels."""
+    from prometheus_client import Histogram, generate_latest
+
+    from dolphind.ops.metrics import WaitHistogram
+
+    buckets = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+    reg, ref_reg = CollectorRegistry(), CollectorRegistry()
+    ours = WaitHistogram("lateness_seconds", "How late.", buckets, reg, labelnames=()).labels()
+    ref = Histogram("lateness_seconds", "How late.", buckets=buckets, registry=ref_reg)
+    for x in (0.0, 0.01, 0.02, 0.5, 3.0, 30.0, 31.0):
+        ours.observe(x)
+        ref.observe(x)
+
+    def lines(r: CollectorRegistry) -> list[str]:
+        return [ln for ln in generate_latest(r).decode().splitlines() if "_created" not in ln]
+
+    assert lines(reg) == lines(ref_reg)
+    assert reg.get_sample_value("lateness_seconds_created") is not None

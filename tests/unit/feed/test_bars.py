@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dolphind.events import Bar
 from dolphind.feed.bars import BarBuilder
@@ -155,3 +157,52 @@ async def test_bars_from_mark_price_are_selectable(metrics: Metrics) -> None:
     bar = next(b for b in bars if b.ts_ns // 1_000_000 == T0 + 5000)
     assert bar.closes[SYMBOLS.index("SUSHIUSDT")] == 7.6125
     assert np.isfinite(bar.closes).sum() >= 2
+
+
+class _LongWay(BarBuilder):
+    """Every price through the general path: the reference for the newest-window shortcut."""
+
+    def on_price(self, i: int, event_ms: int, price: float, qty: float = 0.0) -> bool:
+        return self._on_other_price(i, event_ms, price, qty)
+
+
+_steps = st.one_of(
+    st.tuples(st.just("price"), st.integers(0, len(SYMBOLS) - 1), st.integers(-7000, 2500),
+              st.sampled_from([1.0, 1.5, 2.25, 7.0]), st.sampled_from([0.0, 1.0, 0.5])),
+    st.tuples(st.just("gap")),
+    st.tuples(st.just("close"), st.integers(-3000, 12000), st.booleans()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_steps, max_size=80))
+def test_the_newest_window_shortcut_changes_nothing(steps: list[tuple]) -> None:
+    """Prices, gaps and closes in any order: the same bars, late and skipped counts, volumes
+    and watermark as when every price takes the general path."""
+    fast, fast_bars = builder(max_stale=2)
+    ref_bars: list[Bar] = []
+    ref = _LongWay(tuple(SYMBOLS), 5, 0, lambda: 2, ref_bars.append, monotonic=Clock())
+
+    def state(b: BarBuilder) -> tuple:
+        return (b.late, b.skipped, b.seq, b.watermark_ms, b.last_volume, b.next_start, b._gap,
+                b._resume_start, b._open, b._volume)
+
+    t = T0
+    for step in steps:
+        if step[0] == "price":
+            _, i, dt, px, qty = step
+            t = max(T0, t + dt)
+            assert fast.on_price(i, t, px, qty) == ref.on_price(i, t, px, qty)
+        elif step[0] == "gap":
+            fast.mark_gap()
+            ref.mark_gap()
+        else:
+            _, ahead, healthy = step
+            fast.close_due(healthy, now_ms=t + ahead)
+            ref.close_due(healthy, now_ms=t + ahead)
+        assert state(fast) == state(ref)
+
+    def seen(bars: list[Bar]) -> list[tuple[int, int, list[float | None]]]:
+        return [(b.ts_ns, b.seq, [None if math.isnan(x) else x for x in b.closes.tolist()])
+                for b in bars]
+
+    assert seen(fast_bars) == seen(ref_bars)

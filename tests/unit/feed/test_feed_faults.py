@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import AsyncIterator, Callable
 
 import orjson
 import pytest
 
-from dolphind.config import Config
+from dolphind.config import Config, ConfigError
 from dolphind.events import Bar
 from dolphind.feed.binance_ws import BinanceFeed, Backoff, plan_streams, shard, stream_url
 from dolphind.ops.metrics import Metrics
 from tests.conftest import eventually
 from tests.fakes.binance import FakeBinance, Recording, load_recording
+from tests.fakes.tls import self_signed_cert, server_context
 from tests.unit.feed.conftest import feed_config, make_feed
 
 SPEED = 4.0  # the 30 s capture plays in 7.5 s; 1 s bars close every 0.25 s
@@ -73,8 +76,9 @@ class Live:
 @contextlib.asynccontextmanager
 async def live(recording: Recording, metrics: Metrics,
                reconnect_requests: Callable[[], int] = lambda: 0,
+               ssl_context: ssl.SSLContext | None = None,
                **settings: object) -> AsyncIterator[Live]:
-    async with FakeBinance(recording, speed=SPEED) as fake:
+    async with FakeBinance(recording, speed=SPEED, ssl_context=ssl_context) as fake:
         cfg: Config = feed_config(fake.url, **settings)  # type: ignore[arg-type]
         feed, out, _ = make_feed(cfg, metrics=metrics, reconnect_requests=reconnect_requests)
         state = Live(fake, feed, metrics)
@@ -193,6 +197,97 @@ async def test_stalled_connection_is_detected_and_replaced(recording: Recording,
         assert s.sample("dolphind_feed_last_message_age_seconds", {"conn": "market-0"}) < 0.6
     assert any("stalled" in r for r in s.readiness)
     s.assert_no_lost_bar()
+
+
+def _reconnects(s: Live, reason: str) -> list[float]:
+    return [s.sample("dolphind_feed_reconnects_total", {"conn": c.name, "reason": reason})
+            for c in s.feed.connections]
+
+
+async def test_a_peer_that_stops_answering_pings_is_dropped_by_the_heartbeat(
+        recording: Recording, metrics: Metrics) -> None:
+    """No data and no pong for longer than the stall timeout: the heartbeat (ping after 0.2 s
+    idle, pong due within 0.1 s) drops each socket first, reason error, and the feed comes
+    back when the peer does. Were the heartbeat not working, the stall timeout would end
+    these sockets instead (reason stall)."""
+    async with live(recording, metrics, heartbeat_s=0.2, stall_timeout_s=1.5) as s:
+        await eventually(lambda: len(s.bars) >= 3, what="bars")
+        s.fake.deaf(2.5)
+        await eventually(lambda: all(n >= 1 for n in _reconnects(s, "error"))
+                         or s.sample("dolphind_feed_gaps_total", {"reason": "stall"}) >= 1,
+                         what="both sockets dropped")
+        assert s.sample("dolphind_feed_gaps_total", {"reason": "stall"}) == 0
+        assert all("No PONG" in (c.last_error or "") for c in s.feed.connections), \
+            [c.last_error for c in s.feed.connections]
+        assert s.feed.readiness() != "ok"
+        await eventually(lambda: s.feed.ready, what="ready again")
+        n = len(s.bars)
+        await eventually(lambda: len(s.bars) >= n + 2, what="bars after the fault")
+    assert s.sample("dolphind_feed_gaps_total", {"reason": "stall"}) == 0
+    s.assert_no_lost_bar()
+
+
+async def test_a_stalled_peer_that_answers_pings_is_left_to_the_stall_timeout(
+        recording: Recording, metrics: Metrics) -> None:
+    """The control: with the same heartbeat, a peer that sends no data but answers every ping
+    keeps its sockets until the stall timeout (0.6 s) ends them."""
+    async with live(recording, metrics, heartbeat_s=0.2, stall_timeout_s=0.6) as s:
+        await eventually(lambda: len(s.bars) >= 3, what="bars")
+        s.fake.stall(1.0)
+        await eventually(lambda: s.sample("dolphind_feed_gaps_total", {"reason": "stall"}) >= 2,
+                         what="both sockets stalled")
+        await eventually(lambda: s.feed.ready, what="ready again")
+        n = len(s.bars)
+        await eventually(lambda: len(s.bars) >= n + 2, what="bars after the stall")
+    assert _reconnects(s, "error") == [0.0, 0.0]
+    s.assert_no_lost_bar()
+
+
+async def test_the_feed_reads_wss_from_a_server_it_trusts(recording: Recording,
+                                                          metrics: Metrics,
+                                                          tmp_path: Path) -> None:
+    """The fake speaks TLS only, with a throwaway self-signed certificate named in ca_file."""
+    cert, key = self_signed_cert(tmp_path)
+    async with live(recording, metrics, ssl_context=server_context(cert, key),
+                    ca_file=str(cert)) as s:
+        assert s.fake.url.startswith("wss://127.0.0.1:")
+        await eventually(lambda: len(s.bars) >= 4, what="bars over TLS")
+        assert s.feed.book_view.get("SUSHIUSDT") is not None
+        assert all(c.last_error is None for c in s.feed.connections)
+    assert s.feed.bad_frames == {}
+    s.assert_no_lost_bar()
+
+
+async def test_the_feed_refuses_a_certificate_it_does_not_trust(recording: Recording,
+                                                                metrics: Metrics,
+                                                                tmp_path: Path) -> None:
+    """The same server without ``ca_file``: the system's store does not know the certificate,
+    so every connection attempt fails verification, is counted, and backs off."""
+    cert, key = self_signed_cert(tmp_path)
+    async with FakeBinance(recording, speed=SPEED, ssl_context=server_context(cert, key)) as fake:
+        feed, out, _ = make_feed(feed_config(fake.url), metrics=metrics)
+        task = asyncio.create_task(feed.run())
+        try:
+            await eventually(lambda: all(
+                (metrics.registry.get_sample_value("dolphind_feed_connect_failures_total",
+                                                   {"conn": c.name}) or 0) >= 2
+                for c in feed.connections), what="failed connection attempts")
+            assert not feed.ready and feed.bars.emitted == 0
+            assert all(c.sessions == 0 for c in feed.connections)
+            assert all("CERTIFICATE_VERIFY_FAILED" in (c.last_error or "")
+                       for c in feed.connections), [c.last_error for c in feed.connections]
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            out.close()
+
+
+def test_an_unreadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
+    missing, junk = tmp_path / "missing.pem", tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    for path in (missing, junk):
+        with pytest.raises(ConfigError, match="binance_feed.ca_file"):
+            make_feed(feed_config(ca_file=str(path)))
 
 
 async def test_refused_connections_back_off_and_recover(recording: Recording,

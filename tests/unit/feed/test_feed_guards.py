@@ -171,6 +171,7 @@ def test_late_prices_move_the_late_frame_metric_through_the_feed() -> None:
     feed, bars = run_trades(frames + [late])
     reg = feed.metrics.registry
     assert feed.bars.late == 1
+    feed.flush_metrics()  # as the watchdog does every second
     assert reg.get_sample_value("dolphind_feed_late_frames_total") == 1
     assert reg.get_sample_value("dolphind_feed_bar_lateness_seconds_count") == 1
     assert reg.get_sample_value("dolphind_feed_bar_lateness_seconds_sum") == pytest.approx(0.5)

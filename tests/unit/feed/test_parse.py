@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import math
+
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dolphind.events import AggTrade, Depth5, Depth5Raw, MarkPrice
-from dolphind.feed.parse import BadFrame, FrameParser, decode_depth5, stream_kind
+from dolphind.feed.parse import BadFrame, FrameParser, PriceCache, decode_depth5, stream_kind
 from tests.fakes.binance import DATA_DIR, GARBAGE, _garbage_for
 
 SYMBOLS = ("SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT")
@@ -139,3 +143,42 @@ def test_stream_kinds_and_unsupported_streams() -> None:
 def test_data_folder_has_provenance() -> None:
     text = (Path(DATA_DIR) / "PROVENANCE.md").read_text()
     assert "derived" in text and "synthetic" in text
+
+
+@given(st.lists(st.text(alphabet="0123456789.-+eEinfatyNI_ x", max_size=40)
+                | st.floats().map(repr) | st.integers(1, 10**7).map(lambda n: f"{n / 1e4:.5f}"),
+                max_size=60))
+def test_the_price_cache_is_float(texts: list[str]) -> None:
+    """Remembered or not, a lookup is float() itself: same value, same ValueError; the cache
+    stays within its size and remembers no long string."""
+    cache = PriceCache(max_size=8, max_len=12)  # small: clearing and the length cap are used
+    for text in texts + texts:
+        try:
+            want = float(text)
+        except ValueError:
+            with pytest.raises(ValueError):
+                cache[text]  # noqa: B018
+            assert text not in cache
+            continue
+        got = cache[text]
+        assert got == want or (math.isnan(got) and math.isnan(want))
+        assert len(cache) <= 8 and all(len(k) <= 12 for k in cache)
+
+
+
+def test_the_price_cache_stays_bounded() -> None:
+    cache = PriceCache(max_size=8, max_len=12)
+    for n in range(1, 1000):  # a market moving through many ticks
+        text = f"{n / 1e4:.5f}"
+        assert cache[text] == float(text) and len(cache) <= 8
+    assert text in cache  # the newest is remembered after a clearing
+    long = "1." + "0" * 40
+    assert cache[long] == 1.0 and long not in cache
+
+
+def test_the_parsers_of_a_feed_share_one_price_cache() -> None:
+    prices = PriceCache()
+    agg, depth = FrameParser(AGG_STREAMS, prices=prices), FrameParser(DEPTH_STREAMS, prices=prices)
+    agg.parse(raw_lines("um_2021-07-22_aggTrade.txt")[0])  # CTKUSDT at "1.01100"
+    depth.parse(raw_lines("um_2021-07-22_depth5_500ms.derived.txt")[0])  # AKRO 0.01731/0.01732
+    assert prices == {"1.01100": 1.011, "0.01731": 0.01731, "0.01732": 0.01732}

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dolphind.feed.binance_ws import Connection
-from dolphind.feed.parse import BAD_FRAME_REASONS, BadFrame, FrameParser
+from dolphind.feed.parse import BAD_FRAME_REASONS, BadFrame, FrameParser, Parsed, PriceCache
 from tests.fakes.binance import read_frames
 from tests.unit.feed.conftest import feed_config, make_feed
 
@@ -95,6 +95,28 @@ def test_arbitrary_json_only_ever_raises_badframe(value: Any) -> None:
 @given(mutated_frames())
 def test_mutated_real_frames_only_ever_raise_badframe(data: bytes) -> None:
     _check_parser(data)
+
+
+def _outcome(parser: FrameParser, data: bytes) -> tuple[str, Parsed] | str:
+    try:
+        return parser.parse(data)
+    except BadFrame as exc:
+        return exc.reason
+
+
+# A cache already holding every price of the real frames, small enough to be emptied often.
+_WARM = FrameParser(STREAMS, prices=PriceCache(max_size=64))
+for _raw in REAL + MARK:
+    _outcome(_WARM, _raw.encode())
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_frames())
+def test_a_warm_price_cache_changes_no_event_and_no_reason(data: bytes) -> None:
+    """Prices taken from the cache (or remembered on the way) give the same event, or the same
+    bad-frame reason, as a parser whose cache has never seen them."""
+    assert _outcome(_WARM, data) == _outcome(FrameParser(STREAMS), data)
+    assert _outcome(_WARM, data) == _outcome(FrameParser(STREAMS), data)  # now remembered
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
