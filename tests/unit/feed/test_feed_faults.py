@@ -210,9 +210,10 @@ async def test_a_peer_that_stops_answering_pings_is_dropped_by_the_heartbeat(
     idle, pong due within 0.1 s) drops each socket first, reason error, and the feed comes
     back when the peer does. Were the heartbeat not working, the stall timeout would end
     these sockets instead (reason stall)."""
-    async with live(recording, metrics, heartbeat_s=0.2, stall_timeout_s=1.5) as s:
+    # The stall timeout is 15x the heartbeat's 0.3 s, so a loaded machine cannot swap them.
+    async with live(recording, metrics, heartbeat_s=0.2, stall_timeout_s=4.5) as s:
         await eventually(lambda: len(s.bars) >= 3, what="bars")
-        s.fake.deaf(2.5)
+        s.fake.deaf(5.0)
         await eventually(lambda: all(n >= 1 for n in _reconnects(s, "error"))
                          or s.sample("dolphind_feed_gaps_total", {"reason": "stall"}) >= 1,
                          what="both sockets dropped")
