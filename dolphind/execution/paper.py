@@ -223,8 +223,7 @@ class PaperVenue:
 
     async def cancel(self, client_id: str) -> Order | None:
         o = self._orders.get(client_id)
-        if o is None or OrderState(o.state) in (OrderState.FILLED, OrderState.CANCELLED,
-                                                OrderState.REJECTED, OrderState.EXPIRED):
+        if o is None or o.state in TERMINAL:
             return o
         cancelled = transition(o, OrderState.CANCELLED, o.updated_ns)
         self._keep(cancelled)
@@ -236,7 +235,7 @@ class PaperVenue:
 
     async def open_orders(self) -> list[Order]:
         return [o for o in self._orders.values()
-                if OrderState(o.state) in (OrderState.ACKED, OrderState.PARTIALLY_FILLED)]
+                if o.state in (OrderState.ACKED, OrderState.PARTIALLY_FILLED)]
 
     async def positions(self) -> dict[str, VenuePosition]:
         return {s: VenuePosition(s, p.qty, p.avg_price) for s, p in self._positions.items()
