@@ -36,7 +36,7 @@ import numpy as np
 import structlog
 
 from dolphind.channels import Channel
-from dolphind.config import Config
+from dolphind.config import Config, describe_trading, trading_target
 from dolphind.events import Bar, Fill, Order, OrderIntent, PositionUpdate
 from dolphind.execution.filters import load_exchange_info
 from dolphind.execution.paper import PaperVenue
@@ -881,14 +881,17 @@ async def open_books(config: Callable[[], Config], metrics: Metrics,
     (execution/lease.py).
     """
     cfg = config()
-    if cfg.execution.venue == "binance":
+    venue_name, network = trading_target(cfg)  # the one switch: only mode "live" is real
+    log.info("execution.venue", venue=venue_name, network=network, mode=cfg.mode,
+             configured_venue=cfg.execution.venue, summary=describe_trading(cfg))
+    if venue_name == "binance":
         from dolphind.execution.binance import open_binance_books
 
         async with open_binance_books(config, metrics, bus) as books:
             yield books
         return
-    if cfg.execution.venue != "paper":  # pragma: no cover - config validation refuses it
-        raise ValueError(f"execution.venue {cfg.execution.venue!r} is not in this build")
+    if venue_name != "paper":  # pragma: no cover - config validation refuses it
+        raise ValueError(f"execution.venue {venue_name!r} is not in this build")
     filters = {}
     if cfg.execution.exchange_info:
         filters = await asyncio.to_thread(load_exchange_info,
