@@ -340,6 +340,14 @@ class ExecutionConfig:
     # How long to wait for working orders to reach a final state: at shutdown, and before an
     # exit is sized (it must include the fills of entries still being booked).
     drain_timeout_s: float = 5.0
+    # Exits never give up: a reduce-only order (exit, flatten) refused by a rate limit, a ban,
+    # the venue breaker, a 5xx or a timeout is sent again, with capped exponential back-off and
+    # jitter between these bounds (never before a 429's Retry-After or a 418's ban ends),
+    # until the position is closed.
+    exit_retry_initial_s: float = 0.5
+    exit_retry_max_s: float = 30.0
+    # An exit still not through after this long is stuck: an incident, and /status says so.
+    exit_stuck_after_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,6 +557,10 @@ def _execution_checks(cfg: Config) -> list[str]:
     for key in ("maker_fill_rate_entry", "maker_fill_rate_exit"):
         if not 0 <= getattr(x, key) <= 1:
             problems.append(f"execution.{key}: must be in [0, 1]")
+    if not 0 < x.exit_retry_initial_s <= x.exit_retry_max_s <= 3600:
+        problems.append("execution: need 0 < exit_retry_initial_s <= exit_retry_max_s <= 3600")
+    if not 0 < x.exit_stuck_after_s <= 86_400:
+        problems.append("execution.exit_stuck_after_s: must be in (0, 86400]")
     if not x.client_id_prefix.isalnum() or len(x.client_id_prefix) > 3:
         problems.append("execution.client_id_prefix: 1-3 letters or digits (Binance allows "
                         "36 characters in a client order id)")

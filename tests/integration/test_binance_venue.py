@@ -509,3 +509,52 @@ def test_two_daemon_processes_on_one_account(tmp_path: Path, threaded_fake: Fake
         if b is not None:
             b.stop()
         a.stop()
+
+
+async def test_exits_retry_through_5xx_timeouts_and_a_ban_until_closed(tmp_path, fake,
+                                                                         metrics_factory):
+    """Issue #15: an exit that a 503, a timeout (both "never arrived" once queried) or a 418
+    ban kept from the venue is sent again until the position is closed; entries are not."""
+    m = metrics_factory()
+    base = config(tmp_path, fake)
+    cfg = dataclasses.replace(base, execution=dataclasses.replace(
+        base.execution, exit_retry_initial_s=0.05, exit_retry_max_s=0.2))
+    async with rig(tmp_path, fake, m, cfg) as r:
+        def exit_posts() -> list[Any]:
+            return [q for q in fake.requests if (q.method, q.path) == ("POST", "/fapi/v1/order")
+                    and q.params.get("reduceOnly") == "true"]
+
+        for n, fault in enumerate(("503", "timeout", "ban")):
+            await r.intents.put(intent(f"x{n}:entry", "SELL", 2000.0))
+            await eventually(lambda: r.stage.portfolio.position_qty("BTCUSDT") == -0.05
+                             and not r.stage.orders)
+            before = len(exit_posts())
+            if fault == "503":
+                fake.fault("POST /fapi/v1/order", status=503, code=-1001, msg="Service down")
+            elif fault == "timeout":
+                fake.fault("POST /fapi/v1/order", delay_s=1.5)  # not executed, no answer in time
+            else:
+                fake.ban(1.0)
+            await r.intents.put(intent(f"x{n}:exit", "BUY", 2000.0, reduce_only=True))
+            await eventually(lambda: abs(r.stage.portfolio.position_qty("BTCUSDT")) < 1e-12
+                             and not r.stage.orders and not r.stage.exit_retries, timeout=20,
+                             what=f"the exit through the {fault}")
+            sent = exit_posts()[before:]
+            assert len(sent) == 2, [q.status for q in sent]
+            assert sent[-1].params["newClientOrderId"] == client_order_id(f"x{n}:exit:retry1")
+            assert abs(fake.positions["BTCUSDT"][0]) < 1e-12
+        assert metric(m, "dolphind_exit_retries_total") == 3
+        # An entry refused the same way is not sent again.
+        entries = fake.count("POST /fapi/v1/order")
+        fake.fault("POST /fapi/v1/order", status=429, code=-1003, msg="Too many requests",
+                   retry_after=1)
+        await r.intents.put(intent("y:entry", "SELL", 2000.0))
+        await eventually(lambda: any(o.intent_id == "y:entry" and o.state == "rejected"
+                                     for o in r.stage.recent_orders))
+        await asyncio.sleep(1.5)
+        assert fake.count("POST /fapi/v1/order") == entries + 1
+        assert not r.stage.exit_retries and r.stage.portfolio.position_qty("BTCUSDT") == 0
+    events = audit_events(r.audit_path)
+    retried = [e for e in events if e["event"] == "order.submitted"
+               and e["intent_id"].endswith(":retry1")]
+    assert len(retried) == 3 and all(e["kind"] == "exit" for e in retried)
