@@ -27,7 +27,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         for p in problems:
             print(p, file=sys.stderr)
         return 2
+    from dolphind.config import describe_trading
+
     print(f"{args.path}: ok (config hash {cfg.hash}, mode {cfg.mode})")
+    print(describe_trading(cfg))
     return 0
 
 
