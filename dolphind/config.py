@@ -181,6 +181,9 @@ class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     # "auto": readable key=value on a terminal, JSON lines otherwise.
     format: Literal["auto", "json", "console"] = "auto"
+    # Seconds between `heartbeat` log lines (equity, open positions, posture, halted, warm-up);
+    # 0 turns them off. At most one a day.
+    heartbeat_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,6 +500,8 @@ def _cross_checks(cfg: Config) -> list[str]:
         problems.append(f"ops.listen: {exc}")
     if cfg.shutdown_timeout_s <= 0:
         problems.append("shutdown_timeout_s: must be > 0")
+    if not 0 <= cfg.logging.heartbeat_s <= 86_400:
+        problems.append("logging.heartbeat_s: must be in [0, 86400] (0 = no heartbeat)")
     problems.extend(affinity_problems(cfg.cpu_affinity))
     for key in ("start", "end"):
         value = getattr(cfg.replay, key)

@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from dolphind import __version__, logs
+from dolphind.logs import heartbeat_fields
 from dolphind.affinity import pin_process
 from dolphind.app import build_pipeline  # the one place concrete parts are wired
 from dolphind.feed.history import HistoryError
@@ -212,6 +213,7 @@ class Daemon:
         """Act on recorded intents; refresh health; feed the systemd watchdog."""
         last_watchdog = 0.0
         last_disk_check = 0.0
+        last_heartbeat = time.monotonic()
         while not self._stop.is_set():
             if self._reload.is_set():
                 self._reload.clear()
@@ -236,6 +238,10 @@ class Daemon:
                     t.done() for t in self._stage_tasks.values()):
                 self._request_stop("pipeline finished")
                 break
+            every = self.config.logging.heartbeat_s
+            if every and now - last_heartbeat >= every and self.config.mode != "backtest":
+                last_heartbeat = now
+                log.info("heartbeat", **heartbeat_fields(self.status()))
             self.bus.put(bus_names.HEARTBEAT, "dolphind",
                          {"ts": time.time(), "pid": os.getpid(), "health": level.value})
             with contextlib.suppress(TimeoutError):
