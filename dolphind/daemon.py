@@ -32,6 +32,7 @@ from dolphind import __version__, logs
 from dolphind.logs import heartbeat_fields
 from dolphind.affinity import pin_process
 from dolphind.app import build_pipeline  # the one place concrete parts are wired
+from dolphind.execution.venue import VenueStartupError
 from dolphind.feed.history import HistoryError
 from dolphind.config import (
     Config,
@@ -411,7 +412,8 @@ def run(config_path: str | Path) -> int:
         try:
             return runner.run(daemon.serve())
         # HistoryError: the replay data named in the config is missing or unreadable.
-        except (StartupError, PluginError, ConfigError, HistoryError, OSError) as exc:
+        except (StartupError, PluginError, ConfigError, HistoryError, OSError,
+                VenueStartupError) as exc:
             log.error("daemon.startup_failed", error=str(exc))
             os.write(2, f"dolphind: cannot start: {exc}\n".encode())
             return EXIT_CONFIG

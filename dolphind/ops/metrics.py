@@ -221,6 +221,13 @@ class ExecutionMetrics:
                                  "Symbols whose exit has not got through for longer than "
                                  "execution.exit_stuck_after_s (still being retried).",
                                  registry=r)
+        self.foreign_positions = Gauge("dolphind_foreign_positions",
+                                       "Venue positions (symbols) this daemon did not open, "
+                                       "found at reconciliation and left alone.", registry=r)
+        self.foreign_orders = Gauge("dolphind_foreign_orders",
+                                    "Open venue orders this daemon did not send (not its "
+                                    "client id prefix, not in its store), left alone.",
+                                    registry=r)
         self.reconcile_diffs = Counter("dolphind_reconcile_differences_total",
                                        "Store/venue differences corrected at reconciliation.",
                                        ["kind"], registry=r)

@@ -30,10 +30,11 @@ from tests.integration.test_live_feed import FakeVenue, live_feed_config
 pytestmark = pytest.mark.integration
 
 
-def _binance_section(fake: FakeBinanceRest, lease_dir: Path) -> str:
+def _binance_section(fake: FakeBinanceRest, lease_dir: Path, execution: str = "") -> str:
     return f"""
 [execution]
 venue = "binance"
+{execution}
 
 [execution.binance]
 network = "mainnet"
@@ -82,7 +83,7 @@ def market(tmp_path: Path) -> Iterator[FakeVenue]:
 
 
 def live_daemon(tmp_path: Path, fake: FakeBinanceRest, market: FakeVenue,
-                extra: str = "") -> Daemon:
+                extra: str = "", execution: str = "") -> Daemon:
     """A mode "live" daemon on the loopback fakes; entries off (the test's orders only)."""
     port = free_port()
     cfg = tmp_path / "live.toml"
@@ -101,7 +102,7 @@ format = "json"
 {live_feed_config(market.url, stall_timeout_s=30.0, stream_grace_s=30.0)}
 [risk]
 trading_enabled = false
-{_binance_section(fake, tmp_path / "leases")}
+{_binance_section(fake, tmp_path / "leases", execution)}
 poll_interval_s = 0.1
 backoff_initial_s = 0.05
 backoff_max_s = 0.2
@@ -139,13 +140,23 @@ def venue_state(d: Daemon) -> dict[str, Any] | None:
 def test_a_flatten_answered_429_three_times_closes_the_position(
         tmp_path: Path, threaded_fake: FakeBinanceRest, market: FakeVenue) -> None:  # noqa: F811
     fake = threaded_fake
-    fake.set_position("BTCUSDT", -0.05, 40_000.0)
+    fake.set_position("BTCUSDT", -0.05, 40_000.0)  # ours (the store opened it)
+    fake.set_position("ETHUSDT", 0.5, 2_780.0)  # somebody else's, and their resting order
+    fake.place("ETHUSDT", "SELL", 0.1, 3_000.0, "web_manual_1")
     seed_store(tmp_path / "var", {"BTCUSDT": (-0.05, 40_000.0)})
     d = live_daemon(tmp_path, fake, market)
     try:
         wait_until(lambda: (s := venue_state(d)) and s["reconciled"], timeout=120,
                    what="the venue reconciled")
-        assert d.get_json("/positions")["positions"][0]["qty"] == -0.05
+        assert [(p["symbol"], p["qty"]) for p in d.get_json("/positions")["positions"]] \
+            == [("BTCUSDT", -0.05)]
+        # The foreign holdings are reported (status, metrics), not taken over.
+        foreign = d.get_json("/status")["execution"]["foreign"]
+        assert foreign["policy"] == "ignore"
+        assert foreign["positions"] == {"ETHUSDT": {"qty": 0.5, "avg_price": 2_780.0}}
+        assert [o["client_id"] for o in foreign["orders"]] == ["web_manual_1"]
+        assert d.metric("dolphind_foreign_positions") == 1
+        assert d.metric("dolphind_foreign_orders") == 1
         fake.fault("POST /fapi/v1/order", times=3, status=429, code=-1003,
                    msg="Too many requests; current limit is 1200 requests per minute.",
                    retry_after=1)
@@ -168,5 +179,26 @@ def test_a_flatten_answered_429_three_times_closes_the_position(
         # The refusals were the venue's (429), not local ones: the breaker counted them, but
         # three in a row are below breaker_min_requests (5) and it stayed closed.
         assert d.get_json("/status")["execution"]["venue_breaker"] == 0
+        # The flatten closed ours only; the foreign position and order were never touched.
+        assert fake.positions["ETHUSDT"] == (0.5, 2_780.0)
+        assert fake.orders_with_client_id("web_manual_1")[0].status == "NEW"
+        assert not [r for r in fake.requests if r.path == "/fapi/v1/order"
+                    and r.method in ("POST", "DELETE") and r.params.get("symbol") == "ETHUSDT"]
     finally:
         assert d.stop() == 0
+
+
+def test_foreign_refuse_will_not_start_and_says_why_in_one_line(
+        tmp_path: Path, threaded_fake: FakeBinanceRest, market: FakeVenue) -> None:  # noqa: F811
+    fake = threaded_fake
+    fake.set_position("ETHUSDT", 0.5, 2_780.0)
+    d = live_daemon(tmp_path, fake, market, execution='foreign = "refuse"')
+    assert d.wait_exit(60) == 2
+    d._log.close()
+    said = [e for e in d.events() if e.get("event") == "daemon.startup_failed"]
+    assert said and "execution.foreign = 'refuse'" in said[0]["error"]
+    assert "ETHUSDT" in said[0]["error"]
+    lines = [x for x in d.logs().splitlines() if x.startswith("dolphind: cannot start:")]
+    assert len(lines) == 1 and "ETHUSDT" in lines[0]
+    assert "Traceback" not in d.logs()
+    assert fake.count("POST /fapi/v1/order") == 0
