@@ -136,8 +136,13 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         async def settled(sent: int) -> bool:
             return await execution.settled(sent, config().execution.drain_timeout_s)
 
+        def alpha_emit(hook: str, event: Any) -> None:
+            if hook == "on_posture":  # a posture change is a decision: audited (issue #15)
+                audit.record("alpha.posture_changed", **event)
+            emit(hook, event)
+
         alpha = AlphaStage(scans, intents, engine, ledger, settled, lambda: None, control,
-                           health, m, emit, checkpoint=store.save_scan_checkpoint,
+                           health, m, alpha_emit, checkpoint=store.save_scan_checkpoint,
                            bus=bus, config=config)
 
         health.register(feed.name)
