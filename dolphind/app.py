@@ -36,7 +36,9 @@ from dolphind.scan.arrow_sink import ArrowScanSink, last_scan_number
 from dolphind.scan.kernels import warmup as warmup_scan
 from dolphind.scan.scanner import EigenScanner
 from dolphind.scan.stage import ScanStage
-from dolphind.scan.warm import CHECKPOINT_FILE, CheckpointError, WarmStart, load_checkpoint
+from dolphind.scan.warm import (
+    CHECKPOINT_FILE, CheckpointError, WarmStart, last_scan_ts, load_checkpoint,
+)
 from dolphind.store.audit import subscribe_audit
 
 if TYPE_CHECKING:
@@ -89,6 +91,12 @@ async def _compile_kernels(params: Any) -> None:
                  cache_dir=numba.config.CACHE_DIR or "__pycache__ next to the package")
     await task
     log.info("scan.kernels_ready", seconds=round(time.monotonic() - t0, 2))
+
+
+def _sync_filler(fn: Callable[..., Any]) -> Callable[..., Any]:
+    async def fill(*args: Any) -> Any:
+        return fn(*args)
+    return fill
 
 
 def _load_windows(path: Any) -> tuple[Any, str | None]:
@@ -175,8 +183,16 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
             feed = BinanceFeed(bars, config, health, m,
                                reconnect_requests=lambda: control.feed_reconnect_requests)
         else:
-            resume = (checkpoint.last_ts_ns if checkpoint is not None and cfg.replay.resume
-                      else None)
+            # The stored market time: the newest of the windows' checkpoint, the last scan
+            # record written (flushed every second) and the open trades' fills. A restarted
+            # replay goes on after it, never back under a restored position (issue 15).
+            resume = None
+            if checkpoint_path is not None and cfg.replay.resume:
+                marks = [checkpoint.last_ts_ns] if checkpoint is not None else []
+                last_scan = await asyncio.to_thread(last_scan_ts, scan_dir)
+                marks += [last_scan] if last_scan is not None else []
+                marks += [f.ts_ns for t in stored.open_trades for f in t.fills]
+                resume = max(marks) if marks else None
             feed = await ReplayFeed.open(bars, config, health, m, resume_after_ns=resume,
                                          still_cold=still_cold,
                                          flatten=flatten_for_loop)
@@ -184,15 +200,18 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
                              on_bar=lambda bar: emit("on_bar", bar))
         if checkpoint_path is not None:
             live = cfg.feed.kind == "binance"
-            filler = None
+            filler: Any = None
             if live and ws_cfg.fill_from_rest:
                 filler = rest_filler(ws_cfg, m, lambda: warm_start)
+            elif isinstance(feed, ReplayFeed):
+                filler = _sync_filler(feed.closes_at)  # the gap is in the data itself
             warm_start = WarmStart(
                 checkpoint, ck_problem, ws_cfg.max_gap_s,
                 backfill_bars=max(WINDOWS) + 1 if live and ws_cfg.backfill else 0,
                 fill=filler,
                 prime=lambda *bar: scan.prime(*bar),
-                count=lambda source, n: m.warm_start_bars.labels(source).inc(n))
+                count=lambda source, n: m.warm_start_bars.labels(source).inc(n),
+                fill_source="rest" if live else "replay")
         scan = ScanStage(scan_bars, scans, EigenScanner(start_scan_number=start_scan), sink,
                          bus, health, m, emit, warm_start=warm_start,
                          prime_alpha=engine.prime, checkpoint_path=checkpoint_path,

@@ -94,7 +94,8 @@ class WarmStartConfig:
     data.dir/scans/windows.npz; a restart within `max_gap_s` of market time is warm at once.
     """
 
-    # Write the checkpoint at most this often (wall seconds) and at every clean stop; 0: never.
+    # Write the checkpoint at most this often (wall seconds), and at every clean stop; 0: only
+    # at a clean stop (a crash then restarts from the previous one, or cold).
     checkpoint_every_s: float = field(default=30.0, metadata=RESTART)
     # A gap (checkpoint's last bar to the first new bar, market time) longer than this starts
     # the scan cold (/status says why); shorter gaps are filled.

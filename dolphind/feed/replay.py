@@ -183,6 +183,30 @@ class ReplayFeed:
             log.info("replay.loop", loops=self.loops, positions_flattened=flattened,
                      market_time_offset_s=self.loops * self.period_ns / 1e9)
 
+    def closes_at(self, symbols: tuple[str, ...], start_ns: int, n: int, interval_ns: int,
+                  prev: np.ndarray) -> tuple[np.ndarray, int, int, list[str]]:
+        """The data's closes of the ``n`` bars from market time ``start_ns`` (a later pass's
+        shifted times included): the warm-start filler of a resumed replay, whose gap between
+        the windows' checkpoint and the stored market time is in the data itself."""
+        h = self.history
+        first = int(h.ts_ns[self._start_at])
+        out = np.tile(prev, (n, 1)) if prev.size == len(symbols) else np.full(
+            (n, len(symbols)), np.nan)
+        cols = [h.symbols.index(s) if s in h.symbols else -1 for s in symbols]
+        found = 0
+        for k in range(n):
+            _, offset = divmod(start_ns + k * interval_ns - first, self.period_ns)
+            i = int(np.searchsorted(h.ts_ns, first + offset))
+            if i < len(h) and int(h.ts_ns[i]) == first + offset:
+                for j, c in enumerate(cols):
+                    if c >= 0:
+                        out[k, j] = h.closes[i, c]
+                found += 1
+            elif k:
+                out[k] = out[k - 1]
+        known = sum(c >= 0 for c in cols)
+        return out, found * known, n * len(symbols) - found * known, []
+
     def _passed(self, ts_ns: int) -> None:
         """Record funding prints whose time the replay has now reached."""
         nxt = self._funding_next

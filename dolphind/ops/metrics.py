@@ -472,7 +472,8 @@ class Metrics:
             registry=r)
         self.warm_start_bars = Counter(
             "dolphind_warm_start_bars_total", "History bars put into the scan before the first "
-            "new bar, by source (checkpoint, rest, carried: a gap bar with no price fetched, "
+            "new bar, by source (checkpoint, rest, replay: a resumed replay's gap from its data, "
+            "carried: a gap bar with no price fetched, "
             "its last price carried forward), and seam: symbol-bars of the first new bars "
             "where the last restored price stood in until the symbol's first new trade.",
             ["source"], registry=r)

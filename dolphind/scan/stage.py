@@ -128,7 +128,7 @@ class ScanStage:
                 await self._scan(bar)
         finally:
             await asyncio.shield(self.flush())
-            if self._ck_path is not None and self._ck_every > 0:
+            if self._ck_path is not None:  # at every stop, whatever the period
                 await asyncio.shield(self._checkpoint())
 
     @property

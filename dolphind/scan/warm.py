@@ -127,6 +127,18 @@ def load_checkpoint(path: Path) -> WindowHistory | None:
     return WindowHistory(ts, symbols, closes, interval)
 
 
+def last_scan_ts(scan_dir: Path) -> int | None:
+    """Market time of the newest scan record in the Arrow files (they are flushed every
+    second, so after a crash this can be newer than the windows' checkpoint)."""
+    from dolphind.scan.arrow_sink import read_scans  # pyarrow: only when there are files
+
+    for f in sorted(scan_dir.glob("scans-*.arrow"), reverse=True):  # day files, newest first
+        table = read_scans([f])
+        if table.num_rows:
+            return int(max(table.column("timestamp_ns").to_pylist()))
+    return None
+
+
 # A function that fetches the closes of ``n`` bars from ``start_ns`` (one row per bar, one
 # column per symbol, the previous closes given for carrying): returns (closes, fetched
 # symbol-bars, carried symbol-bars, problems).
@@ -144,8 +156,9 @@ class WarmStart:
     def __init__(self, checkpoint: WindowHistory | None, checkpoint_problem: str | None,
                  max_gap_s: float, backfill_bars: int, fill: GapFiller | None,
                  prime: Callable[[int, tuple[str, ...], np.ndarray, float], ScanRecord],
-                 count: Callable[[str, int], None]) -> None:
+                 count: Callable[[str, int], None], fill_source: str = "rest") -> None:
         self._ck = checkpoint
+        self._fill_source = fill_source
         self._max_gap_s = max_gap_s
         self._backfill_bars = backfill_bars
         self._fill = fill
@@ -224,7 +237,7 @@ class WarmStart:
             self._prime(start_ns + t * interval_ns, symbols, frozen_array(closes[t]),
                         interval_ns / 1e9)
         self._filled_last = np.asarray(closes[-1], np.float64) if n else prev
-        self._count("rest", fetched)
+        self._count(self._fill_source, fetched)
         self._count("carried", carried)
         self.detail.update({f"{what}_bars": n, f"{what}_symbol_bars_fetched": fetched,
                             f"{what}_symbol_bars_carried": carried})

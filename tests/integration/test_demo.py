@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_until
-from tests.integration.harness import REPO, Daemon, free_port
+from tests.integration.harness import REPO, Daemon, free_port, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -92,5 +92,43 @@ def test_fresh_clone_demo_trades_within_minutes_and_restarts_warm(tmp_path: Path
         assert d2.metric("dolphind_strategy_can_trade") == 1.0
         assert d2.metric("dolphind_warm_start_bars_total", 'source="checkpoint"') == 751
         assert status["feed"]["prerolled_bars"] == 0  # nothing to pre-roll: warm at once
+    finally:
+        assert d2.stop() == 0
+
+
+def test_replay_killed_under_an_open_position_goes_on_forward(tmp_path: Path) -> None:
+    """Issue 15's case: a replay killed (-9) with a position open used to start over from
+    its first bar on restart, under the restored position (a short closed 13 h before its
+    own entry). Now it goes on after the stored market time, warm."""
+    port = free_port()
+    cfg = write_config(tmp_path / "dolphind.toml", port, speed=600.0,
+                       extra="[warm_start]\ncheckpoint_every_s = 1.0\n"
+                             ).read_text().replace("loop = true\n", "loop = true\npreroll = true\n")
+    path = tmp_path / "dolphind.toml"
+    path.write_text(cfg)
+    d = Daemon(path, port).start()
+    try:
+        d.wait_ready(timeout=240)
+        pos = wait_until(lambda: d.get_json("/positions")["positions"], timeout=180,
+                         interval=0.05, what="an open position")
+        opened = max(p["opened_ns"] for p in pos)
+        seen = d.get_json("/status")["market"]["last_bar_ts_ns"]
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(10)
+        d._log.close()
+    finally:
+        d.stop()
+    d2 = Daemon(path, port).start()
+    try:
+        d2.wait_ready(timeout=120)
+        status = d2.get_json("/status")
+        resumed = status["feed"]["resumed"]
+        assert resumed is not None and resumed["after_ts_ns"] >= max(opened, seen), resumed
+        first_bar = next(e for e in d2.events() if e.get("event") == "strategy.can_trade")
+        assert first_bar["market_ts_ns"] > max(opened, seen)
+        assert status["strategy"]["warm_start"]["state"] == "warm"
+        wait_until(lambda: d2.get_json("/status")["market"]["last_bar_ts_ns"] > first_bar[
+            "market_ts_ns"], timeout=30, what="bars after the restart")
     finally:
         assert d2.stop() == 0

@@ -122,3 +122,20 @@ async def test_without_preroll_the_pace_holds_from_the_first_bar(metrics: Metric
     await asyncio.sleep(0.2)
     task.cancel()
     assert len(out) == 0 and f.prerolled == 0
+
+
+async def test_the_gap_of_a_resumed_replay_comes_from_its_data(metrics: Metrics) -> None:
+    out: Channel[Bar] = Channel("bars", 100, Overflow.BLOCK)
+    f = feed(metrics, out, loop=True)
+    h = f.history
+    prev = np.array([1.0, 2.0])
+    closes, found, carried, problems = f.closes_at(h.symbols, T0 + 3 * MIN, 4, MIN, prev)
+    np.testing.assert_array_equal(closes, h.closes[3:7])
+    assert (found, carried, problems) == (8, 0, [])
+    # a later pass's (shifted) times map back onto the data
+    closes, *_ = f.closes_at(h.symbols, T0 + 3 * MIN + f.period_ns, 2, MIN, prev)
+    np.testing.assert_array_equal(closes, h.closes[3:5])
+    # a symbol the data does not have keeps its previous close (carried, counted)
+    closes, found, carried, _ = f.closes_at(("AAAUSDT", "ZZZUSDT"), T0, 2, MIN, prev)
+    assert closes[:, 1].tolist() == [2.0, 2.0] and closes[:, 0].tolist() == [100.0, 102.0]
+    assert (found, carried) == (2, 2)
