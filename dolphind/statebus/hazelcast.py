@@ -134,6 +134,7 @@ class HazelcastStateBus:
         self._on_event = on_event or (lambda event: None)
         self._on_write = on_write or (lambda outcome: None)
         self.namespace: str = cfg.namespace
+        self.invocation_timeout_s: float = cfg.invocation_timeout_s
         self._local: dict[tuple[str, str], bytes] = {}
         self._owned: dict[tuple[str, str], bytes] = {}  # what this daemon wrote (republish)
         self._dirty: dict[tuple[str, str], bytes] = {}
