@@ -90,6 +90,10 @@ def test_daemon_keys_inputs_and_a_member_killed_mid_run(cluster: Cluster,
         assert alpha["external_factors"]["payload"]["fng"] == 8.0
         wait_until(lambda: d.get_json("/status")["alpha"]["acb_boost"] > 1.0, timeout=30,
                    what="the boost raised by the cluster's factors")
+        # An external ACB processor's {boost, beta} (bible §15.1) reaches the engine too.
+        features.set("acb_boost", '{"boost": 1.45, "beta": 0.3}')
+        wait_until(lambda: (a := d.get_json("/status")["alpha"])["acb_boost"] == 1.45
+                   and a["acb_beta"] == 0.3, timeout=30, what="the processor's boost in force")
         # Not JSON: rejected at the bus and shown; a bad shape: rejected by the engine's input.
         features.set("exf_latest", "{not json")
         wait_until(lambda: "exf_latest" in d.get_json("/status")["statebus"]["input_problems"],

@@ -141,3 +141,24 @@ def test_book_payloads_universe_and_shards() -> None:
     shard, payload = per_symbol["BTCUSDT"]
     assert shard == shard_map("BTCUSDT") and payload["regime_signal"] == -1
     assert payload["imbalance"] == 1.0 and "ETHUSDT" not in per_symbol
+
+
+def test_acb_update_input_from_the_bus_is_validated_and_applied_once() -> None:
+    from dolphind.alpha.inputs import ExternalInputs, parse_acb_update
+    from dolphind.statebus.memory import MemoryStateBus
+
+    assert parse_acb_update({"boost": 1.3, "beta": 0.5}) == (1.3, 0.5)
+    assert parse_acb_update({"boost": 1.1}) == (1.1, None)
+    for bad in ({"boost": 0}, {"boost": "1.2"}, {"boost": 1.2, "beta": 2}, [1.2], {"beta": 0.5}):
+        with pytest.raises(ValueError):
+            parse_acb_update(bad)
+    bus = MemoryStateBus()
+    inputs = ExternalInputs(bus)
+    assert inputs.poll_acb() is None
+    bus.put(FEATURES, "acb_boost", {"boost": 1.4, "beta": 0.3})
+    assert inputs.poll_acb() == (1.4, 0.3)
+    assert inputs.poll_acb() is None  # applied once, not every bar
+    bus.put(FEATURES, "acb_boost", {"boost": 99})
+    assert inputs.poll_acb() is None
+    st = inputs.status()["acb_update"]
+    assert "rejected" in st["problem"] and st["payload"] == {"boost": 1.4, "beta": 0.3}
