@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
+import hazelcast
+import orjson
 import pytest
 
 from tests.conftest import wait_until
@@ -139,6 +141,17 @@ def test_second_daemon_fenced_then_takes_over_after_kill_9(
                     if (r.method, r.path) == ("POST", "/fapi/v1/order")}
         assert rejected[0]["client_id"] not in sent_ids
         assert not fences(b)
+
+        # cp_subsystem = true: posture and Rm also in the CP AtomicReference (bible §14.6).
+        client = hazelcast.HazelcastClient(cluster_name=cp_cluster.name,
+                                           cluster_members=cp_cluster.addresses,
+                                           cluster_connect_timeout=30)
+        try:
+            ref = client.cp_subsystem.get_atomic_reference("a:DOLPHIN_SAFETY").blocking()
+            safety = orjson.loads(wait_until(ref.get, timeout=30, what="CP AtomicReference"))
+            assert safety["posture"] in {"APEX", "STALKER", "TURTLE", "HIBERNATE"}
+        finally:
+            client.shutdown()
 
         fake.faults.clear()
         n_sent = fake.count("POST /fapi/v1/order")
