@@ -12,7 +12,11 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+import structlog
+
 from dolphind.statebus.base import FEATURES, META_HEALTH, PNL, SAFETY, STATE, StateBus
+
+log = structlog.get_logger("dolphind.statebus")
 
 SHARD_COUNT = 10
 
@@ -115,11 +119,26 @@ class Publisher:
         self._day_start_equity = 0.0
         self._book_ts = -1
         self.published = 0
+        self.failures = 0
+        self.last_problem = ""
 
     def tick(self, now_mono: float, daemon: Any) -> bool:
+        """Publish if the interval has passed. Never raises: a publishing bug is logged
+        (once per distinct error) and counted, and must not stop the daemon."""
         if now_mono < self._next:
             return False
         self._next = now_mono + self._interval()
+        try:
+            return self._publish(daemon)
+        except Exception as exc:  # noqa: BLE001
+            self.failures += 1
+            problem = f"{type(exc).__name__}: {exc}"
+            if problem != self.last_problem:
+                log.error("statebus.publish_failed", error=problem)
+            self.last_problem = problem
+            return False
+
+    def _publish(self, daemon: Any) -> bool:
         pipeline = daemon.pipeline
         if pipeline is None:
             return False
@@ -143,8 +162,8 @@ class Publisher:
         put(META_HEALTH, "latest", meta_health_payload(
             score, level.value, dict(daemon.health.sensors), daemon.health.snapshot(),
             bus_status() if bus_status is not None else {"kind": self.bus.name}, ts))
-        view = getattr(pipeline.feed, "book_view", None)
-        snap = view().snapshot() if view is not None else None
+        view = getattr(pipeline.feed, "book_view", None)  # a property of the live feed
+        snap = view.snapshot() if view is not None else None
         if snap is not None and snap.ts_ns != self._book_ts:
             self._book_ts = snap.ts_ns
             universe, per_symbol = book_payloads(snap)

@@ -19,8 +19,9 @@ import pytest
 from tests.conftest import wait_until
 from tests.fakes.binance_rest import FakeBinanceRest
 from tests.hazelcast import Cluster
-from tests.integration.harness import SAMPLE, Daemon, free_port
-from tests.integration.test_binance_venue import ThreadedFake, venue_state
+from tests.integration.harness import Daemon, free_port
+from tests.integration.test_binance_venue import ThreadedFake, market, venue_state  # noqa: F401
+from tests.integration.test_live_feed import FakeVenue, live_feed_config
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +47,10 @@ def fake() -> Iterator[FakeBinanceRest]:
         t.stop()
 
 
-def daemon(root: Path, name: str, fake: FakeBinanceRest, cluster: Cluster) -> Daemon:
+def daemon(root: Path, name: str, fake: FakeBinanceRest, cluster: Cluster,
+           market_url: str) -> Daemon:
+    """A mode "live" daemon (live feed on the loopback market fake, orders to the loopback
+    REST fake) whose state bus is the cluster."""
     d = root / name
     d.mkdir()
     port = free_port()
@@ -61,19 +65,16 @@ listen = "127.0.0.1:{port}"
 [data]
 dir = "var"
 
-[replay]
-paths = ["{SAMPLE}"]
-speed = 600.0
-loop = true
-
 [logging]
 format = "json"
+{live_feed_config(market_url, stall_timeout_s=30.0, stream_grace_s=30.0)}
 
 [risk]
-trading_enabled = false  # no entries from the replay: the only orders are the test's
+trading_enabled = false  # no entries from the market: the only orders are the test's
 
 [execution]
 venue = "binance"
+foreign = "adopt"  # the venue's short is the daemons' to close
 
 [execution.binance]
 network = "mainnet"
@@ -102,12 +103,12 @@ def fences(d: Daemon) -> list[dict[str, Any]]:
 
 
 def test_second_daemon_fenced_then_takes_over_after_kill_9(
-        tmp_path: Path, fake: FakeBinanceRest, cp_cluster: Cluster) -> None:
+        tmp_path: Path, fake: FakeBinanceRest, cp_cluster: Cluster, market: FakeVenue) -> None:
     fake.set_position("BTCUSDT", -0.05, 40_000.0)  # an open short for the daemons to close
     # a's orders are refused by the venue (margin): the short stays for b to close.
     fake.fault("POST /fapi/v1/order", times=1000, status=400, code=-2019,
                msg="Margin is insufficient.")
-    a = daemon(tmp_path, "a", fake, cp_cluster)
+    a = daemon(tmp_path, "a", fake, cp_cluster, market.url)
     b: Daemon | None = None
     try:
         held = wait_until(lambda: (s := venue_state(a)) and s["lease"]["held"]
@@ -117,7 +118,7 @@ def test_second_daemon_fenced_then_takes_over_after_kill_9(
         assert isinstance(fence_a, int) and fence_a > 0
         owner_a = held["lease"]["owner"]
 
-        b = daemon(tmp_path, "b", fake, cp_cluster)
+        b = daemon(tmp_path, "b", fake, cp_cluster, market.url)
         fenced = wait_until(lambda: (s := venue_state(b)) and s["lease"]["reason"] and s,
                             timeout=120, what="b fenced")
         assert fenced["lease"]["held"] is False and fenced["reconciled"] is False
