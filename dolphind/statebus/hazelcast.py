@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 import warnings
@@ -48,6 +49,8 @@ log = structlog.get_logger("dolphind.statebus")
 # Maps whose keys belong to one daemon (its posture, PnL, state, health, heartbeat): prefixed
 # with the namespace on the cluster. The rest (scan, book, inputs) is market-wide or shared.
 INSTANCE_MAPS = frozenset({SAFETY, PNL, STATE, META_HEALTH, HEARTBEAT})
+# The writer pushes at most this often (the loop's CPU for the bus is per flush, not per put).
+FLUSH_S = 0.02
 # Maps whose proxies are made on (re)connection: the client logs an unretrieved error when
 # a proxy's creation fails, so none is made lazily during an outage if it can be helped.
 KNOWN_MAPS = (FEATURES, SAFETY, PNL, STATE, META_HEALTH, HEARTBEAT,
@@ -190,6 +193,9 @@ class HazelcastStateBus:
             warnings.simplefilter("ignore", DeprecationWarning)
             from hazelcast.asyncio import HazelcastClient  # imported only when it is used
 
+        # The client logs every failed connection attempt with a traceback; the bus says what
+        # matters itself (statebus.connect_failed / breaker_open / connected), once per change.
+        logging.getLogger("hazelcast").setLevel(logging.ERROR)
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._wake, self._recover = asyncio.Event(), asyncio.Event()
@@ -317,6 +323,9 @@ class HazelcastStateBus:
         assert self._wake is not None
         while True:
             await self._wake.wait()
+            # Gather what else is written meanwhile: at most one push per FLUSH_S, whatever
+            # the rate of puts (the latest value of each key is what counts).
+            await asyncio.sleep(FLUSH_S)
             self._wake.clear()
             if not self._dirty:
                 continue
