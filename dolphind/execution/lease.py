@@ -69,6 +69,7 @@ import orjson
 import structlog
 
 from dolphind.statebus.base import StateBus
+from dolphind.statebus.hazelcast import HazelcastStateBus
 
 log = structlog.get_logger("dolphind.execution.lease")
 
@@ -434,7 +435,7 @@ class Lease:
         self.host = HostLease(lease_dir, account, self.owner, wall)
         shared = bus is not None and getattr(bus, "name", "memory") != "memory"
         self.bus: AccountLease | FencedLease | None = None
-        if shared and getattr(bus, "name", "") == "hazelcast":
+        if isinstance(bus, HazelcastStateBus):  # the cluster has a real lock: use it
             self.bus = FencedLease(bus, account, self.owner, ttl_s, wall=wall)
         elif shared and bus is not None:
             self.bus = AccountLease(bus, account, ttl_s, owner=self.owner, wall=wall)

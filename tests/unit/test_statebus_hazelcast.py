@@ -190,3 +190,17 @@ def test_publisher_never_raises_and_reads_the_live_feeds_book_property() -> None
     assert not pub.tick(0.5, daemon)  # not yet: the interval
     daemon.health = None  # a bug in what it reads: logged and counted, never raised
     assert not pub.tick(1.0, daemon) and pub.failures == 1
+
+
+async def test_the_venue_lease_is_the_cp_fenced_lock_on_the_hazelcast_bus(tmp_path: Path) -> None:
+    """Without a connected cluster the fenced lock cannot be confirmed: fenced, and why."""
+    from dolphind.execution.lease import FencedLease, Lease, account_id
+
+    bus = HazelcastStateBus(StateBusConfig(), tmp_path, {})
+    lease = Lease(account_id("binance-usdm", "KEY"), tmp_path / "locks", bus, lambda: 5.0)
+    assert isinstance(lease.bus, FencedLease) and lease.kind == "host_lock+cp_fenced_lock"
+    assert not await lease.acquire()
+    assert lease.host.held and "state bus is not connected" in lease.reason
+    assert lease.fence is None and lease.fence_for("dd-1") is None  # nothing may be sent
+    await lease.release()
+    assert not lease.host.held
