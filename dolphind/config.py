@@ -224,9 +224,40 @@ class LoggingConfig:
 
 @dataclass(frozen=True, slots=True)
 class StateBusConfig:
-    """Shared state (SPEC §8): the embedded in-process bus."""
+    """Shared state (SPEC §8, bible §15): the embedded in-process bus, or a Hazelcast cluster
+    (docs/statebus.md: keys, schemas, outages, fencing)."""
 
-    kind: Literal["memory"] = field(default="memory", metadata=RESTART)
+    kind: Literal["memory", "hazelcast"] = field(default="memory", metadata=RESTART)
+    # Hazelcast only (kind = "hazelcast"): the cluster's name (bible §15: "dolphin").
+    cluster_name: str = field(default="dolphin", metadata=RESTART)
+    # The members to connect to, "host:port" each.
+    members: tuple[str, ...] = field(default=("127.0.0.1:5701",), metadata=RESTART)
+    # Prefix of this daemon's own keys (safety, PnL, state, meta-health, heartbeat):
+    # "<namespace>:latest". Two daemons on one cluster need different namespaces
+    # (e.g. the account or profile); "" writes the bible's bare keys.
+    namespace: str = field(default="", metadata=RESTART)
+    # The cluster runs the CP subsystem (3+ CP members): DOLPHIN_SAFETY is also written to
+    # the CP AtomicReference (bible §14.6). The account lease uses a CP FencedLock either way
+    # (without CP members Hazelcast runs it in its weaker "unsafe mode").
+    cp_subsystem: bool = field(default=False, metadata=RESTART)
+    # How long one cluster call (a write, a lock renewal) may take before it counts as failed.
+    invocation_timeout_s: float = field(default=2.0, metadata=RESTART)
+    # Consecutive failed pushes that open the breaker (bible §15.6): file-only mode.
+    breaker_failures: int = 5
+    # Back-off of the client's reconnection and the breaker's recovery attempts.
+    reconnect_initial_s: float = field(default=0.5, metadata=RESTART)
+    reconnect_max_s: float = field(default=10.0, metadata=RESTART)
+    # File-only mode: the latest values as <file_dir>/<MAP>/<key>.json (relative: data dir).
+    file_dir: str = field(default="statebus", metadata=RESTART)
+    # How often the daemon's own state (safety, PnL, state, meta-health) is published.
+    publish_interval_s: float = 1.0
+    # TLS to the members: on with tls = true; ca_file ("" = the system's CAs), and a client
+    # certificate (cert_file + key_file) when the members require one. Credentials come
+    # from the environment: DOLPHIND_HAZELCAST_USERNAME / DOLPHIND_HAZELCAST_PASSWORD.
+    tls: bool = field(default=False, metadata=RESTART)
+    ca_file: str = field(default="", metadata=RESTART)
+    cert_file: str = field(default="", metadata=RESTART)
+    key_file: str = field(default="", metadata=RESTART)
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,9 +604,46 @@ def _cross_checks(cfg: Config) -> list[str]:
         problems.append("mode: 'live' needs execution.venue = 'binance'")
     problems.extend(_real_money_checks(cfg))
     problems.extend(_execution_checks(cfg))
+    problems.extend(_statebus_checks(cfg))
     for name in cfg.plugins.enabled:
         if not name.isidentifier():
             problems.append(f"plugins.enabled: {name!r} is not a plugin name")
+    return problems
+
+
+def _statebus_checks(cfg: Config) -> list[str]:
+    """[statebus]: member addresses, timeouts and back-off in range, TLS files readable."""
+    b, problems = cfg.statebus, []
+    if b.kind != "hazelcast":
+        return problems
+    if not b.members:
+        problems.append("statebus.members: at least one member (host:port) is needed")
+    for m in b.members:
+        host, _, port = m.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"statebus.members: expected host:port, got {m!r}")
+    if not b.cluster_name.strip():
+        problems.append("statebus.cluster_name: must not be empty")
+    if b.namespace and not all(c.isalnum() or c in "-_." for c in b.namespace):
+        problems.append("statebus.namespace: letters, digits, '-', '_' and '.' only")
+    if not 0.05 <= b.invocation_timeout_s <= 60:
+        problems.append("statebus.invocation_timeout_s: must be in [0.05, 60]")
+    if not 1 <= b.breaker_failures <= 1000:
+        problems.append("statebus.breaker_failures: must be in [1, 1000]")
+    if not 0.01 <= b.reconnect_initial_s <= b.reconnect_max_s <= 600:
+        problems.append("statebus: need 0.01 <= reconnect_initial_s <= reconnect_max_s <= 600")
+    if not 0.05 <= b.publish_interval_s <= 3600:
+        problems.append("statebus.publish_interval_s: must be in [0.05, 3600]")
+    if not b.file_dir.strip():
+        problems.append("statebus.file_dir: must name a directory")
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(b, key)
+        if path and not os.access(cfg.resolve(path), os.R_OK):
+            problems.append(f"statebus.{key}: {path} is not readable")
+    if bool(b.cert_file) != bool(b.key_file):
+        problems.append("statebus: cert_file and key_file go together")
+    if (b.ca_file or b.cert_file) and not b.tls:
+        problems.append("statebus: ca_file/cert_file need tls = true")
     return problems
 
 

@@ -153,6 +153,10 @@ class AlphaStage:
         if threshold is not None:
             self.engine.set_w750_threshold(threshold)
             log.info("alpha.w750_threshold", threshold=threshold, source="bus")
+        acb = self.inputs.poll_acb()
+        if acb is not None:
+            self.engine.apply_acb_update(acb[0], acb[1], reason="bus acb_boost")
+            log.info("alpha.acb_update", boost=acb[0], beta=acb[1], source="bus")
 
     async def _put(self, item: OrderIntent | Bar) -> None:
         await self.output.put(item)
