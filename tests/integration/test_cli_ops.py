@@ -55,7 +55,8 @@ def test_log_has_fill_closed_and_heartbeat_lines(daemon: Daemon) -> None:
     assert (first["symbol"], first["pnl_usdt"]) == (oldest["symbol"],
                                                     round(oldest["pnl_usdt"], 2))
     assert fills[0]["reason"] and fills[0]["at"].startswith("20")
-    assert beats and {"equity_usdt", "open_positions", "posture", "halted", "warm"} <= set(beats[-1])
+    assert beats
+    assert {"equity_usdt", "open_positions", "posture", "halted", "warm"} <= set(beats[-1])
     assert TOKEN not in daemon.logs()
 
 
@@ -96,7 +97,8 @@ def test_status_needs_no_trading_credentials(daemon: Daemon, tmp_path: Path) -> 
     assert f"pid {daemon.proc.pid}" in res.stdout  # type: ignore[union-attr]
     # and the default is ./dolphind.toml in the current folder
     res = cli("status", cwd=daemon.config.parent)
-    assert res.returncode == 0 and f"pid {daemon.proc.pid}" in res.stdout  # type: ignore[union-attr]
+    assert res.returncode == 0
+    assert f"pid {daemon.proc.pid}" in res.stdout  # type: ignore[union-attr]
 
 
 def test_trades_profit_daily_agree_with_the_daemon(daemon: Daemon) -> None:

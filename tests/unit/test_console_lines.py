@@ -44,7 +44,8 @@ def test_heartbeat_fields_from_a_status_document() -> None:
               "scan": {"warm": False, "scans": 12}}
     f = logs.heartbeat_fields(status)
     assert f == {"health": "GREEN", "ready": True, "equity_usdt": 10012.35,
-                 "drawdown_pct": 1.23, "realised_usdt": 10.0, "fees_usdt": None, "unrealised_usdt": 2.35,
+                 "drawdown_pct": 1.23, "realised_usdt": 10.0, "fees_usdt": None,
+                 "unrealised_usdt": 2.35,
                  "open_positions": 1, "positions": "ETHUSDT:-1.5", "posture": "APEX",
                  "halted": True, "warm": False, "scans": 12}
     # A daemon still starting has no pipeline: the line still comes, with what is known.
