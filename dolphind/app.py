@@ -26,6 +26,7 @@ from dolphind.channels import Channel, Overflow
 from dolphind.config import Config, strategy_params
 from dolphind.events import WINDOWS, Bar, OrderIntent, ScanRecord
 from dolphind.execution.ledger import Ledger
+from dolphind.ops.history import closed_history
 from dolphind.tradelog import TradeLog
 from dolphind.execution.stage import ExecutionStage, open_books
 from dolphind.feed.backfill import rest_filler
@@ -231,6 +232,9 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
                                    veto=daemon.plugins.veto, emit=execution_emit,
                                    trading_clock=trading_clock)
         ledger = Ledger(execution.capital_view, record_equity=record_equity)
+        if cfg.mode != "backtest":  # a backtest's report covers its own run only
+            # Earlier runs' closed trades, for /trades /profit /daily (not logged again).
+            ledger.closed.extend(await store.read(closed_history))
         trades = TradeLog(ledger.closed, emit)  # trade.fill / trade.closed lines, on_trade
         # The open trade as it was before the stop (entry scan, fees, bars held): the alpha
         # engine's position view and the closing trade's PnL read it.
