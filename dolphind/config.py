@@ -370,6 +370,15 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ScanConfig:
+    """What makes a scan tradeable (issue 16)."""
+
+    # A scan over fewer priced symbols than this opens no position: eigenvalues of a two- or
+    # three-symbol "market" say nothing about the market (0 turns the check off).
+    min_symbols: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     # "paper" (simulated fills), "live" (real orders) or "backtest" (set by dolphind backtest).
     mode: Literal["paper", "live", "backtest"] = field(default="paper", metadata=RESTART)
@@ -395,6 +404,7 @@ class Config:
     execution: ExecutionConfig = ExecutionConfig()
     store: StoreConfig = StoreConfig()
     strategy: StrategyConfig = StrategyConfig()
+    scan: ScanConfig = ScanConfig()
     # Not read from the file: where the file was, and its content hash (for /status and reload).
     source: str = field(default="", metadata={"internal": True})
     sha256: str = field(default="", metadata={"internal": True})
@@ -459,7 +469,19 @@ def strategy_params(cfg: Config, problems: list[str] | None = None) -> "Strategy
     found: list[str] = [] if problems is None else problems
     overrides = dict(cfg.strategy.params)
     before = len(found)
+    from dolphind.alpha.params import DERIVED_FIELDS  # durations are set in seconds (issue 16)
+
+    for bars_key, secs_key in DERIVED_FIELDS:
+        if bars_key in overrides:
+            found.append(f"strategy.params.{bars_key}: durations are defined in seconds and "
+                         f"converted with the run's bar interval; set {secs_key} instead")
+            overrides.pop(bars_key)
     merged = _build(type(CHAMPION), {**CHAMPION.as_dict(), **overrides}, "strategy.params", found)
+    for _, secs_key in (*DERIVED_FIELDS, ("", "validation_bar_s")):
+        value = getattr(merged, secs_key)
+        if not (isinstance(value, (int, float)) and 0.0 < value <= 30 * 86_400.0):
+            found.append(f"strategy.params.{secs_key}: must be > 0 and <= 30 days (seconds), "
+                         f"got {value!r}")
     if len(found) == before:
         changed = check_profile(cfg.strategy.profile, merged)
         if changed:
@@ -485,6 +507,8 @@ def _cross_checks(cfg: Config) -> list[str]:
     if cfg.shutdown_timeout_s <= 0:
         problems.append("shutdown_timeout_s: must be > 0")
     problems.extend(affinity_problems(cfg.cpu_affinity))
+    if not 0 <= cfg.scan.min_symbols <= 10_000:
+        problems.append("scan.min_symbols: must be 0-10000")
     for key in ("start", "end"):
         value = getattr(cfg.replay, key)
         if value:

@@ -61,8 +61,15 @@ class AlphaStage:
                  metrics: Metrics, emit: Callable[[str, Any], None],
                  checkpoint: Callable[[int], Awaitable[None]] | None = None,
                  bus: StateBus | None = None, config: Callable[[], Any] | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 deterministic: bool = False, bar_close_ns: int = 0) -> None:
         self.source = source
+        # Bars are stamped with their open time; a decision is made on the close, so the bar
+        # handed to execution (marks, fills, trades.csv times) carries the close time.
+        self._bar_close_ns = bar_close_ns
+        # A backtest decides on market data alone: the daemon's own health (a wall-clock
+        # heartbeat, slower on a loaded machine) is not fed to survival Cat1 there.
+        self._deterministic = deterministic
         self._checkpoint = checkpoint
         self.output = output
         self.engine = engine
@@ -78,6 +85,10 @@ class AlphaStage:
         self.decisions = 0
         self._signals = Children(metrics.signals)  # one outcome per bar: bound once
         self.last_intents: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
+        # Per entry: the IRP ranking and the gates that excluded the others (the report's
+        # "why this asset"); a backtest keeps all of them, a daemon the latest.
+        self.entry_rankings: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=None if deterministic else 100)
         self._posture: str | None = None
         self._last: Decision | None = None
         self.inputs = ExternalInputs(bus)
@@ -97,7 +108,8 @@ class AlphaStage:
         async for scan in self.source:
             # The bar goes to execution first: marks move, and an intent decided on this bar
             # fills at this bar's price (the price the decision saw), never an older one.
-            await self._put(Bar(scan.ts_ns, scan.symbols, scan.prices, 0.0, scan.scan_number))
+            await self._put(Bar(scan.ts_ns + self._bar_close_ns, scan.symbols, scan.prices,
+                                0.0, scan.scan_number))
             # Decide on a settled portfolio: every earlier intent handled, its fills booked.
             if not await self._settled(self._sent):
                 self.unsettled += 1
@@ -130,6 +142,11 @@ class AlphaStage:
         if cfg is self._config_seen:
             return
         self._config_seen = cfg
+        # IRP ranks only what the rails would let through (risk.allowed_symbols), and a thin
+        # universe opens nothing (scan.min_symbols); both follow a reload.
+        allowed = cfg.risk.allowed_symbols
+        self.engine.set_eligible(frozenset(allowed) if allowed else None)
+        self.engine.set_min_symbols(cfg.scan.min_symbols)
         name = cfg.strategy.external_factors_file
         # A file read must not block the loop: a worker thread (this stage waits, others run).
         file = await asyncio.to_thread(read_exf_file, cfg.resolve(name)) if name else FilePayload()
@@ -143,7 +160,8 @@ class AlphaStage:
             self.health_level = level.value
             self._health_at = now
         assert self.health_level is not None
-        self.engine.set_health(system_alive(self.health_level), now - self._health_at)
+        if not self._deterministic:
+            self.engine.set_health(system_alive(self.health_level), now - self._health_at)
         exf = self.inputs.poll_exf()
         if exf is not None:
             boost = self.engine.set_external_factors(exf[0])
@@ -180,6 +198,14 @@ class AlphaStage:
                 self._emit("on_posture", {"posture": decision.posture, "previous": self._posture,
                                           "rm": decision.rm, "scan_number": decision.scan_number})
             self._posture = decision.posture
+        if decision.candidates and any(not i.reduce_only for i in intents):
+            entry = next(i for i in intents if not i.reduce_only)
+            self.entry_rankings.append({
+                "intent_id": entry.intent_id, "ts_ns": entry.ts_ns,
+                "scan_number": decision.scan_number, "symbol": entry.symbol,
+                "candidates": [{"symbol": c.symbol, "ars": c.ars, "alignment": c.alignment,
+                                "action": c.action, "excluded_by": c.excluded_by}
+                               for c in decision.candidates]})
         for intent in intents:
             m.intents.labels("exit" if intent.reduce_only else "entry").inc()
             self.last_intents.append({

@@ -134,6 +134,21 @@ class PaperVenue:
                     return (px, ts)
         return own
 
+    def _stale(self, symbol: str) -> bool:
+        """True when the latest bar lists ``symbol`` as absent and no newer own mark exists."""
+        if self._bar is None:
+            return False
+        index, closes, ts = self._bar
+        j = index.get(symbol)
+        if j is None or float(closes[j]) > 0:
+            return False
+        own = self._marks.get(symbol)
+        return own is None or own[1] < ts
+
+    def stale_positions(self) -> list[str]:
+        """Symbols held whose price stopped updating (flagged at the end of a backtest)."""
+        return sorted(s for s, p in self._positions.items() if not p.flat and self._stale(s))
+
     def _keep(self, order: Order) -> None:
         """Remember ``order``'s latest snapshot. Working orders are all kept; final ones only
         the latest ``_KEPT_FINAL`` (the store has the history; a long paper run must not grow
@@ -190,6 +205,11 @@ class PaperVenue:
             return f"unknown symbol {order.symbol}"
         if self.last_mark(order.symbol) is None:
             return f"no market price for {order.symbol} yet"
+        if self._stale(order.symbol):
+            # The feed carries a price for feed.max_stale_bars and then marks it absent: a
+            # fill at an hours-old price is not a fill (issue 16). An exit is retried by the
+            # strategy and fills at the first fresh price.
+            return f"stale price for {order.symbol}: no update within feed.max_stale_bars"
         mark = self.last_mark(order.symbol)[0]  # type: ignore[index]
         problem = f.check(order.qty, mark, market=True, reduce_only=order.reduce_only)
         if problem is not None:

@@ -128,7 +128,7 @@ def _write_text(path: Path, text: str) -> Path:
 def write_report(out_dir: str | Path, trades: Sequence[ClosedTrade],
                  equity: Sequence[EquityPoint], *, initial_capital_usdt: float,
                  signal: SignalSeries | None = None, run: Mapping[str, Any] | None = None,
-                 title: str = "dolphind backtest") -> ReportFiles:
+                 title: str = "dolphind backtest", extra_html: str = "") -> ReportFiles:
     """Compute the summary and write every report file into ``out_dir`` (created if needed).
 
     ``signal`` is the vel_div series for its chart (entries are taken from ``trades``);
@@ -156,6 +156,8 @@ def write_report(out_dir: str | Path, trades: Sequence[ClosedTrade],
     captions = (("Equity curve", EQUITY_PNG), ("Drawdown", DRAWDOWN_PNG),
                 ("vel_div and entries", VEL_DIV_PNG), ("PnL by exit reason", EXIT_REASONS_PNG))
     page = render_html(title, doc, captions, doc["run"])
+    if extra_html:  # sections other modules add (report/explain.py), before the page ends
+        page = page.replace("</body>", extra_html + "</body>", 1)
     return ReportFiles(
         out_dir=out,
         summary_json=_write_text(out / SUMMARY_JSON, jsonfmt.dumps(doc)),

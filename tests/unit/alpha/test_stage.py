@@ -22,7 +22,7 @@ from dolphind.alpha.warmup import warmup
 from dolphind.alpha.stage import HEALTH_REFRESH_S, AlphaStage
 from dolphind.alpha.views import PortfolioView
 from dolphind.channels import Channel, Overflow
-from dolphind.config import Config, StrategyConfig
+from dolphind.config import Config, ScanConfig, StrategyConfig
 from dolphind.events import ScanRecord, frozen_array
 from dolphind.ops.control import Control
 from dolphind.ops.health import Health
@@ -65,7 +65,9 @@ class FlatBooks:
 @dataclass
 class StageRig:
     metrics: Metrics
-    config: Config = field(default_factory=Config)
+    # The rig's toy universe has a few symbols: the minimum-universe gate (scan.min_symbols,
+    # issue 16) is off here so these tests exercise the other gates.
+    config: Config = field(default_factory=lambda: Config(scan=ScanConfig(min_symbols=0)))
     mono: float = 100.0
     bus: MemoryStateBus = field(default_factory=MemoryStateBus)
     stage: AlphaStage = field(init=False)
@@ -294,3 +296,48 @@ async def test_published_w750_threshold_decides_beta_and_shows_in_status(
         st = rig.status()
         assert st["acb_w750_threshold"] == 0.002 and st["acb_beta"] == 0.2
         assert st["w750_calibration"]["problem"] is None
+
+
+# ---- issue 16: minimum universe, eligibility, the ranking behind each entry ----------------
+
+
+async def test_a_scan_over_fewer_than_min_symbols_opens_nothing(metrics: Metrics) -> None:
+    cfg = Config(scan=ScanConfig(min_symbols=len(SYMS) + 1))
+    async with running(StageRig(metrics, config=cfg)) as rig:
+        await rig.bars(105, vel_div=-0.03)
+        assert rig.signals("entered") == 0
+        assert rig.signals("thin_universe") == 105 - 99
+        # A reload that lowers the bar makes the same market tradeable.
+        rig.config = dataclasses.replace(cfg, scan=ScanConfig(min_symbols=len(SYMS)))
+        await rig.bars(1, vel_div=-0.03)
+        assert rig.signals("entered") == 1
+
+
+async def test_irp_skips_assets_outside_the_allowlist_and_says_so(metrics: Metrics) -> None:
+    async with running(StageRig(metrics)) as rig:
+        await rig.bars(100, vel_div=-0.03)
+        assert rig.signals("entered") == 1
+        first = rig.stage.last_intents[-1]
+        assert first["symbol"] == "AAAUSDT"  # the steady faller: IRP's pick when all may trade
+        ranking = rig.stage.entry_rankings[-1]
+        assert ranking["symbol"] == "AAAUSDT"
+        chosen = [c for c in ranking["candidates"] if c["excluded_by"] == ""]
+        assert [c["symbol"] for c in chosen] == ["AAAUSDT"]
+        # Now AAA may not be traded: the walk goes on and never proposes it.
+        allowed = tuple(s for s in SYMS if s != "AAAUSDT")
+        rig.config = dataclasses.replace(
+            rig.config, risk=dataclasses.replace(rig.config.risk, allowed_symbols=allowed))
+        await rig.bars(30, vel_div=-0.03)
+        entries = [i for i in rig.stage.last_intents if not i["reduce_only"]][1:]
+        assert all(i["symbol"] in allowed for i in entries)
+        later = list(rig.stage.entry_rankings)[1:]
+        for r in later:
+            assert r["symbol"] in allowed
+            assert any(c["symbol"] == "AAAUSDT" and c["excluded_by"] == "not_eligible"
+                       for c in r["candidates"]), r
+        assert entries or rig.signals("irp_no_match") > 0
+        # The audit gets the ranking with the intent (the order record carries the gates).
+        assert "irp_candidates" in first["gates"]
+        ranked = [c.split(":") for c in first["gates"]["irp_candidates"].split("|")]
+        assert [(sym, why) for sym, _, why in ranked if why == ""] == [("AAAUSDT", "")]
+        assert [sym for sym, _, _ in ranked] == [c["symbol"] for c in ranking["candidates"]]
