@@ -29,6 +29,7 @@ from dolphind.events import Bar, OrderIntent, ScanRecord
 from dolphind.execution.ledger import Ledger
 from dolphind.execution.stage import ExecutionStage, open_books
 from dolphind.feed.binance_ws import BinanceFeed
+from dolphind.feed.book import BookSource
 from dolphind.feed.market import MarketStage
 from dolphind.feed.replay import ReplayFeed
 from dolphind.ops.metrics import Metrics
@@ -169,7 +170,11 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
                 log.warning("backtest.settle_slow", sent=sent)
             return False
 
-        alpha = AlphaStage(scans, intents, engine, ledger, settled, lambda: None, control,
+        # The book reaches the strategy wherever the feed keeps one (the live feed's depth5);
+        # a replay of candles has none and the engine degrades as the bible says (no OB).
+        book = (BookSource(feed.book, lambda: 0) if isinstance(feed, BinanceFeed)
+                else lambda: None)
+        alpha = AlphaStage(scans, intents, engine, ledger, settled, book, control,
                            health, m, emit, checkpoint=store.save_scan_checkpoint,
                            bus=bus, config=config, deterministic=cfg.mode == "backtest",
                            bar_close_ns=round(bar_interval_s * 1e9))

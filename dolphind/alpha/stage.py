@@ -20,6 +20,7 @@ import collections
 import time
 from typing import Any, Awaitable, Callable, Protocol
 
+import numpy as np
 import structlog
 
 from dolphind.alpha.engine import AlphaEngine, Decision
@@ -91,6 +92,7 @@ class AlphaStage:
             maxlen=None if deterministic else 100)
         self._posture: str | None = None
         self._last: Decision | None = None
+        self._last_book: BookView | None = None
         self.inputs = ExternalInputs(bus)
         self._config = config
         self._config_seen: Any = None
@@ -119,7 +121,9 @@ class AlphaStage:
                 await self._refresh_config()  # started, or reloaded
             self._feed_engine()
             t0 = time.perf_counter()
-            decision = self.engine.on_scan(scan, self._book(), self._books.portfolio_view())
+            book = self._book()
+            self._last_book = book
+            decision = self.engine.on_scan(scan, book, self._books.portfolio_view())
             intents, outcome = self._apply_halt(decision)
             self._m.alpha_seconds.observe(time.perf_counter() - t0)
             self._record(decision, outcome, intents)
@@ -228,4 +232,15 @@ class AlphaStage:
                 "regime_size_mult": st.regime_size_mult,
                 "acb_w750_threshold": st.w750_threshold, "acb_w750_source": st.w750_source,
                 "health_level": self.health_level, "system_alive": st.system_alive,
-                **self.inputs.status(), "last_intents": list(self.last_intents)}
+                **self.inputs.status(), "book": self._book_status(),
+                "last_intents": list(self.last_intents)}
+
+    def _book_status(self) -> dict[str, Any]:
+        """What the last decision saw of the order book (issue 16: it used to see nothing)."""
+        b = self._last_book
+        if b is None:
+            return {"present": False}
+        return {"present": True, "symbols": len(b.symbols),
+                "symbols_with_book": int(np.count_nonzero(np.isfinite(b.depth_quality))),
+                "cascade_count": b.cascade_count, "regime_signal": b.regime_signal,
+                "stale": b.stale}
