@@ -31,6 +31,7 @@ from dolphind.tradelog import TradeLog
 from dolphind.execution.stage import ExecutionStage, open_books
 from dolphind.feed.binance_ws import BinanceFeed
 from dolphind.feed.book import BookSource
+from dolphind.feed.funding import ReplayFunding
 from dolphind.feed.market import MarketStage
 from dolphind.feed.replay import ReplayFeed
 from dolphind.ops.metrics import Metrics
@@ -173,6 +174,11 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
                 log.warning("backtest.settle_slow", sent=sent)
             return False
 
+        # A replay's funding prints feed the ACB funding factor (bible §10.2), at bar time.
+        replay_funding = (ReplayFunding(feed.history.funding) if isinstance(feed, ReplayFeed)
+                          else None)
+        if replay_funding and hasattr(venue, "set_funding"):
+            venue.set_funding(replay_funding)  # the paper venue books funding payments
         # The book reaches the strategy wherever the feed keeps one (the live feed's depth5);
         # a replay of candles has none and the engine degrades as the bible says (no OB).
         book = (BookSource(feed.book, lambda: 0) if isinstance(feed, BinanceFeed)
@@ -180,7 +186,8 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         alpha = AlphaStage(scans, intents, engine, ledger, settled, book, control,
                            health, m, emit, checkpoint=store.save_scan_checkpoint,
                            bus=bus, config=config, deterministic=cfg.mode == "backtest",
-                           bar_close_ns=round(bar_interval_s * 1e9))
+                           bar_close_ns=round(bar_interval_s * 1e9),
+                           market_factors=replay_funding.factors_at if replay_funding else None)
 
         health.register(feed.name)
         health.register(market.name, backlog=lambda: len(bars))

@@ -191,7 +191,9 @@ def run_backtest(data: list[str], out: str, config_path: str | None = None,
                          initial_capital_usdt=cfg.execution.capital_usdt,
                          signal=_signal_series(out_dir, threshold), run=run_info,
                          extra_html=explain_html(why),
-                         first_last_close=_first_last_closes(pipeline.feed, ledger.equity))
+                         first_last_close=_first_last_closes(pipeline.feed, ledger.equity),
+                         funding_paid_usdt=(None if why.funding_pnl_usdt is None
+                                            else -why.funding_pnl_usdt))
     write_explain(out_dir, why)
     doc = json.loads(files.summary_json.read_text(encoding="utf-8"))
     print(terminal.render(doc))
@@ -221,7 +223,19 @@ def _explanation(daemon: Daemon, cfg: Config, feed_status: dict[str, Any],
         gate_counts=run_info["signals_by_outcome"],
         rail_rejections=run_info["risk_rejections_by_rule"],
         rankings=list(alpha.entry_rankings), mc_source=st.mc_source, mc_status=st.mc_status,
-        stale_positions=tuple(stale()) if callable(stale) else ())
+        stale_positions=tuple(stale()) if callable(stale) else (),
+        funding_pnl_usdt=_funding_pnl(daemon),
+        funding_payments=tuple(dataclasses.asdict(p) for p in
+                               getattr(venue, "funding_payments", ())))
+
+
+def _funding_pnl(daemon: Daemon) -> float | None:
+    """Funding received minus paid in the run (None: the data had no funding prints)."""
+    feed, venue = daemon.pipeline.feed, daemon.pipeline.venue
+    history = getattr(feed, "history", None)
+    if history is None or not history.funding or not hasattr(venue, "funding_paid_usdt"):
+        return None
+    return -float(venue.funding_paid_usdt)
 
 
 def _first_last_closes(feed: Any, equity: list[Any]) -> dict[str, tuple[float, float]]:

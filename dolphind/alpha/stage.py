@@ -24,6 +24,7 @@ import numpy as np
 import structlog
 
 from dolphind.alpha.engine import AlphaEngine, Decision
+from dolphind.alpha.acb import ExternalFactors
 from dolphind.alpha.inputs import ExternalInputs, FilePayload, read_exf_file
 from dolphind.alpha.posture import system_alive
 from dolphind.alpha.views import BookView, PortfolioView
@@ -40,6 +41,7 @@ POSTURES = ("APEX", "STALKER", "TURTLE", "HIBERNATE")
 # How stale the health reading fed to Cat1 may get; the score walks every stage, which is too
 # much work for every bar at backtest speed and pointless more often than this.
 HEALTH_REFRESH_S = 0.25
+_NOT_APPLIED: Any = object()
 
 
 class Books(Protocol):
@@ -63,8 +65,13 @@ class AlphaStage:
                  checkpoint: Callable[[int], Awaitable[None]] | None = None,
                  bus: StateBus | None = None, config: Callable[[], Any] | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
-                 deterministic: bool = False, bar_close_ns: int = 0) -> None:
+                 deterministic: bool = False, bar_close_ns: int = 0,
+                 market_factors: Callable[[int], ExternalFactors | None] | None = None) -> None:
         self.source = source
+        # ACB factors the market data itself carries (a replay's funding prints), read at the
+        # bar's time; used while neither the bus nor the factors file gives any.
+        self._market_factors = market_factors
+        self._market_applied: Any = _NOT_APPLIED
         # Bars are stamped with their open time; a decision is made on the close, so the bar
         # handed to execution (marks, fills, trades.csv times) carries the close time.
         self._bar_close_ns = bar_close_ns
@@ -120,6 +127,7 @@ class AlphaStage:
             if self._config is not None and self._config() is not self._config_seen:
                 await self._refresh_config()  # started, or reloaded
             self._feed_engine()
+            self._feed_market(scan.ts_ns)
             t0 = time.perf_counter()
             book = self._book()
             self._last_book = book
@@ -168,6 +176,7 @@ class AlphaStage:
             self.engine.set_health(system_alive(self.health_level), now - self._health_at)
         exf = self.inputs.poll_exf()
         if exf is not None:
+            self._market_applied = _NOT_APPLIED  # replaced: market factors apply afresh
             boost = self.engine.set_external_factors(exf[0])
             log.info("alpha.external_factors", source=self.inputs.exf.source,
                      boost=round(boost.boost, 4), reason=boost.reason)
@@ -175,6 +184,17 @@ class AlphaStage:
         if threshold is not None:
             self.engine.set_w750_threshold(threshold)
             log.info("alpha.w750_threshold", threshold=threshold, source="bus")
+
+    def _feed_market(self, ts_ns: int) -> None:
+        if self._market_factors is None or self.inputs.exf.source != "none":
+            return
+        factors = self._market_factors(ts_ns)
+        if factors == self._market_applied:
+            return
+        self._market_applied = factors
+        boost = self.engine.set_external_factors(factors)
+        log.info("alpha.external_factors", source="market_data", boost=round(boost.boost, 4),
+                 reason=boost.reason)
 
     async def _put(self, item: OrderIntent | Bar) -> None:
         await self.output.put(item)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Iterable, Mapping
 
 import numpy as np
@@ -32,6 +33,7 @@ from dolphind.execution.filters import SymbolFilters, fallback_filters
 from dolphind.execution.portfolio import Position, apply_fill
 from dolphind.execution.router import TERMINAL, OrderState, transition
 from dolphind.execution.venue import VenueEvent, VenuePosition, VenueRejected
+from dolphind.feed.funding import ReplayFunding, funding_payment, prints_between
 
 _EVENTS_CAPACITY = 1024
 # Final orders the venue still answers for (query, cancel); Binance keeps a client id unique
@@ -73,6 +75,18 @@ def fee_for(cfg: ExecutionConfig, notional_usdt: float, reduce_only: bool,
     return notional_usdt * cfg.taker_fee_bps * 1e-4, "TAKER"
 
 
+@dataclass(frozen=True, slots=True)
+class FundingPayment:
+    """One funding settlement on an open position (amount: cash to the account)."""
+
+    ts_ns: int
+    symbol: str
+    qty: float
+    mark: float
+    rate: float
+    amount_usdt: float
+
+
 class PaperVenue:
     """Simulated venue; deterministic for a given seed, config and sequence of marks."""
 
@@ -96,6 +110,10 @@ class PaperVenue:
         self._events: Channel[VenueEvent] = Channel("paper_venue_events", _EVENTS_CAPACITY,
                                                     Overflow.BLOCK)
         self._fill_seq = 0
+        # Funding (issue 16): the replay's prints, and what open positions paid at each.
+        self._funding: ReplayFunding | None = None
+        self._funding_after_ns: int | None = None
+        self.funding_payments: list[FundingPayment] = []
 
     # ---- state -----------------------------------------------------------------------------
 
@@ -121,6 +139,35 @@ class PaperVenue:
         """Every symbol's close of one bar (``index`` maps venue symbols to columns)."""
         if self._bar is None or ts_ns >= self._bar[2]:
             self._bar = (index, closes, ts_ns)
+            if self._funding is not None:
+                self._book_funding(ts_ns)
+
+    def set_funding(self, funding: ReplayFunding) -> None:
+        """Book funding payments on open positions at each funding time the bars cross."""
+        self._funding = funding
+
+    def _book_funding(self, ts_ns: int) -> None:
+        after = self._funding_after_ns
+        self._funding_after_ns = ts_ns
+        if after is None or self._funding is None:
+            return
+        for sym, pos in sorted(self._positions.items()):
+            series = None if pos.flat else self._funding.series(sym)
+            if series is None:
+                continue
+            for t, rate in prints_between(series, after, ts_ns):
+                mark = self.last_mark(sym)
+                if mark is None:
+                    continue
+                amount = funding_payment(pos.qty, mark[0], rate)
+                self._balance += amount
+                self.funding_payments.append(
+                    FundingPayment(t, sym, pos.qty, mark[0], rate, amount))
+
+    @property
+    def funding_paid_usdt(self) -> float:
+        """Net funding paid by the account (positive: paid, negative: received)."""
+        return -sum(p.amount_usdt for p in self.funding_payments)
 
     def last_mark(self, symbol: str) -> tuple[float, int] | None:
         """The newest of the symbol's own mark and its close in the latest bar."""

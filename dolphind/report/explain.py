@@ -25,6 +25,8 @@ from typing import Any, Mapping, Sequence
 from dolphind.report import jsonfmt
 
 EXPLAIN_JSON = "explain.json"
+FUNDING_NOTE = ("booked by the paper venue at each funding time on open positions; not yet in "
+                "the equity curve, ROI or trades' PnL")
 # How many entries' rankings the HTML page lists (explain.json keeps every one).
 HTML_RANKINGS = 50
 
@@ -43,6 +45,8 @@ class Explanation:
     funding_pnl_usdt: float | None = None
     stale_positions: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    # Every funding settlement on an open position: {ts_ns, symbol, qty, mark, rate, amount}.
+    funding_payments: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def interval_differs(self) -> bool:
@@ -80,7 +84,8 @@ def console_lines(e: Explanation) -> list[str]:
         lines.append("bars by outcome: " + ", ".join(f"{k} {v}" for k, v in top)
                      + f"; entered {e.gate_counts.get('entered', 0)}")
     if e.funding_pnl_usdt is not None:
-        lines.append(f"funding PnL {e.funding_pnl_usdt:+.4f} USDT")
+        lines.append(f"funding PnL {e.funding_pnl_usdt + 0.0:+.4f} USDT over "
+                     f"{len(e.funding_payments)} settlements ({FUNDING_NOTE})")
     if e.stale_positions:
         lines.append("positions open on a stale price at the end: "
                      + ", ".join(e.stale_positions))
@@ -101,6 +106,8 @@ def explain_document(e: Explanation) -> dict[str, Any]:
         "mc_gate": {"source": e.mc_source, "status": e.mc_status, "fallback": e.mc_fallback,
                     "statement": mc_statement(e)},
         "funding_pnl_usdt": e.funding_pnl_usdt,
+        "funding_note": FUNDING_NOTE if e.funding_pnl_usdt is not None else None,
+        "funding_payments": list(e.funding_payments),
         "stale_positions_at_end": list(e.stale_positions),
         "entry_rankings": list(e.rankings),
         "notes": list(e.notes),
@@ -125,7 +132,9 @@ def explain_html(e: Explanation) -> str:
     if stmt:
         out.append(f'<tr><td>warning</td><td class="neg">{escape(stmt)}</td></tr>')
     out.append(f"<tr><td>MC gate</td><td>{escape(mc_statement(e))}</td></tr>")
-    funding = "not simulated" if e.funding_pnl_usdt is None else f"{e.funding_pnl_usdt:+.4f} USDT"
+    funding = ("no funding data in the replay" if e.funding_pnl_usdt is None else
+               f"{e.funding_pnl_usdt + 0.0:+.4f} USDT over {len(e.funding_payments)} settlements "
+               f"({FUNDING_NOTE})")
     out.append(f"<tr><td>funding PnL</td><td>{funding}</td></tr>")
     if e.stale_positions:
         out.append("<tr><td>open on a stale price at the end</td><td>"

@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 import pytest
 
+from dolphind.alpha.acb import ExternalFactors
 from dolphind.alpha.engine import AlphaEngine
 from dolphind.alpha.params import CHAMPION
 from dolphind.alpha.warmup import warmup
@@ -74,6 +75,7 @@ class StageRig:
     source: Channel[ScanRecord] = field(init=False)
     health: Health = field(init=False)
     next_bar: int = 0
+    market_factors: Any = None
 
     def __post_init__(self) -> None:
         self.health = Health(self.metrics, lambda: 5.0, monotonic=lambda: self.mono)
@@ -90,7 +92,8 @@ class StageRig:
         self.stage = AlphaStage(self.source, output, AlphaEngine(), FlatBooks(), settled,
                                 lambda: None, control, self.health, self.metrics,
                                 lambda hook, event: None, bus=self.bus,
-                                config=lambda: self.config, monotonic=lambda: self.mono)
+                                config=lambda: self.config, monotonic=lambda: self.mono,
+                                market_factors=self.market_factors)
 
     async def bars(self, n: int, vel_div: float = 0.0, w750: float = 0.001) -> None:
         """Feed ``n`` bars and wait until the stage has decided on each of them."""
@@ -341,3 +344,28 @@ async def test_irp_skips_assets_outside_the_allowlist_and_says_so(metrics: Metri
         ranked = [c.split(":") for c in first["gates"]["irp_candidates"].split("|")]
         assert [(sym, why) for sym, _, why in ranked if why == ""] == [("AAAUSDT", "")]
         assert [sym for sym, _, _ in ranked] == [c["symbol"] for c in ranking["candidates"]]
+
+
+async def test_market_data_funding_feeds_the_acb_at_bar_time(metrics: Metrics,
+                                                              tmp_path: Path) -> None:
+    """Issue 16: a replay's funding prints reach the ACB (bible §10.2), read at the bar's own
+    time; the bus or the factors file, when present, still win."""
+    seen: list[int] = []
+
+    def factors(ts_ns: int) -> ExternalFactors | None:
+        seen.append(ts_ns)
+        return None if ts_ns < T0 + 3 * BAR_NS else ExternalFactors(funding_btc=-0.0002)
+
+    async with running(StageRig(metrics, market_factors=factors)) as rig:
+        await rig.bars(3)
+        assert rig.status()["acb_boost"] == 1.0
+        await rig.bars(2)
+        assert seen == [T0 + k * BAR_NS for k in range(5)]
+        st = rig.status()
+        assert st["acb_boost"] > 1.3 and "funding=1" in st["acb_reason"]
+        # A factors file takes precedence over the market data.
+        (tmp_path / "exf.json").write_text('{"funding_btc": 0.001}')
+        rig.config = Config(source=str(tmp_path / "d.toml"), scan=ScanConfig(min_symbols=0),
+                            strategy=StrategyConfig(external_factors_file="exf.json"))
+        await rig.bars(2)
+        assert rig.status()["acb_boost"] == 1.0
