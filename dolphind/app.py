@@ -31,6 +31,7 @@ from dolphind.tradelog import TradeLog
 from dolphind.execution.stage import ExecutionStage, open_books
 from dolphind.feed.binance_ws import BinanceFeed
 from dolphind.feed.book import BookSource
+from dolphind.feed.exf import ExfProducer
 from dolphind.feed.funding import ReplayFunding
 from dolphind.feed.market import MarketStage
 from dolphind.feed.replay import ReplayFeed
@@ -213,4 +214,11 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
             execution=execution, ledger=ledger, scan=scan, feed=feed, alpha=alpha,
             venue=venue,
         )
+        if cfg.external_factors.enabled and cfg.mode != "backtest":
+            # Live ACB inputs (funding, taker ratio, DVOL, Fear & Greed) onto the bus; never
+            # in a backtest, whose factors come from its own data only.
+            producer = ExfProducer(config, bus)
+            health.register(producer.name)
+            pipeline.stages.append(producer)
+            pipeline.status_parts["external_factors"] = producer.status
         yield pipeline
