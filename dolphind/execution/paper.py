@@ -13,6 +13,18 @@ Friction (bible §7.4, §8), read from the current ``[execution]`` config on eve
 Fill prices are the model prices, not snapped to the tick grid, so that paper PnL is exactly
 the bible's friction model. Fills against the book (depth-aware) come later.
 
+Funding (issue 16): with a replay's funding prints (``set_funding``), every open position pays
+or receives ``qty x mark x rate`` at each funding time the bars cross, into the venue's
+balance (``funding_payments``).
+
+Liquidation (issue 16), like Binance's cross margin: after each bar's marks, when the wallet
+balance plus unrealised PnL falls to the maintenance margin (sum of ``|qty| x mark x rate``
+over the positions) or below, every position is closed at its mark by a venue-initiated fill
+(client id ``liquidation-...``, reason LIQUIDATION). Maintenance-margin rates: Binance's first
+bracket, 0.4 % for BTCUSDT and ETHUSDT and 0.5 % for every other symbol
+(``MAINTENANCE_MARGIN_RATES`` / ``DEFAULT_MAINTENANCE_MARGIN_RATE``; real bracket tables are
+not loaded). No liquidation clearance fee is charged.
+
 The paper venue keeps its own orders, positions and balance (what a real venue would report for
 reconciliation); after a restart the execution stage restores them from the store.
 """
@@ -87,6 +99,15 @@ class FundingPayment:
     amount_usdt: float
 
 
+DEFAULT_MAINTENANCE_MARGIN_RATE = 0.005
+MAINTENANCE_MARGIN_RATES: dict[str, float] = {"BTCUSDT": 0.004, "ETHUSDT": 0.004}
+LIQUIDATION = "LIQUIDATION"
+
+
+def maintenance_margin_rate(symbol: str) -> float:
+    return MAINTENANCE_MARGIN_RATES.get(symbol, DEFAULT_MAINTENANCE_MARGIN_RATE)
+
+
 class PaperVenue:
     """Simulated venue; deterministic for a given seed, config and sequence of marks."""
 
@@ -114,6 +135,7 @@ class PaperVenue:
         self._funding: ReplayFunding | None = None
         self._funding_after_ns: int | None = None
         self.funding_payments: list[FundingPayment] = []
+        self.liquidations: list[Fill] = []
 
     # ---- state -----------------------------------------------------------------------------
 
@@ -141,6 +163,46 @@ class PaperVenue:
             self._bar = (index, closes, ts_ns)
             if self._funding is not None:
                 self._book_funding(ts_ns)
+            if self._positions:
+                self._check_liquidation(ts_ns)
+
+    def margin(self) -> tuple[float, float]:
+        """(margin balance = wallet + unrealised, maintenance margin) at the latest marks."""
+        equity, maint = self._balance, 0.0
+        for sym, pos in self._positions.items():
+            mark = self.last_mark(sym)
+            if pos.flat or mark is None:
+                continue
+            equity += pos.unrealised(mark[0])
+            maint += abs(pos.qty) * mark[0] * maintenance_margin_rate(sym)
+        return equity, maint
+
+    def _check_liquidation(self, ts_ns: int) -> None:
+        equity, maint = self.margin()
+        if maint <= 0.0 or equity > maint:
+            return
+        for sym, pos in sorted(self._positions.items()):
+            mark = self.last_mark(sym)
+            if pos.flat or mark is None:
+                continue
+            side = "BUY" if pos.qty < 0 else "SELL"
+            cid = f"liquidation-{sym}-{ts_ns}"
+            order = Order(client_id=cid, intent_id=cid, symbol=sym, side=side, qty=abs(pos.qty),
+                          order_type="MARKET", price=0.0, reduce_only=True, reason=LIQUIDATION,
+                          state=OrderState.FILLED, filled_qty=abs(pos.qty),
+                          avg_fill_price=mark[0], created_ns=ts_ns, updated_ns=ts_ns,
+                          ref_price=mark[0])
+            self._keep(order)
+            fill = Fill(fill_id=f"{cid}-1", client_id=cid, symbol=sym, side=side,
+                        qty=abs(pos.qty), price=mark[0], fee_usdt=0.0, liquidity="TAKER",
+                        ts_ns=ts_ns, slippage_bps=0.0, reduce_only=True)
+            new, realised = apply_fill(pos, side, fill.qty, fill.price, 0.0, ts_ns)
+            self._positions[sym] = new
+            self._balance += realised
+            self.liquidations.append(fill)
+            # Marks arrive synchronously; the events channel is far larger than a universe.
+            if not self._events.offer(fill):
+                raise RuntimeError("paper venue events channel full during a liquidation")
 
     def set_funding(self, funding: ReplayFunding) -> None:
         """Book funding payments on open positions at each funding time the bars cross."""
