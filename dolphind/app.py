@@ -184,8 +184,14 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         # a replay of candles has none and the engine degrades as the bible says (no OB).
         book = (BookSource(feed.book, lambda: 0) if isinstance(feed, BinanceFeed)
                 else lambda: None)
+
+        def alpha_emit(hook: str, event: Any) -> None:
+            if hook == "on_posture":  # a posture change is a decision: audited (issue #15)
+                audit.record("alpha.posture_changed", **event)
+            emit(hook, event)
+
         alpha = AlphaStage(scans, intents, engine, ledger, settled, book, control,
-                           health, m, emit, checkpoint=store.save_scan_checkpoint,
+                           health, m, alpha_emit, checkpoint=store.save_scan_checkpoint,
                            bus=bus, config=config, deterministic=cfg.mode == "backtest",
                            bar_close_ns=round(bar_interval_s * 1e9),
                            market_factors=replay_funding.factors_at if replay_funding else None)

@@ -244,6 +244,11 @@ class ExecutionMetrics:
                                       registry=r)
         self.audit_lines = Counter("dolphind_audit_lines_total", "Lines appended to the audit log.",
                                    registry=r)
+        self.audit_recovered = Counter("dolphind_audit_recovered_total",
+                                       "Orders the store had and the audit log did not (a "
+                                       "kill between commit and audit write), recorded at "
+                                       "restart from the store as order.recovered.",
+                                       registry=r)
         self.audit_backlog = Gauge("dolphind_audit_backlog",
                                    "Audit records waiting to be written.", registry=r)
 
