@@ -63,11 +63,11 @@ class StrategyParams:
     # --- §19.1 exits (§7) ------------------------------------------------------------------
     fixed_tp_pct: float = 0.0095
     stop_pct: float = 1.0
-    # Derived (not part of the profile): max_hold_s in bars of the run's interval (at_interval).
+    # Not settable: max_hold_s in bars of the run's interval (derived, not hashed).
     max_hold_bars: int = field(default=120, metadata=DERIVED)
 
     # --- §19.1 direction confirmation (§4.2) -----------------------------------------------
-    # Derived: dc_lookback_s in bars of the run's interval.
+    # Not settable: dc_lookback_s in bars of the run's interval (derived, not hashed).
     dc_lookback_bars: int = field(default=7, metadata=DERIVED)
     dc_min_magnitude_bps: float = 0.75
     dc_skip_contradicts: bool = True
@@ -90,7 +90,7 @@ class StrategyParams:
     seed: int = 42
 
     # --- §19.1 warm-up, §25.6 volatility regime --------------------------------------------
-    # Derived: lookback_s in bars of the run's interval.
+    # Not settable: lookback_s in bars of the run's interval (derived, not hashed).
     lookback: int = field(default=100, metadata=DERIVED)
     # §25.6 "Rolling 50-bar dvol (vol_ok)" against VOL_P60_THRESHOLD. The bible never states
     # the threshold's value, so the champion default is None = no volatility gate beyond the
@@ -139,9 +139,12 @@ class StrategyParams:
     # interval by ``at_interval``. Scan windows (IRP lookback, the volatility window, the
     # eigen windows) stay in bars: they are shapes of the signal, not durations.
     validation_bar_s: float = 5.0
-    lookback_s: float = 500.0  # warm-up: 100 bars x 5 s
-    max_hold_s: float = 600.0  # §19.1 max hold: 120 bars x 5 s (10 minutes)
-    dc_lookback_s: float = 35.0  # §4.2 DC lookback: 7 bars x 5 s
+    # Warm-up before the first entry, in seconds (100 bars x 5 s).
+    lookback_s: float = 500.0
+    # §19.1 max hold, in seconds (120 bars x 5 s = 10 minutes).
+    max_hold_s: float = 600.0
+    # §4.2 direction-confirmation lookback, in seconds (7 bars x 5 s).
+    dc_lookback_s: float = 35.0
 
     def as_dict(self) -> dict[str, Any]:
         """Every profile field by name (the input of the fingerprint and of ``changed_keys``);
