@@ -26,6 +26,7 @@ import structlog
 from dolphind.alpha.engine import AlphaEngine, Decision
 from dolphind.alpha.acb import ExternalFactors
 from dolphind.alpha.inputs import ExternalInputs, FilePayload, read_exf_file
+from dolphind.alpha.mc_gate import SOURCE_NO_MODEL
 from dolphind.alpha.posture import system_alive
 from dolphind.alpha.views import BookView, PortfolioView
 from dolphind.channels import Channel
@@ -41,6 +42,15 @@ POSTURES = ("APEX", "STALKER", "TURTLE", "HIBERNATE")
 # How stale the health reading fed to Cat1 may get; the score walks every stage, which is too
 # much work for every bar at backtest speed and pointless more often than this.
 HEALTH_REFRESH_S = 0.25
+
+
+def mc_statement(status: str, source: str) -> str:
+    """The MC gate's verdict in words (/status, the log, the backtest report)."""
+    if source == SOURCE_NO_MODEL:
+        return "no MC model installed: fallback ORANGE, every entry sized at half (SPEC §3)"
+    return f"{status} from {source}"
+
+
 _NOT_APPLIED: Any = object()
 
 
@@ -114,6 +124,7 @@ class AlphaStage:
 
     async def run(self) -> None:
         await self._refresh_config()
+        await self._say_mc_fallback()
         async for scan in self.source:
             # The bar goes to execution first: marks move, and an intent decided on this bar
             # fills at this bar's price (the price the decision saw), never an older one.
@@ -249,11 +260,18 @@ class AlphaStage:
                 "params_hash": st.params_hash, "acb_boost": st.acb_boost,
                 "acb_beta": st.acb_beta, "acb_reason": st.acb_reason,
                 "mc_status": st.mc_status, "mc_source": st.mc_source,
+                "mc_statement": mc_statement(st.mc_status, st.mc_source),
                 "regime_size_mult": st.regime_size_mult,
                 "acb_w750_threshold": st.w750_threshold, "acb_w750_source": st.w750_source,
                 "health_level": self.health_level, "system_alive": st.system_alive,
                 **self.inputs.status(), "book": self._book_status(),
                 "last_intents": list(self.last_intents)}
+
+    async def _say_mc_fallback(self) -> None:
+        st = self.engine.status()
+        if st.mc_source == SOURCE_NO_MODEL:
+            log.warning("alpha.mc_gate_fallback", statement=mc_statement(st.mc_status,
+                                                                         st.mc_source))
 
     def _book_status(self) -> dict[str, Any]:
         """What the last decision saw of the order book (issue 16: it used to see nothing)."""

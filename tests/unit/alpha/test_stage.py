@@ -369,3 +369,11 @@ async def test_market_data_funding_feeds_the_acb_at_bar_time(metrics: Metrics,
                             strategy=StrategyConfig(external_factors_file="exf.json"))
         await rig.bars(2)
         assert rig.status()["acb_boost"] == 1.0
+
+
+async def test_status_states_the_mc_gate_fallback(metrics: Metrics) -> None:
+    async with running(StageRig(metrics)) as rig:
+        await rig.bars(1)
+        st = rig.status()
+        assert st["mc_source"] == "FALLBACK_NO_MODEL"
+        assert "fallback ORANGE" in st["mc_statement"] and "half" in st["mc_statement"]
