@@ -42,6 +42,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    if args.path and args.config_flag and args.path != args.config_flag:
+        print("dolphind check-config: give the config once (PATH or --config)", file=sys.stderr)
+        return EXIT_USAGE
+    args.path = args.path or args.config_flag or DEFAULT_CONFIG
     from dolphind.config import ConfigError, load_config, read_ops_token
     from dolphind.plugins import validate_plugin_settings
 
@@ -230,7 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file; exit 2 on problems")
-    check.add_argument("path")
+    check.add_argument("path", nargs="?", default=None, help="the config file")
+    # The same flag as run / status / backtest; the positional path stays for old scripts.
+    check.add_argument("--config", dest="config_flag", default=None, metavar="PATH",
+                       help="the config file (instead of the positional PATH)")
     check.set_defaults(func=_cmd_check_config)
 
     _ops_commands(sub)

@@ -402,6 +402,7 @@ trading_enabled = false  # no entries from the replay: the only orders are the t
 
 [execution]
 venue = "binance"
+foreign = "adopt"  # the short on the account is theirs to close (issue #15: opt-in)
 
 [execution.binance]
 network = "mainnet"
