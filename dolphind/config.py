@@ -457,6 +457,38 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ExternalFactorsConfig:
+    """The live ACB external-factor producer (bible §10.2, issue 16). It publishes
+    DOLPHIN_FEATURES/exf_latest on the state bus; a source that fails is published as null
+    (absent), never guessed. Restart-only."""
+
+    # Run the producer inside the daemon (off: the bus or strategy.external_factors_file).
+    enabled: bool = field(default=False, metadata=RESTART)
+    # Binance USDT-M public REST: funding rate (/fapi/v1/fundingRate) and the taker
+    # buy/sell volume ratio (/futures/data/takerlongshortRatio) of BTCUSDT.
+    binance_rest_url: str = field(default="https://fapi.binance.com", metadata=RESTART)
+    # DVOL (Deribit get_volatility_index_data, or any JSON {"value": x}); empty: absent.
+    dvol_url: str = field(default="", metadata=RESTART)
+    # Fear & Greed (alternative.me /fng/ shape, or {"value": x}); empty: absent.
+    fng_url: str = field(default="", metadata=RESTART)
+    # Fetch every this many seconds (10 s - 1 day).
+    interval_s: float = field(default=300.0, metadata=RESTART)
+    # One request's time limit (0.1-60 s).
+    timeout_s: float = field(default=10.0, metadata=RESTART)
+    # A value older than this many intervals is published as absent.
+    max_age_intervals: int = field(default=3, metadata=RESTART)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanConfig:
+    """What makes a scan tradeable (issue 16)."""
+
+    # A scan over fewer priced symbols than this opens no position: eigenvalues of a two- or
+    # three-symbol "market" say nothing about the market (0 turns the check off).
+    min_symbols: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     # "paper" (simulated fills), "live" (real orders) or "backtest" (set by dolphind backtest).
     # The one switch for real money: only "live" sends orders to execution.venue, and it needs
@@ -485,6 +517,8 @@ class Config:
     execution: ExecutionConfig = ExecutionConfig()
     store: StoreConfig = StoreConfig()
     strategy: StrategyConfig = StrategyConfig()
+    scan: ScanConfig = ScanConfig()
+    external_factors: ExternalFactorsConfig = ExternalFactorsConfig()
     # Not read from the file: where the file was, and its content hash (for /status and reload).
     source: str = field(default="", metadata={"internal": True})
     sha256: str = field(default="", metadata={"internal": True})
@@ -549,7 +583,19 @@ def strategy_params(cfg: Config, problems: list[str] | None = None) -> "Strategy
     found: list[str] = [] if problems is None else problems
     overrides = dict(cfg.strategy.params)
     before = len(found)
+    from dolphind.alpha.params import DERIVED_FIELDS  # durations are set in seconds (issue 16)
+
+    for bars_key, secs_key in DERIVED_FIELDS:
+        if bars_key in overrides:
+            found.append(f"strategy.params.{bars_key}: durations are defined in seconds and "
+                         f"converted with the run's bar interval; set {secs_key} instead")
+            overrides.pop(bars_key)
     merged = _build(type(CHAMPION), {**CHAMPION.as_dict(), **overrides}, "strategy.params", found)
+    for _, secs_key in (*DERIVED_FIELDS, ("", "validation_bar_s")):
+        value = getattr(merged, secs_key)
+        if not (isinstance(value, (int, float)) and 0.0 < value <= 30 * 86_400.0):
+            found.append(f"strategy.params.{secs_key}: must be > 0 and <= 30 days (seconds), "
+                         f"got {value!r}")
     if len(found) == before:
         changed = check_profile(cfg.strategy.profile, merged)
         if changed:
@@ -577,6 +623,19 @@ def _cross_checks(cfg: Config) -> list[str]:
     if not 0 <= cfg.logging.heartbeat_s <= 86_400:
         problems.append("logging.heartbeat_s: must be in [0, 86400] (0 = no heartbeat)")
     problems.extend(affinity_problems(cfg.cpu_affinity))
+    if not 0 <= cfg.scan.min_symbols <= 10_000:
+        problems.append("scan.min_symbols: must be 0-10000")
+    x = cfg.external_factors
+    if not 10.0 <= x.interval_s <= 86_400.0:
+        problems.append("external_factors.interval_s: must be 10-86400")
+    if not 0.1 <= x.timeout_s <= 60.0:
+        problems.append("external_factors.timeout_s: must be 0.1-60")
+    if not 1 <= x.max_age_intervals <= 1000:
+        problems.append("external_factors.max_age_intervals: must be 1-1000")
+    for key in ("binance_rest_url", "dvol_url", "fng_url"):
+        url = getattr(x, key)
+        if url and not url.startswith(("http://", "https://")):
+            problems.append(f"external_factors.{key}: must be an http(s) URL, got {url!r}")
     for key in ("start", "end"):
         value = getattr(cfg.replay, key)
         if value:
