@@ -9,6 +9,7 @@ stamped with its fence."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -183,3 +184,60 @@ def test_second_daemon_fenced_then_takes_over_after_kill_9(
         if b is not None:
             b.stop()
         a.stop()  # (killed already: closes its log)
+
+
+@pytest.mark.timeout(300)
+def test_a_paused_holder_comes_back_stale_and_cannot_send(
+        tmp_path: Path, fake: FakeBinanceRest, cp_cluster: Cluster, market: FakeVenue) -> None:
+    """The holder is frozen (SIGSTOP: a GC pause, a hung VM) past the CP session TTL; the other
+    daemon takes over. When the old holder runs again it must not send: its lease lapsed
+    (lease_ttl_s after its last confirmation) and the cluster says the lock is another's."""
+    fake.set_position("BTCUSDT", -0.05, 40_000.0)
+    fake.fault("POST /fapi/v1/order", times=1000, status=400, code=-2019,
+               msg="Margin is insufficient.")
+    a = daemon(tmp_path, "a", fake, cp_cluster, market.url)
+    b: Daemon | None = None
+    try:
+        held = wait_until(lambda: (s := venue_state(a)) and s["lease"]["held"]
+                          and s["reconciled"] and s, timeout=120, what="a holds the account")
+        b = daemon(tmp_path, "b", fake, cp_cluster, market.url)
+        wait_until(lambda: (s := venue_state(b)) and s["lease"]["reason"], timeout=120,
+                   what="b fenced")
+        # Both daemons publish on the one cluster without colliding: namespaced keys.
+        client = hazelcast.HazelcastClient(cluster_name=cp_cluster.name,
+                                           cluster_members=cp_cluster.addresses,
+                                           cluster_connect_timeout=30)
+        try:
+            beats = client.get_map("DOLPHIN_HEARTBEAT").blocking()
+            wait_until(lambda: beats.get("a:dolphind") and beats.get("b:dolphind"),
+                       timeout=30, what="both heartbeats")
+            assert orjson.loads(beats.get("a:dolphind"))["pid"] != \
+                orjson.loads(beats.get("b:dolphind"))["pid"]
+        finally:
+            client.shutdown()
+
+        a.signal(signal.SIGSTOP)
+        try:
+            took = wait_until(lambda: (s := venue_state(b)) and s["lease"]["held"]
+                              and s["reconciled"] and s, timeout=60, what="b took over")
+        finally:
+            a.signal(signal.SIGCONT)
+        assert took["lease"]["fence"] > held["lease"]["fence"]
+        owner_b = took["lease"]["owner"]
+        # Losing the lease also drops reconciliation (a later takeover must reconcile first).
+        wait_until(lambda: (s := venue_state(a)) and not s["lease"]["held"]
+                   and owner_b in s["lease"]["reason"] and s["reconciled"] is False,
+                   timeout=30, what="a sees it is stale, names the new holder, unreconciled")
+        assert a.post("/flatten", {"reason": "test"})[0] == 200
+        rejected = wait_until(lambda: [o for o in a.get_json("/orders")["recent"]
+                                       if o["reason"] == "FLATTEN"
+                                       and o["reject_reason"].startswith("venue:fenced: ")],
+                              timeout=30, what="a's flatten refused")
+        sent_ids = {r.params.get("newClientOrderId") for r in fake.requests
+                    if (r.method, r.path) == ("POST", "/fapi/v1/order")}
+        assert not {o["client_id"] for o in rejected} & sent_ids
+        assert all(e["fence"] == held["lease"]["fence"] for e in fences(a))
+    finally:
+        if b is not None:
+            b.stop()
+        a.stop()
