@@ -243,7 +243,7 @@ class StateBusConfig:
     # How long one cluster call (a write, a lock renewal) may take before it counts as failed.
     invocation_timeout_s: float = field(default=2.0, metadata=RESTART)
     # Consecutive failed pushes that open the breaker (bible §15.6): file-only mode.
-    breaker_failures: int = 5
+    breaker_failures: int = field(default=5, metadata=RESTART)
     # Back-off of the client's reconnection and the breaker's recovery attempts.
     reconnect_initial_s: float = field(default=0.5, metadata=RESTART)
     reconnect_max_s: float = field(default=10.0, metadata=RESTART)
