@@ -15,7 +15,8 @@ Pure functions of the closed trades (``ClosedTrade``), the equity series and the
 - CAGR: ``(final / initial) ^ (365 days / period) - 1`` over the equity series' first to last
   bar; Calmar: CAGR / max drawdown (mark to market);
 - drawdown start/end: the time of the peak before the deepest drawdown and of its trough;
-- market change: the mean over symbols of last close / first close - 1 in the replayed range.
+- market change: the mean over symbols of last close / first close - 1 in the replayed range;
+- funding: ``funding_paid_usdt`` is whatever the caller passes (None: not modelled, shown so).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ CONVENTIONS = {
     "cagr": "(final / initial) ^ (365 d / period) - 1, period = first to last equity bar",
     "calmar": "cagr / max_drawdown (mark to market); null with no drawdown",
     "market_change": "mean over symbols of last / first close - 1 in the replayed range",
-    "funding": "not modelled in the backtest: funding_paid_usdt is null",
+    "funding": "funding_paid_usdt is null when the run does not model funding",
 }
 
 

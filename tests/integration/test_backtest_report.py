@@ -49,6 +49,7 @@ def test_every_figure_agrees_with_trades_csv(run: tuple[Path, str]) -> None:
     doc = json.loads((out / "summary.json").read_text())
     assert doc["market_change"] is not None and len(doc["market_change_by_symbol"]) == 12
     assert doc["funding_paid_usdt"] is None and "funding" in doc["conventions"]
+    assert "not modelled in this run" in (out / "report.html").read_text()
     assert doc["drawdown_start_ts_ns"] < doc["drawdown_end_ts_ns"]
 
 
