@@ -94,6 +94,13 @@ def test_daemon_keys_inputs_and_a_member_killed_mid_run(cluster: Cluster,
         features.set("acb_boost", '{"boost": 1.45, "beta": 0.3}')
         wait_until(lambda: (a := d.get_json("/status")["alpha"])["acb_boost"] == 1.45
                    and a["acb_beta"] == 0.3, timeout=30, what="the processor's boost in force")
+        # A recalibrated w750 threshold (the calibration input) reaches the engine as well (it
+        # takes effect at the next bar with a warm w750 velocity).
+        features.set("acb_w750_threshold", '{"threshold": 0.0042, "n": 500}')
+        wait_until(lambda: (a := d.get_json("/status")["alpha"])["acb_w750_source"]
+                   == "recalibrated" and a["w750_calibration"]["source"] == "bus"
+                   and a["w750_calibration"]["payload"]["threshold"] == 0.0042, timeout=30,
+                   what="the calibration handed to the engine")
         # Not JSON: rejected at the bus and shown; a bad shape: rejected by the engine's input.
         features.set("exf_latest", "{not json")
         wait_until(lambda: "exf_latest" in d.get_json("/status")["statebus"]["input_problems"],
