@@ -51,6 +51,8 @@ SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
     ("max_consecutive_losses", "Max consecutive losses", "int"),
     ("avg_win_usdt", "Average win", "usdt"),
     ("avg_loss_usdt", "Average loss", "usdt"),
+    ("avg_win_duration_s", "Average duration of winners", "duration"),
+    ("avg_loss_duration_s", "Average duration of losers", "duration"),
     ("avg_hold_bars", "Average hold (bars)", "ratio"),
     ("avg_hold_s", "Average hold", "duration"),
     ("fees_paid_usdt", "Fees paid", "usdt"),
