@@ -304,6 +304,7 @@ class FencedLease:
         self.acquired_at: float | None = None
         self._requests: asyncio.Queue[tuple[str, asyncio.Future[bool]]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._pending: dict[str, asyncio.Future[bool]] = {}
 
     @property
     def held(self) -> bool:
@@ -314,11 +315,13 @@ class FencedLease:
 
     async def _call(self, what: str) -> bool:
         if self._task is None or self._task.done():
-            self._requests = asyncio.Queue()
+            self._requests, self._pending = asyncio.Queue(), {}
             self._task = asyncio.create_task(self._owner(), name=f"lease:{self.account}")
         assert self._requests is not None
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._requests.put_nowait((what, fut))
+        fut = self._pending.get(what)
+        if fut is None or fut.done():  # one request of a kind at a time: no queue builds up
+            fut = self._pending[what] = asyncio.get_running_loop().create_future()
+            self._requests.put_nowait((what, fut))
         try:
             async with asyncio.timeout(3 * self._timeout() + 1):
                 return await asyncio.shield(fut)
