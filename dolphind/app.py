@@ -26,6 +26,7 @@ from dolphind.channels import Channel, Overflow
 from dolphind.config import Config, strategy_params
 from dolphind.events import WINDOWS, Bar, OrderIntent, ScanRecord
 from dolphind.execution.ledger import Ledger
+from dolphind.tradelog import TradeLog
 from dolphind.execution.stage import ExecutionStage, open_books
 from dolphind.feed.backfill import rest_filler
 from dolphind.feed.binance_ws import BinanceFeed
@@ -221,6 +222,7 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         def execution_emit(hook: str, event: Any) -> None:
             ledger.observe(hook, event)
             emit(hook, event)
+            trades.observe(hook, event)  # after the ledger: it reads the closed trade there
 
         # In a backtest the rails' rate limit and breaker run on market time, not wall time:
         # a replay at full speed must make the same decisions on every run.
@@ -229,6 +231,7 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
                                    veto=daemon.plugins.veto, emit=execution_emit,
                                    trading_clock=trading_clock)
         ledger = Ledger(execution.capital_view, record_equity=record_equity)
+        trades = TradeLog(ledger.closed, emit)  # trade.fill / trade.closed lines, on_trade
         # The open trade as it was before the stop (entry scan, fees, bars held): the alpha
         # engine's position view and the closing trade's PnL read it.
         ledger.restore(stored.open_trades, next_scan=start_scan)
@@ -236,8 +239,13 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         async def settled(sent: int) -> bool:
             return await execution.settled(sent, config().execution.drain_timeout_s)
 
+        def alpha_emit(hook: str, event: Any) -> None:
+            if hook == "on_posture":  # a posture change is a decision: audited (issue #15)
+                audit.record("alpha.posture_changed", **event)
+            emit(hook, event)
+
         alpha = AlphaStage(scans, intents, engine, ledger, settled, lambda: None, control,
-                           health, m, emit, checkpoint=store.save_scan_checkpoint,
+                           health, m, alpha_emit, checkpoint=store.save_scan_checkpoint,
                            bus=bus, config=config)
 
         health.register(feed.name)

@@ -213,6 +213,21 @@ class ExecutionMetrics:
         self.intent_to_fill = Histogram("dolphind_intent_to_fill_seconds",
                                         "From taking an intent to its fill being committed.",
                                         buckets=_LATENCY_BUCKETS, registry=r)
+        self.exit_retries = Counter("dolphind_exit_retries_total",
+                                    "Exits (reduce-only orders) sent again after a transient "
+                                    "refusal (rate limit, ban, breaker, 5xx, timeout).",
+                                    registry=r)
+        self.exits_stuck = Gauge("dolphind_exits_stuck",
+                                 "Symbols whose exit has not got through for longer than "
+                                 "execution.exit_stuck_after_s (still being retried).",
+                                 registry=r)
+        self.foreign_positions = Gauge("dolphind_foreign_positions",
+                                       "Venue positions (symbols) this daemon did not open, "
+                                       "found at reconciliation and left alone.", registry=r)
+        self.foreign_orders = Gauge("dolphind_foreign_orders",
+                                    "Open venue orders this daemon did not send (not its "
+                                    "client id prefix, not in its store), left alone.",
+                                    registry=r)
         self.reconcile_diffs = Counter("dolphind_reconcile_differences_total",
                                        "Store/venue differences corrected at reconciliation.",
                                        ["kind"], registry=r)
@@ -229,6 +244,11 @@ class ExecutionMetrics:
                                       registry=r)
         self.audit_lines = Counter("dolphind_audit_lines_total", "Lines appended to the audit log.",
                                    registry=r)
+        self.audit_recovered = Counter("dolphind_audit_recovered_total",
+                                       "Orders the store had and the audit log did not (a "
+                                       "kill between commit and audit write), recorded at "
+                                       "restart from the store as order.recovered.",
+                                       registry=r)
         self.audit_backlog = Gauge("dolphind_audit_backlog",
                                    "Audit records waiting to be written.", registry=r)
 
@@ -237,6 +257,10 @@ class VenueMetrics:
     """The live venue (SPEC §5): request budget, bans, errors, user stream, lease."""
 
     def __init__(self, r: CollectorRegistry) -> None:
+        self.loop_crashes = Counter("dolphind_venue_loop_crashes_total",
+                                    "Venue background loops (user stream, polling, lease, "
+                                    "maintenance) that raised and were restarted, by loop.",
+                                    ["loop"], registry=r)
         self.requests = Counter("dolphind_venue_requests_total",
                                 "REST requests sent to the venue, by kind and outcome.",
                                 ["kind", "outcome"], registry=r)

@@ -3,6 +3,7 @@ with backoff, giving up cleanly, a bounded queue, and secrets that never reach t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -174,3 +175,176 @@ async def test_stop_does_not_wait_forever_on_a_failing_webhook(rig: Rig,
     assert p._task is not None and p._task.done()
     assert "comms.unsent_at_stop" in rig.log.events()
     assert p.sender.sent == 0 and p.sender.gave_up == 0
+
+
+# --- trade notifications (issue 21) -------------------------------------------------------
+
+T0 = 1_746_885_600_000_000_000  # 2025-05-10 14:00 UTC
+
+
+def _fill(reduce_only: bool) -> Any:
+    from dolphind.events import Fill
+    return Fill("f1", "c1", "SUIUSDT", "BUY" if reduce_only else "SELL", 292.088, 3.9703, 0.23,
+                "MAKER", T0, reduce_only=reduce_only)
+
+
+def _trade(pnl: float = 10.034060146195046) -> Any:
+    from dolphind.report.model import ClosedTrade
+    return ClosedTrade("000001-SUIUSDT", "SUIUSDT", "SHORT", T0, T0 + 18 * 60 * 10**9, 3.9703,
+                       3.93318648, 292.088, 1159.6769864, 0.99, 0.806, pnl, "FIXED_TP", 18)
+
+
+async def test_entry_exit_and_daily_reach_a_generic_webhook(rig: Rig, receiver: Receiver) -> None:
+    p = await _comms(rig, {"HOOK": receiver.url},
+                     {"url_env": "HOOK", "format": "webhook", "title": "t", **FAST})
+    await p.on_tick(rig.clock.tick())  # the first tick only notes the day
+    await p.on_fill(_fill(reduce_only=False))
+    await p.on_fill(_fill(reduce_only=True))  # an exit fill: the closed trade says it
+    await p.on_trade(_trade())
+    await p.on_trade(_trade(-3.0))
+    rig.clock.advance(86_400)  # the UTC day ends
+    await p.on_tick(rig.clock.tick())
+    await eventually(lambda: len(receiver.received) == 4)
+    entry, exit_, loss, daily = (r["body"] for r in receiver.received)
+    assert entry["event"] == "entry" and entry["data"]["side"] == "SHORT"
+    assert "ENTRY SHORT SUIUSDT: 292.088 @ 3.9703 (1,159.68 USDT)" in entry["text"]
+    assert exit_["event"] == "exit" and exit_["data"]["pnl_usdt"] == 10.034060146195046
+    assert "EXIT SHORT SUIUSDT (FIXED_TP)" in exit_["text"] and "PnL +10.03 USDT (+0.87%)" \
+        in exit_["text"] and "held 0h18m" in exit_["text"]
+    assert "PnL -3.00 USDT" in loss["text"]
+    assert daily["event"] == "daily" and daily["data"]["day"] == "2026-01-01"
+    assert daily["data"]["trades"] == 2 and daily["data"]["pnl_usdt"] == 7.034060146195046
+    assert "2026-01-01: 2 trades closed, W/D/L 1/0/1, PnL +7.03 USDT" in daily["text"]
+    await p.stop()
+
+
+async def test_events_choose_what_is_sent(rig: Rig, receiver: Receiver) -> None:
+    p = await _comms(rig, {"HOOK": receiver.url},
+                     {"url_env": "HOOK", "format": "slack", "events": ["exit"], **FAST})
+    await p.on_fill(_fill(reduce_only=False))
+    await p.on_incident(_incident(rig))
+    await p.on_trade(_trade())
+    await eventually(lambda: len(receiver.received) >= 1)
+    await p.stop()
+    assert len(receiver.received) == 1 and "EXIT" in receiver.received[0]["body"]["text"]
+    assert CommsPlugin(environ={"H": receiver.url}).validate(
+        {"url_env": "H", "events": ["exit", "lunch"], "max_per_minute": 0}) == [
+        "events: unknown ['lunch']; choose from ['entry', 'exit', 'daily', 'incident']",
+        "max_per_minute: must be in 1..600"]
+
+
+async def test_rate_limited_to_max_per_minute_and_nothing_lost(rig: Rig,
+                                                               receiver: Receiver) -> None:
+    now = [0.0]
+    p = CommsPlugin(environ={"HOOK": receiver.url}, clock=lambda: now[0])
+    settings = {"url_env": "HOOK", "max_per_minute": 2, **FAST}
+    await p.start(rig.ctx("comms", settings))
+    for k in range(5):
+        await p.on_trade(_trade(float(k + 1)))
+    await eventually(lambda: len(receiver.received) == 2)
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == 2  # the third waits for the window
+    assert p.sender is not None and p.sender.rate_limited >= 1 and len(p.sender) == 3
+    now[0] = 60.0  # a minute later: two more
+    await eventually(lambda: len(receiver.received) == 4, timeout=5)
+    now[0] = 120.0
+    await eventually(lambda: len(receiver.received) == 5, timeout=5)
+    texts = [r["body"]["text"] for r in receiver.received]
+    assert [t.split("PnL ")[1][:5] for t in texts] == ["+1.00", "+2.00", "+3.00", "+4.00",
+                                                      "+5.00"]  # in order
+    await p.stop()
+
+
+async def test_incidents_jump_a_queue_of_trade_messages(rig: Rig, receiver: Receiver) -> None:
+    now = [0.0]
+    p = CommsPlugin(environ={"HOOK": receiver.url}, clock=lambda: now[0])
+    await p.start(rig.ctx("comms", {"url_env": "HOOK", "max_per_minute": 1, **FAST}))
+    for k in range(3):
+        await p.on_trade(_trade(float(k + 1)))
+    await eventually(lambda: len(receiver.received) == 1)
+    await p.on_incident(_incident(rig))
+    await eventually(lambda: p.sender is not None and len(p.sender) == 3)
+    now[0] = 60.0
+    await eventually(lambda: len(receiver.received) == 2, timeout=5)
+    assert "governor_halt" in receiver.received[1]["body"]["text"]
+    await p.stop()
+
+
+# --- Telegram commands ----------------------------------------------------------------------
+
+BOT = "/bot123:ABC-secret"
+
+
+@dataclass
+class FakeTelegram:
+    """getUpdates hands out the queued updates once; sendMessage records what was sent."""
+
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    base: str = ""
+    next_id: int = 100
+
+    def say(self, chat: int, text: str) -> None:
+        self.next_id += 1
+        self.updates.append({"update_id": self.next_id,
+                             "message": {"chat": {"id": chat}, "text": text}})
+
+    async def get_updates(self, request: web.Request) -> web.Response:
+        offset = int(request.query.get("offset", "0"))
+        fresh = [u for u in self.updates if u["update_id"] >= offset]
+        if not fresh:
+            await asyncio.sleep(0.05)  # a short long-poll
+        return web.json_response({"ok": True, "result": fresh})
+
+    async def send(self, request: web.Request) -> web.Response:
+        self.sent.append(await request.json())
+        return web.json_response({"ok": True})
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    tg = FakeTelegram()
+    app = web.Application()
+    app.router.add_get(BOT + "/getUpdates", tg.get_updates)
+    app.router.add_post(BOT + "/sendMessage", tg.send)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    tg.base = f"http://127.0.0.1:{port}{BOT}"
+    yield tg
+    await runner.cleanup()
+
+
+async def test_telegram_commands_answer_only_the_allowlisted_chat(rig: Rig,
+                                                                  telegram: FakeTelegram) -> None:
+    env = {"TG_URL": telegram.base + "/sendMessage", "TG_CHAT": "42"}
+    p = await _comms(rig, env, {"url_env": "TG_URL", "format": "telegram", "chat_id_env": "TG_CHAT",
+                                "commands": True, "events": ["incident"], "title": "t", **FAST})
+    await p.on_trade(_trade())
+    await p.on_trade(_trade(-3.0))
+    telegram.say(42, "/profit")
+    telegram.say(42, "/daily@dolphind_bot")
+    telegram.say(7, "/halt intruder")  # another chat: ignored
+    await eventually(lambda: len(telegram.sent) == 2)
+    assert telegram.sent[0]["chat_id"] == "42"
+    assert "2 trades since comms started: W/D/L 1/0/1, PnL +7.03 USDT" in telegram.sent[0]["text"]
+    assert "2025-05-10: 2 trades closed" in telegram.sent[1]["text"]
+    assert rig.control.halted is False and p.commands is not None and p.commands.refused == 1
+    telegram.say(42, "/status")
+    await eventually(lambda: len(telegram.sent) == 3)
+    assert "[t] trading;" in telegram.sent[2]["text"]
+    telegram.say(42, "/halt news at 14:00")
+    await eventually(lambda: len(telegram.sent) == 4)
+    assert rig.control.halted and rig.control.halt_reason == "news at 14:00"
+    assert "comms:telegram" in rig.control.halt_holds
+    assert "HALTED: news at 14:00" in telegram.sent[3]["text"]
+    telegram.say(42, "/resume")  # not a chat command: only the operator resumes
+    await eventually(lambda: len(telegram.sent) == 5)
+    assert rig.control.halted and "commands:" in telegram.sent[4]["text"]
+    await p.stop()
+    logged = json.dumps(rig.log.records)
+    assert "ABC-secret" not in logged and "intruder" not in logged
+    assert CommsPlugin(environ=env).validate({"url_env": "TG_URL", "commands": True}) == [
+        'commands: only with format = "telegram"']
