@@ -10,6 +10,8 @@ for pair in prometheus:prometheus promtool:prometheus supervisord:supervisor \
             supervisorctl:supervisor systemd-analyze:systemd; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done
+# Debian's Chromium for the Command Center's browser test (Playwright never downloads one).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -168,6 +168,9 @@ def build_app(daemon: DaemonView, token: str | None) -> web.Application:
     app.router.add_get("/positions", positions)
     app.router.add_get("/orders", orders)
     app.router.add_post("/flatten", protected(flatten))
+    # The operator's page (GET /, its static files, /ui/snapshot and the /ui/events stream).
+    from dolphind.ops.command_center import mount as mount_command_center
+    mount_command_center(app, daemon)
     return app
 
 
