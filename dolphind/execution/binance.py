@@ -48,7 +48,6 @@ import dataclasses
 import logging
 import math
 import os
-import random
 import re
 import ssl
 import time
@@ -65,13 +64,16 @@ import orjson
 import structlog
 from ccxt.base import errors as ccxt_errors
 
+from dolphind.backoff import backoff_delay
 from dolphind.channels import Channel, Overflow
 from dolphind.config import BinanceVenueConfig
 from dolphind.events import Fill, Order
 from dolphind.execution.filters import SymbolFilters, parse_exchange_info
 from dolphind.execution.lease import Lease, account_id
+from dolphind.execution.portfolio import split_foreign
 from dolphind.execution.router import TERMINAL, OrderState
-from dolphind.execution.venue import VenuePosition, VenueRejected, VenueUnavailable
+from dolphind.execution.venue import (VenuePosition, VenueRejected, VenueStartupError,
+                                      VenueUnavailable)
 from dolphind.ops.metrics import VenueMetrics
 from dolphind.statebus.base import StateBus
 
@@ -479,8 +481,17 @@ class BinanceVenue:
                  symbols: Callable[[], Iterable[str]] = lambda: (),
                  wall: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
-                 lease_dir: Path | None = None) -> None:
+                 lease_dir: Path | None = None,
+                 owns: Callable[[str], bool] = lambda client_id: True,
+                 foreign_policy: Callable[[], str] = lambda: "adopt") -> None:
         self._cfg = config
+        # Ownership (issue #15): an order is ours when its client id carries our prefix (or
+        # we track it: the store knows it). Under any policy but "adopt", others' orders are
+        # reported in ``foreign_orders`` and left alone: never tracked, their fills never
+        # emitted (they would move our book).
+        self._owns = owns
+        self._foreign_policy = foreign_policy
+        self.foreign_orders: dict[str, Order] = {}
         self._m = metrics
         self._creds = credentials
         self._symbols = symbols
@@ -787,14 +798,14 @@ class BinanceVenue:
         if not self.lease.held:
             self._m.fenced.inc()
             log.error("venue.fenced_order", client_id=order.client_id, reason=self.lease.reason)
-            raise VenueRejected(f"fenced: {self.lease.reason}")
+            raise VenueRejected(f"fenced: {self.lease.reason}", local=True)
         if not order.reduce_only and not self._reconciled:
             raise VenueRejected("not_reconciled: only reduce-only orders until the venue is "
-                                "reconciled")
+                                "reconciled", local=True)
         if order.client_id in self._orders:
-            raise VenueRejected(f"duplicate client order id {order.client_id}")
+            raise VenueRejected(f"duplicate client order id {order.client_id}", local=True)
         if order.symbol not in self._filters:
-            raise VenueRejected(f"unknown symbol {order.symbol}")
+            raise VenueRejected(f"unknown symbol {order.symbol}", local=True)
         params: dict[str, Any] = {"symbol": order.symbol, "side": order.side,
                                   "type": order.order_type, "quantity": decimal_str(order.qty),
                                   "newClientOrderId": order.client_id,
@@ -810,7 +821,7 @@ class BinanceVenue:
             res = await self._request("submit", "fapiPrivatePostOrder", params, _W_ORDER, 1)
         except _NotSent as exc:
             self._orders.pop(order.client_id, None)
-            raise VenueRejected(exc.reason) from None
+            raise VenueRejected(exc.reason, local=True) from None
         except (_NoAnswer, BinanceAPIError) as exc:
             if isinstance(exc, _NoAnswer) or exc.outcome_unknown:
                 if t.venue_state is not OrderState.NEW or t.fill_ids:
@@ -898,6 +909,8 @@ class BinanceVenue:
             except (_NotSent, _NoAnswer) as exc:
                 raise VenueUnavailable(f"query {client_id}: {exc}") from None
             rep = report_from_rest(res)
+            if t is None and self.is_foreign(client_id):
+                return self._note_foreign(rep)
             if t is None:
                 t = self._adopt(rep)
             t.unknown = False
@@ -1018,8 +1031,28 @@ class BinanceVenue:
         return [trade_from_rest(d) for d in res
                 if str(d.get("orderId")) == rep.venue_order_id or "orderId" not in d]
 
+    def is_foreign(self, client_id: str) -> bool:
+        """An order this process must leave alone: not tracked, not ours, policy not adopt."""
+        return (self._foreign_policy() != "adopt" and client_id not in self._orders
+                and not self._owns(client_id))
+
+    def _note_foreign(self, rep: Report) -> Order:
+        """Remember (or forget, once final) an order somebody else placed; nothing emitted."""
+        snap = self._snapshot(self._foreign(rep), rep)
+        if rep.state in TERMINAL:
+            self.foreign_orders.pop(rep.client_id, None)
+        else:
+            if rep.client_id not in self.foreign_orders:
+                log.warning("venue.foreign_order", client_id=rep.client_id, symbol=rep.symbol,
+                            side=rep.side, qty=rep.qty, state=str(rep.state),
+                            action="left alone")
+            self.foreign_orders[rep.client_id] = snap
+        return snap
+
     async def _apply(self, rep: Report, trades: list[Trade], source: str) -> Order:
         """Emit the new fills of ``rep``'s order, then its state (never before its fills)."""
+        if self.is_foreign(rep.client_id):
+            return self._note_foreign(rep)
         async with self._apply_lock:
             t = self._orders.get(rep.client_id) or self._adopt(rep)
             t.last_news = self._mono()
@@ -1094,7 +1127,17 @@ class BinanceVenue:
                 ok = False
                 log.warning("venue.resync_query_failed", client_id=cid, error=str(exc))
         try:
-            for o in await self.open_orders():
+            open_now = await self.open_orders()
+            for cid in set(self.foreign_orders) - {o.client_id for o in open_now}:
+                self.foreign_orders.pop(cid, None)  # gone (filled, cancelled by its owner)
+            for o in open_now:
+                if self.is_foreign(o.client_id):
+                    if o.client_id not in self.foreign_orders:
+                        log.warning("venue.foreign_order", cause=cause, client_id=o.client_id,
+                                    symbol=o.symbol, side=o.side, qty=o.qty, state=o.state,
+                                    action="left alone")
+                    self.foreign_orders[o.client_id] = o
+                    continue
                 if o.client_id not in self._orders:
                     self.track(o)  # appeared while we were not listening: its fills are news
                     log.warning("venue.unknown_open_order", cause=cause, client_id=o.client_id,
@@ -1126,7 +1169,7 @@ class BinanceVenue:
 
     async def _stream_loop(self) -> None:
         cfg = self._cfg()
-        backoff = cfg.backoff_initial_s
+        attempt = 0  # failed connections in a row (back-off_delay's exponent)
         reason = "start"
         while True:
             if not self.lease.held:
@@ -1153,7 +1196,7 @@ class BinanceVenue:
                     try:
                         reason = await self._reconcile_while_connected(
                             reader, f"user_stream:{reason}")
-                        backoff = cfg.backoff_initial_s
+                        attempt = 0
                     finally:
                         reader.cancel()
                         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -1166,9 +1209,9 @@ class BinanceVenue:
                 log.warning("venue.user_stream_error", error=self.last_error)
             finally:
                 self._set_stream(False)
-            log.warning("venue.user_stream_down", reason=reason, retry_in_s=round(backoff, 2))
-            await asyncio.sleep(backoff * (0.5 + random.random() / 2))
-            backoff = min(backoff * 2, cfg.backoff_max_s)
+            log.warning("venue.user_stream_down", reason=reason, attempt=attempt)
+            await asyncio.sleep(backoff_delay(attempt, cfg.backoff_initial_s, cfg.backoff_max_s))
+            attempt += 1
 
     async def _reconcile_while_connected(self, reader: asyncio.Task[str], cause: str) -> str:
         """With the stream connected (first, so nothing falls between it and REST): re-read
@@ -1306,6 +1349,11 @@ class BinanceVenue:
 
     # ---- views -----------------------------------------------------------------------------
 
+    def retry_after_s(self) -> float:
+        """Seconds until the venue takes requests again (a 429's Retry-After, a 418 ban)."""
+        now = self._now()
+        return max(0.0, self.budget.backoff_until - now, self.budget.banned_until - now)
+
     def readiness(self) -> str:
         if not self.lease.held:
             return f"fenced: {self.lease.reason}"
@@ -1340,7 +1388,7 @@ class BinanceVenue:
         }
 
 
-class VenueSetupError(Exception):
+class VenueSetupError(VenueStartupError):
     """The account cannot be traded as configured (hedge mode, ...)."""
 
 
@@ -1361,8 +1409,12 @@ def _reject_reason(exc: BinanceAPIError) -> str:
 # ---- start-up reconciliation with the store ---------------------------------------------
 
 
+class ForeignHoldings(VenueSetupError):
+    """execution.foreign = "refuse" and the account holds positions or orders not ours."""
+
+
 async def reconcile_store(venue: BinanceVenue, store: Any, audit: Any,
-                          reconcile_diffs: Any) -> None:
+                          reconcile_diffs: Any, policy: str = "adopt") -> None:
     """Before the execution stage restores: make the venue know the store's working orders
     (their symbols, for query by client id), and bring open orders the store does not know
     into it. Those are cancelled (a working order left from before a start is stale, the
@@ -1378,8 +1430,30 @@ async def reconcile_store(venue: BinanceVenue, store: Any, audit: Any,
         log.warning("venue.reconcile_skipped", reason=venue.lease.reason)
         return
     known = set(state.client_ids)
-    for o in await venue.open_orders():
-        if o.client_id in known:
+    open_orders = await venue.open_orders()
+    foreign_orders = [o for o in open_orders
+                      if o.client_id not in known and venue.is_foreign(o.client_id)]
+    foreign_positions = {}
+    if policy != "adopt":
+        ours = {p.symbol: p.qty for p in state.positions}
+        for sym, vp in (await venue.positions()).items():
+            rest = split_foreign(ours.get(sym, 0.0), vp.qty)[1]
+            if rest:
+                foreign_positions[sym] = rest
+    if policy == "refuse" and (foreign_orders or foreign_positions):
+        raise ForeignHoldings(
+            f"the account holds what this daemon did not open (execution.foreign = "
+            f"'refuse'): positions {foreign_positions or '{}'}, orders "
+            f"{sorted(o.client_id for o in foreign_orders) or '[]'}")
+    for o in foreign_orders:
+        venue.foreign_orders[o.client_id] = o
+        log.warning("venue.foreign_order", client_id=o.client_id, symbol=o.symbol,
+                    side=o.side, qty=o.qty, state=o.state, action="left alone")
+        audit.record("execution.foreign_order", client_id=o.client_id, symbol=o.symbol,
+                     side=o.side, qty=o.qty, price=o.price, state=o.state,
+                     venue_order_id=o.venue_order_id, action="left alone")
+    for o in open_orders:
+        if o.client_id in known or o.client_id in venue.foreign_orders:
             continue
         log.warning("venue.unknown_open_order", client_id=o.client_id, symbol=o.symbol,
                     side=o.side, qty=o.qty, state=o.state, filled_qty=o.filled_qty)
@@ -1421,9 +1495,13 @@ async def open_binance_books(config: Callable[[], Any], metrics: Any,
     async with open_store_and_audit(config, metrics) as (store, audit):
         venue = BinanceVenue(lambda: config().execution.binance, bus, metrics.venue, creds,
                              symbols=lambda: config().binance_feed.symbols,
-                             lease_dir=cfg.resolve(cfg.execution.binance.lease_dir))
+                             lease_dir=cfg.resolve(cfg.execution.binance.lease_dir),
+                             owns=lambda cid: cid.startswith(
+                                 config().execution.client_id_prefix + "-"),
+                             foreign_policy=lambda: config().execution.foreign)
         async with venue:
-            await reconcile_store(venue, store, audit, metrics.execution.reconcile_diffs)
+            await reconcile_store(venue, store, audit, metrics.execution.reconcile_diffs,
+                                  cfg.execution.foreign)
             # Not reconciled before the execution stage has its book to compare positions
             # with: the stage installs its own check when it is built.
             venue.set_position_check(_no_book_yet)

@@ -35,12 +35,13 @@ from typing import Any, AsyncIterator, Callable
 import numpy as np
 import structlog
 
+from dolphind.backoff import backoff_delay
 from dolphind.channels import Channel
-from dolphind.config import Config
+from dolphind.config import Config, describe_trading, trading_target
 from dolphind.events import Bar, Fill, Order, OrderIntent, PositionUpdate
 from dolphind.execution.filters import load_exchange_info
 from dolphind.execution.paper import PaperVenue
-from dolphind.execution.portfolio import CapitalView, Portfolio, Position
+from dolphind.execution.portfolio import CapitalView, Portfolio, Position, split_foreign
 from dolphind.execution.router import (
     TERMINAL,
     IllegalTransition,
@@ -52,7 +53,7 @@ from dolphind.execution.router import (
     transition,
     venue_symbol,
 )
-from dolphind.execution.venue import Venue, VenueRejected, VenueUnavailable
+from dolphind.execution.venue import Venue, VenueRejected, VenueUnavailable, is_transient
 from dolphind.ops.control import Control, ControlAction
 from dolphind.ops.health import Health
 from dolphind.ops.metrics import Children, ExecutionMetrics, Metrics
@@ -79,6 +80,29 @@ _CONTROL_TICK_S = 1.0
 # write per this many bars (see ``_on_bar``); live and paper runs write each one at once.
 _EQUITY_BATCH = 256
 _QTY_EPS = 1e-12
+
+
+# Final states of an order that did not fill (an exit in one of them may be retried).
+_NOT_THROUGH = frozenset({OrderState.REJECTED, OrderState.EXPIRED, OrderState.CANCELLED})
+
+
+@dataclasses.dataclass(slots=True)
+class ExitRetry:
+    """An exit that has not got through yet (one per symbol)."""
+
+    symbol: str
+    intent_id: str  # the first exit's; its retries are "<intent_id>:retry<n>"
+    reason: str  # the exit's reason (FLATTEN, STOP_LOSS, ...), kept by its retries
+    since: float  # monotonic time of the first refusal
+    attempts: int = 0
+    due: float = 0.0
+    last_error: str = ""
+    stuck: bool = False
+
+    def view(self, now: float) -> dict[str, Any]:
+        return {"attempts": self.attempts, "since_s": round(now - self.since, 3),
+                "next_in_s": round(max(0.0, self.due - now), 3),
+                "last_error": self.last_error, "stuck": self.stuck, "reason": self.reason}
 
 
 def record_slippage(m: ExecutionMetrics, notional_usdt: float, slippage_bps: float) -> None:
@@ -153,6 +177,10 @@ class ExecutionStage:
         self._symbol_map: tuple[tuple[str, ...], list[str], dict[str, int]] | None = None
         self._published_symbols: set[str] = set()
         self._position_mismatch: dict[str, tuple[float, float]] | None = None
+        # Venue positions that are not ours (symbol -> (qty, entry price)), left alone.
+        self.foreign_positions: dict[str, tuple[float, float]] = {}
+        # Exits that did not get through, by symbol: sent again until the position is closed.
+        self.exit_retries: dict[str, ExitRetry] = {}
         control.subscribe(self._on_control)
         # A live venue is not reconciled until its positions match this book (see
         # ``check_positions``): after every user-stream reconnect and lease takeover.
@@ -294,10 +322,21 @@ class ExecutionStage:
             log.warning("execution.reconcile_positions_failed", cause=cause, error=str(exc))
             return False
         ours = {s: p.qty for s, p in self.portfolio.positions.items()}
-        diffs = {s: (ours.get(s, 0.0), venue_pos[s].qty if s in venue_pos else 0.0)
-                 for s in set(ours) | set(venue_pos)
-                 if abs(ours.get(s, 0.0) - (venue_pos[s].qty if s in venue_pos else 0.0))
-                 > _QTY_EPS}
+        adopt_all = self._config().execution.foreign == "adopt"
+        # The part of each venue position that is ours (all of it under "adopt"); the rest is
+        # foreign: reported, left alone, counted by the exposure rails.
+        venue_qty = {s: vp.qty for s, vp in venue_pos.items()}
+        if not adopt_all:
+            foreign: dict[str, tuple[float, float]] = {}
+            for s in set(ours) | set(venue_pos):
+                kept, rest = split_foreign(ours.get(s, 0.0), venue_qty.get(s, 0.0))
+                venue_qty[s] = kept
+                if rest:
+                    foreign[s] = (rest, venue_pos[s].avg_price if s in venue_pos else 0.0)
+            self._set_foreign(foreign, cause)
+        diffs = {s: (ours.get(s, 0.0), venue_qty.get(s, 0.0))
+                 for s in set(ours) | set(venue_qty)
+                 if abs(ours.get(s, 0.0) - venue_qty.get(s, 0.0)) > _QTY_EPS}
         if not diffs:
             self._position_mismatch = None
             return True
@@ -323,7 +362,11 @@ class ExecutionStage:
         for sym in diffs:
             vp = venue_pos.get(sym)
             old = self.portfolio.positions.get(sym) or Position(sym)
-            new = Position(sym, vp.qty if vp else 0.0, vp.avg_price if vp else 0.0,
+            qty = venue_qty.get(sym, 0.0)
+            # Our part of a shared position keeps our entry price (the venue's is a blend).
+            price = old.avg_price if not adopt_all and not old.flat else \
+                (vp.avg_price if vp else 0.0)
+            new = Position(sym, qty, price if qty else 0.0,
                            old.realised_pnl_usdt, old.fees_usdt, old.opened_ns or ts, ts)
             if new.flat:
                 self.portfolio.positions.pop(sym, None)
@@ -335,6 +378,29 @@ class ExecutionStage:
         self._audit.record("execution.positions_reconciled", cause=cause,
                            differences={s: list(v) for s, v in diffs.items()})
         return True
+
+    def _set_foreign(self, foreign: dict[str, tuple[float, float]], cause: str) -> None:
+        """Positions on the account that are not ours: reported when they change, never
+        traded (the exposure rails count them)."""
+        if foreign == self.foreign_positions:
+            return
+        new = set(foreign) - set(self.foreign_positions)
+        self.foreign_positions = foreign
+        self._m.foreign_positions.set(len(foreign))
+        if new:
+            self._m.reconcile_diffs.labels("foreign_position").inc(len(new))
+        log.warning("execution.foreign_positions", cause=cause, action="left alone",
+                    positions={s: q for s, (q, _) in foreign.items()})
+        self._audit.record("execution.foreign_positions", cause=cause, action="left alone",
+                           positions={s: q for s, (q, _) in foreign.items()})
+
+    def foreign_view(self) -> dict[str, Any]:
+        orders = getattr(self._venue, "foreign_orders", {})
+        self._m.foreign_orders.set(len(orders))
+        return {"policy": self._config().execution.foreign,
+                "positions": {s: {"qty": q, "avg_price": px}
+                              for s, (q, px) in self.foreign_positions.items()},
+                "orders": [_order_json(o) for o in orders.values()]}
 
     async def check_positions(self, cause: str) -> bool:
         """Called by a live venue after each user-stream (re)connect or lease takeover, once
@@ -412,7 +478,8 @@ class ExecutionStage:
         try:
             ack = await self._venue.submit(order)
         except VenueRejected as exc:
-            self.rails.record_venue(False)
+            if not exc.local:  # refused here (fenced, budget): not a venue failure
+                self.rails.record_venue(False)
             self._intents["venue_rejected"].inc()
             self._intent_t0.pop(cid, None)
             await self._set_order(transition(order, OrderState.REJECTED, self._now_ns(),
@@ -447,6 +514,8 @@ class ExecutionStage:
         self._count_state(rejected)
         self.recent_orders.append(rejected)
         await self._store.write(order_op(rejected))
+        if rejected.reduce_only:
+            self._exit_not_through(rejected)  # e.g. the venue breaker: retried when it closes
         self._audit.record(f"{stage}.rejected", rule=rule, detail=detail,
                            intent_id=intent.intent_id, client_id=cid, symbol=symbol,
                            side=intent.side, notional_usdt=intent.notional_usdt,
@@ -552,6 +621,89 @@ class ExecutionStage:
             # Rejections are audited where they happen (with the rule); fills with the fill.
             self._audit.record(f"order.{order.state}", client_id=order.client_id,
                                reason=order.reject_reason)
+        if order.reduce_only and order.state in _NOT_THROUGH:
+            self._exit_not_through(order)
+
+    # ---- exits that never give up ----------------------------------------------------------
+
+    def _exit_not_through(self, order: Order) -> None:
+        """A reduce-only order ended without its fill: when the cause may pass (rate limit, ban,
+        breaker, 5xx / timeout resolved as "never arrived", venue cancel or expiry), send the
+        exit again after a back-off, until the position is closed (``_retry_exits``)."""
+        reason = order.reject_reason or str(order.state)
+        if order.state == OrderState.REJECTED and not is_transient(reason):
+            return  # a final "no" (fenced, reduce-only refused, filters): retrying cannot help
+        if self._backtest or not self.ready:
+            # A backtest's paper venue never refuses for a while; at restore, the alpha engine
+            # decides again on the restored position.
+            return
+        x = self._config().execution
+        now = self._mono()
+        r = self.exit_retries.get(order.symbol)
+        if r is None:
+            r = ExitRetry(order.symbol, order.intent_id, order.reason, now)
+            self.exit_retries[order.symbol] = r
+        r.last_error = reason
+        hint = getattr(self._venue, "retry_after_s", None)
+        wait = max(backoff_delay(r.attempts, x.exit_retry_initial_s, x.exit_retry_max_s),
+                   hint() if hint is not None else 0.0)
+        r.due = now + wait
+        log.warning("execution.exit_retry_scheduled", symbol=order.symbol,
+                    client_id=order.client_id, reason=reason, attempt=r.attempts + 1,
+                    in_s=round(wait, 3))
+        self._wake.set()
+
+    def _next_retry_in(self) -> float:
+        if not self.exit_retries:
+            return _CONTROL_TICK_S
+        soonest = min(r.due for r in self.exit_retries.values())
+        return min(_CONTROL_TICK_S, max(0.0, soonest - self._mono()))
+
+    async def _retry_exits(self) -> None:
+        x = self._config().execution
+        for sym, r in list(self.exit_retries.items()):
+            now = self._mono()
+            pos = self.portfolio.positions.get(sym)
+            if pos is None or abs(pos.qty) <= _QTY_EPS:
+                del self.exit_retries[sym]
+                log.info("execution.exit_through", symbol=sym, attempts=r.attempts,
+                         seconds=round(now - r.since, 3))
+                if r.stuck:
+                    self._audit.record("execution.exit_unstuck", symbol=sym,
+                                       attempts=r.attempts, seconds=now - r.since)
+                self._m.exits_stuck.set(sum(1 for e in self.exit_retries.values() if e.stuck))
+                continue
+            if not r.stuck and now - r.since >= x.exit_stuck_after_s:
+                r.stuck = True
+                self._m.exits_stuck.set(sum(1 for e in self.exit_retries.values() if e.stuck))
+                log.error("execution.exit_stuck", symbol=sym, attempts=r.attempts,
+                          last_error=r.last_error, qty=pos.qty)
+                self._audit.record("execution.exit_stuck", symbol=sym, attempts=r.attempts,
+                                   last_error=r.last_error, qty=pos.qty,
+                                   seconds=now - r.since)
+                self._control.raise_incident(
+                    "execution", "exit_stuck",
+                    f"exit of {sym} ({pos.qty:g}) not through after {now - r.since:.0f}s and "
+                    f"{r.attempts} retries: {r.last_error}; still retrying",
+                    severity="critical", symbol=sym)
+            if now < r.due or any(o.symbol == sym and o.reduce_only
+                                  for o in self.orders.values()):
+                continue  # not yet, or an exit is in flight (its outcome reschedules)
+            r.attempts += 1
+            # Until this attempt's outcome is known; a refusal reschedules it with back-off.
+            r.due = now + backoff_delay(r.attempts, x.exit_retry_initial_s, x.exit_retry_max_s)
+            mark = self.portfolio.mark_of(sym)
+            intent = OrderIntent(
+                intent_id=f"{r.intent_id}:retry{r.attempts}", ts_ns=time.time_ns(),
+                symbol=sym, side="BUY" if pos.qty < 0 else "SELL",
+                notional_usdt=abs(pos.qty) * mark, leverage=0.0, reduce_only=True,
+                reason=r.reason, ref_price=mark,
+                gates=(("retry_of", r.intent_id), ("attempt", r.attempts)))
+            self._m.exit_retries.inc()
+            log.info("execution.exit_retry", symbol=sym, attempt=r.attempts, qty=pos.qty,
+                     last_error=r.last_error)
+            async with self._lock:
+                await self._handle_intent(intent)
 
     def _install(self, order: Order) -> None:
         self._count_state(order)
@@ -688,6 +840,9 @@ class ExecutionStage:
     def _account_snapshot(self) -> AccountSnapshot:
         p = self.portfolio
         exposure = {s: abs(p.position_notional(s)) for s in p.positions}
+        for s, (q, px) in self.foreign_positions.items():
+            # Not ours to trade, but the account's risk all the same.
+            exposure[s] = exposure.get(s, 0.0) + abs(q) * (p.marks.get(s) or px)
         for o in self.orders.values():
             if not o.reduce_only:
                 px = p.marks.get(o.symbol) or o.ref_price
@@ -735,11 +890,14 @@ class ExecutionStage:
     async def _control_loop(self) -> None:
         while True:
             try:
-                async with asyncio.timeout(_CONTROL_TICK_S):
+                async with asyncio.timeout(self._next_retry_in()):
                     await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
+            self.foreign_view()  # keeps dolphind_foreign_orders current
+            if self.exit_retries:
+                await self._retry_exits()
             if self._control_dirty:
                 self._control_dirty = False
                 await self._store.save_control(self._control.halted,
@@ -841,6 +999,9 @@ class ExecutionStage:
                 "positions": {s: p.qty for s, p in self.portfolio.positions.items()},
                 "working_orders": len(self.orders), "last_intents": list(self.last_intents),
                 "venue": self._venue.name, "venue_breaker": int(self.rails.breaker_gauge()),
+                "exits_retrying": {s: r.view(self._mono()) for s, r in
+                                   self.exit_retries.items()},
+                "foreign": self.foreign_view(),
                 "venue_state": self._venue_status(),
                 "store": self._store.status(),
                 "audit": {"path": str(self._audit.path), "lines": self._audit.seq,
@@ -881,14 +1042,17 @@ async def open_books(config: Callable[[], Config], metrics: Metrics,
     (execution/lease.py).
     """
     cfg = config()
-    if cfg.execution.venue == "binance":
+    venue_name, network = trading_target(cfg)  # the one switch: only mode "live" is real
+    log.info("execution.venue", venue=venue_name, network=network, mode=cfg.mode,
+             configured_venue=cfg.execution.venue, summary=describe_trading(cfg))
+    if venue_name == "binance":
         from dolphind.execution.binance import open_binance_books
 
         async with open_binance_books(config, metrics, bus) as books:
             yield books
         return
-    if cfg.execution.venue != "paper":  # pragma: no cover - config validation refuses it
-        raise ValueError(f"execution.venue {cfg.execution.venue!r} is not in this build")
+    if venue_name != "paper":  # pragma: no cover - config validation refuses it
+        raise ValueError(f"execution.venue {venue_name!r} is not in this build")
     filters = {}
     if cfg.execution.exchange_info:
         filters = await asyncio.to_thread(load_exchange_info,
