@@ -28,8 +28,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-sync", "--disable-dev-shm-usage"]
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
+def trading_daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """A replay daemon that is warm and trading, paced so a viewer can follow it."""
     port = free_port()
     # Through the scans' 750-bar warm-up as fast as the stages go, then (a config reload, as an
     # operator would) 600x: ten bars a second, an entry every few seconds to see on the page.
@@ -45,6 +45,11 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         yield d
     finally:
         d.stop()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    yield from trading_daemon(tmp_path)
 
 
 @pytest.fixture
