@@ -101,11 +101,13 @@ def action_item(a: ControlAction) -> dict[str, Any]:
     return {"kind": "control", "sub": a.action, "ts": a.ts, "text": text, "cause": a.cause}
 
 
-def trade_item(t: Any) -> dict[str, Any]:
+def trade_item(t: Any, seen_ts: float | None) -> dict[str, Any]:
+    """A feed item for a closed trade, stamped with the market time it was seen at (the
+    ledger's own exit_ts_ns is not the exit bar's time in the daemon, see the issue's note)."""
     d = _jsonable(t)
     pnl = d.get("pnl_usdt") or 0.0
     return {"kind": "trade", "sub": "win" if pnl > 0 else "loss" if pnl < 0 else "flat",
-            "ts": (d.get("exit_ts_ns") or 0) / 1e9,
+            "ts": seen_ts,
             "text": f"closed {d.get('side', '')} {d.get('symbol', '?')} "
                     f"PnL {pnl:+,.2f} USDT ({d.get('exit_reason', '')})"}
 
@@ -233,8 +235,9 @@ class CommandCenter:
         if ledger is not None:
             count = len(ledger.closed)
             if self._trades_seen is not None and count > self._trades_seen:
+                seen_ts = last["timestamp_ns"] / 1e9 if last.get("timestamp_ns") else None
                 for t in ledger.closed[self._trades_seen:][-_RECENT_TRADES:]:
-                    items.append(self._add(trade_item(t)))
+                    items.append(self._add(trade_item(t, seen_ts)))
             self._trades_seen = count
         return points, items
 

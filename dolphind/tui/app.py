@@ -51,6 +51,11 @@ def strip_text(s: dict[str, Any]) -> Text:
     field("venue", venue)
     field("ready", "READY" if s["ready"] else "NOT READY", "bold green" if s["ready"] else "bold red")
     field("can trade", "yes" if s["can_trade"] else "no", "green" if s["can_trade"] else "red")
+    if s["halted"]:
+        field("trading", "HALTED by " + ", ".join(s.get("halted_by") or {}), "bold white on red")
+    else:
+        field("trading", "ACTIVE", "bold green")
+    t.append("\n")
     rm = "—" if s.get("rm") is None else f"{s['rm']:.3f}"
     field("posture", f"{s.get('posture') or '—'} Rm {rm}")
     field("equity", _usd(s.get("equity")))
@@ -58,10 +63,10 @@ def strip_text(s: dict[str, Any]) -> Text:
     field("drawdown", "—" if dd is None else f"{100 * dd:.2f}%",
           "bold red" if (dd or 0) > 0.1 else "bold yellow" if (dd or 0) > 0.03 else "bold")
     field("exposure", _usd(s.get("exposure"), 0))
-    if s["halted"]:
-        field("trading", "HALTED by " + ", ".join(s.get("halted_by") or {}), "bold white on red")
-    else:
-        field("trading", "ACTIVE", "bold green")
+    for label, key in (("realised", "realised"), ("unrealised", "unrealised")):
+        t.append(f"{label} ", style="dim")
+        t.append_text(_signed(s.get(key)))
+        t.append("   ")
     return t
 
 
@@ -84,7 +89,7 @@ class TopApp(App[None]):
     TITLE = "dolphind top"
     CSS = """
     Screen { layout: vertical; }
-    #strip { height: 3; padding: 0 1; border: round $primary; }
+    #strip { height: 4; padding: 0 1; border: round $primary; }
     .row { height: 1fr; }
     .panel { width: 1fr; border: round $panel-lighten-2; }
     .panel > .title { color: $text-muted; text-style: bold; }

@@ -114,7 +114,7 @@ let plot = null;
 function chartData() {
   const thr = state.snapshot ? state.snapshot.threshold : null;
   const p = state.pts;
-  return [p.map((q) => q[1]), p.map((q) => q[3] ? q[2] : null), p.map(() => thr),
+  return [p.map((q) => q[1]), p.map((q) => q[2]), p.map(() => thr),
     p.map((q) => state.entries.has(q[0]) ? q[2] : null)];
 }
 function makeChart() {
@@ -138,7 +138,8 @@ function makeChart() {
   }, chartData(), box);
   new ResizeObserver(() => plot.setSize({ width: box.clientWidth, height: 240 })).observe(box);
 }
-// sampled: a scan the page saw (the line); otherwise an entry's own scan (a marker only).
+// sampled: a scan the page saw on a tick; otherwise an entry's own scan and vel_div (the ticks
+// sample the scans at replay speed, so an entry's spike may fall between two samples).
 function addPoint(n, t, v, sampled) {
   const p = state.pts;
   if (!sampled && (!p.length || n < p[0][0])) return; // before the chart's first scan
