@@ -96,6 +96,8 @@ _EVENTS_CAPACITY = 4096
 _LISTEN_KEY_RE = re.compile(r"(/ws/|listenKey=)[A-Za-z0-9]{16,}")
 _QTY_EPS = 1e-12
 _READ_MAX_WAIT_S = 65.0
+# Start-up calls: a network error is retried this many times (with back-off) before giving up.
+_START_ATTEMPTS = 4
 _CANCEL_MAX_WAIT_S = 10.0
 
 # ccxt logs request headers (with the API key) at DEBUG: never let that through.
@@ -111,7 +113,7 @@ _STATUS = {"NEW": OrderState.ACKED, "PARTIALLY_FILLED": OrderState.PARTIALLY_FIL
 # ---- credentials ------------------------------------------------------------------------------
 
 
-class CredentialsError(Exception):
+class CredentialsError(VenueStartupError):
     """No usable API key / secret (the message names where they were looked for, never them)."""
 
 
@@ -527,6 +529,7 @@ class BinanceVenue:
         self.stream_balances: dict[str, float] = {}
         self.last_error = ""
         self.connects = 0
+        self.loop_crashes: dict[str, int] = {}  # background loop -> crashes (supervised)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -571,29 +574,80 @@ class BinanceVenue:
         self._ex = ex
         log.info("venue.opening", venue=self.name, network=cfg.network, rest=base,
                  ws=self.ws_base, account=self.account, credentials=self._creds.source)
-        await self.sync_clock("start")
-        await self.refresh_filters()
-        if await self.lease.acquire():
-            await self._setup_account()
-        else:
-            log.error("venue.fenced", account=self.account, reason=self.lease.reason)
-        self._tasks.append(asyncio.create_task(self._lease_loop(), name="binance:lease"))
-        self._tasks.append(asyncio.create_task(self._maintenance_loop(),
-                                               name="binance:maintenance"))
+        await self._start_calls(base)
+        self._spawn("lease", self._lease_loop)
+        self._spawn("maintenance", self._maintenance_loop)
+
+    async def _start_calls(self, base: str) -> None:
+        """Clock, filters, lease, account setup. A network error (no answer) is retried with
+        back-off ``_START_ATTEMPTS`` times, each said in the log; then, and for any answer
+        that refuses us (-2015 key, -1022 signature, hedge mode...), VenueStartupError: one
+        line for the operator, exit 2."""
+        cfg = self._cfg()
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                await self.sync_clock("start")
+                await self.refresh_filters()
+                if await self.lease.acquire():
+                    await self._setup_account()
+                else:
+                    log.error("venue.fenced", account=self.account, reason=self.lease.reason)
+                return
+            except (_NoAnswer, _NotSent) as exc:
+                if attempt + 1 >= _START_ATTEMPTS:
+                    raise VenueStartupError(
+                        f"venue REST {base} unreachable after {_START_ATTEMPTS} attempts: "
+                        f"{self._redact(str(exc))}") from None
+                delay = backoff_delay(attempt, cfg.backoff_initial_s, cfg.backoff_max_s)
+                log.warning("venue.start_retry", rest=base, attempt=attempt + 1,
+                            of=_START_ATTEMPTS, retry_in_s=round(delay, 3),
+                            error=self._redact(str(exc)))
+                await asyncio.sleep(delay)
+            except BinanceAPIError as exc:
+                raise VenueStartupError(_start_refusal(exc, base)) from None
+
+    def _spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        self._tasks.append(asyncio.create_task(self._supervised(name, loop),
+                                               name=f"binance:{name}"))
+
+    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop for the venue's life: a crash is logged, counted
+        (``dolphind_venue_loop_crashes_total``) and shown in /status, and the loop restarted
+        after a back-off; never swallowed."""
+        crashes = 0
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                crashes += 1
+                self.loop_crashes[name] = self.loop_crashes.get(name, 0) + 1
+                self._m.loop_crashes.labels(name).inc()
+                self.last_error = self._redact(f"{name} loop: {type(exc).__name__}: {exc}")
+                cfg = self._cfg()
+                delay = backoff_delay(crashes - 1, cfg.backoff_initial_s, cfg.backoff_max_s)
+                log.error("venue.loop_crashed", loop=name, error=self.last_error,
+                          restart_in_s=round(delay, 3), exc_info=exc)
+                await asyncio.sleep(delay)
 
     def start_streams(self) -> None:
         """Start the user stream and REST polling (after the store's orders are tracked)."""
-        self._tasks.append(asyncio.create_task(self._stream_loop(), name="binance:user_stream"))
-        self._tasks.append(asyncio.create_task(self._keepalive_loop(),
-                                               name="binance:listen_key"))
-        self._tasks.append(asyncio.create_task(self._poll_loop(), name="binance:poll"))
+        self._spawn("user_stream", self._stream_loop)
+        self._spawn("listen_key", self._keepalive_loop)
+        self._spawn("poll", self._poll_loop)
 
     async def aclose(self) -> None:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            try:
                 await t
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # supervised loops do not end like this; say so if one did
+                log.error("venue.loop_failed_at_close", task=t.get_name(), error=repr(exc))
         self._tasks.clear()
         if self._listen_key and self.lease.held and self._ex is not None:
             # Polite, and only by the holder: a fenced daemon must not close the holder's stream.
@@ -1384,12 +1438,26 @@ class BinanceVenue:
                        "banned_s": max(0.0, self.budget.banned_until - now)},
             "clock_offset_ms": round(self._offset_s * 1000, 1),
             "tracked_orders": sum(1 for t in self._orders.values() if not t.settled),
+            "loop_crashes": dict(self.loop_crashes),
             "last_error": self._redact(self.last_error),
         }
 
 
 class VenueSetupError(VenueStartupError):
     """The account cannot be traded as configured (hedge mode, ...)."""
+
+
+def _start_refusal(exc: BinanceAPIError, base: str) -> str:
+    """One line for an answer that refuses us at start."""
+    if exc.code in (-2014, -2015):
+        why = "the API key is refused (invalid key, IP not whitelisted or no futures permission)"
+    elif exc.code == -1022:
+        why = "the signature is refused (wrong API secret)"
+    elif exc.banned:
+        why = "this IP is banned (418)"
+    else:
+        why = "the venue refused the start-up request"
+    return f"venue {base}: {why}: binance http {exc.status} code {exc.code}: {exc.msg[:120]}"
 
 
 def _reject_reason(exc: BinanceAPIError) -> str:
@@ -1500,8 +1568,12 @@ async def open_binance_books(config: Callable[[], Any], metrics: Any,
                                  config().execution.client_id_prefix + "-"),
                              foreign_policy=lambda: config().execution.foreign)
         async with venue:
-            await reconcile_store(venue, store, audit, metrics.execution.reconcile_diffs,
-                                  cfg.execution.foreign)
+            try:
+                await reconcile_store(venue, store, audit, metrics.execution.reconcile_diffs,
+                                      cfg.execution.foreign)
+            except VenueUnavailable as exc:
+                raise VenueStartupError(f"venue {venue.rest_base}: cannot read the account at "
+                                        f"start: {exc}") from None
             # Not reconciled before the execution stage has its book to compare positions
             # with: the stage installs its own check when it is built.
             venue.set_position_check(_no_book_yet)

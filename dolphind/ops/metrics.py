@@ -252,6 +252,10 @@ class VenueMetrics:
     """The live venue (SPEC §5): request budget, bans, errors, user stream, lease."""
 
     def __init__(self, r: CollectorRegistry) -> None:
+        self.loop_crashes = Counter("dolphind_venue_loop_crashes_total",
+                                    "Venue background loops (user stream, polling, lease, "
+                                    "maintenance) that raised and were restarted, by loop.",
+                                    ["loop"], registry=r)
         self.requests = Counter("dolphind_venue_requests_total",
                                 "REST requests sent to the venue, by kind and outcome.",
                                 ["kind", "outcome"], registry=r)

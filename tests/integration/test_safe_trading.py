@@ -12,6 +12,7 @@ orders to the loopback REST fake (served from a thread of this process).
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -83,7 +84,7 @@ def market(tmp_path: Path) -> Iterator[FakeVenue]:
 
 
 def live_daemon(tmp_path: Path, fake: FakeBinanceRest, market: FakeVenue,
-                extra: str = "", execution: str = "") -> Daemon:
+                extra: str = "", execution: str = "", start: bool = True) -> Daemon:
     """A mode "live" daemon on the loopback fakes; entries off (the test's orders only)."""
     port = free_port()
     cfg = tmp_path / "live.toml"
@@ -111,8 +112,9 @@ lease_ttl_s = 2.0
 lease_renew_s = 0.2
 {extra}
 """)
-    return Daemon(cfg, port, env={"DOLPHIND_BINANCE_API_KEY": fake.api_key,
-                                  "DOLPHIND_BINANCE_API_SECRET": fake.secret}).start()
+    d = Daemon(cfg, port, env={"DOLPHIND_BINANCE_API_KEY": fake.api_key,
+                               "DOLPHIND_BINANCE_API_SECRET": fake.secret})
+    return d.start() if start else d
 
 
 def seed_store(data_dir: Path, positions: dict[str, tuple[float, float]]) -> None:
@@ -202,3 +204,68 @@ def test_foreign_refuse_will_not_start_and_says_why_in_one_line(
     assert len(lines) == 1 and "ETHUSDT" in lines[0]
     assert "Traceback" not in d.logs()
     assert fake.count("POST /fapi/v1/order") == 0
+
+
+class _NoMarket:
+    """A live feed URL nobody listens on: these daemons fail before the feed starts."""
+
+    url = f"ws://127.0.0.1:{free_port()}"
+
+
+def _assert_refused_start(d: Daemon, *fragments: str) -> str:
+    assert d.wait_exit(120) == 2
+    d._log.close()
+    logs = d.logs()
+    assert "Traceback" not in logs, logs[-3000:]
+    lines = [x for x in logs.splitlines() if x.startswith("dolphind: cannot start:")]
+    assert len(lines) == 1, logs[-3000:]
+    said = [e for e in d.events() if e.get("event") == "daemon.startup_failed"]
+    assert len(said) == 1
+    for f in fragments:
+        assert f in lines[0] and f in said[0]["error"], (f, lines[0])
+    return lines[0]
+
+
+def test_an_unreachable_venue_retries_then_exits_2_in_one_line(tmp_path: Path) -> None:
+    class Nowhere:  # a REST base URL with nothing listening
+        rest_url = f"http://127.0.0.1:{free_port()}"
+        ws_url = f"ws://127.0.0.1:{free_port()}"
+        api_key, secret = "k-nowhere", "s-nowhere"
+
+    d = live_daemon(tmp_path, Nowhere, _NoMarket)  # type: ignore[arg-type]
+    line = _assert_refused_start(d, "unreachable after 4 attempts", Nowhere.rest_url)
+    retries = [e for e in d.events() if e.get("event") == "venue.start_retry"]
+    assert [e["attempt"] for e in retries] == [1, 2, 3]  # said before giving up
+    assert "k-nowhere" not in d.logs() and "s-nowhere" not in d.logs()
+    assert len(line) < 300
+
+
+def test_a_refused_api_key_or_hedge_mode_exits_2_in_one_line(
+        tmp_path: Path, threaded_fake: FakeBinanceRest) -> None:  # noqa: F811
+    fake = threaded_fake
+    d = live_daemon(tmp_path, fake, _NoMarket, start=False)  # type: ignore[arg-type]
+    bad = Daemon(d.config, d.port, env={"DOLPHIND_BINANCE_API_KEY": "not-the-key",
+                                        "DOLPHIND_BINANCE_API_SECRET": fake.secret}).start()
+    _assert_refused_start(bad, "API key is refused", "-2015")
+    assert "not-the-key" not in bad.logs()
+    fake.dual_side = True
+    hedged = Daemon(d.config, d.port, env=d.env).start()
+    _assert_refused_start(hedged, "hedge mode")
+    assert fake.count("POST /fapi/v1/order") == 0
+
+
+@pytest.mark.parametrize("when", ["at_once", "after_drain"])
+def test_a_second_sigint_exits_130_without_a_traceback(tmp_path: Path, when: str) -> None:
+    port = free_port()
+    d = Daemon(write_config(tmp_path / "d.toml", port), port).start()
+    d.wait_ready(timeout=120)
+    d.signal(signal.SIGINT)
+    if when == "after_drain":
+        # Near the end of shutdown: the daemon's own SIGINT handler is being removed.
+        wait_until(lambda: any(e.get("event") in ("daemon.drained", "daemon.stopped")
+                               for e in d.events()), timeout=30, interval=0.005)
+    d.signal(signal.SIGINT)
+    code = d.wait_exit(30)
+    d._log.close()
+    assert code in (130, 0), code  # 0: the first stop had already finished
+    assert "Traceback" not in d.logs() and "KeyboardInterrupt" not in d.logs()
