@@ -3,7 +3,8 @@
 Three routes join the ops HTTP app (``mount``):
 
 - ``GET /`` and ``GET /static/...``: the page, shipped in the package (``ops/static``), no build
-  step, no network: the one charting library (uPlot) is vendored next to it.
+  step, no network: its charting library is the uPlot vendored for the backtest report
+  (``report/vendor/uplot``).
 - ``GET /ui/snapshot``: everything the page shows, as one JSON object (``CommandCenter.snapshot``).
 - ``GET /ui/events``: Server-Sent Events. A ``hello`` event first (snapshot, the vel_div history
   and the recent feed), then a ``tick`` about twice a second (fresh snapshot, new vel_div points,
@@ -40,6 +41,9 @@ from dolphind.ops.control import ControlAction
 log = structlog.get_logger("dolphind.ops.command_center")
 
 STATIC_DIR = resources.files("dolphind.ops") / "static"
+# One vendored uPlot for the whole package: the backtest report's (licence and provenance there).
+UPLOT_DIR = resources.files("dolphind.report") / "vendor" / "uplot"
+UPLOT_FILES = ("uPlot.iife.min.js", "uPlot.min.css")
 TICK_S = 0.5  # the page's refresh period: fast enough to look live, cheap for the loop
 CHART_POINTS = 720  # vel_div points kept for a newcomer's chart (an hour of 5 s bars)
 FEED_ITEMS = 200  # feed items kept for a newcomer
@@ -311,6 +315,7 @@ def mount(app: web.Application, daemon: Any) -> CommandCenter:
 
     def read_files() -> None:
         files.update({name: _static(name) for name in static_names()})
+        files.update({name: (UPLOT_DIR / name).read_bytes() for name in UPLOT_FILES})
 
     async def on_startup(app: web.Application) -> None:
         await asyncio.to_thread(read_files)
