@@ -1,8 +1,9 @@
 """Delivery: a bounded queue and one sender task that posts, retries with backoff, gives up.
 
 The hooks only put a message in the queue (never await the network), so a dead webhook costs
-the daemon nothing but this task's time. When the queue is full the oldest message goes: the
-newest incident says most about the present. Nothing here logs the URL or the secret; errors
+the daemon nothing but this task's time. Incidents go before trade messages. When the queue is
+full the oldest trade message goes (then the oldest incident): the newest says most about the
+present. Nothing here logs the URL or the secret; errors
 are logged by type and status only (aiohttp's own messages can contain the URL).
 """
 
@@ -46,6 +47,8 @@ class WebhookSender:
         self._log = log
         self._random = unit_random
         self._queue: collections.deque[Message] = collections.deque()
+        # Incidents jump the queue: a halt must not wait behind a burst of trade messages.
+        self._urgent: collections.deque[Message] = collections.deque()
         self._clock = clock
         self._sent_at: collections.deque[float] = collections.deque()  # the last minute's
         self._wake = asyncio.Event()
@@ -56,30 +59,32 @@ class WebhookSender:
         """Queue a message; never waits. Full: the oldest message is dropped and counted."""
         if self._closing:
             return
-        while len(self._queue) >= self._settings().queue_size:
-            self._queue.popleft()
+        m = message if isinstance(message, Message) else Message(message)
+        while len(self) >= self._settings().queue_size:
+            # Trade chatter goes first; an incident is dropped only for a newer incident.
+            (self._queue or self._urgent).popleft()
             self.dropped += 1
             self._m.messages.labels("dropped").inc()
-        self._queue.append(message if isinstance(message, Message) else Message(message))
-        self._m.queue_depth.set(len(self._queue))
+        (self._urgent if m.event == "incident" else self._queue).append(m)
+        self._m.queue_depth.set(len(self))
         self._wake.set()
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._urgent)
 
     async def run(self) -> None:
         """The sender task: until closed and drained."""
         async with aiohttp.ClientSession() as session:
             while True:
-                if not self._queue:
+                if not len(self):
                     if self._closing:
                         return
                     self._wake.clear()
                     await self._wake.wait()
                     continue
                 await self._rate_limit()
-                message = self._queue.popleft()
-                self._m.queue_depth.set(len(self._queue))
+                message = (self._urgent or self._queue).popleft()
+                self._m.queue_depth.set(len(self))
                 await self.deliver(session, message)
 
     async def _rate_limit(self) -> None:

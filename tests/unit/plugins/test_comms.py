@@ -222,7 +222,7 @@ async def test_events_choose_what_is_sent(rig: Rig, receiver: Receiver) -> None:
     p = await _comms(rig, {"HOOK": receiver.url},
                      {"url_env": "HOOK", "format": "slack", "events": ["exit"], **FAST})
     await p.on_fill(_fill(reduce_only=False))
-    _incident(rig)
+    await p.on_incident(_incident(rig))
     await p.on_trade(_trade())
     await eventually(lambda: len(receiver.received) >= 1)
     await p.stop()
@@ -252,4 +252,19 @@ async def test_rate_limited_to_max_per_minute_and_nothing_lost(rig: Rig,
     texts = [r["body"]["text"] for r in receiver.received]
     assert [t.split("PnL ")[1][:5] for t in texts] == ["+1.00", "+2.00", "+3.00", "+4.00",
                                                       "+5.00"]  # in order
+    await p.stop()
+
+
+async def test_incidents_jump_a_queue_of_trade_messages(rig: Rig, receiver: Receiver) -> None:
+    now = [0.0]
+    p = CommsPlugin(environ={"HOOK": receiver.url}, clock=lambda: now[0])
+    await p.start(rig.ctx("comms", {"url_env": "HOOK", "max_per_minute": 1, **FAST}))
+    for k in range(3):
+        await p.on_trade(_trade(float(k + 1)))
+    await eventually(lambda: len(receiver.received) == 1)
+    await p.on_incident(_incident(rig))
+    await eventually(lambda: p.sender is not None and len(p.sender) == 3)
+    now[0] = 60.0
+    await eventually(lambda: len(receiver.received) == 2, timeout=5)
+    assert "governor_halt" in receiver.received[1]["body"]["text"]
     await p.stop()
