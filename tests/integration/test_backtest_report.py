@@ -35,7 +35,8 @@ def test_terminal_shows_the_tables_of_summary_json(run: tuple[Path, str]) -> Non
         assert title in stdout
     for pair, g in doc["per_pair"].items():
         row = next(line for line in stdout.splitlines() if line.startswith(pair + " "))
-        assert f"{g['pnl_usdt']:+,.2f}" in row and f"{g['wins']} / {g['draws']} / {g['losses']}" in row
+        assert f"{g['pnl_usdt']:+,.2f}" in row
+        assert f"{g['wins']} / {g['draws']} / {g['losses']}" in row
     assert f"{doc['best_pair']['name']} {doc['best_pair']['pnl_usdt']:+,.2f} USDT" in stdout
     # profit factor printed sensibly (the old line printed a 16-digit float repr)
     pf = re.search(r"profit factor (\S+)", stdout)
