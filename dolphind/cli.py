@@ -287,8 +287,14 @@ def _cmd_top(args: argparse.Namespace) -> int:
         print(f"dolphind top: {exc}", file=sys.stderr)
         return EXIT_USAGE
     from dolphind.tui.app import TopApp
+    from dolphind.tui.source import bus_config
 
-    TopApp(base).run()
+    try:
+        bus = bus_config(config)  # [statebus] kind = "hazelcast": a line fed by its listeners
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"dolphind top: {config}: [statebus]: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    TopApp(base, bus=bus).run()
     return EXIT_OK
 
 

@@ -8,6 +8,7 @@ the live feed of decisions, incidents and control actions. Read-only; q quits.
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 from typing import Any, AsyncIterator, Callable
 
@@ -16,7 +17,7 @@ from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, RichLog, Sparkline, Static
 
-from dolphind.tui.source import Event, stream
+from dolphind.tui.source import Event, bus_stream, stream
 
 MAX_POINTS = 240
 
@@ -70,6 +71,31 @@ def strip_text(s: dict[str, Any]) -> Text:
     return t
 
 
+def bus_text(values: dict[str, Any], error: str, cfg: Any) -> Text:
+    """The daemon's own keys as the Hazelcast cluster has them (DOLPHIN_SAFETY, _STATE_BLUE,
+    _META_HEALTH), from the entry listeners."""
+    t = Text()
+    t.append(f"state bus {cfg.cluster_name}{'/' + cfg.namespace if cfg.namespace else ''}  ",
+             style="dim")
+    if error:
+        t.append(f"not connected: {error}", style="red")
+        return t
+    safety = values.get("DOLPHIN_SAFETY") or {}
+    state = values.get("DOLPHIN_STATE_BLUE") or {}
+    meta = values.get("DOLPHIN_META_HEALTH") or {}
+    if not (safety or state or meta):
+        t.append("no key yet", style="yellow")
+        return t
+    rm = safety.get("Rm")
+    t.append(f"posture {safety.get('posture') or '—'} Rm {'—' if rm is None else f'{rm:.3f}'}  ")
+    t.append("HALTED" if safety.get("halted") else "active",
+             style="bold red" if safety.get("halted") else "green")
+    cap, dd = state.get("capital"), state.get("drawdown")
+    t.append(f"  capital {_usd(cap)}  drawdown {'—' if dd is None else f'{100 * dd:.2f}%'}"
+             f"  trades {state.get('trades', '—')}  health {meta.get('status', '—')}")
+    return t
+
+
 def scan_text(s: dict[str, Any], points: int) -> Text:
     sc = s["scan"]
     vd = sc.get("vel_div")
@@ -90,6 +116,7 @@ class TopApp(App[None]):
     CSS = """
     Screen { layout: vertical; }
     #strip { height: 4; padding: 0 1; border: round $primary; }
+    #bus { height: 1; padding: 0 2; }
     .row { height: 1fr; }
     .panel { width: 1fr; border: round $panel-lighten-2; }
     .panel > .title { color: $text-muted; text-style: bold; }
@@ -101,10 +128,16 @@ class TopApp(App[None]):
     BINDINGS = [("q", "quit", "quit")]
 
     def __init__(self, base_url: str,
-                 source: Callable[[str], AsyncIterator[Event]] = stream) -> None:
+                 source: Callable[[str], AsyncIterator[Event]] = stream,
+                 bus: Any = None,
+                 bus_source: Callable[[Any], AsyncIterator[Event]] = bus_stream) -> None:
         super().__init__()
         self.base_url = base_url
         self._source = source
+        # [statebus] when it is Hazelcast: the bus line is fed by the cluster's entry listeners.
+        self._bus, self._bus_source = bus, bus_source
+        self.bus_values: dict[str, Any] = {}
+        self.bus_error = ""
         self.snapshot: dict[str, Any] | None = None
         self.points: collections.deque[float] = collections.deque(maxlen=MAX_POINTS)
         self._last_scan: int | None = None
@@ -115,6 +148,8 @@ class TopApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=True)
         yield Static("connecting…", id="strip")
+        if self._bus is not None:
+            yield Static("state bus: connecting…", id="bus")
         with Vertical(id="chart"):
             yield Static("vel_div", id="scan")
             yield Sparkline([], id="vd")
@@ -147,11 +182,31 @@ class TopApp(App[None]):
             "symbol", "side", "entry", "exit", "bars", "PnL", "exit")
         self.query_one("#stages", DataTable).add_columns("name", "state", "beat", "backlog",
                                                          "restarts")
-        self.run_worker(self._consume(), exclusive=True, name="stream")
+        self.run_worker(self._consume(), name="stream")
+        if self._bus is not None:
+            self.run_worker(self._consume_bus(), name="bus")
 
     async def _consume(self) -> None:
         async for event in self._source(self.base_url):
             self.apply(event)
+
+    async def _consume_bus(self) -> None:
+        try:
+            # aclosing: the client shuts down when the app quits (the worker is cancelled).
+            async with contextlib.aclosing(self._bus_source(self._bus)) as events:
+                async for event in events:
+                    self.apply_bus(event)
+        except Exception as exc:  # the bus line says why; the HTTP panels carry on
+            self.apply_bus(Event("error", f"{type(exc).__name__}: {exc}"))
+
+    def apply_bus(self, event: Event) -> None:
+        if event.name == "error":
+            self.bus_error = str(event.data)
+        else:
+            self.bus_error = ""
+            self.bus_values[event.data["map"]] = event.data["value"]
+        self.query_one("#bus", Static).update(bus_text(self.bus_values, self.bus_error,
+                                                       self._bus))
 
     # ---- applying events -----------------------------------------------------------------
 
