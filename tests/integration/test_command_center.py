@@ -147,5 +147,14 @@ def test_command_center_live_in_a_real_browser(daemon: Daemon, browser: Any,
     page.wait_for_function("document.getElementById('s-trading').textContent === 'ACTIVE'",
                            timeout=10_000)
     assert daemon.get_json("/status")["control"]["halted"] is False
+
+    # Flatten asks first (a dialog), then goes through the control plane: halted, and the
+    # execution stage is asked to close everything.
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#btn-flatten")
+    page.wait_for_selector("#feed li[data-kind=control].flatten", timeout=10_000)
+    control = daemon.get_json("/status")["control"]
+    assert control["flatten_requests"] == 1 and control["halted"] is True
+    page.wait_for_function("document.getElementById('s-trading').textContent === 'HALTED'")
     page.close()
     assert errors == [], errors
