@@ -58,3 +58,30 @@ async def test_panels_draw_a_scripted_stream() -> None:
         strip = str(app.query_one("#strip").render())
         assert "binance testnet" in strip and "NOT READY" in strip
         assert "HALTED by governor" in strip and "12.00%" in strip
+
+
+async def test_the_bus_line_from_scripted_listeners() -> None:
+    from dolphind.config import StateBusConfig
+
+    async def bus_events(cfg: StateBusConfig) -> AsyncIterator[Event]:
+        yield Event("bus", {"map": "DOLPHIN_SAFETY",
+                            "value": {"posture": "TURTLE", "Rm": 0.25, "halted": True}})
+        yield Event("bus", {"map": "DOLPHIN_STATE_BLUE",
+                            "value": {"capital": 9_500.0, "drawdown": 0.05, "trades": 7}})
+        raise ConnectionError("member gone")
+
+    cfg = StateBusConfig(kind="hazelcast", namespace="acct-1")
+    app = TopApp("http://127.0.0.1:1", source=scripted, bus=cfg, bus_source=bus_events)
+    async with app.run_test(size=(160, 48)) as pilot:
+        for _ in range(50):
+            if app.bus_error:
+                break
+            await pilot.pause(0.05)
+        assert app.bus_values["DOLPHIN_SAFETY"]["posture"] == "TURTLE"
+        line = str(app.query_one("#bus").render())
+        assert "state bus dolphin/acct-1" in line
+        assert "not connected: ConnectionError: member gone" in line, line
+        app.apply_bus(Event("bus", {"map": "DOLPHIN_META_HEALTH", "value": {"status": "GREEN"}}))
+        line = str(app.query_one("#bus").render())
+        assert "posture TURTLE Rm 0.250  HALTED  capital 9,500.00  drawdown 5.00%" in line, line
+        assert "trades 7  health GREEN" in line
