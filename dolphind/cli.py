@@ -26,6 +26,7 @@ examples:
   dolphind resume --token-file /etc/dolphind/ops.token
   dolphind flatten --reason "end of test"  # halts too, unless --no-halt
   dolphind backtest --data data/sample --out backtest-out
+  dolphind top                             # the live view in the terminal (q quits)
 
 exit codes:
   0  done
@@ -42,6 +43,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    if args.path and args.config_flag and args.path != args.config_flag:
+        print("dolphind check-config: give the config once (PATH or --config)", file=sys.stderr)
+        return EXIT_USAGE
+    args.path = args.path or args.config_flag or DEFAULT_CONFIG
     from dolphind.config import ConfigError, load_config, read_ops_token
     from dolphind.plugins import validate_plugin_settings
 
@@ -230,7 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file; exit 2 on problems")
-    check.add_argument("path")
+    check.add_argument("path", nargs="?", default=None, help="the config file")
+    # The same flag as run / status / backtest; the positional path stays for old scripts.
+    check.add_argument("--config", dest="config_flag", default=None, metavar="PATH",
+                       help="the config file (instead of the positional PATH)")
     check.set_defaults(func=_cmd_check_config)
 
     _ops_commands(sub)
@@ -268,6 +276,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cmd_top(args: argparse.Namespace) -> int:
+    """The Command Center's panels in the terminal (Textual), live from GET /ui/events."""
+    from dolphind.opsclient import ClientError, base_url
+
+    config = args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
+    try:
+        base = base_url(args.url, config)
+    except ClientError as exc:
+        print(f"dolphind top: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from dolphind.tui.app import TopApp
+    from dolphind.tui.source import bus_config
+
+    try:
+        bus = bus_config(config)  # [statebus] kind = "hazelcast": a line fed by its listeners
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"dolphind top: {config}: [statebus]: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    TopApp(base, bus=bus).run()
+    return EXIT_OK
+
+
 def _daemon_flags() -> argparse.ArgumentParser:
     """The flags every command that talks to a running daemon shares."""
     p = argparse.ArgumentParser(add_help=False)
@@ -300,13 +330,14 @@ def _ops_commands(sub: Any) -> None:
     trades = add("trades", _cmd_trades, "the latest closed trades (GET /trades)")
     trades.add_argument("--limit", type=int, default=20, choices=range(1, 10_001),
                         metavar="N", help="how many, newest first (default: %(default)s)")
-    add("profit", _cmd_profit, "PnL, win rate, best and worst since the daemon started "
+    add("profit", _cmd_profit, "PnL, win rate, best and worst of every closed trade "
         "(GET /profit)")
     daily = add("daily", _cmd_daily, "realised PnL per UTC day (GET /daily)")
     daily.add_argument("--days", type=int, default=7, choices=range(1, 10_001), metavar="N",
                        help="how many days, newest first (default: %(default)s)")
     for name, func, what in (("halt", _cmd_halt, "stop new entries (exits still run); token"),
-                             ("resume", _cmd_resume, "lift an operator halt; token")):
+                             ("resume", _cmd_resume, "lift the halt, whoever holds it "
+                              "(operator, governor, guardian, scheduler); token")):
         p = add(name, func, f"{what} (POST /kill)")
         p.add_argument("--reason", default="", help="written to the audit log")
     flat = add("flatten", _cmd_flatten, "close every position, and halt unless --no-halt; "
@@ -314,6 +345,8 @@ def _ops_commands(sub: Any) -> None:
     flat.add_argument("--reason", default="", help="written to the audit log")
     flat.add_argument("--no-halt", action="store_true",
                       help="close positions but leave entries allowed")
+    add("top", _cmd_top, "the Command Center in the terminal: live strip, positions, orders, "
+        "trades, vel_div, stages, plugins and the feed (GET /ui/events); q quits")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

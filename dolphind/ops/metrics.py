@@ -349,6 +349,8 @@ class Metrics:
                                     "1 while the kill switch is on (no new entries).", registry=r)
         self.health_score = Gauge("dolphind_health_score",
                                   "Weighted health score in [0, 1] (GREEN >= 0.8).", registry=r)
+        self.ready = Gauge("dolphind_ready", "1 while /readyz passes (every readiness check ok).",
+                           registry=r)
 
         # Stages and supervision
         self.stage_heartbeat = Gauge("dolphind_stage_heartbeat_timestamp_seconds",
@@ -483,6 +485,27 @@ class Metrics:
                                       "robust fallback (close top eigenvalues).", registry=r)
         self.vel_div = Gauge("dolphind_vel_div", "Latest vel_div = v50 - v750 (NaN while cold).",
                              registry=r)
+        # Warm-up and warm start (issue 18): can the strategy trade yet, and how far along
+        self.strategy_can_trade = Gauge(
+            "dolphind_strategy_can_trade", "1 once every scan window is warm (vel_div can be "
+            "formed and an entry is possible), else 0.", registry=r)
+        self.scan_window_fill = Gauge(
+            "dolphind_scan_window_fill_ratio", "Returns in hand / returns needed per scan window "
+            "(1 = warm).", ["window"], registry=r)
+        self.first_entry_eta = Gauge(
+            "dolphind_first_entry_eta_seconds", "Estimated wall seconds until the slowest window "
+            "is warm (0 once the strategy can trade; NaN before the bar pace is known).",
+            registry=r)
+        self.warm_start_bars = Counter(
+            "dolphind_warm_start_bars_total", "History bars put into the scan before the first "
+            "new bar, by source (checkpoint, rest, replay: a resumed replay's gap from its data, "
+            "carried: a gap bar with no price fetched, "
+            "its last price carried forward), and seam: symbol-bars of the first new bars "
+            "where the last restored price stood in until the symbol's first new trade.",
+            ["source"], registry=r)
+        self.history_rest_weight = Counter(
+            "dolphind_history_rest_weight_total", "REST request weight spent fetching history "
+            "(aggTrades for gap fills and backfills).", registry=r)
 
         # Alpha (SPEC §3)
         self.signals = Counter("dolphind_signals_total",
@@ -506,6 +529,13 @@ class Metrics:
         self.statebus_writes = Counter("dolphind_statebus_writes_total",
                                        "Writes to the state bus by outcome.", ["outcome"],
                                        registry=r)
+        self.statebus_events = Counter(
+            "dolphind_statebus_events_total", "Hazelcast state bus events: pushes, breaker "
+            "opened/closed, file-only writes, reconnections, republished keys, inputs.",
+            ["event"], registry=r)
+        self.statebus_file_only = Gauge(
+            "dolphind_statebus_file_only",
+            "1 while the state bus breaker is open (file-only mode, bible §15.6).", registry=r)
 
         # Execution, risk, store
         self.execution = ExecutionMetrics(r)
@@ -516,3 +546,24 @@ class Metrics:
         self.http_requests = Counter("dolphind_http_requests_total",
                                      "Ops HTTP requests by route and status.",
                                      ["route", "status"], registry=r)
+        self._zero_alerted_children()
+
+    def _zero_alerted_children(self) -> None:
+        """Export the children that alert rules and dashboards read at 0 from the start.
+
+        A labelled counter has no series until its first event, and ``increase()`` over a
+        series born at 1 sees no increase: the first rejection, gap or incident would not fire
+        its alert and its dashboard panel would say "No data" instead of 0."""
+        from dolphind.risk.rails import RULES  # the rails own the rule names
+
+        for rule in RULES:
+            self.execution.risk_rejections.labels(rule)
+        for kind in ("position", "order_state", "order_never_sent", "venue_order_found",
+                     "venue_order_adopted", "stale_order_cancelled"):
+            self.execution.reconcile_diffs.labels(kind)
+        for reason in ("closed", "error", "stall", "requested"):
+            self.feed_gaps.labels(reason)
+        for action in ("halt", "resume", "release_halt", "flatten", "incident",
+                       "reconnect_feed", "risk_multiplier", "throttle"):
+            self.control_actions.labels(action)
+        self.feed_bar_lateness.labels()  # the live feed's late prices (empty in replay)
