@@ -13,7 +13,6 @@ Last line: ``RESULT anchored_p50_us=... baseline_p50_us=... ratio_p50=... ratio_
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import tempfile
 import time
