@@ -25,6 +25,7 @@ from dolphind.channels import Channel, Overflow
 from dolphind.config import Config, strategy_params
 from dolphind.events import Bar, OrderIntent, ScanRecord
 from dolphind.execution.ledger import Ledger
+from dolphind.tradelog import TradeLog
 from dolphind.execution.stage import ExecutionStage, open_books
 from dolphind.feed.binance_ws import BinanceFeed
 from dolphind.feed.market import MarketStage
@@ -118,6 +119,7 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         def execution_emit(hook: str, event: Any) -> None:
             ledger.observe(hook, event)
             emit(hook, event)
+            trades.observe(hook, event)  # after the ledger: it reads the closed trade there
 
         # In a backtest the rails' rate limit and breaker run on market time, not wall time:
         # a replay at full speed must make the same decisions on every run.
@@ -126,6 +128,7 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
                                    veto=daemon.plugins.veto, emit=execution_emit,
                                    trading_clock=trading_clock)
         ledger = Ledger(execution.capital_view, record_equity=record_equity)
+        trades = TradeLog(ledger.closed, emit)  # trade.fill / trade.closed lines, on_trade
         # The open trade as it was before the stop (entry scan, fees, bars held): the alpha
         # engine's position view and the closing trade's PnL read it.
         ledger.restore(stored.open_trades, next_scan=start_scan)

@@ -181,6 +181,9 @@ class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     # "auto": readable key=value on a terminal, JSON lines otherwise.
     format: Literal["auto", "json", "console"] = "auto"
+    # Seconds between `heartbeat` log lines (equity, open positions, posture, halted, warm-up);
+    # 0 turns them off. At most one a day.
+    heartbeat_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +250,7 @@ class BinanceVenueConfig:
     file ``secrets_file`` (``api_key = "..."``, ``api_secret = "..."``); never from this file.
     """
 
+    # Mainnet (real money) only when written out: a mainnet URL under "testnet" is an error.
     network: Literal["testnet", "mainnet"] = "testnet"
     # Empty: the network's own (mainnet https://fapi.binance.com, wss://fstream.binance.com;
     # testnet https://demo-fapi.binance.com, wss://fstream.binancefuture.com). Tests point
@@ -309,6 +313,8 @@ class BinanceVenueConfig:
 class ExecutionConfig:
     """The venue and its friction (SPEC §3 Friction, §5). Fees and slippage are reloadable."""
 
+    # Where mode "live" sends orders; in modes paper and backtest orders fill in the paper
+    # venue whatever this says (`dolphind check-config` prints where a config trades).
     venue: Literal["paper", "binance"] = field(default="paper", metadata=RESTART)
     binance: BinanceVenueConfig = field(default=BinanceVenueConfig(), metadata=RESTART)
     # Starting capital; used only when the store is empty (after that the store is the truth).
@@ -337,6 +343,14 @@ class ExecutionConfig:
     # How long to wait for working orders to reach a final state: at shutdown, and before an
     # exit is sized (it must include the fills of entries still being booked).
     drain_timeout_s: float = 5.0
+    # Exits never give up: a reduce-only order (exit, flatten) refused by a rate limit, a ban,
+    # the venue breaker, a 5xx or a timeout is sent again, with capped exponential back-off and
+    # jitter between these bounds (never before a 429's Retry-After or a 418's ban ends),
+    # until the position is closed.
+    exit_retry_initial_s: float = 0.5
+    exit_retry_max_s: float = 30.0
+    # An exit still not through after this long is stuck: an incident, and /status says so.
+    exit_stuck_after_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +386,8 @@ class StrategyConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     # "paper" (simulated fills), "live" (real orders) or "backtest" (set by dolphind backtest).
+    # The one switch for real money: only "live" sends orders to execution.venue, and it needs
+    # feed.kind = "binance"; paper and backtest always fill in the paper venue.
     mode: Literal["paper", "live", "backtest"] = field(default="paper", metadata=RESTART)
     # SIGTERM/SIGINT: drain and exit within this many seconds.
     shutdown_timeout_s: float = 10.0
@@ -490,6 +506,8 @@ def _cross_checks(cfg: Config) -> list[str]:
         problems.append(f"ops.listen: {exc}")
     if cfg.shutdown_timeout_s <= 0:
         problems.append("shutdown_timeout_s: must be > 0")
+    if not 0 <= cfg.logging.heartbeat_s <= 86_400:
+        problems.append("logging.heartbeat_s: must be in [0, 86400] (0 = no heartbeat)")
     problems.extend(affinity_problems(cfg.cpu_affinity))
     for key in ("start", "end"):
         value = getattr(cfg.replay, key)
@@ -515,6 +533,7 @@ def _cross_checks(cfg: Config) -> list[str]:
     problems.extend(_binance_feed_checks(cfg))
     if cfg.mode == "live" and cfg.execution.venue != "binance":
         problems.append("mode: 'live' needs execution.venue = 'binance'")
+    problems.extend(_real_money_checks(cfg))
     problems.extend(_execution_checks(cfg))
     for name in cfg.plugins.enabled:
         if not name.isidentifier():
@@ -549,6 +568,10 @@ def _execution_checks(cfg: Config) -> list[str]:
     for key in ("maker_fill_rate_entry", "maker_fill_rate_exit"):
         if not 0 <= getattr(x, key) <= 1:
             problems.append(f"execution.{key}: must be in [0, 1]")
+    if not 0 < x.exit_retry_initial_s <= x.exit_retry_max_s <= 3600:
+        problems.append("execution: need 0 < exit_retry_initial_s <= exit_retry_max_s <= 3600")
+    if not 0 < x.exit_stuck_after_s <= 86_400:
+        problems.append("execution.exit_stuck_after_s: must be in (0, 86400]")
     if not x.client_id_prefix.isalnum() or len(x.client_id_prefix) > 3:
         problems.append("execution.client_id_prefix: 1-3 letters or digits (Binance allows "
                         "36 characters in a client order id)")
@@ -560,6 +583,49 @@ def _execution_checks(cfg: Config) -> list[str]:
         problems.append("execution.venue: 'paper' cannot trade in mode 'live'")
     if x.venue == "binance":
         problems.extend(_binance_venue_checks(cfg))
+    return problems
+
+
+_MAINNET_HOSTS = ("fapi.binance.com", "fstream.binance.com")
+
+
+def trading_target(cfg: Config) -> tuple[str, str | None]:
+    """(venue, network) this config sends its orders to: the one switch for real money.
+
+    Only ``mode = "live"`` reaches a real venue (``execution.venue``, on its ``network``);
+    ``paper`` and ``backtest`` always fill in the paper venue, whatever ``execution.venue``
+    says (with the live feed, paper trades real market data)."""
+    if cfg.mode == "live":
+        return cfg.execution.venue, cfg.execution.binance.network
+    return "paper", None
+
+
+def describe_trading(cfg: Config) -> str:
+    """One line: which venue and network this config trades, on which market data."""
+    venue, network = trading_target(cfg)
+    data = ("live Binance market data" if cfg.feed.kind == "binance"
+            else "replayed history")
+    if venue == "paper":
+        ignored = (" (execution.venue 'binance' is used only in mode 'live')"
+                   if cfg.execution.venue == "binance" else "")
+        return f"trades: paper venue (simulated fills, no real orders) on {data}{ignored}"
+    money = "REAL MONEY" if network == "mainnet" else "test money"
+    return f"trades: {venue} {network} ({money}, real orders) on {data}"
+
+
+def _real_money_checks(cfg: Config) -> list[str]:
+    """Real orders need mode 'live' and a live feed; mainnet needs to be written out."""
+    problems = []
+    if cfg.mode == "live" and cfg.feed.kind != "binance":
+        problems.append("mode: 'live' needs feed.kind = 'binance' (real orders on replayed "
+                        "prices would trade on stale data; use mode 'paper' to replay)")
+    b = cfg.execution.binance
+    if b.network != "mainnet":
+        for key in ("rest_base_url", "ws_base_url"):
+            url = getattr(b, key)
+            if any(f"//{host}" in url for host in _MAINNET_HOSTS):
+                problems.append(f"execution.binance.{key}: {url} is Binance mainnet; write "
+                                "network = \"mainnet\" to trade real money")
     return problems
 
 
@@ -878,6 +944,10 @@ RANGES: dict[str, Range] = {
     "execution.other_slippage_bps": Range(0, 1000),
     "execution.equity_snapshot_interval_s": Range(0, _DAY),
     "execution.drain_timeout_s": Range(0, 3600),
+    "execution.exit_retry_initial_s": _pos(3600),
+    "execution.exit_retry_max_s": _pos(3600),
+    "execution.exit_stuck_after_s": _pos(_DAY),
+    "logging.heartbeat_s": Range(0, _DAY),
     "store.queue_capacity": Range(1, 10_000_000),
     "store.max_batch": Range(1, 1_000_000),
     "store.audit_fsync_interval_s": _pos(3600),

@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from dolphind import __version__, logs
+from dolphind.logs import heartbeat_fields
 from dolphind.affinity import pin_process
 from dolphind.app import build_pipeline  # the one place concrete parts are wired
 from dolphind.feed.history import HistoryError
@@ -36,6 +37,7 @@ from dolphind.config import (
     Config,
     ConfigError,
     config_to_jsonable,
+    describe_trading,
     load_config,
     parse_listen,
     plan_reload,
@@ -212,6 +214,7 @@ class Daemon:
         """Act on recorded intents; refresh health; feed the systemd watchdog."""
         last_watchdog = 0.0
         last_disk_check = 0.0
+        last_heartbeat = time.monotonic()
         while not self._stop.is_set():
             if self._reload.is_set():
                 self._reload.clear()
@@ -236,6 +239,10 @@ class Daemon:
                     t.done() for t in self._stage_tasks.values()):
                 self._request_stop("pipeline finished")
                 break
+            every = self.config.logging.heartbeat_s
+            if every and now - last_heartbeat >= every and self.config.mode != "backtest":
+                last_heartbeat = now
+                log.info("heartbeat", **heartbeat_fields(self.status()))
             self.bus.put(bus_names.HEARTBEAT, "dolphind",
                          {"ts": time.time(), "pid": os.getpid(), "health": level.value})
             with contextlib.suppress(TimeoutError):
@@ -373,6 +380,7 @@ class Daemon:
             "version": __version__,
             "pid": os.getpid(),
             "mode": cfg.mode,
+            "trading": describe_trading(cfg),
             "uptime_s": round(time.monotonic() - self._started_mono, 3),
             "started_at": self.started_at,
             "config": {"path": cfg.source, "hash": cfg.hash,

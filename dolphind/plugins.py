@@ -51,7 +51,10 @@ from dolphind.ops.metrics import Metrics
 API_VERSION = 1
 ENTRY_POINT_GROUP = "dolphind.plugins"
 HOOKS = ("on_bar", "on_scan", "on_intent", "on_order", "on_fill", "on_posture", "on_incident",
-         "on_tick", "on_control")
+         "on_tick", "on_control",
+         # A round trip closed: a report.model.ClosedTrade (symbol, side, prices, net PnL,
+         # fees, exit reason), read from the ledger.
+         "on_trade")
 # An async hook that takes longer than this is cancelled and counted as a failure.
 HOOK_TIMEOUT_S = 5.0
 _QUEUE_CAPACITY = 256

@@ -48,7 +48,6 @@ import dataclasses
 import logging
 import math
 import os
-import random
 import re
 import ssl
 import time
@@ -65,6 +64,7 @@ import orjson
 import structlog
 from ccxt.base import errors as ccxt_errors
 
+from dolphind.backoff import backoff_delay
 from dolphind.channels import Channel, Overflow
 from dolphind.config import BinanceVenueConfig
 from dolphind.events import Fill, Order
@@ -790,14 +790,14 @@ class BinanceVenue:
         if not self.lease.held:
             self._m.fenced.inc()
             log.error("venue.fenced_order", client_id=order.client_id, reason=self.lease.reason)
-            raise VenueRejected(f"fenced: {self.lease.reason}")
+            raise VenueRejected(f"fenced: {self.lease.reason}", local=True)
         if not order.reduce_only and not self._reconciled:
             raise VenueRejected("not_reconciled: only reduce-only orders until the venue is "
-                                "reconciled")
+                                "reconciled", local=True)
         if order.client_id in self._orders:
-            raise VenueRejected(f"duplicate client order id {order.client_id}")
+            raise VenueRejected(f"duplicate client order id {order.client_id}", local=True)
         if order.symbol not in self._filters:
-            raise VenueRejected(f"unknown symbol {order.symbol}")
+            raise VenueRejected(f"unknown symbol {order.symbol}", local=True)
         params: dict[str, Any] = {"symbol": order.symbol, "side": order.side,
                                   "type": order.order_type, "quantity": decimal_str(order.qty),
                                   "newClientOrderId": order.client_id,
@@ -813,7 +813,7 @@ class BinanceVenue:
             res = await self._request("submit", "fapiPrivatePostOrder", params, _W_ORDER, 1)
         except _NotSent as exc:
             self._orders.pop(order.client_id, None)
-            raise VenueRejected(exc.reason) from None
+            raise VenueRejected(exc.reason, local=True) from None
         except (_NoAnswer, BinanceAPIError) as exc:
             if isinstance(exc, _NoAnswer) or exc.outcome_unknown:
                 if t.venue_state is not OrderState.NEW or t.fill_ids:
@@ -1129,7 +1129,7 @@ class BinanceVenue:
 
     async def _stream_loop(self) -> None:
         cfg = self._cfg()
-        backoff = cfg.backoff_initial_s
+        attempt = 0  # failed connections in a row (back-off_delay's exponent)
         reason = "start"
         while True:
             if not self.lease.held:
@@ -1156,7 +1156,7 @@ class BinanceVenue:
                     try:
                         reason = await self._reconcile_while_connected(
                             reader, f"user_stream:{reason}")
-                        backoff = cfg.backoff_initial_s
+                        attempt = 0
                     finally:
                         reader.cancel()
                         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -1169,9 +1169,9 @@ class BinanceVenue:
                 log.warning("venue.user_stream_error", error=self.last_error)
             finally:
                 self._set_stream(False)
-            log.warning("venue.user_stream_down", reason=reason, retry_in_s=round(backoff, 2))
-            await asyncio.sleep(backoff * (0.5 + random.random() / 2))
-            backoff = min(backoff * 2, cfg.backoff_max_s)
+            log.warning("venue.user_stream_down", reason=reason, attempt=attempt)
+            await asyncio.sleep(backoff_delay(attempt, cfg.backoff_initial_s, cfg.backoff_max_s))
+            attempt += 1
 
     async def _reconcile_while_connected(self, reader: asyncio.Task[str], cause: str) -> str:
         """With the stream connected (first, so nothing falls between it and REST): re-read
@@ -1308,6 +1308,11 @@ class BinanceVenue:
                         break
 
     # ---- views -----------------------------------------------------------------------------
+
+    def retry_after_s(self) -> float:
+        """Seconds until the venue takes requests again (a 429's Retry-After, a 418 ban)."""
+        now = self._now()
+        return max(0.0, self.budget.backoff_until - now, self.budget.banned_until - now)
 
     def readiness(self) -> str:
         if not self.lease.held:

@@ -35,8 +35,9 @@ from typing import Any, AsyncIterator, Callable
 import numpy as np
 import structlog
 
+from dolphind.backoff import backoff_delay
 from dolphind.channels import Channel
-from dolphind.config import Config
+from dolphind.config import Config, describe_trading, trading_target
 from dolphind.events import Bar, Fill, Order, OrderIntent, PositionUpdate
 from dolphind.execution.filters import load_exchange_info
 from dolphind.execution.paper import PaperVenue
@@ -52,7 +53,7 @@ from dolphind.execution.router import (
     transition,
     venue_symbol,
 )
-from dolphind.execution.venue import Venue, VenueRejected, VenueUnavailable
+from dolphind.execution.venue import Venue, VenueRejected, VenueUnavailable, is_transient
 from dolphind.ops.control import Control, ControlAction
 from dolphind.ops.health import Health
 from dolphind.ops.metrics import Children, ExecutionMetrics, Metrics
@@ -79,6 +80,29 @@ _CONTROL_TICK_S = 1.0
 # write per this many bars (see ``_on_bar``); live and paper runs write each one at once.
 _EQUITY_BATCH = 256
 _QTY_EPS = 1e-12
+
+
+# Final states of an order that did not fill (an exit in one of them may be retried).
+_NOT_THROUGH = frozenset({OrderState.REJECTED, OrderState.EXPIRED, OrderState.CANCELLED})
+
+
+@dataclasses.dataclass(slots=True)
+class ExitRetry:
+    """An exit that has not got through yet (one per symbol)."""
+
+    symbol: str
+    intent_id: str  # the first exit's; its retries are "<intent_id>:retry<n>"
+    reason: str  # the exit's reason (FLATTEN, STOP_LOSS, ...), kept by its retries
+    since: float  # monotonic time of the first refusal
+    attempts: int = 0
+    due: float = 0.0
+    last_error: str = ""
+    stuck: bool = False
+
+    def view(self, now: float) -> dict[str, Any]:
+        return {"attempts": self.attempts, "since_s": round(now - self.since, 3),
+                "next_in_s": round(max(0.0, self.due - now), 3),
+                "last_error": self.last_error, "stuck": self.stuck, "reason": self.reason}
 
 
 def record_slippage(m: ExecutionMetrics, notional_usdt: float, slippage_bps: float) -> None:
@@ -153,6 +177,8 @@ class ExecutionStage:
         self._symbol_map: tuple[tuple[str, ...], list[str], dict[str, int]] | None = None
         self._published_symbols: set[str] = set()
         self._position_mismatch: dict[str, tuple[float, float]] | None = None
+        # Exits that did not get through, by symbol: sent again until the position is closed.
+        self.exit_retries: dict[str, ExitRetry] = {}
         control.subscribe(self._on_control)
         # A live venue is not reconciled until its positions match this book (see
         # ``check_positions``): after every user-stream reconnect and lease takeover.
@@ -412,7 +438,8 @@ class ExecutionStage:
         try:
             ack = await self._venue.submit(order)
         except VenueRejected as exc:
-            self.rails.record_venue(False)
+            if not exc.local:  # refused here (fenced, budget): not a venue failure
+                self.rails.record_venue(False)
             self._intents["venue_rejected"].inc()
             self._intent_t0.pop(cid, None)
             await self._set_order(transition(order, OrderState.REJECTED, self._now_ns(),
@@ -447,6 +474,8 @@ class ExecutionStage:
         self._count_state(rejected)
         self.recent_orders.append(rejected)
         await self._store.write(order_op(rejected))
+        if rejected.reduce_only:
+            self._exit_not_through(rejected)  # e.g. the venue breaker: retried when it closes
         self._audit.record(f"{stage}.rejected", rule=rule, detail=detail,
                            intent_id=intent.intent_id, client_id=cid, symbol=symbol,
                            side=intent.side, notional_usdt=intent.notional_usdt,
@@ -552,6 +581,89 @@ class ExecutionStage:
             # Rejections are audited where they happen (with the rule); fills with the fill.
             self._audit.record(f"order.{order.state}", client_id=order.client_id,
                                reason=order.reject_reason)
+        if order.reduce_only and order.state in _NOT_THROUGH:
+            self._exit_not_through(order)
+
+    # ---- exits that never give up ----------------------------------------------------------
+
+    def _exit_not_through(self, order: Order) -> None:
+        """A reduce-only order ended without its fill: when the cause may pass (rate limit, ban,
+        breaker, 5xx / timeout resolved as "never arrived", venue cancel or expiry), send the
+        exit again after a back-off, until the position is closed (``_retry_exits``)."""
+        reason = order.reject_reason or str(order.state)
+        if order.state == OrderState.REJECTED and not is_transient(reason):
+            return  # a final "no" (fenced, reduce-only refused, filters): retrying cannot help
+        if self._backtest or not self.ready:
+            # A backtest's paper venue never refuses for a while; at restore, the alpha engine
+            # decides again on the restored position.
+            return
+        x = self._config().execution
+        now = self._mono()
+        r = self.exit_retries.get(order.symbol)
+        if r is None:
+            r = ExitRetry(order.symbol, order.intent_id, order.reason, now)
+            self.exit_retries[order.symbol] = r
+        r.last_error = reason
+        hint = getattr(self._venue, "retry_after_s", None)
+        wait = max(backoff_delay(r.attempts, x.exit_retry_initial_s, x.exit_retry_max_s),
+                   hint() if hint is not None else 0.0)
+        r.due = now + wait
+        log.warning("execution.exit_retry_scheduled", symbol=order.symbol,
+                    client_id=order.client_id, reason=reason, attempt=r.attempts + 1,
+                    in_s=round(wait, 3))
+        self._wake.set()
+
+    def _next_retry_in(self) -> float:
+        if not self.exit_retries:
+            return _CONTROL_TICK_S
+        soonest = min(r.due for r in self.exit_retries.values())
+        return min(_CONTROL_TICK_S, max(0.0, soonest - self._mono()))
+
+    async def _retry_exits(self) -> None:
+        x = self._config().execution
+        for sym, r in list(self.exit_retries.items()):
+            now = self._mono()
+            pos = self.portfolio.positions.get(sym)
+            if pos is None or abs(pos.qty) <= _QTY_EPS:
+                del self.exit_retries[sym]
+                log.info("execution.exit_through", symbol=sym, attempts=r.attempts,
+                         seconds=round(now - r.since, 3))
+                if r.stuck:
+                    self._audit.record("execution.exit_unstuck", symbol=sym,
+                                       attempts=r.attempts, seconds=now - r.since)
+                self._m.exits_stuck.set(sum(1 for e in self.exit_retries.values() if e.stuck))
+                continue
+            if not r.stuck and now - r.since >= x.exit_stuck_after_s:
+                r.stuck = True
+                self._m.exits_stuck.set(sum(1 for e in self.exit_retries.values() if e.stuck))
+                log.error("execution.exit_stuck", symbol=sym, attempts=r.attempts,
+                          last_error=r.last_error, qty=pos.qty)
+                self._audit.record("execution.exit_stuck", symbol=sym, attempts=r.attempts,
+                                   last_error=r.last_error, qty=pos.qty,
+                                   seconds=now - r.since)
+                self._control.raise_incident(
+                    "execution", "exit_stuck",
+                    f"exit of {sym} ({pos.qty:g}) not through after {now - r.since:.0f}s and "
+                    f"{r.attempts} retries: {r.last_error}; still retrying",
+                    severity="critical", symbol=sym)
+            if now < r.due or any(o.symbol == sym and o.reduce_only
+                                  for o in self.orders.values()):
+                continue  # not yet, or an exit is in flight (its outcome reschedules)
+            r.attempts += 1
+            # Until this attempt's outcome is known; a refusal reschedules it with back-off.
+            r.due = now + backoff_delay(r.attempts, x.exit_retry_initial_s, x.exit_retry_max_s)
+            mark = self.portfolio.mark_of(sym)
+            intent = OrderIntent(
+                intent_id=f"{r.intent_id}:retry{r.attempts}", ts_ns=time.time_ns(),
+                symbol=sym, side="BUY" if pos.qty < 0 else "SELL",
+                notional_usdt=abs(pos.qty) * mark, leverage=0.0, reduce_only=True,
+                reason=r.reason, ref_price=mark,
+                gates=(("retry_of", r.intent_id), ("attempt", r.attempts)))
+            self._m.exit_retries.inc()
+            log.info("execution.exit_retry", symbol=sym, attempt=r.attempts, qty=pos.qty,
+                     last_error=r.last_error)
+            async with self._lock:
+                await self._handle_intent(intent)
 
     def _install(self, order: Order) -> None:
         self._count_state(order)
@@ -735,11 +847,13 @@ class ExecutionStage:
     async def _control_loop(self) -> None:
         while True:
             try:
-                async with asyncio.timeout(_CONTROL_TICK_S):
+                async with asyncio.timeout(self._next_retry_in()):
                     await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self.exit_retries:
+                await self._retry_exits()
             if self._control_dirty:
                 self._control_dirty = False
                 await self._store.save_control(self._control.halted,
@@ -841,6 +955,8 @@ class ExecutionStage:
                 "positions": {s: p.qty for s, p in self.portfolio.positions.items()},
                 "working_orders": len(self.orders), "last_intents": list(self.last_intents),
                 "venue": self._venue.name, "venue_breaker": int(self.rails.breaker_gauge()),
+                "exits_retrying": {s: r.view(self._mono()) for s, r in
+                                   self.exit_retries.items()},
                 "venue_state": self._venue_status(),
                 "store": self._store.status(),
                 "audit": {"path": str(self._audit.path), "lines": self._audit.seq,
@@ -881,14 +997,17 @@ async def open_books(config: Callable[[], Config], metrics: Metrics,
     (execution/lease.py).
     """
     cfg = config()
-    if cfg.execution.venue == "binance":
+    venue_name, network = trading_target(cfg)  # the one switch: only mode "live" is real
+    log.info("execution.venue", venue=venue_name, network=network, mode=cfg.mode,
+             configured_venue=cfg.execution.venue, summary=describe_trading(cfg))
+    if venue_name == "binance":
         from dolphind.execution.binance import open_binance_books
 
         async with open_binance_books(config, metrics, bus) as books:
             yield books
         return
-    if cfg.execution.venue != "paper":  # pragma: no cover - config validation refuses it
-        raise ValueError(f"execution.venue {cfg.execution.venue!r} is not in this build")
+    if venue_name != "paper":  # pragma: no cover - config validation refuses it
+        raise ValueError(f"execution.venue {venue_name!r} is not in this build")
     filters = {}
     if cfg.execution.exchange_info:
         filters = await asyncio.to_thread(load_exchange_info,

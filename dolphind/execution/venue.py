@@ -24,7 +24,7 @@ from dolphind.events import Fill, Order, PositionUpdate
 from dolphind.execution.filters import SymbolFilters
 
 __all__ = ["Fill", "Order", "PositionUpdate", "Venue", "VenueEvent", "VenueError",
-           "VenuePosition", "VenueRejected", "VenueUnavailable"]
+           "VenuePosition", "VenueRejected", "VenueUnavailable", "is_transient"]
 
 VenueEvent = Union[Order, Fill]
 
@@ -43,11 +43,28 @@ class VenueError(Exception):
 
 
 class VenueRejected(VenueError):
-    """The venue refused the order; ``reason`` says why (a final answer)."""
+    """The venue refused the order; ``reason`` says why (a final answer). ``local``: refused
+    here, before anything was sent (fenced, not reconciled, the request budget): not a venue
+    failure, so the venue breaker does not count it."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, local: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.local = local
+
+
+# Rejections that say "not now" rather than "never": an exit refused for one of these is
+# sent again (with back-off) until the position is closed.
+TRANSIENT_REJECTIONS = ("rate_limited", "ip_banned", "timestamp_outside_recv_window",
+                        "binance_5", "binance_-1000", "binance_-1001", "binance_-1006",
+                        "binance_-1007", "binance_429", "binance_418")
+
+
+def is_transient(reason: str) -> bool:
+    """True for a rejection reason (with or without its ``venue:`` / ``risk:`` prefix) that a
+    later attempt may get past: rate limits, bans, the venue breaker, a venue in trouble."""
+    bare = reason.split(":", 1)[1] if reason.startswith(("venue:", "risk:")) else reason
+    return bare.startswith(TRANSIENT_REJECTIONS) or bare == "venue_breaker"
 
 
 class VenueUnavailable(VenueError):

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dolphind.ops.control import Control
 from dolphind.ops.metrics import Metrics
+from dolphind.ops.trades import daily_document, profit_document, trades_document
 
 TOKEN_HEADER = "X-Dolphind-Token"
 _MAX_BODY_BYTES = 64 * 1024  # larger bodies: 413
@@ -179,6 +180,38 @@ def build_app(daemon: DaemonView, token: str | None) -> web.Application:
         daemon.control.flatten(cause, reason)
         return _json({"flatten_requested": True, **daemon.control.status()})
 
+    def closed_trades() -> list[Any] | None:
+        """The ledger's closed trades, once the pipeline has one."""
+        ledger = getattr(getattr(daemon, "pipeline", None), "ledger", None)
+        return None if ledger is None else list(ledger.closed)
+
+    def count_param(request: web.Request, name: str, default: int) -> int:
+        raw = request.query.get(name, str(default))
+        if not raw.isdigit() or not 0 < int(raw) <= 10_000:
+            raise web.HTTPBadRequest(
+                text=orjson.dumps({"error": f"{name}: expected a whole number in 1..10000, "
+                                            f"got {raw[:40]!r}"}).decode(),
+                content_type="application/json")
+        return int(raw)
+
+    async def trades(request: web.Request) -> web.Response:
+        closed = closed_trades()
+        if closed is None:
+            return _error(503, "the pipeline is not running")
+        return _json(trades_document(closed, count_param(request, "limit", 20)))
+
+    async def profit(request: web.Request) -> web.Response:
+        closed, stage = closed_trades(), execution()
+        if closed is None or stage is None:
+            return _error(503, "the pipeline is not running")
+        return _json(profit_document(closed, stage.status()))
+
+    async def daily(request: web.Request) -> web.Response:
+        closed = closed_trades()
+        if closed is None:
+            return _error(503, "the pipeline is not running")
+        return _json(daily_document(closed, count_param(request, "days", 7)))
+
     app = web.Application(middlewares=[count_requests], client_max_size=_MAX_BODY_BYTES)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
@@ -189,6 +222,9 @@ def build_app(daemon: DaemonView, token: str | None) -> web.Application:
     app.router.add_get("/positions", positions)
     app.router.add_get("/orders", orders)
     app.router.add_post("/flatten", protected(flatten))
+    app.router.add_get("/trades", trades)
+    app.router.add_get("/profit", profit)
+    app.router.add_get("/daily", daily)
     return app
 
 

@@ -213,6 +213,14 @@ class ExecutionMetrics:
         self.intent_to_fill = Histogram("dolphind_intent_to_fill_seconds",
                                         "From taking an intent to its fill being committed.",
                                         buckets=_LATENCY_BUCKETS, registry=r)
+        self.exit_retries = Counter("dolphind_exit_retries_total",
+                                    "Exits (reduce-only orders) sent again after a transient "
+                                    "refusal (rate limit, ban, breaker, 5xx, timeout).",
+                                    registry=r)
+        self.exits_stuck = Gauge("dolphind_exits_stuck",
+                                 "Symbols whose exit has not got through for longer than "
+                                 "execution.exit_stuck_after_s (still being retried).",
+                                 registry=r)
         self.reconcile_diffs = Counter("dolphind_reconcile_differences_total",
                                        "Store/venue differences corrected at reconciliation.",
                                        ["kind"], registry=r)

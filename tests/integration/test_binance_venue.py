@@ -31,7 +31,8 @@ from dolphind.store.audit import split_line, verify
 from dolphind.store.sqlite import Account, Store, account_op, order_op, position_op
 from tests.conftest import eventually, wait_until
 from tests.fakes.binance_rest import FakeBinanceRest
-from tests.integration.harness import SAMPLE, Daemon, free_port
+from tests.integration.harness import Daemon, free_port
+from tests.integration.test_live_feed import FakeVenue, live_feed_config
 
 pytestmark = pytest.mark.integration
 
@@ -59,6 +60,9 @@ def config(tmp_path, fake: FakeBinanceRest, **binance: Any) -> Config:
              lease_renew_s=0.2, lease_dir=fake.lease_dir)
     b.update(binance)
     return config_from_dict({"mode": "live", "data": {"dir": str(tmp_path)},
+                             # mode "live" needs the live feed (issue #15); not started here
+                             "feed": {"kind": "binance"},
+                             "binance_feed": {"symbols": ["BTCUSDT", "ETHUSDT"]},
                              "execution": {"venue": "binance", "binance": b,
                                            "drain_timeout_s": 2.0}})
 
@@ -363,7 +367,10 @@ def threaded_fake() -> Iterator[FakeBinanceRest]:
         t.stop()
 
 
-def live_daemon(root: Path, name: str, fake: FakeBinanceRest, lease_dir: Path) -> Daemon:
+def live_daemon(root: Path, name: str, fake: FakeBinanceRest, lease_dir: Path,
+                market_url: str) -> Daemon:
+    """A mode "live" daemon: the live feed on the loopback market-data fake (``market_url``),
+    orders to the loopback REST fake (mode "live" needs a live feed, issue #15)."""
     d = root / name
     d.mkdir()
     port = free_port()
@@ -378,13 +385,9 @@ listen = "127.0.0.1:{port}"
 [data]
 dir = "var"
 
-[replay]
-paths = ["{SAMPLE}"]
-speed = 600.0
-loop = true
-
 [logging]
 format = "json"
+{live_feed_config(market_url, stall_timeout_s=30.0, stream_grace_s=30.0)}
 
 [risk]
 trading_enabled = false  # no entries from the replay: the only orders are the test's
@@ -419,20 +422,31 @@ def venue_state(d: Daemon) -> dict[str, Any] | None:
     return (orjson.loads(body).get("execution") or {}).get("venue_state")
 
 
-def test_two_daemon_processes_on_one_account(tmp_path: Path, threaded_fake: FakeBinanceRest):
+@pytest.fixture
+def market(tmp_path: Path) -> Iterator[FakeVenue]:
+    """The loopback market-data fake (a subprocess) for mode "live" daemons' live feed."""
+    fake = FakeVenue(tmp_path / "fake-market.log")
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def test_two_daemon_processes_on_one_account(tmp_path: Path, threaded_fake: FakeBinanceRest,
+                                             market: FakeVenue):
     fake = threaded_fake
     fake.set_position("BTCUSDT", -0.05, 40_000.0)  # an open short for the daemons to close
     # a's orders are refused (margin): the short stays for b to try to close.
     fake.fault("POST /fapi/v1/order", times=1000, status=400, code=-2019,
                msg="Margin is insufficient.")
     leases = tmp_path / "leases"
-    a = live_daemon(tmp_path, "a", fake, leases)
+    a = live_daemon(tmp_path, "a", fake, leases, market.url)
     b: Daemon | None = None
     try:
         held = wait_until(lambda: (s := venue_state(a)) and s["lease"]["held"]
                           and s["reconciled"] and s, timeout=120, what="a holds the account")
         owner_a = held["lease"]["owner"]
-        b = live_daemon(tmp_path, "b", fake, leases)
+        b = live_daemon(tmp_path, "b", fake, leases, market.url)
         fenced = wait_until(lambda: (s := venue_state(b)) and s, timeout=120,
                             what="b's venue status")
         assert fenced["lease"]["held"] is False and fenced["reconciled"] is False
@@ -495,3 +509,52 @@ def test_two_daemon_processes_on_one_account(tmp_path: Path, threaded_fake: Fake
         if b is not None:
             b.stop()
         a.stop()
+
+
+async def test_exits_retry_through_5xx_timeouts_and_a_ban_until_closed(tmp_path, fake,
+                                                                         metrics_factory):
+    """Issue #15: an exit that a 503, a timeout (both "never arrived" once queried) or a 418
+    ban kept from the venue is sent again until the position is closed; entries are not."""
+    m = metrics_factory()
+    base = config(tmp_path, fake)
+    cfg = dataclasses.replace(base, execution=dataclasses.replace(
+        base.execution, exit_retry_initial_s=0.05, exit_retry_max_s=0.2))
+    async with rig(tmp_path, fake, m, cfg) as r:
+        def exit_posts() -> list[Any]:
+            return [q for q in fake.requests if (q.method, q.path) == ("POST", "/fapi/v1/order")
+                    and q.params.get("reduceOnly") == "true"]
+
+        for n, fault in enumerate(("503", "timeout", "ban")):
+            await r.intents.put(intent(f"x{n}:entry", "SELL", 2000.0))
+            await eventually(lambda: r.stage.portfolio.position_qty("BTCUSDT") == -0.05
+                             and not r.stage.orders)
+            before = len(exit_posts())
+            if fault == "503":
+                fake.fault("POST /fapi/v1/order", status=503, code=-1001, msg="Service down")
+            elif fault == "timeout":
+                fake.fault("POST /fapi/v1/order", delay_s=1.5)  # not executed, no answer in time
+            else:
+                fake.ban(1.0)
+            await r.intents.put(intent(f"x{n}:exit", "BUY", 2000.0, reduce_only=True))
+            await eventually(lambda: abs(r.stage.portfolio.position_qty("BTCUSDT")) < 1e-12
+                             and not r.stage.orders and not r.stage.exit_retries, timeout=20,
+                             what=f"the exit through the {fault}")
+            sent = exit_posts()[before:]
+            assert len(sent) == 2, [q.status for q in sent]
+            assert sent[-1].params["newClientOrderId"] == client_order_id(f"x{n}:exit:retry1")
+            assert abs(fake.positions["BTCUSDT"][0]) < 1e-12
+        assert metric(m, "dolphind_exit_retries_total") == 3
+        # An entry refused the same way is not sent again.
+        entries = fake.count("POST /fapi/v1/order")
+        fake.fault("POST /fapi/v1/order", status=429, code=-1003, msg="Too many requests",
+                   retry_after=1)
+        await r.intents.put(intent("y:entry", "SELL", 2000.0))
+        await eventually(lambda: any(o.intent_id == "y:entry" and o.state == "rejected"
+                                     for o in r.stage.recent_orders))
+        await asyncio.sleep(1.5)
+        assert fake.count("POST /fapi/v1/order") == entries + 1
+        assert not r.stage.exit_retries and r.stage.portfolio.position_qty("BTCUSDT") == 0
+    events = audit_events(r.audit_path)
+    retried = [e for e in events if e["event"] == "order.submitted"
+               and e["intent_id"].endswith(":retry1")]
+    assert len(retried) == 3 and all(e["kind"] == "exit" for e in retried)

@@ -188,14 +188,17 @@ def test_live_mode_needs_the_binance_venue_and_credentials(monkeypatch):
         config_from_dict({"mode": "live"})
     with pytest.raises(ConfigError, match="needs credentials"):
         config_from_dict({"mode": "live", "execution": {"venue": "binance"}})
-    cfg = config_from_dict({"mode": "live", "execution": {
+    # mode "live" also needs the live feed (one switch for real money, issue #15)
+    live_feed = {"feed": {"kind": "binance"}, "binance_feed": {"symbols": ["BTCUSDT"]}}
+    cfg = config_from_dict({"mode": "live", **live_feed, "execution": {
         "venue": "binance", "binance": {"secrets_file": "/etc/dolphind/binance.toml",
                                         "leverage": {"BTCUSDT": 3},
                                         "margin_type": {"BTCUSDT": "ISOLATED"}}}})
     assert cfg.execution.binance.leverage == {"BTCUSDT": 3}
     monkeypatch.setenv("DOLPHIND_BINANCE_API_KEY", "k")
     monkeypatch.setenv("DOLPHIND_BINANCE_API_SECRET", "s")
-    assert config_from_dict({"mode": "live", "execution": {"venue": "binance"}}).mode == "live"
+    assert config_from_dict({"mode": "live", **live_feed,
+                             "execution": {"venue": "binance"}}).mode == "live"
 
 
 def test_bad_venue_settings_are_named():
