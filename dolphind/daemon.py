@@ -195,6 +195,13 @@ class Daemon:
         """One daemon per data dir: two writers would corrupt the store and the audit chain."""
         data = self.config.data_dir
         data.mkdir(parents=True, exist_ok=True)
+        # The store, the audit log and the plugins' state are the account's books: this user's
+        # only (files are 0600 through the umask that run() sets).
+        if data.stat().st_mode & 0o077:
+            try:
+                data.chmod(0o700)
+            except OSError as exc:
+                log.warning("daemon.data_dir_mode", path=str(data), error=exc.strerror)
         lock = open(data / "dolphind.lock", "a+")  # noqa: SIM115 - closed by the exit stack
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -398,6 +405,9 @@ class Daemon:
 
 def run(config_path: str | Path) -> int:
     """Load the config and run the daemon until it is stopped; returns the exit code."""
+    # Everything the daemon creates (data dir, store, audit log, scans, plugin state) is
+    # readable by its own user only: 0700 folders, 0600 files.
+    os.umask(0o077)
     try:
         cfg = load_config(config_path)
         problems = preflight(cfg)

@@ -129,3 +129,14 @@ def test_hostile_http_is_answered_counted_and_never_logged(daemon: Daemon) -> No
     assert daemon.get_json("/status")["control"]["halted"] is False
     wait_until(lambda: "Error handling request" in daemon.logs(), what="aiohttp's error line")
     assert TOKEN not in daemon.logs() and "leak-me" not in daemon.logs()
+
+
+def test_the_data_dir_is_private_to_the_daemons_user(daemon: Daemon) -> None:
+    """0700 folders and 0600 files (the umask run() sets): the books are nobody else's."""
+    data = daemon.config.parent / "var"
+    wait_until(lambda: (daemon.metric("dolphind_bars_total") or 0) >= 2, what="bars")
+    assert data.stat().st_mode & 0o777 == 0o700
+    found = {p.name: p.stat().st_mode & 0o777 for p in data.rglob("*")}
+    assert {"dolphind.sqlite", "audit.jsonl", "dolphind.lock"} <= set(found), found
+    loose = {name: oct(mode) for name, mode in found.items() if mode & 0o077}
+    assert not loose, loose
