@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dolphind.clock import SimClock
 from dolphind.events import Bar
@@ -138,3 +140,50 @@ def test_market_time_never_runs_backwards_in_the_live_feed() -> None:
     feed.bars.close_due(now_ms=NOW_MS + 40_000)
     ts = [b.ts_ns for b in bars]
     assert ts == sorted(set(ts)) and feed.bars.late == 3
+
+
+# ---- properties: the grammar decides, whatever the string ----------------------------------
+
+number_texts = st.text(alphabet="0123456789._ +-eEnaifINF\t\u0661\u0662\uff11\u00b2\u0969",
+                       max_size=14) | st.decimals(min_value=0, max_value=10**9, places=8,
+                                                  allow_nan=False).map(str)
+
+
+def _in_grammar(text: str) -> bool:
+    """The reference: ASCII digits, at most one point with digits on both sides."""
+    whole, dot, frac = text.partition(".")
+    digits = "0123456789"
+    return (0 < len(whole) <= 20 and all(c in digits for c in whole)
+            and (not dot or (0 < len(frac) <= 20 and all(c in digits for c in frac))))
+
+
+@settings(max_examples=400, deadline=None)
+@given(number_texts, number_texts)
+def test_an_aggtrade_is_accepted_exactly_when_its_numbers_are_in_the_grammar(
+        price: str, qty: str) -> None:
+    parser = FrameParser(["btcusdt@aggTrade"])
+    frame = orjson.dumps({"stream": "btcusdt@aggTrade", "data": {
+        "e": "aggTrade", "E": NOW_MS, "a": 1, "s": "BTCUSDT", "p": price, "q": qty, "f": 1,
+        "l": 1, "T": NOW_MS, "m": False}})
+    good = _in_grammar(price) and _in_grammar(qty) and float(price) > 0
+    try:
+        _, ev = parser.parse(frame)
+    except BadFrame as exc:
+        assert not good and exc.reason == "non_numeric", (price, qty, exc.reason)
+        return
+    assert good, (price, qty)
+    assert ev.price == float(price) and ev.qty == float(qty)  # type: ignore[union-attr]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(number_texts, number_texts), min_size=1, max_size=5),
+       st.lists(st.tuples(number_texts, number_texts), min_size=1, max_size=5))
+def test_a_depth5_frame_is_counted_bad_on_arrival_exactly_when_a_level_is_bad(
+        bids: list[tuple[str, str]], asks: list[tuple[str, str]]) -> None:
+    feed, _ = _feed()
+    public = _conn(feed, "public")
+    feed.handle(public, _depth(NOW_MS, [list(b) for b in bids], [list(a) for a in asks]))
+    numbers_ok = all(_in_grammar(p) and _in_grammar(q) and float(p) > 0 for p, q in bids + asks)
+    crossed = numbers_ok and min(float(p) for p, _ in asks) <= max(float(p) for p, _ in bids)
+    assert sum(feed.bad_frames.values()) == (0 if numbers_ok and not crossed else 1), \
+        (bids, asks, feed.bad_frames)
