@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import shutil
 import sys
@@ -26,6 +27,8 @@ from dolphind.config import (Config, ConfigError, config_from_dict, load_config,
 from dolphind.daemon import EXIT_CONFIG, EXIT_OK, Daemon, StartupError
 from dolphind.feed.history import HistoryError
 from dolphind.plugins import PluginError
+from dolphind.report import terminal
+from dolphind.report.html import fmt
 from dolphind.report.model import SignalSeries
 from dolphind.report.progress import ProgressBar
 from dolphind.report.writer import write_report
@@ -74,16 +77,24 @@ def _prepare_out(out: Path, force: bool) -> None:
 
 async def _watch_progress(daemon: Daemon) -> None:
     bar: ProgressBar | None = None
+
+    def poll() -> None:
+        nonlocal bar
+        feed = getattr(daemon.pipeline, "feed", None)
+        if feed is not None:
+            st = feed.status()
+            if bar is None:
+                bar = ProgressBar(int(st["bars_total"]))
+            bar.update(int(st["position"]))
+
     try:
         while True:
-            feed = getattr(daemon.pipeline, "feed", None)
-            if feed is not None:
-                st = feed.status()
-                if bar is None:
-                    bar = ProgressBar(int(st["bars_total"]))
-                bar.update(int(st["position"]))
+            poll()
             await asyncio.sleep(0.2)
     finally:
+        # The last poll: the bar ends on where the feed ended (100% for a whole run), not on
+        # the last 0.2 s tick before the pipeline finished.
+        poll()
         if bar is not None:
             bar.close()
 
@@ -164,13 +175,35 @@ def run_backtest(data: list[str], out: str, config_path: str | None = None,
         print(f"dolphind backtest: data: {note}", file=sys.stderr)
     files = write_report(out_dir, ledger.closed, ledger.equity,
                          initial_capital_usdt=cfg.execution.capital_usdt,
-                         signal=_signal_series(out_dir, threshold), run=run_info)
+                         signal=_signal_series(out_dir, threshold), run=run_info,
+                         first_last_close=_first_last_closes(pipeline.feed, ledger.equity))
+    doc = json.loads(files.summary_json.read_text(encoding="utf-8"))
+    print(terminal.render(doc))
+    print()
     s = files.summary
+    pf = "n/a" if s.profit_factor is None else fmt(s.profit_factor, "ratio")
     print(f"dolphind backtest: {feed_status['bars_emitted']} bars, {len(ledger.closed)} trades, "
           f"report in {out_dir / 'report.html'}")
     print(f"  ROI {_pct(s.roi)}  max drawdown {_pct(s.max_drawdown)}  "
-          f"win rate {_pct(s.win_rate)}  profit factor {s.profit_factor}")
+          f"win rate {_pct(s.win_rate)}  profit factor {pf}")
     return EXIT_OK
+
+
+def _first_last_closes(feed: Any, equity: list[Any]) -> dict[str, tuple[float, float]]:
+    """Each symbol's first and last finite close over the bars the run replayed."""
+    history = getattr(feed, "history", None)
+    if history is None or not equity:
+        return {}
+    ts = history.ts_ns
+    lo = int(np.searchsorted(ts, min(p.ts_ns for p in equity), side="left"))
+    hi = int(np.searchsorted(ts, max(p.ts_ns for p in equity), side="right"))
+    out: dict[str, tuple[float, float]] = {}
+    for i, sym in enumerate(history.symbols):
+        col = history.closes[lo:hi, i]
+        finite = col[np.isfinite(col)]
+        if finite.size:
+            out[str(sym)] = (float(finite[0]), float(finite[-1]))
+    return out
 
 
 def _counter_by_label(daemon: Daemon, name: str) -> dict[str, int]:

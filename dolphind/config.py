@@ -326,6 +326,12 @@ class ExecutionConfig:
     # refused (tick 0.00001, step 0.001, min qty 0.001, min notional 5).
     paper_fallback_filters: bool = field(default=True, metadata=RESTART)
     client_id_prefix: str = field(default="dd", metadata=RESTART)
+    # Positions and orders on the venue account that this daemon did not open (not its client
+    # id prefix, not in its store), found at reconciliation: "ignore" reports them (/status,
+    # dolphind_foreign_*, audit) and leaves them alone (the exposure rails still count them);
+    # "adopt" takes positions into the book (the strategy may then close them) and cancels the
+    # orders; "refuse" will not start while any are there (exit 2).
+    foreign: Literal["ignore", "adopt", "refuse"] = field(default="ignore", metadata=RESTART)
     maker_fee_bps: float = 2.0
     taker_fee_bps: float = 5.0
     maker_fill_rate_entry: float = 0.62

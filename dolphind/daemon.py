@@ -12,7 +12,8 @@ Life of a daemon (DESIGN.md "Lifecycle"):
    channels, stop plugins, close the server) under ``shutdown_timeout_s``; a second SIGINT exits
    at once.
 
-Exit codes: 0 clean stop, 2 bad config or start-up refused, 3 a stage crash loop.
+Exit codes: 0 clean stop, 2 bad config or start-up refused (the venue too: unreachable, keys
+refused, hedge mode), 3 a stage crash loop, 130 a second SIGINT.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dolphind import __version__, logs
 from dolphind.logs import heartbeat_fields
 from dolphind.affinity import pin_process
 from dolphind.app import build_pipeline  # the one place concrete parts are wired
+from dolphind.execution.venue import VenueStartupError
 from dolphind.feed.history import HistoryError
 from dolphind.config import (
     Config,
@@ -59,6 +61,7 @@ log = structlog.get_logger("dolphind.daemon")
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_CRASH_LOOP = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 _HOUSEKEEPING_S = 0.5
 
@@ -113,7 +116,7 @@ class Daemon:
         if self._sigint_count > 1:
             # The operator insists: leave now. Nothing acknowledged is lost (crash-only).
             os.write(2, b"dolphind: second SIGINT, exiting immediately\n")
-            os._exit(130)
+            os._exit(EXIT_INTERRUPTED)
         self._request_stop("signal:SIGINT")
 
     def _request_stop(self, cause: str) -> None:
@@ -428,11 +431,26 @@ def run(config_path: str | Path) -> int:
     import uvloop
 
     daemon = Daemon(cfg)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        try:
-            return runner.run(daemon.serve())
-        # HistoryError: the replay data named in the config is missing or unreadable.
-        except (StartupError, PluginError, ConfigError, HistoryError, OSError) as exc:
-            log.error("daemon.startup_failed", error=str(exc))
-            os.write(2, f"dolphind: cannot start: {exc}\n".encode())
-            return EXIT_CONFIG
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            try:
+                return runner.run(daemon.serve())
+            # HistoryError: the replay data named in the config is missing or unreadable.
+            # VenueStartupError: unreachable venue, refused keys, hedge mode, foreign holdings.
+            except (StartupError, PluginError, ConfigError, HistoryError, OSError,
+                    VenueStartupError) as exc:
+                log.error("daemon.startup_failed", error=str(exc))
+                os.write(2, f"dolphind: cannot start: {exc}\n".encode())
+                return EXIT_CONFIG
+    except KeyboardInterrupt:
+        # A second Ctrl-C after the daemon's own handler is gone (the end of shutdown): the
+        # operator insists. Nothing acknowledged is lost (crash-only); no traceback.
+        os.write(2, b"dolphind: interrupted, exiting\n")
+        return EXIT_INTERRUPTED
+    finally:
+        # Past this point (interpreter teardown) another Ctrl-C just ends the process.
+        signal.signal(signal.SIGINT, _exit_interrupted)
+
+
+def _exit_interrupted(signum: int, frame: Any) -> None:
+    os._exit(EXIT_INTERRUPTED)

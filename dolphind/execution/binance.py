@@ -70,8 +70,10 @@ from dolphind.config import BinanceVenueConfig
 from dolphind.events import Fill, Order
 from dolphind.execution.filters import SymbolFilters, parse_exchange_info
 from dolphind.execution.lease import Lease, account_id
+from dolphind.execution.portfolio import split_foreign
 from dolphind.execution.router import TERMINAL, OrderState
-from dolphind.execution.venue import VenuePosition, VenueRejected, VenueUnavailable
+from dolphind.execution.venue import (VenuePosition, VenueRejected, VenueStartupError,
+                                      VenueUnavailable)
 from dolphind.ops.metrics import VenueMetrics
 from dolphind.statebus.base import StateBus
 
@@ -94,6 +96,8 @@ _EVENTS_CAPACITY = 4096
 _LISTEN_KEY_RE = re.compile(r"(/ws/|listenKey=)[A-Za-z0-9]{16,}")
 _QTY_EPS = 1e-12
 _READ_MAX_WAIT_S = 65.0
+# Start-up calls: a network error is retried this many times (with back-off) before giving up.
+_START_ATTEMPTS = 4
 _CANCEL_MAX_WAIT_S = 10.0
 
 # ccxt logs request headers (with the API key) at DEBUG: never let that through.
@@ -109,7 +113,7 @@ _STATUS = {"NEW": OrderState.ACKED, "PARTIALLY_FILLED": OrderState.PARTIALLY_FIL
 # ---- credentials ------------------------------------------------------------------------------
 
 
-class CredentialsError(Exception):
+class CredentialsError(VenueStartupError):
     """No usable API key / secret (the message names where they were looked for, never them)."""
 
 
@@ -482,8 +486,17 @@ class BinanceVenue:
                  symbols: Callable[[], Iterable[str]] = lambda: (),
                  wall: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
-                 lease_dir: Path | None = None) -> None:
+                 lease_dir: Path | None = None,
+                 owns: Callable[[str], bool] = lambda client_id: True,
+                 foreign_policy: Callable[[], str] = lambda: "adopt") -> None:
         self._cfg = config
+        # Ownership (issue #15): an order is ours when its client id carries our prefix (or
+        # we track it: the store knows it). Under any policy but "adopt", others' orders are
+        # reported in ``foreign_orders`` and left alone: never tracked, their fills never
+        # emitted (they would move our book).
+        self._owns = owns
+        self._foreign_policy = foreign_policy
+        self.foreign_orders: dict[str, Order] = {}
         self._m = metrics
         self._creds = credentials
         self._symbols = symbols
@@ -519,6 +532,7 @@ class BinanceVenue:
         self.stream_balances: dict[str, float] = {}
         self.last_error = ""
         self.connects = 0
+        self.loop_crashes: dict[str, int] = {}  # background loop -> crashes (supervised)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -563,29 +577,80 @@ class BinanceVenue:
         self._ex = ex
         log.info("venue.opening", venue=self.name, network=cfg.network, rest=base,
                  ws=self.ws_base, account=self.account, credentials=self._creds.source)
-        await self.sync_clock("start")
-        await self.refresh_filters()
-        if await self.lease.acquire():
-            await self._setup_account()
-        else:
-            log.error("venue.fenced", account=self.account, reason=self.lease.reason)
-        self._tasks.append(asyncio.create_task(self._lease_loop(), name="binance:lease"))
-        self._tasks.append(asyncio.create_task(self._maintenance_loop(),
-                                               name="binance:maintenance"))
+        await self._start_calls(base)
+        self._spawn("lease", self._lease_loop)
+        self._spawn("maintenance", self._maintenance_loop)
+
+    async def _start_calls(self, base: str) -> None:
+        """Clock, filters, lease, account setup. A network error (no answer) is retried with
+        back-off ``_START_ATTEMPTS`` times, each said in the log; then, and for any answer
+        that refuses us (-2015 key, -1022 signature, hedge mode...), VenueStartupError: one
+        line for the operator, exit 2."""
+        cfg = self._cfg()
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                await self.sync_clock("start")
+                await self.refresh_filters()
+                if await self.lease.acquire():
+                    await self._setup_account()
+                else:
+                    log.error("venue.fenced", account=self.account, reason=self.lease.reason)
+                return
+            except (_NoAnswer, _NotSent) as exc:
+                if attempt + 1 >= _START_ATTEMPTS:
+                    raise VenueStartupError(
+                        f"venue REST {base} unreachable after {_START_ATTEMPTS} attempts: "
+                        f"{self._redact(str(exc))}") from None
+                delay = backoff_delay(attempt, cfg.backoff_initial_s, cfg.backoff_max_s)
+                log.warning("venue.start_retry", rest=base, attempt=attempt + 1,
+                            of=_START_ATTEMPTS, retry_in_s=round(delay, 3),
+                            error=self._redact(str(exc)))
+                await asyncio.sleep(delay)
+            except BinanceAPIError as exc:
+                raise VenueStartupError(_start_refusal(exc, base)) from None
+
+    def _spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        self._tasks.append(asyncio.create_task(self._supervised(name, loop),
+                                               name=f"binance:{name}"))
+
+    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop for the venue's life: a crash is logged, counted
+        (``dolphind_venue_loop_crashes_total``) and shown in /status, and the loop restarted
+        after a back-off; never swallowed."""
+        crashes = 0
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                crashes += 1
+                self.loop_crashes[name] = self.loop_crashes.get(name, 0) + 1
+                self._m.loop_crashes.labels(name).inc()
+                self.last_error = self._redact(f"{name} loop: {type(exc).__name__}: {exc}")
+                cfg = self._cfg()
+                delay = backoff_delay(crashes - 1, cfg.backoff_initial_s, cfg.backoff_max_s)
+                log.error("venue.loop_crashed", loop=name, error=self.last_error,
+                          restart_in_s=round(delay, 3), exc_info=exc)
+                await asyncio.sleep(delay)
 
     def start_streams(self) -> None:
         """Start the user stream and REST polling (after the store's orders are tracked)."""
-        self._tasks.append(asyncio.create_task(self._stream_loop(), name="binance:user_stream"))
-        self._tasks.append(asyncio.create_task(self._keepalive_loop(),
-                                               name="binance:listen_key"))
-        self._tasks.append(asyncio.create_task(self._poll_loop(), name="binance:poll"))
+        self._spawn("user_stream", self._stream_loop)
+        self._spawn("listen_key", self._keepalive_loop)
+        self._spawn("poll", self._poll_loop)
 
     async def aclose(self) -> None:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            try:
                 await t
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # supervised loops do not end like this; say so if one did
+                log.error("venue.loop_failed_at_close", task=t.get_name(), error=repr(exc))
         self._tasks.clear()
         if self._listen_key and self.lease.held and self._ex is not None:
             # Polite, and only by the holder: a fenced daemon must not close the holder's stream.
@@ -901,6 +966,8 @@ class BinanceVenue:
             except (_NotSent, _NoAnswer) as exc:
                 raise VenueUnavailable(f"query {client_id}: {exc}") from None
             rep = report_from_rest(res)
+            if t is None and self.is_foreign(client_id):
+                return self._note_foreign(rep)
             if t is None:
                 t = self._adopt(rep)
             t.unknown = False
@@ -1021,8 +1088,28 @@ class BinanceVenue:
         return [trade_from_rest(d) for d in res
                 if str(d.get("orderId")) == rep.venue_order_id or "orderId" not in d]
 
+    def is_foreign(self, client_id: str) -> bool:
+        """An order this process must leave alone: not tracked, not ours, policy not adopt."""
+        return (self._foreign_policy() != "adopt" and client_id not in self._orders
+                and not self._owns(client_id))
+
+    def _note_foreign(self, rep: Report) -> Order:
+        """Remember (or forget, once final) an order somebody else placed; nothing emitted."""
+        snap = self._snapshot(self._foreign(rep), rep)
+        if rep.state in TERMINAL:
+            self.foreign_orders.pop(rep.client_id, None)
+        else:
+            if rep.client_id not in self.foreign_orders:
+                log.warning("venue.foreign_order", client_id=rep.client_id, symbol=rep.symbol,
+                            side=rep.side, qty=rep.qty, state=str(rep.state),
+                            action="left alone")
+            self.foreign_orders[rep.client_id] = snap
+        return snap
+
     async def _apply(self, rep: Report, trades: list[Trade], source: str) -> Order:
         """Emit the new fills of ``rep``'s order, then its state (never before its fills)."""
+        if self.is_foreign(rep.client_id):
+            return self._note_foreign(rep)
         async with self._apply_lock:
             t = self._orders.get(rep.client_id) or self._adopt(rep)
             t.last_news = self._mono()
@@ -1097,7 +1184,17 @@ class BinanceVenue:
                 ok = False
                 log.warning("venue.resync_query_failed", client_id=cid, error=str(exc))
         try:
-            for o in await self.open_orders():
+            open_now = await self.open_orders()
+            for cid in set(self.foreign_orders) - {o.client_id for o in open_now}:
+                self.foreign_orders.pop(cid, None)  # gone (filled, cancelled by its owner)
+            for o in open_now:
+                if self.is_foreign(o.client_id):
+                    if o.client_id not in self.foreign_orders:
+                        log.warning("venue.foreign_order", cause=cause, client_id=o.client_id,
+                                    symbol=o.symbol, side=o.side, qty=o.qty, state=o.state,
+                                    action="left alone")
+                    self.foreign_orders[o.client_id] = o
+                    continue
                 if o.client_id not in self._orders:
                     self.track(o)  # appeared while we were not listening: its fills are news
                     log.warning("venue.unknown_open_order", cause=cause, client_id=o.client_id,
@@ -1344,12 +1441,26 @@ class BinanceVenue:
                        "banned_s": max(0.0, self.budget.banned_until - now)},
             "clock_offset_ms": round(self._offset_s * 1000, 1),
             "tracked_orders": sum(1 for t in self._orders.values() if not t.settled),
+            "loop_crashes": dict(self.loop_crashes),
             "last_error": self._redact(self.last_error),
         }
 
 
-class VenueSetupError(Exception):
+class VenueSetupError(VenueStartupError):
     """The account cannot be traded as configured (hedge mode, ...)."""
+
+
+def _start_refusal(exc: BinanceAPIError, base: str) -> str:
+    """One line for an answer that refuses us at start."""
+    if exc.code in (-2014, -2015):
+        why = "the API key is refused (invalid key, IP not whitelisted or no futures permission)"
+    elif exc.code == -1022:
+        why = "the signature is refused (wrong API secret)"
+    elif exc.banned:
+        why = "this IP is banned (418)"
+    else:
+        why = "the venue refused the start-up request"
+    return f"venue {base}: {why}: binance http {exc.status} code {exc.code}: {exc.msg[:120]}"
 
 
 def _reject_reason(exc: BinanceAPIError) -> str:
@@ -1369,8 +1480,12 @@ def _reject_reason(exc: BinanceAPIError) -> str:
 # ---- start-up reconciliation with the store ---------------------------------------------
 
 
+class ForeignHoldings(VenueSetupError):
+    """execution.foreign = "refuse" and the account holds positions or orders not ours."""
+
+
 async def reconcile_store(venue: BinanceVenue, store: Any, audit: Any,
-                          reconcile_diffs: Any) -> None:
+                          reconcile_diffs: Any, policy: str = "adopt") -> None:
     """Before the execution stage restores: make the venue know the store's working orders
     (their symbols, for query by client id), and bring open orders the store does not know
     into it. Those are cancelled (a working order left from before a start is stale, the
@@ -1386,8 +1501,30 @@ async def reconcile_store(venue: BinanceVenue, store: Any, audit: Any,
         log.warning("venue.reconcile_skipped", reason=venue.lease.reason)
         return
     known = set(state.client_ids)
-    for o in await venue.open_orders():
-        if o.client_id in known:
+    open_orders = await venue.open_orders()
+    foreign_orders = [o for o in open_orders
+                      if o.client_id not in known and venue.is_foreign(o.client_id)]
+    foreign_positions = {}
+    if policy != "adopt":
+        ours = {p.symbol: p.qty for p in state.positions}
+        for sym, vp in (await venue.positions()).items():
+            rest = split_foreign(ours.get(sym, 0.0), vp.qty)[1]
+            if rest:
+                foreign_positions[sym] = rest
+    if policy == "refuse" and (foreign_orders or foreign_positions):
+        raise ForeignHoldings(
+            f"the account holds what this daemon did not open (execution.foreign = "
+            f"'refuse'): positions {foreign_positions or '{}'}, orders "
+            f"{sorted(o.client_id for o in foreign_orders) or '[]'}")
+    for o in foreign_orders:
+        venue.foreign_orders[o.client_id] = o
+        log.warning("venue.foreign_order", client_id=o.client_id, symbol=o.symbol,
+                    side=o.side, qty=o.qty, state=o.state, action="left alone")
+        audit.record("execution.foreign_order", client_id=o.client_id, symbol=o.symbol,
+                     side=o.side, qty=o.qty, price=o.price, state=o.state,
+                     venue_order_id=o.venue_order_id, action="left alone")
+    for o in open_orders:
+        if o.client_id in known or o.client_id in venue.foreign_orders:
             continue
         log.warning("venue.unknown_open_order", client_id=o.client_id, symbol=o.symbol,
                     side=o.side, qty=o.qty, state=o.state, filled_qty=o.filled_qty)
@@ -1429,9 +1566,17 @@ async def open_binance_books(config: Callable[[], Any], metrics: Any,
     async with open_store_and_audit(config, metrics) as (store, audit):
         venue = BinanceVenue(lambda: config().execution.binance, bus, metrics.venue, creds,
                              symbols=lambda: config().binance_feed.symbols,
-                             lease_dir=cfg.resolve(cfg.execution.binance.lease_dir))
+                             lease_dir=cfg.resolve(cfg.execution.binance.lease_dir),
+                             owns=lambda cid: cid.startswith(
+                                 config().execution.client_id_prefix + "-"),
+                             foreign_policy=lambda: config().execution.foreign)
         async with venue:
-            await reconcile_store(venue, store, audit, metrics.execution.reconcile_diffs)
+            try:
+                await reconcile_store(venue, store, audit, metrics.execution.reconcile_diffs,
+                                      cfg.execution.foreign)
+            except VenueUnavailable as exc:
+                raise VenueStartupError(f"venue {venue.rest_base}: cannot read the account at "
+                                        f"start: {exc}") from None
             # Not reconciled before the execution stage has its book to compare positions
             # with: the stage installs its own check when it is built.
             venue.set_position_check(_no_book_yet)

@@ -186,3 +186,19 @@ class Portfolio:
             drawdown=max(0.0, 1.0 - eq / peak) if peak > 0 else 0.0,
             realised_pnl_usdt=self.realised_pnl_usdt, unrealised_pnl_usdt=eq - cash,
             fees_usdt=self.fees_usdt, gross_exposure_usdt=gross, positions=positions)
+
+
+def split_foreign(ours: float, venue: float, eps: float = 1e-12) -> tuple[float, float]:
+    """(our position, the foreign rest) of a venue's net position ``venue`` in one symbol, when
+    the book says we hold ``ours``.
+
+    The venue nets everybody's trades into one position (one-way mode). Ours is never more
+    than the venue holds in our direction: a venue position smaller than ours (closed by hand
+    while we were down) shrinks ours to it, an opposite or flat one leaves us flat. What is
+    left of the venue's position is foreign: someone else's, not ours to manage."""
+    if abs(ours) <= eps:
+        return 0.0, venue
+    side = 1.0 if ours > 0 else -1.0
+    kept = side * min(abs(ours), max(0.0, side * venue))
+    rest = venue - kept
+    return kept, (0.0 if abs(rest) <= eps else rest)

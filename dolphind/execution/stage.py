@@ -41,7 +41,7 @@ from dolphind.config import Config, describe_trading, trading_target
 from dolphind.events import Bar, Fill, Order, OrderIntent, PositionUpdate
 from dolphind.execution.filters import load_exchange_info
 from dolphind.execution.paper import PaperVenue
-from dolphind.execution.portfolio import CapitalView, Portfolio, Position
+from dolphind.execution.portfolio import CapitalView, Portfolio, Position, split_foreign
 from dolphind.execution.router import (
     TERMINAL,
     IllegalTransition,
@@ -177,6 +177,8 @@ class ExecutionStage:
         self._symbol_map: tuple[tuple[str, ...], list[str], dict[str, int]] | None = None
         self._published_symbols: set[str] = set()
         self._position_mismatch: dict[str, tuple[float, float]] | None = None
+        # Venue positions that are not ours (symbol -> (qty, entry price)), left alone.
+        self.foreign_positions: dict[str, tuple[float, float]] = {}
         # Exits that did not get through, by symbol: sent again until the position is closed.
         self.exit_retries: dict[str, ExitRetry] = {}
         control.subscribe(self._on_control)
@@ -320,10 +322,21 @@ class ExecutionStage:
             log.warning("execution.reconcile_positions_failed", cause=cause, error=str(exc))
             return False
         ours = {s: p.qty for s, p in self.portfolio.positions.items()}
-        diffs = {s: (ours.get(s, 0.0), venue_pos[s].qty if s in venue_pos else 0.0)
-                 for s in set(ours) | set(venue_pos)
-                 if abs(ours.get(s, 0.0) - (venue_pos[s].qty if s in venue_pos else 0.0))
-                 > _QTY_EPS}
+        adopt_all = self._config().execution.foreign == "adopt"
+        # The part of each venue position that is ours (all of it under "adopt"); the rest is
+        # foreign: reported, left alone, counted by the exposure rails.
+        venue_qty = {s: vp.qty for s, vp in venue_pos.items()}
+        if not adopt_all:
+            foreign: dict[str, tuple[float, float]] = {}
+            for s in set(ours) | set(venue_pos):
+                kept, rest = split_foreign(ours.get(s, 0.0), venue_qty.get(s, 0.0))
+                venue_qty[s] = kept
+                if rest:
+                    foreign[s] = (rest, venue_pos[s].avg_price if s in venue_pos else 0.0)
+            self._set_foreign(foreign, cause)
+        diffs = {s: (ours.get(s, 0.0), venue_qty.get(s, 0.0))
+                 for s in set(ours) | set(venue_qty)
+                 if abs(ours.get(s, 0.0) - venue_qty.get(s, 0.0)) > _QTY_EPS}
         if not diffs:
             self._position_mismatch = None
             return True
@@ -349,7 +362,11 @@ class ExecutionStage:
         for sym in diffs:
             vp = venue_pos.get(sym)
             old = self.portfolio.positions.get(sym) or Position(sym)
-            new = Position(sym, vp.qty if vp else 0.0, vp.avg_price if vp else 0.0,
+            qty = venue_qty.get(sym, 0.0)
+            # Our part of a shared position keeps our entry price (the venue's is a blend).
+            price = old.avg_price if not adopt_all and not old.flat else \
+                (vp.avg_price if vp else 0.0)
+            new = Position(sym, qty, price if qty else 0.0,
                            old.realised_pnl_usdt, old.fees_usdt, old.opened_ns or ts, ts)
             if new.flat:
                 self.portfolio.positions.pop(sym, None)
@@ -361,6 +378,29 @@ class ExecutionStage:
         self._audit.record("execution.positions_reconciled", cause=cause,
                            differences={s: list(v) for s, v in diffs.items()})
         return True
+
+    def _set_foreign(self, foreign: dict[str, tuple[float, float]], cause: str) -> None:
+        """Positions on the account that are not ours: reported when they change, never
+        traded (the exposure rails count them)."""
+        if foreign == self.foreign_positions:
+            return
+        new = set(foreign) - set(self.foreign_positions)
+        self.foreign_positions = foreign
+        self._m.foreign_positions.set(len(foreign))
+        if new:
+            self._m.reconcile_diffs.labels("foreign_position").inc(len(new))
+        log.warning("execution.foreign_positions", cause=cause, action="left alone",
+                    positions={s: q for s, (q, _) in foreign.items()})
+        self._audit.record("execution.foreign_positions", cause=cause, action="left alone",
+                           positions={s: q for s, (q, _) in foreign.items()})
+
+    def foreign_view(self) -> dict[str, Any]:
+        orders = getattr(self._venue, "foreign_orders", {})
+        self._m.foreign_orders.set(len(orders))
+        return {"policy": self._config().execution.foreign,
+                "positions": {s: {"qty": q, "avg_price": px}
+                              for s, (q, px) in self.foreign_positions.items()},
+                "orders": [_order_json(o) for o in orders.values()]}
 
     async def check_positions(self, cause: str) -> bool:
         """Called by a live venue after each user-stream (re)connect or lease takeover, once
@@ -800,6 +840,9 @@ class ExecutionStage:
     def _account_snapshot(self) -> AccountSnapshot:
         p = self.portfolio
         exposure = {s: abs(p.position_notional(s)) for s in p.positions}
+        for s, (q, px) in self.foreign_positions.items():
+            # Not ours to trade, but the account's risk all the same.
+            exposure[s] = exposure.get(s, 0.0) + abs(q) * (p.marks.get(s) or px)
         for o in self.orders.values():
             if not o.reduce_only:
                 px = p.marks.get(o.symbol) or o.ref_price
@@ -852,6 +895,7 @@ class ExecutionStage:
             except TimeoutError:
                 pass
             self._wake.clear()
+            self.foreign_view()  # keeps dolphind_foreign_orders current
             if self.exit_retries:
                 await self._retry_exits()
             if self._control_dirty:
@@ -957,6 +1001,7 @@ class ExecutionStage:
                 "venue": self._venue.name, "venue_breaker": int(self.rails.breaker_gauge()),
                 "exits_retrying": {s: r.view(self._mono()) for s, r in
                                    self.exit_retries.items()},
+                "foreign": self.foreign_view(),
                 "venue_state": self._venue_status(),
                 "store": self._store.status(),
                 "audit": {"path": str(self._audit.path), "lines": self._audit.seq,

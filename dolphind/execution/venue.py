@@ -24,7 +24,7 @@ from dolphind.events import Fill, Order, PositionUpdate
 from dolphind.execution.filters import SymbolFilters
 
 __all__ = ["Fill", "Order", "PositionUpdate", "Venue", "VenueEvent", "VenueError",
-           "VenuePosition", "VenueRejected", "VenueUnavailable", "is_transient"]
+           "VenuePosition", "VenueRejected", "VenueStartupError", "VenueUnavailable", "is_transient"]
 
 VenueEvent = Union[Order, Fill]
 
@@ -40,6 +40,11 @@ class VenuePosition:
 
 class VenueError(Exception):
     """Base class of venue failures."""
+
+
+class VenueStartupError(VenueError):
+    """The venue cannot be traded as configured, found at start (unreachable, keys refused,
+    hedge mode, foreign holdings refused): the daemon says why in one line and exits 2."""
 
 
 class VenueRejected(VenueError):

@@ -221,6 +221,13 @@ class ExecutionMetrics:
                                  "Symbols whose exit has not got through for longer than "
                                  "execution.exit_stuck_after_s (still being retried).",
                                  registry=r)
+        self.foreign_positions = Gauge("dolphind_foreign_positions",
+                                       "Venue positions (symbols) this daemon did not open, "
+                                       "found at reconciliation and left alone.", registry=r)
+        self.foreign_orders = Gauge("dolphind_foreign_orders",
+                                    "Open venue orders this daemon did not send (not its "
+                                    "client id prefix, not in its store), left alone.",
+                                    registry=r)
         self.reconcile_diffs = Counter("dolphind_reconcile_differences_total",
                                        "Store/venue differences corrected at reconciliation.",
                                        ["kind"], registry=r)
@@ -245,6 +252,10 @@ class VenueMetrics:
     """The live venue (SPEC §5): request budget, bans, errors, user stream, lease."""
 
     def __init__(self, r: CollectorRegistry) -> None:
+        self.loop_crashes = Counter("dolphind_venue_loop_crashes_total",
+                                    "Venue background loops (user stream, polling, lease, "
+                                    "maintenance) that raised and were restarted, by loop.",
+                                    ["loop"], registry=r)
         self.requests = Counter("dolphind_venue_requests_total",
                                 "REST requests sent to the venue, by kind and outcome.",
                                 ["kind", "outcome"], registry=r)

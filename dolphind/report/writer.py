@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dolphind.report import charts, jsonfmt
+from dolphind.report import charts, jsonfmt, tables
 from dolphind.report.html import render_html
 from dolphind.report.metrics import (
     NS_PER_S, PERIODS_PER_YEAR, Summary, drawdown_series, in_exit_order, summarize)
@@ -55,6 +55,7 @@ CONVENTIONS: dict[str, Any] = {
     "undefined": "null (e.g. Sharpe with zero variance or < 2 days, win rate with no trades)",
     "infinite": "the string \"inf\" (profit factor with profits and no losses)",
     "float_decimals": jsonfmt.DECIMALS,
+    **tables.CONVENTIONS,
 }
 
 
@@ -71,6 +72,7 @@ class ReportFiles:
     exit_reasons_png: Path
     report_html: Path
     summary: Summary
+    breakdown: tables.Breakdown | None = None
 
 
 def format_float(x: float) -> str:
@@ -107,11 +109,15 @@ def trades_csv_text(trades: Sequence[ClosedTrade]) -> str:
     return buf.getvalue()
 
 
-def summary_document(summary: Summary, run: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON-ready content of summary.json: every Summary field at the top level, plus
-    ``schema``, ``conventions`` and ``run`` (what the caller says about the run: data, config
-    hash, seed; it must hold no wall-clock time, or two runs will differ)."""
+def summary_document(summary: Summary, run: Mapping[str, Any] | None = None,
+                     breakdown: tables.Breakdown | None = None) -> dict[str, Any]:
+    """The JSON-ready content of summary.json: every Summary field (and every Breakdown field)
+    at the top level, plus ``schema``, ``conventions`` and ``run`` (what the caller says about
+    the run: data, config hash, seed; it must hold no wall-clock time, or two runs will
+    differ)."""
     doc: dict[str, Any] = jsonfmt.to_jsonable(summary)
+    if breakdown is not None:
+        doc.update(jsonfmt.to_jsonable(breakdown))
     doc.update(schema=SCHEMA, conventions=jsonfmt.to_jsonable(CONVENTIONS),
                run=jsonfmt.to_jsonable(dict(run or {})))
     return doc
@@ -128,16 +134,21 @@ def _write_text(path: Path, text: str) -> Path:
 def write_report(out_dir: str | Path, trades: Sequence[ClosedTrade],
                  equity: Sequence[EquityPoint], *, initial_capital_usdt: float,
                  signal: SignalSeries | None = None, run: Mapping[str, Any] | None = None,
-                 title: str = "dolphind backtest") -> ReportFiles:
+                 title: str = "dolphind backtest",
+                 first_last_close: Mapping[str, tuple[float, float]] | None = None,
+                 funding_paid_usdt: float | None = None) -> ReportFiles:
     """Compute the summary and write every report file into ``out_dir`` (created if needed).
 
     ``signal`` is the vel_div series for its chart (entries are taken from ``trades``);
     without it the chart says "no scan series". ``run`` goes into summary.json and the page.
+    ``first_last_close`` (symbol -> first and last close of the range) gives the market change;
+    ``funding_paid_usdt`` is None while the backtest does not model funding.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(trades, equity, initial_capital_usdt)
-    doc = summary_document(summary, run)
+    extra = tables.breakdown(trades, equity, summary, first_last_close, funding_paid_usdt)
+    doc = summary_document(summary, run, extra)
 
     points = sorted(equity, key=lambda p: p.ts_ns)
     ts = np.array([p.ts_ns for p in points], dtype=np.int64)
@@ -155,7 +166,8 @@ def write_report(out_dir: str | Path, trades: Sequence[ClosedTrade],
     }
     captions = (("Equity curve", EQUITY_PNG), ("Drawdown", DRAWDOWN_PNG),
                 ("vel_div and entries", VEL_DIV_PNG), ("PnL by exit reason", EXIT_REASONS_PNG))
-    page = render_html(title, doc, captions, doc["run"])
+    page = render_html(title, doc, captions, doc["run"], trades=trades_rows(trades),
+                       series=chart_series(ts, eq, initial_capital_usdt))
     return ReportFiles(
         out_dir=out,
         summary_json=_write_text(out / SUMMARY_JSON, jsonfmt.dumps(doc)),
@@ -166,7 +178,30 @@ def write_report(out_dir: str | Path, trades: Sequence[ClosedTrade],
         exit_reasons_png=png[EXIT_REASONS_PNG],
         report_html=_write_text(out / REPORT_HTML, page),
         summary=summary,
+        breakdown=extra,
     )
+
+
+def trades_rows(trades: Sequence[ClosedTrade]) -> list[dict[str, Any]]:
+    """The trade list of the page, in exit order."""
+    return [{"id": t.trade_id, "symbol": t.symbol, "side": t.side,
+             "entry": iso_utc(t.entry_ts_ns), "exit": iso_utc(t.exit_ts_ns),
+             "entry_price": t.entry_price, "exit_price": t.exit_price,
+             "pnl_usdt": t.pnl_usdt, "profit_pct": tables.profit_pct(t), "fees_usdt": t.fees_usdt,
+             "reason": t.exit_reason, "held_s": (t.exit_ts_ns - t.entry_ts_ns) / NS_PER_S}
+            for t in in_exit_order(trades)]
+
+
+def chart_series(ts: np.ndarray, eq: np.ndarray, initial_capital_usdt: float,
+                 max_points: int = charts.MAX_POINTS) -> dict[str, list[float]]:
+    """Equity and drawdown (%) for the interactive charts: seconds since the epoch, decimated
+    like the PNGs (every peak and trough kept), rounded so the page stays small."""
+    if not len(ts):
+        return {"t": [], "equity": [], "drawdown_pct": []}
+    x, y = charts.minmax_decimate(ts, eq, max_points)
+    dd = -100.0 * drawdown_series(np.asarray(y, dtype=np.float64), initial_capital_usdt)
+    return {"t": [int(v) // NS_PER_S for v in x], "equity": [round(float(v), 4) for v in y],
+            "drawdown_pct": [round(float(v), 4) for v in dd]}
 
 
 __all__ = ["ReportFiles", "TRADE_COLUMNS", "format_float", "iso_utc", "summary_document",

@@ -131,20 +131,17 @@ def read_scans(paths: Iterable[str | os.PathLike[str]]) -> pa.Table:
 def last_scan_number(out_dir: str | os.PathLike[str]) -> int | None:
     """Highest persisted scan_number under ``out_dir`` (None if nothing is persisted).
 
-    Scan numbers increase with time, so the newest day file that holds any row has the maximum;
-    older files are read only when newer ones are empty.
+    The maximum over every file: files are per day of *market* time, and a looping (or
+    restarted, rewound) replay writes its later scans into earlier days' files, so the newest
+    file need not hold the highest number (taking it reused numbers: issue #15).
     """
-    files = sorted(Path(out_dir).glob(f"{FILE_PREFIX}*{FILE_SUFFIX}"), reverse=True)
-    for f in files:
-        batches = _read_complete_batches(f)
-        best = None
-        for b in batches:
+    best: int | None = None
+    for f in sorted(Path(out_dir).glob(f"{FILE_PREFIX}*{FILE_SUFFIX}")):
+        for b in _read_complete_batches(f):
             if b.num_rows:
                 m = int(np.max(b.column("scan_number").to_numpy()))
                 best = m if best is None else max(best, m)
-        if best is not None:
-            return best
-    return None
+    return best
 
 
 def _stream_end(path: Path) -> tuple[int, pa.Schema | None]:

@@ -165,7 +165,11 @@ async def test_restart_adopts_what_the_venue_has_and_the_store_does_not(tmp_path
     fake.set_position("BTCUSDT", -0.05, 40_100.0)
     fake.place("BTCUSDT", "BUY", 0.05, 39_000.0, "web_manual_1", reduce_only=True)
     m = metrics_factory()
-    async with rig(tmp_path, fake, m) as r:
+    # Adopting is a choice since issue #15 (the default leaves foreign holdings alone).
+    base = config(tmp_path, fake)
+    cfg = dataclasses.replace(base, execution=dataclasses.replace(base.execution,
+                                                                  foreign="adopt"))
+    async with rig(tmp_path, fake, m, cfg) as r:
         assert r.stage.portfolio.position_qty("BTCUSDT") == -0.05
         assert r.stage.portfolio.positions["BTCUSDT"].avg_price == 40_100.0
         assert fake.orders_with_client_id("web_manual_1")[0].status == "CANCELED"
@@ -290,7 +294,11 @@ async def test_stage_readiness_and_status_carry_the_ban_and_reconciliation(tmp_p
 async def test_after_a_reconnect_positions_are_compared_audited_and_gate_entries(
         tmp_path, fake, metrics_factory):
     m = metrics_factory()
-    async with rig(tmp_path, fake, m) as r:
+    # Under "adopt" (opt-in since issue #15; the default leaves a hand trade alone as foreign).
+    base = config(tmp_path, fake)
+    cfg = dataclasses.replace(base, execution=dataclasses.replace(base.execution,
+                                                                  foreign="adopt"))
+    async with rig(tmp_path, fake, m, cfg) as r:
         fake.hold_market = True  # the entry stays working at the venue
         await r.intents.put(intent("p1:entry", "SELL", 2000.0))
         cid = client_order_id("p1:entry")
@@ -558,3 +566,83 @@ async def test_exits_retry_through_5xx_timeouts_and_a_ban_until_closed(tmp_path,
     retried = [e for e in events if e["event"] == "order.submitted"
                and e["intent_id"].endswith(":retry1")]
     assert len(retried) == 3 and all(e["kind"] == "exit" for e in retried)
+
+
+async def test_foreign_holdings_are_left_alone_through_an_hour_of_trading(
+        tmp_path, fake, metrics_factory):
+    """Issue #15: a position and an order on the account that this daemon did not open are
+    reported and never touched (no order, no cancel) through an hour of market time of
+    entries, exits and a flatten; the exposure rails count the foreign position."""
+    fake.set_position("ETHUSDT", 0.5, 2_780.0)  # 1,390 USDT, opened by hand
+    fake.place("ETHUSDT", "SELL", 0.1, 3_000.0, "web_manual_1")
+    m = metrics_factory()
+    base = config(tmp_path, fake)
+    cfg = dataclasses.replace(base, risk=dataclasses.replace(
+        base.risk, max_gross_exposure_usdt=3_000.0, max_symbol_exposure_usdt=3_000.0,
+        max_orders_per_minute=1000.0, order_burst=100))
+    async with rig(tmp_path, fake, m, cfg) as r:
+        assert r.stage.portfolio.position_qty("ETHUSDT") == 0.0
+        assert r.stage.foreign_positions == {"ETHUSDT": (0.5, 2_780.0)}
+        assert set(r.venue.foreign_orders) == {"web_manual_1"}
+        assert metric(m, "dolphind_foreign_positions") == 1
+        foreign = r.stage.status()["foreign"]
+        assert foreign["policy"] == "ignore" and foreign["positions"]["ETHUSDT"]["qty"] == 0.5
+        assert [o["client_id"] for o in foreign["orders"]] == ["web_manual_1"]
+        assert metric(m, "dolphind_foreign_orders") == 1
+        # An hour of market time: a round trip in BTCUSDT every five minutes.
+        t0 = 1_700_000_000 * 10**9
+        for k in range(12):
+            ts = t0 + k * 300 * 10**9
+            await r.intents.put(dataclasses.replace(intent(f"h{k}:entry", "SELL", 1000.0),
+                                                    ts_ns=ts))
+            await eventually(lambda: r.stage.portfolio.position_qty("BTCUSDT") == -0.025
+                             and not r.stage.orders)
+            await r.intents.put(dataclasses.replace(
+                intent(f"h{k}:exit", "BUY", 1000.0, reduce_only=True), ts_ns=ts + 150 * 10**9))
+            await eventually(lambda: r.stage.portfolio.position_qty("BTCUSDT") == 0.0
+                             and not r.stage.orders)
+        # The foreign 1,390 USDT counts: 2,000 more would take gross exposure past 3,000.
+        await r.intents.put(intent("big:entry", "SELL", 2000.0))
+        await eventually(lambda: any(o.intent_id == "big:entry" for o in r.stage.recent_orders))
+        assert metric(m, "dolphind_risk_rejections_total", rule="gross_exposure") == 1
+        # A flatten closes only what is ours (nothing is open): the foreign position stays.
+        await r.intents.put(intent("last:entry", "SELL", 1000.0))
+        await eventually(lambda: r.stage.portfolio.position_qty("BTCUSDT") == -0.025
+                         and not r.stage.orders)
+        r.stage._control.flatten("test", "end of the hour")
+        await eventually(lambda: r.stage.portfolio.position_qty("BTCUSDT") == 0.0
+                         and not r.stage.orders)
+        await asyncio.sleep(0.3)
+        assert r.stage.portfolio.position_qty("ETHUSDT") == 0.0
+        assert set(r.venue.foreign_orders) == {"web_manual_1"}
+    assert fake.positions["ETHUSDT"] == (0.5, 2_780.0)
+    assert fake.orders_with_client_id("web_manual_1")[0].status == "NEW"
+    touched = [q for q in fake.requests if q.path == "/fapi/v1/order"
+               and q.method in ("POST", "DELETE") and (q.params.get("symbol") == "ETHUSDT"
+                                                       or q.params.get("origClientOrderId")
+                                                       == "web_manual_1")]
+    assert touched == []
+    # ours only: 12 round trips, the last entry and the flatten (big:entry never left)
+    assert fake.count("POST /fapi/v1/order") == 2 * 12 + 2
+    events = audit_events(r.audit_path)
+    found = [e for e in events if e["event"] == "execution.foreign_positions"]
+    assert found and found[0]["positions"] == {"ETHUSDT": 0.5}
+    assert found[0]["action"] == "left alone"
+    assert any(e["event"] == "execution.foreign_order" and e["client_id"] == "web_manual_1"
+               for e in events)
+    assert verify(r.audit_path).ok
+
+
+async def test_a_position_closed_by_hand_while_down_shrinks_ours_not_foreign(
+        tmp_path, fake, metrics_factory):
+    """Ours is never more than the venue holds: half of our short closed by hand while the
+    daemon was down leaves us the other half (our entry price), and nothing foreign."""
+    store = await Store.open(tmp_path / "dolphind.sqlite", None, None)
+    async with store:
+        await store.write(account_op(Account(10_000.0, 10_000.0, 0.0, 0.0, 10_000.0), 1),
+                          position_op(Position("BTCUSDT", -0.05, 40_000.0)), wait=True)
+    fake.set_position("BTCUSDT", -0.025, 41_000.0)
+    async with rig(tmp_path, fake, metrics_factory()) as r:
+        assert r.stage.portfolio.position_qty("BTCUSDT") == -0.025
+        assert r.stage.portfolio.positions["BTCUSDT"].avg_price == 40_000.0
+        assert r.stage.foreign_positions == {}

@@ -12,6 +12,7 @@ orders to the loopback REST fake (served from a thread of this process).
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,10 +31,11 @@ from tests.integration.test_live_feed import FakeVenue, live_feed_config
 pytestmark = pytest.mark.integration
 
 
-def _binance_section(fake: FakeBinanceRest, lease_dir: Path) -> str:
+def _binance_section(fake: FakeBinanceRest, lease_dir: Path, execution: str = "") -> str:
     return f"""
 [execution]
 venue = "binance"
+{execution}
 
 [execution.binance]
 network = "mainnet"
@@ -82,7 +84,7 @@ def market(tmp_path: Path) -> Iterator[FakeVenue]:
 
 
 def live_daemon(tmp_path: Path, fake: FakeBinanceRest, market: FakeVenue,
-                extra: str = "") -> Daemon:
+                extra: str = "", execution: str = "", start: bool = True) -> Daemon:
     """A mode "live" daemon on the loopback fakes; entries off (the test's orders only)."""
     port = free_port()
     cfg = tmp_path / "live.toml"
@@ -101,7 +103,7 @@ format = "json"
 {live_feed_config(market.url, stall_timeout_s=30.0, stream_grace_s=30.0)}
 [risk]
 trading_enabled = false
-{_binance_section(fake, tmp_path / "leases")}
+{_binance_section(fake, tmp_path / "leases", execution)}
 poll_interval_s = 0.1
 backoff_initial_s = 0.05
 backoff_max_s = 0.2
@@ -110,8 +112,9 @@ lease_ttl_s = 2.0
 lease_renew_s = 0.2
 {extra}
 """)
-    return Daemon(cfg, port, env={"DOLPHIND_BINANCE_API_KEY": fake.api_key,
-                                  "DOLPHIND_BINANCE_API_SECRET": fake.secret}).start()
+    d = Daemon(cfg, port, env={"DOLPHIND_BINANCE_API_KEY": fake.api_key,
+                               "DOLPHIND_BINANCE_API_SECRET": fake.secret})
+    return d.start() if start else d
 
 
 def seed_store(data_dir: Path, positions: dict[str, tuple[float, float]]) -> None:
@@ -139,13 +142,23 @@ def venue_state(d: Daemon) -> dict[str, Any] | None:
 def test_a_flatten_answered_429_three_times_closes_the_position(
         tmp_path: Path, threaded_fake: FakeBinanceRest, market: FakeVenue) -> None:  # noqa: F811
     fake = threaded_fake
-    fake.set_position("BTCUSDT", -0.05, 40_000.0)
+    fake.set_position("BTCUSDT", -0.05, 40_000.0)  # ours (the store opened it)
+    fake.set_position("ETHUSDT", 0.5, 2_780.0)  # somebody else's, and their resting order
+    fake.place("ETHUSDT", "SELL", 0.1, 3_000.0, "web_manual_1")
     seed_store(tmp_path / "var", {"BTCUSDT": (-0.05, 40_000.0)})
     d = live_daemon(tmp_path, fake, market)
     try:
         wait_until(lambda: (s := venue_state(d)) and s["reconciled"], timeout=120,
                    what="the venue reconciled")
-        assert d.get_json("/positions")["positions"][0]["qty"] == -0.05
+        assert [(p["symbol"], p["qty"]) for p in d.get_json("/positions")["positions"]] \
+            == [("BTCUSDT", -0.05)]
+        # The foreign holdings are reported (status, metrics), not taken over.
+        foreign = d.get_json("/status")["execution"]["foreign"]
+        assert foreign["policy"] == "ignore"
+        assert foreign["positions"] == {"ETHUSDT": {"qty": 0.5, "avg_price": 2_780.0}}
+        assert [o["client_id"] for o in foreign["orders"]] == ["web_manual_1"]
+        assert d.metric("dolphind_foreign_positions") == 1
+        assert d.metric("dolphind_foreign_orders") == 1
         fake.fault("POST /fapi/v1/order", times=3, status=429, code=-1003,
                    msg="Too many requests; current limit is 1200 requests per minute.",
                    retry_after=1)
@@ -168,5 +181,91 @@ def test_a_flatten_answered_429_three_times_closes_the_position(
         # The refusals were the venue's (429), not local ones: the breaker counted them, but
         # three in a row are below breaker_min_requests (5) and it stayed closed.
         assert d.get_json("/status")["execution"]["venue_breaker"] == 0
+        # The flatten closed ours only; the foreign position and order were never touched.
+        assert fake.positions["ETHUSDT"] == (0.5, 2_780.0)
+        assert fake.orders_with_client_id("web_manual_1")[0].status == "NEW"
+        assert not [r for r in fake.requests if r.path == "/fapi/v1/order"
+                    and r.method in ("POST", "DELETE") and r.params.get("symbol") == "ETHUSDT"]
     finally:
         assert d.stop() == 0
+
+
+def test_foreign_refuse_will_not_start_and_says_why_in_one_line(
+        tmp_path: Path, threaded_fake: FakeBinanceRest, market: FakeVenue) -> None:  # noqa: F811
+    fake = threaded_fake
+    fake.set_position("ETHUSDT", 0.5, 2_780.0)
+    d = live_daemon(tmp_path, fake, market, execution='foreign = "refuse"')
+    assert d.wait_exit(60) == 2
+    d._log.close()
+    said = [e for e in d.events() if e.get("event") == "daemon.startup_failed"]
+    assert said and "execution.foreign = 'refuse'" in said[0]["error"]
+    assert "ETHUSDT" in said[0]["error"]
+    lines = [x for x in d.logs().splitlines() if x.startswith("dolphind: cannot start:")]
+    assert len(lines) == 1 and "ETHUSDT" in lines[0]
+    assert "Traceback" not in d.logs()
+    assert fake.count("POST /fapi/v1/order") == 0
+
+
+class _NoMarket:
+    """A live feed URL nobody listens on: these daemons fail before the feed starts."""
+
+    url = f"ws://127.0.0.1:{free_port()}"
+
+
+def _assert_refused_start(d: Daemon, *fragments: str) -> str:
+    assert d.wait_exit(120) == 2
+    d._log.close()
+    logs = d.logs()
+    assert "Traceback" not in logs, logs[-3000:]
+    lines = [x for x in logs.splitlines() if x.startswith("dolphind: cannot start:")]
+    assert len(lines) == 1, logs[-3000:]
+    said = [e for e in d.events() if e.get("event") == "daemon.startup_failed"]
+    assert len(said) == 1
+    for f in fragments:
+        assert f in lines[0] and f in said[0]["error"], (f, lines[0])
+    return lines[0]
+
+
+def test_an_unreachable_venue_retries_then_exits_2_in_one_line(tmp_path: Path) -> None:
+    class Nowhere:  # a REST base URL with nothing listening
+        rest_url = f"http://127.0.0.1:{free_port()}"
+        ws_url = f"ws://127.0.0.1:{free_port()}"
+        api_key, secret = "k-nowhere", "s-nowhere"
+
+    d = live_daemon(tmp_path, Nowhere, _NoMarket)  # type: ignore[arg-type]
+    line = _assert_refused_start(d, "unreachable after 4 attempts", Nowhere.rest_url)
+    retries = [e for e in d.events() if e.get("event") == "venue.start_retry"]
+    assert [e["attempt"] for e in retries] == [1, 2, 3]  # said before giving up
+    assert "k-nowhere" not in d.logs() and "s-nowhere" not in d.logs()
+    assert len(line) < 300
+
+
+def test_a_refused_api_key_or_hedge_mode_exits_2_in_one_line(
+        tmp_path: Path, threaded_fake: FakeBinanceRest) -> None:  # noqa: F811
+    fake = threaded_fake
+    d = live_daemon(tmp_path, fake, _NoMarket, start=False)  # type: ignore[arg-type]
+    bad = Daemon(d.config, d.port, env={"DOLPHIND_BINANCE_API_KEY": "not-the-key",
+                                        "DOLPHIND_BINANCE_API_SECRET": fake.secret}).start()
+    _assert_refused_start(bad, "API key is refused", "-2015")
+    assert "not-the-key" not in bad.logs()
+    fake.dual_side = True
+    hedged = Daemon(d.config, d.port, env=d.env).start()
+    _assert_refused_start(hedged, "hedge mode")
+    assert fake.count("POST /fapi/v1/order") == 0
+
+
+@pytest.mark.parametrize("when", ["at_once", "after_drain"])
+def test_a_second_sigint_exits_130_without_a_traceback(tmp_path: Path, when: str) -> None:
+    port = free_port()
+    d = Daemon(write_config(tmp_path / "d.toml", port), port).start()
+    d.wait_ready(timeout=120)
+    d.signal(signal.SIGINT)
+    if when == "after_drain":
+        # Near the end of shutdown: the daemon's own SIGINT handler is being removed.
+        wait_until(lambda: any(e.get("event") in ("daemon.drained", "daemon.stopped")
+                               for e in d.events()), timeout=30, interval=0.005)
+    d.signal(signal.SIGINT)
+    code = d.wait_exit(30)
+    d._log.close()
+    assert code in (130, 0), code  # 0: the first stop had already finished
+    assert "Traceback" not in d.logs() and "KeyboardInterrupt" not in d.logs()

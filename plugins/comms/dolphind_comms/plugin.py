@@ -1,8 +1,14 @@
-"""The comms plugin: ``on_incident`` -> message -> the sender task.
+"""The comms plugin: events -> messages -> the sender task.
 
-Governor halts arrive as incidents too (kind ``governor_halt``, severity critical), so one hook
-covers both. The sender task is owned here: started in ``start``, drained (briefly) and
-awaited in ``stop``.
+- ``on_fill`` of an entry (not reduce-only) -> an entry message;
+- ``on_trade`` (a closed round trip) -> an exit message with its net PnL;
+- ``on_tick``: when the UTC day (wall clock) changes, the summary of the trades closed during
+  the day that ended;
+- ``on_incident`` -> an incident message; governor halts arrive as incidents too (kind
+  ``governor_halt``, severity critical).
+
+``events`` chooses which are sent. The sender task is owned here: started in ``start``, drained
+(briefly) and awaited in ``stop``; it keeps to ``max_per_minute``.
 """
 
 from __future__ import annotations
@@ -10,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
+from datetime import datetime, timezone
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from prometheus_client import Counter, Gauge
 
-from dolphind_comms.payloads import message_text
+from dolphind_comms.payloads import (
+    Message, daily_message, entry_message, exit_message, message_text)
 from dolphind_comms.sender import Secrets, WebhookSender
 from dolphind_comms.settings import SEVERITIES, CommsSettings, load_settings
 
@@ -38,12 +47,16 @@ class CommsPlugin:
     name = "comms"
     version = VERSION
 
-    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
+    def __init__(self, environ: Mapping[str, str] = os.environ,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._environ = environ
+        self._clock = clock  # the rate limit's clock
         self.settings = CommsSettings()
         self._ctx: Any = None
         self.sender: WebhookSender | None = None
         self._task: asyncio.Task[None] | None = None
+        self._day: str | None = None  # the UTC day (wall clock) of the last tick
+        self._closed_today: list[Any] = []
 
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
         return load_settings(settings, self._environ)[1]
@@ -68,7 +81,8 @@ class CommsPlugin:
                           chat_id=e.get(settings.chat_id_env, "") if settings.chat_id_env else "",
                           signing_key=e.get(settings.secret_env, "") if settings.secret_env
                           else "")
-        self.sender = WebhookSender(lambda: self.settings, secrets, m, ctx.log)
+        self.sender = WebhookSender(lambda: self.settings, secrets, m, ctx.log,
+                                    clock=self._clock)
         self._task = asyncio.create_task(self.sender.run(), name="plugin:comms:sender")
         # The URL is a secret: say where it comes from, never what it is.
         ctx.log.info("comms.started", format=settings.format, url_env=settings.url_env,
@@ -96,16 +110,40 @@ class CommsPlugin:
                 await self._task
             self._ctx.log.warning("comms.unsent_at_stop", messages=len(self.sender))
 
+    def _send(self, event: str, message: Message) -> None:
+        if event in self.settings.events and self.sender is not None:
+            self.sender.offer(message)
+
     async def on_incident(self, incident: Any) -> None:
         severity = incident.detail.get("severity", "warning")
         if SEVERITIES.index(severity) < SEVERITIES.index(self.settings.min_severity):
             return
-        assert self.sender is not None
-        self.sender.offer(message_text(self.settings.title, incident))
+        self._send("incident", Message(message_text(self.settings.title, incident), "incident",
+                                       {k: v for k, v in incident.detail.items()
+                                        if isinstance(v, (str, int, float, bool))}))
+
+    async def on_fill(self, fill: Any) -> None:
+        if not getattr(fill, "reduce_only", False):
+            self._send("entry", entry_message(self.settings.title, fill))
+
+    async def on_trade(self, trade: Any) -> None:
+        self._closed_today.append(trade)
+        self._send("exit", exit_message(self.settings.title, trade))
+
+    async def on_tick(self, tick: Any) -> None:
+        day = datetime.fromtimestamp(tick.wall, tz=timezone.utc).strftime("%Y-%m-%d")
+        if self._day is None:
+            self._day = day
+            return
+        if day != self._day:
+            ended, trades = self._day, self._closed_today
+            self._day, self._closed_today = day, []
+            self._send("daily", daily_message(self.settings.title, ended, trades))
 
     def status(self) -> dict[str, Any]:
         s = self.sender
         if s is None:
             return {"format": self.settings.format, "started": False}
         return {"format": self.settings.format, "queued": len(s), "sent": s.sent,
-                "gave_up": s.gave_up, "rejected": s.rejected, "dropped": s.dropped}
+                "gave_up": s.gave_up, "rejected": s.rejected, "dropped": s.dropped,
+                "rate_limited": s.rate_limited, "events": list(self.settings.events)}

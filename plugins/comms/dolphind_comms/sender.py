@@ -1,8 +1,9 @@
 """Delivery: a bounded queue and one sender task that posts, retries with backoff, gives up.
 
 The hooks only put a message in the queue (never await the network), so a dead webhook costs
-the daemon nothing but this task's time. When the queue is full the oldest message goes: the
-newest incident says most about the present. Nothing here logs the URL or the secret; errors
+the daemon nothing but this task's time. Incidents go before trade messages. When the queue is
+full the oldest trade message goes (then the oldest incident): the newest says most about the
+present. Nothing here logs the URL or the secret; errors
 are logged by type and status only (aiohttp's own messages can contain the URL).
 """
 
@@ -13,13 +14,14 @@ import collections
 import hashlib
 import hmac
 import random
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import aiohttp
 import orjson
 
-from dolphind_comms.payloads import backoff_delay, payload, retryable
+from dolphind_comms.payloads import Message, backoff_delay, payload, retryable
 from dolphind_comms.settings import CommsSettings
 
 SIGNATURE_HEADER = "X-Dolphind-Signature"
@@ -37,55 +39,79 @@ class Secrets:
 
 class WebhookSender:
     def __init__(self, settings: Callable[[], CommsSettings], secrets: Secrets, metrics: Any,
-                 log: Any, unit_random: Callable[[], float] = random.random) -> None:
+                 log: Any, unit_random: Callable[[], float] = random.random,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
         self._secrets = secrets
         self._m = metrics
         self._log = log
         self._random = unit_random
-        self._queue: collections.deque[str] = collections.deque()
+        self._queue: collections.deque[Message] = collections.deque()
+        # Incidents jump the queue: a halt must not wait behind a burst of trade messages.
+        self._urgent: collections.deque[Message] = collections.deque()
+        self._clock = clock
+        self._sent_at: collections.deque[float] = collections.deque()  # the last minute's
         self._wake = asyncio.Event()
         self._closing = False
-        self.sent = self.gave_up = self.dropped = self.rejected = 0
+        self.sent = self.gave_up = self.dropped = self.rejected = self.rate_limited = 0
 
-    def offer(self, text: str) -> None:
+    def offer(self, message: Message | str) -> None:
         """Queue a message; never waits. Full: the oldest message is dropped and counted."""
         if self._closing:
             return
-        while len(self._queue) >= self._settings().queue_size:
-            self._queue.popleft()
+        m = message if isinstance(message, Message) else Message(message)
+        while len(self) >= self._settings().queue_size:
+            # Trade chatter goes first; an incident is dropped only for a newer incident.
+            (self._queue or self._urgent).popleft()
             self.dropped += 1
             self._m.messages.labels("dropped").inc()
-        self._queue.append(text)
-        self._m.queue_depth.set(len(self._queue))
+        (self._urgent if m.event == "incident" else self._queue).append(m)
+        self._m.queue_depth.set(len(self))
         self._wake.set()
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._urgent)
 
     async def run(self) -> None:
         """The sender task: until closed and drained."""
         async with aiohttp.ClientSession() as session:
             while True:
-                if not self._queue:
+                if not len(self):
                     if self._closing:
                         return
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                text = self._queue.popleft()
-                self._m.queue_depth.set(len(self._queue))
-                await self.deliver(session, text)
+                await self._rate_limit()
+                message = (self._urgent or self._queue).popleft()
+                self._m.queue_depth.set(len(self))
+                await self.deliver(session, message)
+
+    async def _rate_limit(self) -> None:
+        """Wait until fewer than ``max_per_minute`` messages went out in the last 60 s (a
+        sliding window: a burst never exceeds the service's per-minute allowance)."""
+        while True:
+            limit = self._settings().max_per_minute
+            now = self._clock()
+            while self._sent_at and now - self._sent_at[0] >= 60.0:
+                self._sent_at.popleft()
+            if len(self._sent_at) < limit:
+                self._sent_at.append(now)
+                return
+            self.rate_limited += 1
+            # Re-checked at least every second (the window is read from the clock each time).
+            await asyncio.sleep(min(1.0, max(0.01, 60.0 - (now - self._sent_at[0]))))
 
     def close(self) -> None:
         """No more messages; ``run`` ends once the queue is drained."""
         self._closing = True
         self._wake.set()
 
-    async def deliver(self, session: aiohttp.ClientSession, text: str) -> str:
-        """Post ``text``; retry what may succeed later. Returns the outcome."""
+    async def deliver(self, session: aiohttp.ClientSession, message: Message | str) -> str:
+        """Post ``message``; retry what may succeed later. Returns the outcome."""
         s = self._settings()
-        body = orjson.dumps(payload(s.format, text, self._secrets.chat_id))
+        m = message if isinstance(message, Message) else Message(message)
+        body = orjson.dumps(payload(s.format, m.text, self._secrets.chat_id, m.event, m.data))
         headers = {"Content-Type": "application/json"}
         if self._secrets.signing_key:
             digest = hmac.new(self._secrets.signing_key.encode(), body, hashlib.sha256)

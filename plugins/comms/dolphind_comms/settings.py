@@ -13,11 +13,14 @@ from typing import Any, Literal, Mapping
 from dolphind.pluginkit.settings import parse_settings, require
 
 SEVERITIES = ("info", "warning", "critical")
+# What can be sent: an entry fill, a closed trade with its PnL, the day's summary, incidents.
+EVENTS = ("entry", "exit", "daily", "incident")
 
 
 @dataclass(frozen=True, slots=True)
 class CommsSettings:
-    format: Literal["slack", "discord", "telegram"] = "slack"
+    # "webhook": a generic JSON body {"text", "event", "data"} for any HTTP receiver.
+    format: Literal["slack", "discord", "telegram", "webhook"] = "slack"
     # Environment variable holding the webhook URL (for Telegram: .../bot<token>/sendMessage).
     url_env: str = "DOLPHIND_COMMS_WEBHOOK_URL"
     # Telegram only: environment variable holding the chat id.
@@ -38,6 +41,11 @@ class CommsSettings:
     timeout_s: float = 10.0
     # Shown in every message (which daemon is talking).
     title: str = "dolphind"
+    # Which messages are sent (any of "entry", "exit", "daily", "incident").
+    events: tuple[str, ...] = EVENTS
+    # At most this many messages a minute reach the service (Telegram allows about 20 a
+    # minute in a group, Discord 30); more wait in the queue, in order (1..600).
+    max_per_minute: int = 20
 
 
 def load_settings(raw: Mapping[str, Any],
@@ -63,4 +71,7 @@ def load_settings(raw: Mapping[str, Any],
             "must be > 0 and <= backoff_max_s")
     require(problems, 0 <= s.backoff_jitter < 1, "backoff_jitter", "must be in [0, 1)")
     require(problems, s.timeout_s > 0, "timeout_s", "must be > 0")
+    unknown = [e for e in s.events if e not in EVENTS]
+    require(problems, not unknown, "events", f"unknown {unknown}; choose from {list(EVENTS)}")
+    require(problems, 1 <= s.max_per_minute <= 600, "max_per_minute", "must be in 1..600")
     return s, problems

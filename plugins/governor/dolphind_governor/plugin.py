@@ -5,6 +5,14 @@ cause ``governor``, raises a critical incident, is written to ``compliance.jsonl
 persisted in ``governor_state.json``: after a restart the governor halts again at start. Only
 an operator lifts it: the control plane's ``resume`` from the token-protected ops API
 (cause ``http:...``). A resume from anyone else is answered by halting again.
+
+The operator's resume acknowledges the breach and re-arms each breached rule from the state
+at that moment, so the governor does not halt again on the very breach the operator has just
+looked at (no halt/resume fight): drawdown is measured from the equity at the resume (and its
+peak since), the daily loss from the equity at the resume (until the next UTC day), and a
+position / leverage / symbol limit stays acknowledged while the account is still past it and
+re-arms as soon as it is back within. The re-arm is in ``compliance.jsonl`` (the ``resumed``
+line) and in the audit log (an ``governor_rearmed`` info incident).
 """
 
 from __future__ import annotations
@@ -52,6 +60,12 @@ class GovernorPlugin:
         self.halt_reason = ""
         self.halted_at: float | None = None
         self.breached_rules: set[str] = set()
+        # Rules an operator's resume acknowledged while still breached: not halted on again
+        # until the account is back within them (then they re-arm).
+        self.acknowledged: set[str] = set()
+        # Peak equity since the last resume that acknowledged a drawdown (None: use the
+        # execution stage's drawdown from its all-time peak).
+        self.drawdown_peak: float | None = None
         self.day: str | None = None
         self.day_start_equity: float | None = None
         self.account = Account()
@@ -150,9 +164,15 @@ class GovernorPlugin:
         if action.action != "resume" or not self.halted:
             return
         if action.cause.startswith(OPERATOR_CAUSE_PREFIX):
+            rearm = self._rearm(action.ts)
             self._ctx.log.warning("governor.resumed_by_operator", cause=action.cause,
-                                  reason=self.halt_reason)
-            self._log_line({"event": "resumed", "by": action.cause, "reason": self.halt_reason})
+                                  reason=self.halt_reason, **rearm)
+            self._log_line({"event": "resumed", "by": action.cause, "reason": self.halt_reason,
+                            **rearm})
+            self._ctx.control.raise_incident(
+                CAUSE, "governor_rearmed",
+                f"operator resume acknowledged {', '.join(rearm['acknowledged']) or 'nothing'}; "
+                f"rules re-armed from the account at the resume", severity="info", **rearm)
             self.halted, self.halt_reason, self.halted_at = False, "", None
             self.breached_rules.clear()
             self._m_halted.set(0)
@@ -164,6 +184,32 @@ class GovernorPlugin:
             self._ctx.control.halt(CAUSE, f"{self.halt_reason} (only an operator may resume)")
 
     # ---- the work ----------------------------------------------------------------------
+
+    def _rearm(self, wall: float) -> dict[str, Any]:
+        """Acknowledge what is breached now and move the baselines to the account as it is."""
+        self._refresh(wall)
+        eq = self.account.equity_usdt
+        still = {b.rule for b in check_account(self.account, self.settings)}
+        self.acknowledged = still - {"max_drawdown", "max_daily_loss"}
+        out: dict[str, Any] = {"acknowledged": sorted(still | self.breached_rules)}
+        if eq is not None and eq > 0:
+            if "max_drawdown" in still | self.breached_rules:
+                self.drawdown_peak = eq
+                out["drawdown_from_equity_usdt"] = eq
+            if "max_daily_loss" in still | self.breached_rules:
+                self.day_start_equity = eq
+                self.account = dataclasses.replace(self.account, day_start_equity_usdt=eq)
+                out["daily_loss_from_equity_usdt"] = eq
+        self.account = self._with_own_drawdown(self.account)
+        return out
+
+    def _with_own_drawdown(self, acct: Account) -> Account:
+        """Drawdown from the peak since the operator's re-arm, when there was one."""
+        eq = acct.equity_usdt
+        if self.drawdown_peak is None or eq is None or eq <= 0:
+            return acct
+        self.drawdown_peak = max(self.drawdown_peak, eq)
+        return dataclasses.replace(acct, drawdown=max(0.0, 1.0 - eq / self.drawdown_peak))
 
     def _refresh(self, wall: float) -> None:
         """The account from the execution stage's metrics (the truth, also after a restart)."""
@@ -179,10 +225,17 @@ class GovernorPlugin:
             drawdown=f.drawdown,
             positions_usdt=dict(f.position_notional_usdt) or self.account.positions_usdt,
             day_start_equity_usdt=self.day_start_equity)
+        self.account = self._with_own_drawdown(self.account)
 
     async def _check(self) -> None:
-        breaches = [b for b in check_account(self.account, self.settings)
-                    if b.rule not in self.breached_rules]
+        found = check_account(self.account, self.settings)
+        for rule in sorted(self.acknowledged - {b.rule for b in found}):
+            # Back within the limit the operator acknowledged: the rule is armed again.
+            self.acknowledged.discard(rule)
+            self._state_dirty = True
+            self._log_line({"event": "rearmed", "rule": rule})
+        breaches = [b for b in found
+                    if b.rule not in self.breached_rules and b.rule not in self.acknowledged]
         if breaches:
             self._breach(breaches)
         await self._flush()
@@ -229,7 +282,9 @@ class GovernorPlugin:
     def snapshot(self) -> dict[str, Any]:
         return {"version": STATE_VERSION, "halted": self.halted, "reason": self.halt_reason,
                 "halted_at": self.halted_at, "breached_rules": sorted(self.breached_rules),
-                "day": self.day, "day_start_equity_usdt": self.day_start_equity}
+                "day": self.day, "day_start_equity_usdt": self.day_start_equity,
+                "acknowledged": sorted(self.acknowledged),
+                "drawdown_peak_usdt": self.drawdown_peak}
 
     def _restore(self, state: Any) -> None:
         if not state:
@@ -243,9 +298,13 @@ class GovernorPlugin:
         self.breached_rules = set(state.get("breached_rules", []))
         self.day = state.get("day")
         self.day_start_equity = state.get("day_start_equity_usdt")
+        self.acknowledged = set(state.get("acknowledged", []))
+        self.drawdown_peak = state.get("drawdown_peak_usdt")
 
     def status(self) -> dict[str, Any]:
         return {"halted": self.halted, "reason": self.halt_reason, "halted_at": self.halted_at,
                 "breached_rules": sorted(self.breached_rules), "day": self.day,
                 "day_start_equity_usdt": self.day_start_equity,
+                "acknowledged": sorted(self.acknowledged),
+                "drawdown_peak_usdt": self.drawdown_peak,
                 "limits": dataclasses.asdict(self.settings)}

@@ -490,3 +490,28 @@ def test_slippage_is_counted_by_direction_and_a_better_fill_does_not_crash() -> 
     get = metrics.registry.get_sample_value
     assert get("dolphind_slippage_usdt_total", {"direction": "paid"}) == 5.0
     assert get("dolphind_slippage_usdt_total", {"direction": "gained"}) == 3.0
+
+
+async def test_the_breaker_counts_venue_failures_not_local_refusals(tmp_path, info_2021,
+                                                                    metrics_factory):
+    """Issue #15: orders refused here (not reconciled, fenced, the request budget) are not
+    venue errors; ten of them leave the breaker closed, two real venue errors open it."""
+    from dolphind.execution.venue import VenueRejected
+
+    risk = {"breaker_min_requests": 2, "breaker_error_rate": 0.5, "breaker_open_s": 3600.0,
+            "max_orders_per_minute": 10_000.0, "order_burst": 1000}
+    async with rig(tmp_path, info_2021, metrics_factory(), config(risk=risk)) as r:
+        local = [True]
+
+        async def refusing(order: Order) -> Order:
+            raise VenueRejected("not_reconciled: only reduce-only orders", local=local[0])
+
+        r.venue.submit = refusing  # type: ignore[method-assign]
+        await r.feed(bar(1, 40_000.0),
+                     *(intent(f"l{k}", "SELL", 500.0, ts=1) for k in range(10)))
+        await r.settle()
+        assert r.stage.rails.breaker_gauge() == 0
+        local[0] = False
+        await r.feed(intent("v1", "SELL", 500.0, ts=1), intent("v2", "SELL", 500.0, ts=1))
+        await r.settle()
+        assert r.stage.rails.breaker_gauge() == 2  # open

@@ -3,6 +3,7 @@ with backoff, giving up cleanly, a bounded queue, and secrets that never reach t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -174,3 +175,96 @@ async def test_stop_does_not_wait_forever_on_a_failing_webhook(rig: Rig,
     assert p._task is not None and p._task.done()
     assert "comms.unsent_at_stop" in rig.log.events()
     assert p.sender.sent == 0 and p.sender.gave_up == 0
+
+
+# --- trade notifications (issue 21) -------------------------------------------------------
+
+T0 = 1_746_885_600_000_000_000  # 2025-05-10 14:00 UTC
+
+
+def _fill(reduce_only: bool) -> Any:
+    from dolphind.events import Fill
+    return Fill("f1", "c1", "SUIUSDT", "BUY" if reduce_only else "SELL", 292.088, 3.9703, 0.23,
+                "MAKER", T0, reduce_only=reduce_only)
+
+
+def _trade(pnl: float = 10.034060146195046) -> Any:
+    from dolphind.report.model import ClosedTrade
+    return ClosedTrade("000001-SUIUSDT", "SUIUSDT", "SHORT", T0, T0 + 18 * 60 * 10**9, 3.9703,
+                       3.93318648, 292.088, 1159.6769864, 0.99, 0.806, pnl, "FIXED_TP", 18)
+
+
+async def test_entry_exit_and_daily_reach_a_generic_webhook(rig: Rig, receiver: Receiver) -> None:
+    p = await _comms(rig, {"HOOK": receiver.url},
+                     {"url_env": "HOOK", "format": "webhook", "title": "t", **FAST})
+    await p.on_tick(rig.clock.tick())  # the first tick only notes the day
+    await p.on_fill(_fill(reduce_only=False))
+    await p.on_fill(_fill(reduce_only=True))  # an exit fill: the closed trade says it
+    await p.on_trade(_trade())
+    await p.on_trade(_trade(-3.0))
+    rig.clock.advance(86_400)  # the UTC day ends
+    await p.on_tick(rig.clock.tick())
+    await eventually(lambda: len(receiver.received) == 4)
+    entry, exit_, loss, daily = (r["body"] for r in receiver.received)
+    assert entry["event"] == "entry" and entry["data"]["side"] == "SHORT"
+    assert "ENTRY SHORT SUIUSDT: 292.088 @ 3.9703 (1,159.68 USDT)" in entry["text"]
+    assert exit_["event"] == "exit" and exit_["data"]["pnl_usdt"] == 10.034060146195046
+    assert "EXIT SHORT SUIUSDT (FIXED_TP)" in exit_["text"] and "PnL +10.03 USDT (+0.87%)" \
+        in exit_["text"] and "held 0h18m" in exit_["text"]
+    assert "PnL -3.00 USDT" in loss["text"]
+    assert daily["event"] == "daily" and daily["data"]["day"] == "2026-01-01"
+    assert daily["data"]["trades"] == 2 and daily["data"]["pnl_usdt"] == 7.034060146195046
+    assert "2026-01-01: 2 trades closed, W/D/L 1/0/1, PnL +7.03 USDT" in daily["text"]
+    await p.stop()
+
+
+async def test_events_choose_what_is_sent(rig: Rig, receiver: Receiver) -> None:
+    p = await _comms(rig, {"HOOK": receiver.url},
+                     {"url_env": "HOOK", "format": "slack", "events": ["exit"], **FAST})
+    await p.on_fill(_fill(reduce_only=False))
+    await p.on_incident(_incident(rig))
+    await p.on_trade(_trade())
+    await eventually(lambda: len(receiver.received) >= 1)
+    await p.stop()
+    assert len(receiver.received) == 1 and "EXIT" in receiver.received[0]["body"]["text"]
+    assert CommsPlugin(environ={"H": receiver.url}).validate(
+        {"url_env": "H", "events": ["exit", "lunch"], "max_per_minute": 0}) == [
+        "events: unknown ['lunch']; choose from ['entry', 'exit', 'daily', 'incident']",
+        "max_per_minute: must be in 1..600"]
+
+
+async def test_rate_limited_to_max_per_minute_and_nothing_lost(rig: Rig,
+                                                               receiver: Receiver) -> None:
+    now = [0.0]
+    p = CommsPlugin(environ={"HOOK": receiver.url}, clock=lambda: now[0])
+    settings = {"url_env": "HOOK", "max_per_minute": 2, **FAST}
+    await p.start(rig.ctx("comms", settings))
+    for k in range(5):
+        await p.on_trade(_trade(float(k + 1)))
+    await eventually(lambda: len(receiver.received) == 2)
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == 2  # the third waits for the window
+    assert p.sender is not None and p.sender.rate_limited >= 1 and len(p.sender) == 3
+    now[0] = 60.0  # a minute later: two more
+    await eventually(lambda: len(receiver.received) == 4, timeout=5)
+    now[0] = 120.0
+    await eventually(lambda: len(receiver.received) == 5, timeout=5)
+    texts = [r["body"]["text"] for r in receiver.received]
+    assert [t.split("PnL ")[1][:5] for t in texts] == ["+1.00", "+2.00", "+3.00", "+4.00",
+                                                      "+5.00"]  # in order
+    await p.stop()
+
+
+async def test_incidents_jump_a_queue_of_trade_messages(rig: Rig, receiver: Receiver) -> None:
+    now = [0.0]
+    p = CommsPlugin(environ={"HOOK": receiver.url}, clock=lambda: now[0])
+    await p.start(rig.ctx("comms", {"url_env": "HOOK", "max_per_minute": 1, **FAST}))
+    for k in range(3):
+        await p.on_trade(_trade(float(k + 1)))
+    await eventually(lambda: len(receiver.received) == 1)
+    await p.on_incident(_incident(rig))
+    await eventually(lambda: p.sender is not None and len(p.sender) == 3)
+    now[0] = 60.0
+    await eventually(lambda: len(receiver.received) == 2, timeout=5)
+    assert "governor_halt" in receiver.received[1]["body"]["text"]
+    await p.stop()

@@ -156,3 +156,53 @@ async def test_daily_loss_and_drawdown_from_the_account_figures(rig: Rig) -> Non
     rig.clock.advance(86_400)
     await g.on_tick(rig.clock.tick())
     assert g.day == "2026-01-02" and g.day_start_equity == 9500.0
+
+
+async def test_an_operator_resume_rearms_from_the_account_at_that_moment(rig: Rig) -> None:
+    """Issue #15: no halt/resume fight. The resume acknowledges the breach; drawdown is then
+    measured from the resume equity, a position limit re-arms once the position is back
+    within it; both halt again on a new breach. Audited (compliance line and incident)."""
+    g = await _governor(rig)
+    ex = rig.metrics.execution
+    ex.equity.set(10_000.0)
+    ex.gross_exposure.set(1000.0)
+    await g.on_tick(rig.clock.tick())
+    ex.equity.set(9900.0)
+    ex.drawdown.set(0.12)  # 12% below the all-time peak >= 10% (daily loss only 100)
+    await g.on_tick(rig.clock.tick())
+    assert rig.control.halt_holds["governor"].startswith("max_drawdown")
+    rig.control.resume("http:127.0.0.1")
+    await g.on_control(rig.control.recent[-1])
+    assert not rig.control.halted
+    for _ in range(5):  # the breach the operator looked at persists: no re-halt
+        await g.on_tick(rig.clock.tick())
+    assert not rig.control.halted and g.drawdown_peak == 9900.0
+    ex.equity.set(9600.0)  # 3% below the resume equity: fine
+    ex.drawdown.set(0.15)
+    await g.on_tick(rig.clock.tick())
+    assert not rig.control.halted
+    ex.equity.set(8900.0)  # 10.1% below the resume equity: a new breach
+    ex.drawdown.set(0.21)
+    await g.on_tick(rig.clock.tick())
+    assert "max_drawdown: drawdown 10.10%" in rig.control.halt_holds["governor"]
+    rearmed = [a for a in rig.control.recent if a.action == "incident"
+               and a.detail["kind"] == "governor_rearmed"]
+    assert rearmed and rearmed[0].detail["drawdown_from_equity_usdt"] == 9900.0
+    resumed = [x for x in jsonl(_folder(rig) / "compliance.jsonl") if x["event"] == "resumed"]
+    assert resumed[0]["acknowledged"] == ["max_drawdown"]
+
+
+async def test_a_position_limit_acknowledged_at_resume_rearms_once_back_within(rig: Rig) -> None:
+    g = await _governor(rig)
+    await g.on_fill(fill("BTCUSDT", "SELL", 0.1, 60_000.0))  # 6000 > 5000
+    assert rig.control.halted
+    rig.control.resume("http:127.0.0.1")
+    await g.on_control(rig.control.recent[-1])
+    await g.on_fill(fill("BTCUSDT", "SELL", 0.001, 60_000.0, n=2))  # still past it
+    assert not rig.control.halted and g.acknowledged == {"max_position_notional"}
+    await g.on_fill(fill("BTCUSDT", "BUY", 0.05, 60_000.0, n=3))  # back within: re-armed
+    assert g.acknowledged == set()
+    await g.on_fill(fill("BTCUSDT", "SELL", 0.05, 60_000.0, n=4))  # past it again
+    assert rig.control.halt_holds["governor"].startswith("max_position_notional")
+    events = [x["event"] for x in jsonl(_folder(rig) / "compliance.jsonl")]
+    assert events == ["violation", "halt", "resumed", "rearmed", "violation", "halt"]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dolphind.report import jsonfmt
+from dolphind.report import jsonfmt, tables
 from dolphind.report.metrics import summarize
 from dolphind.report.model import ClosedTrade
 from dolphind.report.verify import VerifyError, compare, recompute_from_csv, verify_report
@@ -45,7 +45,8 @@ def _write_files(out: Path, trades: list[ClosedTrade], capital: float) -> None:
     """summary.json and trades.csv exactly as write_report writes them (without the charts,
     which would make a hundred examples slow)."""
     summary = summarize(trades, [], capital)
-    (out / "summary.json").write_text(jsonfmt.dumps(summary_document(summary)))
+    doc = summary_document(summary, None, tables.breakdown(trades, [], summary))
+    (out / "summary.json").write_text(jsonfmt.dumps(doc))
     (out / "trades.csv").write_text(trades_csv_text(trades))
 
 
@@ -102,6 +103,7 @@ def test_unreadable_inputs_give_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(VerifyError, match="missing columns entry_ts_ns, exit_ts_ns"):
         recompute_from_csv(tmp_path / "trades.csv", CAPITAL)
     (tmp_path / "trades.csv").write_text(
-        "trade_id,entry_ts_ns,exit_ts_ns,fees_usdt,pnl_usdt,exit_reason\nx,1,2,0.0,nan,tp\n")
+        "trade_id,entry_ts_ns,exit_ts_ns,fees_usdt,pnl_usdt,exit_reason,symbol,side,notional_usdt"
+        "\nx,1,2,0.0,nan,tp,BTCUSDT,LONG,100.0\n")
     with pytest.raises(VerifyError, match="not a finite number"):
         recompute_from_csv(tmp_path / "trades.csv", CAPITAL)

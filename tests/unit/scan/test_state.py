@@ -152,3 +152,23 @@ def test_scan_history_writes_and_resumes(tmp_path: Path) -> None:
     assert np.array_equal(table.column("scan_number").to_numpy(), np.arange(2 * T))
     vd = table.column("vel_div").to_numpy()
     assert np.isfinite(vd[751:T]).all() and np.isnan(vd[:751]).all()
+
+
+def test_last_scan_number_is_the_maximum_over_every_day_file(tmp_path: Path) -> None:
+    """A looping replay goes back in market time: later (higher) scan numbers land in an
+    earlier day's file. The next start must continue after the highest, not the newest file's."""
+    rng = np.random.default_rng(3)
+    px = regime_prices(rng, 20, 3)
+    day = 86_400 * 10**9
+    sc = EigenScanner(windows=(3, 4, 5, 6))
+    with ArrowScanSink(tmp_path) as sink:
+        for t in range(10):  # pass 1: day 0 then day 1 (scans 0-9)
+            sink.append(sc.update(t * day // 5, ("A", "B", "C"), px[t]))
+        for t in range(10):  # pass 2 (the loop): day 0 again, scans 10-13 only
+            if t < 4:
+                sink.append(sc.update(t * 1000 + 1, ("A", "B", "C"), px[t]))
+    files = sorted(tmp_path.glob("scans-*.arrow"))
+    assert len(files) == 2
+    newest = read_scans([files[-1]]).column("scan_number").to_numpy()
+    assert newest.max() < 13  # the newest day's file does not hold the highest number
+    assert last_scan_number(tmp_path) == 13

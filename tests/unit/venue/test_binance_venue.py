@@ -433,3 +433,27 @@ async def test_no_key_secret_or_listen_key_in_logs_or_status(fake, metrics_facto
     assert "WSServerHandshakeError" in text  # the error itself is still reported
     for secret in (fake.api_key, fake.secret, *keys):
         assert secret not in text
+
+
+async def test_a_crashing_background_loop_is_logged_counted_and_restarted(fake,
+                                                                          metrics_factory):
+    """Issue #15: venue background loops are supervised, not left to die silently."""
+    from tests.unit.venue.conftest import creds, venue_config
+
+    m = metrics_factory()
+    async with BinanceVenue(lambda: venue_config(fake), None, m.venue, creds(fake)) as v:
+        runs = []
+
+        async def flaky() -> None:
+            runs.append(1)
+            if len(runs) < 3:
+                raise RuntimeError("boom")
+            await asyncio.Event().wait()  # then runs for the venue's life
+
+        v._spawn("flaky", flaky)
+        await eventually(lambda: len(runs) == 3)
+        assert v.loop_crashes == {"flaky": 2}
+        assert m.registry.get_sample_value("dolphind_venue_loop_crashes_total",
+                                           {"loop": "flaky"}) == 2
+        assert "flaky loop: RuntimeError: boom" in v.status()["last_error"]
+        assert v.status()["loop_crashes"] == {"flaky": 2}
