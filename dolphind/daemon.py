@@ -329,7 +329,8 @@ class Daemon:
             problems = self.plugins.validate(new)
             # Everything a start would check: a config the next start refuses is refused now,
             # not reported as "needs restart" for a process manager to restart-loop on.
-            problems += await asyncio.to_thread(preflight, new, self.config)
+            found = await asyncio.to_thread(preflight, new, self.config)
+            problems += [p for p in found if p not in problems]  # plugins validate in both
             if problems:
                 raise ConfigError(problems)
         except Exception as exc:  # noqa: BLE001 - a reload must never take the daemon down

@@ -90,7 +90,7 @@ def _named_files(cfg: Config) -> list[str]:
     if cfg.feed.kind == "replay":
         for p in cfg.replay.paths:
             if not cfg.resolve(p).exists():
-                problems.append(f"replay.paths: {cfg.resolve(p)} does not exist")
+                problems.append(f"replay.paths: {cfg.resolve(p)}: no such file or folder")
     if cfg.execution.exchange_info:
         from dolphind.execution.filters import load_exchange_info
 

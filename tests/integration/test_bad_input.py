@@ -87,7 +87,7 @@ def test_a_reload_refuses_a_missing_replay_path_and_an_unwritable_data_dir(
     assert any(p.startswith("data.dir: cannot write in") for p in problems), problems
     gone = text.replace("paths = [", f'paths = ["{tmp_path / "gone"}", ')
     problems = _reload_failed_with(daemon, gone, "http")
-    assert problems == [f"replay.paths: {tmp_path / 'gone'} does not exist"], problems
+    assert problems == [f"replay.paths: {tmp_path / 'gone'}: no such file or folder"], problems
 
 
 def test_a_reload_that_moves_the_address_to_a_taken_port_says_so(daemon: Daemon) -> None:

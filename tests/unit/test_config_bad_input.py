@@ -132,7 +132,7 @@ def test_a_missing_replay_path_and_an_unwritable_data_dir_are_start_problems(
     cfg = dataclasses.replace(load_config(_write(tmp_path, "")),
                               replay=dataclasses.replace(Config().replay,
                                                          paths=(str(tmp_path / "nope"),)))
-    assert preflight(cfg) == [f"replay.paths: {tmp_path / 'nope'} does not exist"]
+    assert preflight(cfg) == [f"replay.paths: {tmp_path / 'nope'}: no such file or folder"]
     (ro / "file").write_text("x")
     cfg2 = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dir=str(ro / "file" / "d")))
     assert any(p.startswith("data.dir: cannot write in") for p in preflight(cfg2))
