@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
@@ -23,10 +24,11 @@ from dolphind.alpha.stage import AlphaStage
 from dolphind.alpha.warmup import warmup as warmup_alpha
 from dolphind.channels import Channel, Overflow
 from dolphind.config import Config, strategy_params
-from dolphind.events import Bar, OrderIntent, ScanRecord
+from dolphind.events import WINDOWS, Bar, OrderIntent, ScanRecord
 from dolphind.execution.ledger import Ledger
 from dolphind.tradelog import TradeLog
 from dolphind.execution.stage import ExecutionStage, open_books
+from dolphind.feed.backfill import rest_filler
 from dolphind.feed.binance_ws import BinanceFeed
 from dolphind.feed.market import MarketStage
 from dolphind.feed.replay import ReplayFeed
@@ -35,6 +37,9 @@ from dolphind.scan.arrow_sink import ArrowScanSink, last_scan_number
 from dolphind.scan.kernels import warmup as warmup_scan
 from dolphind.scan.scanner import EigenScanner
 from dolphind.scan.stage import ScanStage
+from dolphind.scan.warm import (
+    CHECKPOINT_FILE, CheckpointError, WarmStart, last_scan_ts, load_checkpoint,
+)
 from dolphind.store.audit import subscribe_audit
 
 if TYPE_CHECKING:
@@ -66,8 +71,41 @@ class Pipeline:
 
 def _warm_kernels(params: Any) -> None:
     """Compile (or load from cache) every numba kernel: runs in a worker thread."""
-    warmup_scan()
+    warmup_scan(readonly_only=True)  # the daemon's closes are always read-only arrays
     warmup_alpha(params)
+
+
+async def _compile_kernels(params: Any) -> None:
+    """The kernels in a worker thread while the books and the history load; a first start
+    (nothing in numba's cache yet) takes tens of seconds, and the console says so."""
+    t0 = time.monotonic()
+    task = asyncio.ensure_future(asyncio.to_thread(_warm_kernels, params))
+    # Loading from the cache takes about a second (more on a busy machine): only a start that
+    # takes longer is compiling.
+    done, _ = await asyncio.wait({task}, timeout=4.0)
+    if not done:
+        import numba
+
+        log.info("scan.kernels_compiling",
+                 note="first start (or a new version): numba compiles the scan and alpha "
+                      "kernels once, about 30 s; later starts load them from its cache",
+                 cache_dir=numba.config.CACHE_DIR or "__pycache__ next to the package")
+    await task
+    log.info("scan.kernels_ready", seconds=round(time.monotonic() - t0, 2))
+
+
+def _sync_filler(fn: Callable[..., Any]) -> Callable[..., Any]:
+    async def fill(*args: Any) -> Any:
+        return fn(*args)
+    return fill
+
+
+def _load_windows(path: Any) -> tuple[Any, str | None]:
+    try:
+        return load_checkpoint(path), None
+    except CheckpointError as exc:
+        log.warning("warm_start.checkpoint_unusable", error=str(exc))
+        return None, str(exc)
 
 
 @contextlib.asynccontextmanager
@@ -83,7 +121,7 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
     log.info("strategy.profile", profile=cfg.strategy.profile, params_hash=engine.status().params_hash)
 
     async with contextlib.AsyncExitStack() as stack:
-        warm = asyncio.create_task(asyncio.to_thread(_warm_kernels, params), name="warmup")
+        warm = asyncio.create_task(_compile_kernels(params), name="warmup")
         store, audit, venue = await stack.enter_async_context(open_books(config, m, bus))
         # Every control action (HTTP, plugins, signals) lands in the audit chain with its
         # cause, through this one subscriber; it goes before the audit log closes.
@@ -105,17 +143,82 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         intents: Channel[OrderIntent | Bar] = Channel("intents", cfg.channels.bars,
                                                       Overflow.BLOCK, m.channels)
 
+        # Warm start (issue 18): the windows' checkpoint; not in a backtest, which must not
+        # depend on what an earlier run left in the data dir.
+        ws_cfg = cfg.warm_start
+        warm_start: WarmStart | None = None
+        checkpoint_path = scan_dir / CHECKPOINT_FILE if cfg.mode != "backtest" else None
+        checkpoint, ck_problem = (await asyncio.to_thread(_load_windows, checkpoint_path)
+                                  if checkpoint_path is not None else (None, None))
+
+        async def flatten_for_loop() -> int:
+            """Close every position before a looping replay starts over (none may live
+            across the seam where prices jump back); returns how many there were."""
+            open_now = len(execution.portfolio.positions)
+            if open_now:
+                control.flatten("replay:loop", "the replay starts over from its first bar")
+                deadline = time.monotonic() + cfg.execution.drain_timeout_s + 5.0
+                while execution.portfolio.positions and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                if execution.portfolio.positions:
+                    log.warning("replay.loop_not_flat", positions=len(execution.portfolio.positions))
+            return open_now
+
+        async def still_cold(emitted: int) -> bool:
+            """The replay's pre-roll asks: is the scan still cold after ``emitted`` bars?
+            Exact, not racing the channels: past the bars any window needs, it waits for the
+            scan to catch up before answering, so the pre-roll stops at the warm bar."""
+            while not scan.restored:  # the first bar is out; the windows are coming back
+                await asyncio.sleep(0.005)
+            tracker = scan.tracker
+            if tracker.can_trade:
+                return False
+            if emitted < max(WINDOWS) + 1:
+                return True
+            while tracker.bars_seen < emitted and not tracker.can_trade:
+                await asyncio.sleep(0.005)
+            return not tracker.can_trade
+
         feed: ReplayFeed | BinanceFeed
         if cfg.feed.kind == "binance":
             # The feed polls the control plane's reconnect counter (guardian, operator).
             feed = BinanceFeed(bars, config, health, m,
                                reconnect_requests=lambda: control.feed_reconnect_requests)
         else:
-            feed = await ReplayFeed.open(bars, config, health, m)
+            # The stored market time: the newest of the windows' checkpoint, the last scan
+            # record written (flushed every second) and the open trades' fills. A restarted
+            # replay goes on after it, never back under a restored position (issue 15).
+            resume = None
+            if checkpoint_path is not None and cfg.replay.resume:
+                marks = [checkpoint.last_ts_ns] if checkpoint is not None else []
+                last_scan = await asyncio.to_thread(last_scan_ts, scan_dir)
+                marks += [last_scan] if last_scan is not None else []
+                marks += [f.ts_ns for t in stored.open_trades for f in t.fills]
+                resume = max(marks) if marks else None
+            feed = await ReplayFeed.open(bars, config, health, m, resume_after_ns=resume,
+                                         still_cold=still_cold,
+                                         flatten=flatten_for_loop)
         market = MarketStage(bars, scan_bars, health, m, bus,
                              on_bar=lambda bar: emit("on_bar", bar))
+        if checkpoint_path is not None:
+            live = cfg.feed.kind == "binance"
+            filler: Any = None
+            if live and ws_cfg.fill_from_rest:
+                filler = rest_filler(ws_cfg, m, lambda: warm_start)
+            elif isinstance(feed, ReplayFeed):
+                filler = _sync_filler(feed.closes_at)  # the gap is in the data itself
+            warm_start = WarmStart(
+                checkpoint, ck_problem, ws_cfg.max_gap_s,
+                backfill_bars=max(WINDOWS) + 1 if live and ws_cfg.backfill else 0,
+                fill=filler,
+                prime=lambda *bar: scan.prime(*bar),
+                count=lambda source, n: m.warm_start_bars.labels(source).inc(n),
+                fill_source="rest" if live else "replay")
         scan = ScanStage(scan_bars, scans, EigenScanner(start_scan_number=start_scan), sink,
-                         bus, health, m, emit)
+                         bus, health, m, emit, warm_start=warm_start,
+                         prime_alpha=engine.prime, checkpoint_path=checkpoint_path,
+                         checkpoint_every_s=ws_cfg.checkpoint_every_s,
+                         max_stale_bars=lambda: config().feed.max_stale_bars)
 
         def execution_emit(hook: str, event: Any) -> None:
             ledger.observe(hook, event)
@@ -137,8 +240,13 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         async def settled(sent: int) -> bool:
             return await execution.settled(sent, config().execution.drain_timeout_s)
 
+        def alpha_emit(hook: str, event: Any) -> None:
+            if hook == "on_posture":  # a posture change is a decision: audited (issue #15)
+                audit.record("alpha.posture_changed", **event)
+            emit(hook, event)
+
         alpha = AlphaStage(scans, intents, engine, ledger, settled, lambda: None, control,
-                           health, m, emit, checkpoint=store.save_scan_checkpoint,
+                           health, m, alpha_emit, checkpoint=store.save_scan_checkpoint,
                            bus=bus, config=config)
 
         health.register(feed.name)
@@ -161,6 +269,7 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
                 "execution": execution.readiness,
             },
             status_parts={"feed": feed.status, "market": market.status, "scan": scan.status,
+                          "strategy": scan.strategy_status,
                           "alpha": alpha.status, "execution": execution.status},
             execution=execution, ledger=ledger, scan=scan, feed=feed,
         )

@@ -42,6 +42,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    if args.path and args.config_flag and args.path != args.config_flag:
+        print("dolphind check-config: give the config once (PATH or --config)", file=sys.stderr)
+        return EXIT_USAGE
+    args.path = args.path or args.config_flag or DEFAULT_CONFIG
     from dolphind.config import ConfigError, load_config
     from dolphind.preflight import preflight, secret_file_warnings
 
@@ -169,9 +173,22 @@ def _cmd_flatten(args: argparse.Namespace) -> int:
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     from dolphind.store.audit import verify
 
-    result = verify(args.path)
+    anchor = None
+    if getattr(args, "store", None):
+        from dolphind.store.sqlite import read_audit_anchor
+
+        try:
+            anchor = read_audit_anchor(args.store)
+        except Exception as exc:  # sqlite3.Error, OSError: say which file and why
+            print(f"{args.store}: cannot read the store's audit anchor: {exc}", file=sys.stderr)
+            return 2
+        if anchor is None:
+            print(f"{args.store}: no audit anchor in this store (written since issue #15)",
+                  file=sys.stderr)
+    result = verify(args.path, anchor)
     if result.ok:
-        print(f"{args.path}: ok, {result.lines} lines, chain intact")
+        anchored = f", anchored by the store at line {anchor[0]}" if anchor else ""
+        print(f"{args.path}: ok, {result.lines} lines, chain intact{anchored}")
         return 0
     print(f"{args.path}: broken at line {result.first_bad_line}: {result.reason}", file=sys.stderr)
     return 1
@@ -218,7 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file; exit 2 on problems")
-    check.add_argument("path")
+    check.add_argument("path", nargs="?", default=None, help="the config file")
+    # The same flag as run / status / backtest; the positional path stays for old scripts.
+    check.add_argument("--config", dest="config_flag", default=None, metavar="PATH",
+                       help="the config file (instead of the positional PATH)")
     check.set_defaults(func=_cmd_check_config)
 
     _ops_commands(sub)
@@ -249,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="check the hash chain; exit 1 when broken")
     verify.add_argument("path")
+    verify.add_argument("--store", default=None,
+                        help="the SQLite store (dolphind.sqlite): the log must reach the line "
+                             "the store last saw written (detects a truncated tail)")
     verify.set_defaults(func=_cmd_audit_verify)
     return parser
 

@@ -78,6 +78,42 @@ class ReplayConfig:
     # Replay only bars from `start` (inclusive) to `end` (exclusive): ISO dates or times, UTC.
     start: str = field(default="", metadata=RESTART)
     end: str = field(default="", metadata=RESTART)
+    # Play at full speed until every scan window is warm, then at `speed`: the demo can trade
+    # within minutes instead of after 751 bars at the configured pace.
+    preroll: bool = False
+    # After a restart, continue from the bar after the last one the scan checkpointed
+    # (market time never runs backwards under restored positions); false: from the start.
+    resume: bool = field(default=True, metadata=RESTART)
+
+
+@dataclass(frozen=True, slots=True)
+class WarmStartConfig:
+    """The scan's windows across restarts and from Binance history ([warm_start]); restart-only.
+
+    The prices the windows need (751 bars of the universe) are checkpointed to
+    data.dir/scans/windows.npz; a restart within `max_gap_s` of market time is warm at once.
+    """
+
+    # Write the checkpoint at most this often (wall seconds), and at every clean stop; 0: only
+    # at a clean stop (a crash then restarts from the previous one, or cold).
+    checkpoint_every_s: float = field(default=30.0, metadata=RESTART)
+    # A gap (checkpoint's last bar to the first new bar, market time) longer than this starts
+    # the scan cold (/status says why); shorter gaps are filled.
+    max_gap_s: float = field(default=900.0, metadata=RESTART)
+    # Live feed: fill a gap's bars from Binance REST aggTrades; otherwise (or when that fails)
+    # the last prices are carried forward, and counted.
+    fill_from_rest: bool = field(default=True, metadata=RESTART)
+    # Live feed, no usable checkpoint: fetch the windows' history from REST aggTrades first.
+    backfill: bool = field(default=False, metadata=RESTART)
+    # Where the aggTrades come from (tests point it at loopback).
+    rest_base_url: str = field(default="https://fapi.binance.com", metadata=RESTART)
+    # Never spend more than this share of the REST weight limit (per minute) on history.
+    weight_share: float = field(default=0.25, metadata=RESTART)
+    # Binance's request-weight limit per minute (USDT-M futures: 2400).
+    weight_limit_1m: int = field(default=2400, metadata=RESTART)
+    # At most this many aggTrades requests per symbol per fill (a gap in a busy market is
+    # then carried forward for the rest, and counted, instead of stalling the start).
+    max_requests_per_symbol: int = field(default=200, metadata=RESTART)
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +442,7 @@ class Config:
     data: DataConfig = DataConfig()
     feed: FeedConfig = FeedConfig()
     replay: ReplayConfig = ReplayConfig()
+    warm_start: WarmStartConfig = WarmStartConfig()
     binance_feed: BinanceFeedConfig = BinanceFeedConfig()
     book: BookConfig = BookConfig()
     channels: ChannelsConfig = ChannelsConfig()
@@ -527,6 +564,7 @@ def _cross_checks(cfg: Config) -> list[str]:
         problems.append("replay.speed: must be >= 0 (0 = as fast as possible)")
     if cfg.feed.bar_seconds <= 0:
         problems.append("feed.bar_seconds: must be > 0")
+    problems.extend(_warm_start_checks(cfg.warm_start))
     if cfg.channels.bars < 1:
         problems.append("channels.bars: must be >= 1")
     s = cfg.supervision
@@ -544,6 +582,23 @@ def _cross_checks(cfg: Config) -> list[str]:
     for name in cfg.plugins.enabled:
         if not name.isidentifier():
             problems.append(f"plugins.enabled: {name!r} is not a plugin name")
+    return problems
+
+
+def _warm_start_checks(w: WarmStartConfig) -> list[str]:
+    problems = []
+    if not 0 <= w.checkpoint_every_s <= 3600:
+        problems.append("warm_start.checkpoint_every_s: must be in [0, 3600]")
+    if not 0 <= w.max_gap_s <= 7 * 86400:
+        problems.append("warm_start.max_gap_s: must be in [0, 604800]")
+    if not 0 < w.weight_share <= 1:
+        problems.append("warm_start.weight_share: must be in (0, 1]")
+    if not 20 <= w.weight_limit_1m <= 100_000:
+        problems.append("warm_start.weight_limit_1m: must be in [20, 100000]")
+    if not 1 <= w.max_requests_per_symbol <= 100_000:
+        problems.append("warm_start.max_requests_per_symbol: must be in [1, 100000]")
+    if not w.rest_base_url.startswith(("http://", "https://")):
+        problems.append("warm_start.rest_base_url: must start with http:// or https://")
     return problems
 
 

@@ -25,7 +25,9 @@ def _field_comments(cls: type) -> dict[str, str]:
     for line in inspect.getsource(cls).splitlines()[1:]:
         stripped = line.strip()
         if stripped.startswith("#"):
-            pending.append(stripped.lstrip("#").strip())
+            text = stripped.lstrip("#").strip()
+            if not text.startswith("---"):  # a "--- group ---" rule, not a description
+                pending.append(text)
             continue
         m = _FIELD.match(line)
         if m:
@@ -48,10 +50,43 @@ def _toml(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, (tuple, list)):
+        if value and all(dataclasses.is_dataclass(v) for v in value):
+            return f"{len(value)} tables (see below)"
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{}" if not value else "{...}"
+    if dataclasses.is_dataclass(value):
+        return "{...}"
     return repr(value)
+
+
+def _section(prefix: str, tp: type, lines: list[str], restart_all: bool = False) -> None:
+    """A table's heading row and one row per key; a nested table (e.g. ``execution.binance``)
+    gets its own heading and rows, so every key has a row of its own."""
+    doc = (inspect.getdoc(tp) or "").split("\n\n")[0].replace("\n", " ")
+    if doc.startswith(f"{tp.__name__}("):  # no docstring: the dataclass signature
+        doc = ""
+    heading = f"[{prefix[:-2]}]" if prefix.endswith("[]") else prefix  # [[array of tables]]
+    lines.append(f"| **[{heading}]** | | | {doc} |")
+    comments = _field_comments(tp)
+    hints = typing.get_type_hints(tp)
+    nested: list[tuple[str, type, bool]] = []
+    for sf in dataclasses.fields(tp):
+        if sf.metadata.get("internal") or sf.name == "settings":
+            continue
+        hint = hints.get(sf.name)
+        restart_sub = restart_all or bool(sf.metadata.get("restart"))
+        if dataclasses.is_dataclass(hint):
+            nested.append((f"{prefix}.{sf.name}", hint, restart_sub))
+            continue
+        args = typing.get_args(hint)
+        if typing.get_origin(hint) is tuple and args and dataclasses.is_dataclass(args[0]):
+            nested.append((f"{prefix}.{sf.name}[]", args[0], restart_sub))
+        restart = "yes" if restart_all or sf.metadata.get("restart") else ""
+        lines.append(f"| `{prefix}.{sf.name}` | `{_toml(_default(sf))}` | {restart} | "
+                     f"{comments.get(sf.name, '')} |")
+    for sub_prefix, sub_tp, sub_restart in nested:  # after the table's own keys, as in TOML
+        _section(sub_prefix, sub_tp, lines, sub_restart)
 
 
 def reference_markdown() -> str:
@@ -63,15 +98,7 @@ def reference_markdown() -> str:
             continue
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            doc = (inspect.getdoc(tp) or "").split("\n\n")[0].replace("\n", " ")
-            lines.append(f"| **[{f.name}]** | | | {doc} |")
-            comments = _field_comments(tp)
-            for sf in dataclasses.fields(tp):
-                if sf.metadata.get("internal") or sf.name == "settings":
-                    continue
-                restart = "yes" if sf.metadata.get("restart") else ""
-                lines.append(f"| `{f.name}.{sf.name}` | `{_toml(_default(sf))}` | {restart} | "
-                             f"{comments.get(sf.name, '')} |")
+            _section(f.name, tp, lines)
         else:
             restart = "yes" if f.metadata.get("restart") else ""
             lines.append(f"| `{f.name}` | `{_toml(_default(f))}` | {restart} | "
@@ -79,7 +106,28 @@ def reference_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["reference_markdown"]
+def settings_markdown(cls: type, prefix: str) -> str:
+    """A plugin's ``[plugins.<name>]`` table (or any settings dataclass) in the same layout;
+    the comments above its fields are the descriptions."""
+    lines = ["| key | default | restart | what it is |", "|---|---|---|---|"]
+    _section(prefix, cls, lines)
+    return "\n".join(lines) + "\n"
+
+
+def strategy_markdown() -> str:
+    """Every strategy parameter ``[strategy.params]`` can override, with the champion's value.
+    Overriding any of them needs a profile name other than "champion"."""
+    from dolphind.alpha.params import StrategyParams
+
+    comments = _field_comments(StrategyParams)
+    lines = ["| key | champion | what it is |", "|---|---|---|"]
+    for f in dataclasses.fields(StrategyParams):
+        lines.append(f"| `strategy.params.{f.name}` | `{_toml(_default(f))}` | "
+                     f"{comments.get(f.name, '')} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["reference_markdown", "settings_markdown", "strategy_markdown"]
 
 
 def metrics_markdown() -> str:

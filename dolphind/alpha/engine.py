@@ -255,6 +255,16 @@ class AlphaEngine:
         outcome, intents = self._try_entry(scan, book, portfolio, state)
         return Decision(scan.scan_number, intents, outcome, state.posture, state.rm, self._rsm)
 
+    def prime(self, scan: ScanRecord) -> None:
+        """A bar of history from before this start (a restored scan window, a filled gap, a
+        backfill): the histories a decision reads (bar count for ``lookback``, vel_div, price
+        windows, the w750 distribution) advance as in ``on_scan``; nothing is decided."""
+        self._bars += 1
+        self._vd_history.append(scan.vel_div)
+        self._windows.push(scan.symbols, scan.prices)
+        self._w750.observe(scan.ts_ns, scan.velocity[W750_INDEX])
+        self._last_ts = scan.ts_ns
+
     # ---------------------------------------------------------------- per-bar helpers
 
     def _new_day(self, ts: int) -> None:

@@ -58,7 +58,7 @@ from dolphind.ops.control import Control, ControlAction
 from dolphind.ops.health import Health
 from dolphind.ops.metrics import Children, ExecutionMetrics, Metrics
 from dolphind.risk.rails import AccountSnapshot, OrderCheck, RiskRails, Veto
-from dolphind.store.audit import AuditLog
+from dolphind.store.audit import AuditLog, audited_client_ids
 from dolphind.store.sqlite import (
     Account,
     RestoredState,
@@ -67,6 +67,7 @@ from dolphind.store.sqlite import (
     equity_op,
     fill_op,
     order_op,
+    orders_missing_from,
     position_op,
 )
 
@@ -261,6 +262,8 @@ class ExecutionStage:
         self.recent_orders.clear()
         self.recent_orders.extend(state.recent_orders)
         self.orders = {o.client_id: o for o in state.open_orders}
+        if self.starts == 1:
+            await self._recover_audit_gap()
         restore = getattr(self._venue, "restore", None)
         if self.starts == 1 and restore is not None:
             # A simulated venue has no memory of its own: rebuild it from the store. Orders
@@ -284,6 +287,24 @@ class ExecutionStage:
         log.info("execution.restored", start=self.starts, cash_usdt=self.portfolio.cash_usdt,
                  positions=len(self.portfolio.positions), working_orders=len(self.orders),
                  scan_number=state.scan_number)
+
+    async def _recover_audit_gap(self) -> None:
+        """An order is committed to the store before it is sent; its audit line is queued
+        just after and written a moment later. A kill in between leaves an order the store
+        has and the log does not: write it now, from the store, as ``order.recovered``."""
+        await self._audit.flush()
+        known = await asyncio.to_thread(audited_client_ids, self._audit.path)
+        missing = await orders_missing_from(self._store, known)
+        for o in missing:
+            self._audit.record("order.recovered", source="store", client_id=o.client_id,
+                               intent_id=o.intent_id, symbol=o.symbol, side=o.side, qty=o.qty,
+                               reduce_only=o.reduce_only, reason=o.reason, state=o.state,
+                               filled_qty=o.filled_qty, avg_fill_price=o.avg_fill_price,
+                               reject_reason=o.reject_reason, created_ns=o.created_ns)
+        if missing:
+            self._m.audit_recovered.inc(len(missing))
+            log.warning("audit.recovered", orders=len(missing),
+                        client_ids=[o.client_id for o in missing[:10]])
 
     async def _reconcile_orders(self) -> None:
         for cid, order in list(self.orders.items()):
@@ -1078,4 +1099,8 @@ async def open_store_and_audit(config: Callable[[], Config],
                                     fsync=lambda: config().store.audit_fsync,
                                     fsync_interval_s=lambda: config().store.audit_fsync_interval_s)
         async with audit:
-            yield store, audit
+            store.audit_tip = lambda: audit.tip  # every commit anchors the audit chain
+            try:
+                yield store, audit
+            finally:
+                store.audit_tip = None

@@ -244,6 +244,11 @@ class ExecutionMetrics:
                                       registry=r)
         self.audit_lines = Counter("dolphind_audit_lines_total", "Lines appended to the audit log.",
                                    registry=r)
+        self.audit_recovered = Counter("dolphind_audit_recovered_total",
+                                       "Orders the store had and the audit log did not (a "
+                                       "kill between commit and audit write), recorded at "
+                                       "restart from the store as order.recovered.",
+                                       registry=r)
         self.audit_backlog = Gauge("dolphind_audit_backlog",
                                    "Audit records waiting to be written.", registry=r)
 
@@ -478,6 +483,27 @@ class Metrics:
                                       "robust fallback (close top eigenvalues).", registry=r)
         self.vel_div = Gauge("dolphind_vel_div", "Latest vel_div = v50 - v750 (NaN while cold).",
                              registry=r)
+        # Warm-up and warm start (issue 18): can the strategy trade yet, and how far along
+        self.strategy_can_trade = Gauge(
+            "dolphind_strategy_can_trade", "1 once every scan window is warm (vel_div can be "
+            "formed and an entry is possible), else 0.", registry=r)
+        self.scan_window_fill = Gauge(
+            "dolphind_scan_window_fill_ratio", "Returns in hand / returns needed per scan window "
+            "(1 = warm).", ["window"], registry=r)
+        self.first_entry_eta = Gauge(
+            "dolphind_first_entry_eta_seconds", "Estimated wall seconds until the slowest window "
+            "is warm (0 once the strategy can trade; NaN before the bar pace is known).",
+            registry=r)
+        self.warm_start_bars = Counter(
+            "dolphind_warm_start_bars_total", "History bars put into the scan before the first "
+            "new bar, by source (checkpoint, rest, replay: a resumed replay's gap from its data, "
+            "carried: a gap bar with no price fetched, "
+            "its last price carried forward), and seam: symbol-bars of the first new bars "
+            "where the last restored price stood in until the symbol's first new trade.",
+            ["source"], registry=r)
+        self.history_rest_weight = Counter(
+            "dolphind_history_rest_weight_total", "REST request weight spent fetching history "
+            "(aggTrades for gap fills and backfills).", registry=r)
 
         # Alpha (SPEC §3)
         self.signals = Counter("dolphind_signals_total",

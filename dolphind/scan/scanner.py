@@ -241,6 +241,26 @@ class EigenScanner:
     def next_scan_number(self) -> int:
         return self._next_scan
 
+    @property
+    def windows(self) -> tuple[int, ...]:
+        return self._windows
+
+    def window_progress(self) -> list[tuple[int, int]]:
+        """(returns in hand, returns needed) per window: a window is warm once two symbols have
+        ``w`` consecutive valid returns, so "in hand" is the second-longest run, capped at w."""
+        runs = np.sort(self._run)[-2:] if self._n >= 2 else np.zeros(2, np.int64)
+        have = int(runs[0]) if runs.size == 2 else 0
+        return [(min(have, w), w) for w in self._windows]
+
+    def prime(self, ts_ns: int, symbols: tuple[str, ...], closes: np.ndarray) -> ScanRecord:
+        """Consume a bar of history (a restored checkpoint, a filled gap, a backfill) without
+        using up a scan number: the windows advance exactly as in ``update``, and the next
+        record keeps the number it would have had."""
+        nxt = self._next_scan
+        rec = self.update(ts_ns, symbols, closes)
+        self._next_scan = nxt
+        return rec
+
     # -- per bar ----------------------------------------------------------------------------
 
     def update(self, ts_ns: int, symbols: tuple[str, ...], closes: np.ndarray) -> ScanRecord:

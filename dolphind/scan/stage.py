@@ -13,17 +13,24 @@ the execution store checkpoints the scan number of every decision it acted on.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 import structlog
 
-from dolphind.channels import Channel
+from dolphind.channels import Channel, ChannelClosed
 from dolphind.events import WINDOWS, Bar, ScanRecord
 from dolphind.ops.health import Health
 from dolphind.ops.metrics import Metrics
 from dolphind.scan.arrow_sink import ArrowScanSink
 from dolphind.scan.scanner import EigenScanner
+from dolphind.scan.warm import (
+    RecentBars, SeamCarry, WarmStart, WarmupTracker, history_of, save_checkpoint,
+)
 from dolphind.statebus import base as bus_names
 from dolphind.statebus.base import StateBus
 
@@ -32,6 +39,7 @@ log = structlog.get_logger("dolphind.scan")
 _FLUSH_EVERY_S = 1.0
 _FLUSH_RECORDS = 512
 _PUBLISH_EVERY_S = 1.0
+_WARMING_LOG_EVERY_S = 15.0
 
 
 def scan_to_json(rec: ScanRecord) -> dict[str, Any]:
@@ -54,7 +62,12 @@ class ScanStage:
 
     def __init__(self, source: Channel[Bar], output: Channel[ScanRecord] | None,
                  scanner: EigenScanner, sink: ArrowScanSink, bus: StateBus, health: Health,
-                 metrics: Metrics, emit: Callable[[str, Any], None]) -> None:
+                 metrics: Metrics, emit: Callable[[str, Any], None], *,
+                 warm_start: WarmStart | None = None,
+                 prime_alpha: Callable[[ScanRecord], None] = lambda rec: None,
+                 checkpoint_path: Path | None = None,
+                 checkpoint_every_s: float = 0.0,
+                 max_stale_bars: Callable[[], int] = lambda: 12) -> None:
         self.source = source
         self.output = output
         self.scanner = scanner
@@ -69,6 +82,26 @@ class ScanStage:
         self._fallbacks_seen = 0
         self.last: ScanRecord | None = None
         self.first_warm_scan: int | None = None
+        # Warm start and warm-up report (issue 18)
+        self.warm_start = warm_start
+        self._prime_alpha = prime_alpha
+        self._restored = warm_start is None
+        self._ck_path = checkpoint_path
+        self._ck_every = checkpoint_every_s
+        self._ck_at = time.monotonic()
+        self._ck_saving: asyncio.Future[None] | None = None
+        self.recent = RecentBars(max(scanner.windows) + 1)
+        self.tracker = WarmupTracker(scanner.windows)
+        self._warming_logged_at = 0.0
+        self._warm_windows: set[int] = set()
+        self._max_stale = max_stale_bars
+        self._seam: SeamCarry | None = None
+        self._seam_carried_final = 0
+        metrics.strategy_can_trade.set_function(lambda: 1.0 if self.tracker.can_trade else 0.0)
+        metrics.first_entry_eta.set_function(self.tracker.eta_s)
+        for j, w in enumerate(scanner.windows):
+            metrics.scan_window_fill.labels(str(w)).set_function(
+                lambda j=j: self.tracker.windows[j][0] / self.tracker.windows[j][1])
         # Gauges of the latest scan are read at scrape time (no per-bar cost).
         nan = float("nan")
         metrics.scan_number.set_function(lambda: self.last.scan_number if self.last else nan)
@@ -77,20 +110,116 @@ class ScanStage:
 
     async def run(self) -> None:
         try:
+            if not self._restored:
+                # The windows come back before the first new bar is scanned: that bar says
+                # where the gap since the checkpoint ends.
+                try:
+                    first = await self.source.get()
+                except ChannelClosed:  # stopped before any bar
+                    return
+                assert self.warm_start is not None
+                await self.warm_start.restore(first)
+                seam = self.warm_start.seam_from
+                if seam is not None:
+                    self._seam = SeamCarry(first.symbols, seam, self._max_stale())
+                self._restored = True
+                await self._scan(first)
             async for bar in self.source:
-                t0 = time.perf_counter()
-                rec = self.scanner.update(bar.ts_ns, bar.symbols, bar.closes)
-                self._m.scan_seconds.observe(time.perf_counter() - t0)
-                self._record(rec)
-                if self.output is not None:
-                    await self.output.put(rec)
-                self._emit("on_scan", rec)
-                if (len(self._buffer) >= _FLUSH_RECORDS
-                        or time.monotonic() - self._flushed_at >= _FLUSH_EVERY_S):
-                    await self.flush()
-                self._health.beat(self.name)
+                await self._scan(bar)
         finally:
             await asyncio.shield(self.flush())
+            if self._ck_path is not None:  # at every stop, whatever the period
+                await asyncio.shield(self._checkpoint())
+
+    @property
+    def restored(self) -> bool:
+        """The warm start (if any) is over: new bars are being scanned."""
+        return self._restored
+
+    def prime(self, ts_ns: int, symbols: tuple[str, ...], closes: np.ndarray,
+              interval_s: float) -> ScanRecord:
+        """One bar of history into the windows (and the alpha engine's), before any new bar."""
+        rec = self.scanner.prime(ts_ns, symbols, closes)
+        self.recent.append(ts_ns, symbols, rec.prices, interval_s)
+        self._prime_alpha(rec)
+        self._observe(rec)
+        return rec
+
+    async def _checkpoint(self) -> None:
+        """Write the windows' history off the loop (one write at a time)."""
+        if self._ck_path is None or not len(self.recent):
+            return
+        if self._ck_saving is not None and not self._ck_saving.done():
+            return
+        self._ck_at = time.monotonic()
+        bars, path = self.recent.take(), self._ck_path
+
+        def write() -> None:
+            save_checkpoint(path, history_of(bars))
+
+        self._ck_saving = asyncio.ensure_future(asyncio.to_thread(write))
+        try:
+            await self._ck_saving
+        except OSError as exc:
+            log.error("scan.checkpoint_failed", path=str(path), error=str(exc))
+
+    def _observe(self, rec: ScanRecord) -> None:
+        """Warm-up bookkeeping: per-window progress, can-trade, a console line now and then."""
+        # Trading starts with the first new bar: while history is being restored the
+        # windows may already be warm, but no decision is made on a restored bar.
+        warm = self._restored and all(x == x for x in rec.lambda_max)
+        tracker = self.tracker
+        was = tracker.can_trade
+        if warm and was:
+            tracker.tick()  # the steady state: nothing to recompute
+            return
+        tracker.observe(self.scanner.window_progress(), warm)
+        for (have, need) in tracker.windows:
+            if have >= need and need not in self._warm_windows:
+                self._warm_windows.add(need)
+                log.info("scan.window_warm", window=need, scan_number=rec.scan_number)
+        if tracker.can_trade and not was:
+            log.info("strategy.can_trade", scan_number=rec.scan_number,
+                     market_ts_ns=rec.ts_ns)
+        elif not tracker.can_trade and was:
+            log.warning("strategy.cannot_trade", reason="a scan window went cold",
+                        scan_number=rec.scan_number)
+        now = time.monotonic()
+        if not tracker.can_trade and now - self._warming_logged_at >= _WARMING_LOG_EVERY_S:
+            self._warming_logged_at = now
+            eta = tracker.eta_s()
+            log.info("scan.warming", windows={str(n): f"{h}/{n}" for h, n in tracker.windows},
+                     bars_to_first_entry=tracker.bars_to_go(),
+                     first_entry_eta_s=None if math.isnan(eta) else round(eta, 1))
+
+    async def _scan(self, bar: Bar) -> None:
+        closes = bar.closes
+        seam = self._seam
+        if seam is not None:
+            carried = seam.carried
+            closes = seam.apply(bar.symbols, closes)
+            if seam.carried > carried:
+                self._m.warm_start_bars.labels("seam").inc(seam.carried - carried)
+            if not seam.active:
+                log.info("warm_start.seam_closed", symbol_bars_carried=seam.carried)
+                self._seam_carried_final = seam.carried
+                self._seam = None
+        t0 = time.perf_counter()
+        rec = self.scanner.update(bar.ts_ns, bar.symbols, closes)
+        self._m.scan_seconds.observe(time.perf_counter() - t0)
+        self.recent.append(bar.ts_ns, bar.symbols, closes, bar.interval_s)
+        self._observe(rec)
+        self._record(rec)
+        if self.output is not None:
+            await self.output.put(rec)
+        self._emit("on_scan", rec)
+        if (len(self._buffer) >= _FLUSH_RECORDS
+                or time.monotonic() - self._flushed_at >= _FLUSH_EVERY_S):
+            await self.flush()
+        if (self._ck_path is not None and self._ck_every > 0
+                and time.monotonic() - self._ck_at >= self._ck_every):
+            await self._checkpoint()
+        self._health.beat(self.name)
 
     def _record(self, rec: ScanRecord) -> None:
         m = self._m
@@ -136,3 +265,13 @@ class ScanStage:
                 [w for i, w in enumerate(WINDOWS) if rec.velocity[i] == rec.velocity[i]],
                 "fallbacks_total": self.scanner.counters.fallbacks_total,
                 "last": None if rec is None else scan_to_json(rec)}
+
+    def strategy_status(self) -> dict[str, Any]:
+        """/status "strategy": can it trade; while warming, each window's progress and the
+        estimated wait for the first possible entry; how the windows were restored."""
+        out = self.tracker.status()
+        if self.warm_start is not None:
+            out["warm_start"] = self.warm_start.status()
+            out["warm_start"]["seam_symbol_bars_carried"] = (
+                self._seam.carried if self._seam is not None else self._seam_carried_final)
+        return out

@@ -91,22 +91,75 @@ class VerifyResult:
     last_seq: int = 0
 
 
-def verify(path: str | Path) -> VerifyResult:
-    """Check the whole chain; the result names the first broken line (1-based)."""
+def verify(path: str | Path, anchor: tuple[int, str] | None = None) -> VerifyResult:
+    """Check the whole chain; the result names the first broken line (1-based).
+
+    ``anchor``: (seq, hash) of a line the store saw written (its ``audit_anchor``). The log
+    must reach that line, with that hash: a log that ends before it lost its tail (truncated
+    after the store committed), one whose line differs was rewritten."""
+    res = _verify_chain(path, anchor[0] if anchor else 0)
+    if not res[0].ok or anchor is None or not anchor[0]:
+        return res[0]
+    result, anchored_hash = res
+    seq, digest = anchor
+    if result.last_seq < seq:
+        return VerifyResult(False, result.lines, result.lines + 1,
+                            f"truncated tail: the store saw line {seq} written, the log ends at "
+                            f"line {result.last_seq} ({seq - result.last_seq} lines missing)",
+                            result.last_hash, result.last_seq)
+    if anchored_hash != digest:
+        return VerifyResult(False, result.lines, seq,
+                            f"line {seq} is not the line the store saw written (hash differs)",
+                            result.last_hash, result.last_seq)
+    return result
+
+
+def _verify_chain(path: str | Path, want_seq: int) -> tuple[VerifyResult, str | None]:
     prev, seq, n = GENESIS, 0, 0
+    seen: str | None = None
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
-        return VerifyResult(False, 0, 1, f"cannot read: {exc.strerror or exc}")
+        return VerifyResult(False, 0, 1, f"cannot read: {exc.strerror or exc}"), None
     with f:
         for n, raw in enumerate(f, 1):
             bad = _check_line(raw, prev, seq + 1, n)
             if bad is not None:
-                return VerifyResult(False, n - 1, n, bad, prev, seq)
+                return VerifyResult(False, n - 1, n, bad, prev, seq), seen
             parts = split_line(raw[:-1])
             assert parts is not None
             prev, seq = parts[1], seq + 1
-    return VerifyResult(True, n, None, "", prev, seq)
+            if seq == want_seq:
+                seen = prev
+    return VerifyResult(True, n, None, "", prev, seq), seen
+
+
+# The audit events that first record an order the store holds (its client id in ``data``).
+ORDER_RECORD_EVENTS = frozenset({"order.submitted", "order.recovered", "risk.rejected",
+                                 "router.rejected", "execution.venue_order_adopted"})
+
+
+def audited_client_ids(path: str | Path) -> set[str]:
+    """Client ids of the orders the log records (blocking: call off the loop). Lines that do
+    not parse are skipped (``verify`` is the judge of the chain)."""
+    out: set[str] = set()
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return out
+    with f:
+        for raw in f:
+            if b'"client_id"' not in raw:
+                continue
+            try:
+                rec = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if rec.get("event") in ORDER_RECORD_EVENTS:
+                cid = (rec.get("data") or {}).get("client_id")
+                if cid:
+                    out.add(cid)
+    return out
 
 
 def _check_line(raw: bytes, prev: str, want_seq: int, n: int) -> str | None:
@@ -156,6 +209,9 @@ class AuditLog:
         self._task: asyncio.Task[None] | None = None
         self._last_fsync = time.monotonic()
         self.lines_written = 0
+        # (seq, hash) of the last line written to the file, as one value: the store thread
+        # reads it at every commit (the audit anchor) and must never see half an update.
+        self.tip: tuple[int, str] = (last_seq, last_hash)
         if metrics is not None:
             # Read at scrape time: a gauge set per record would cost every decision a lock.
             metrics.audit_backlog.set_function(lambda: self.backlog)
@@ -257,6 +313,7 @@ class AuditLog:
             for _ in batch:
                 self._pending.popleft()
             self.seq, self.last_hash = seq, last
+            self.tip = (seq, last)
             self.lines_written += len(batch)
             if self._metrics is not None:
                 self._metrics.audit_lines.inc(len(batch))

@@ -255,6 +255,32 @@ def equity_op(ts_ns: int, equity: float, cash: float, unrealised: float, peak: f
             (ts_ns, equity, cash, unrealised, peak, drawdown, gross))
 
 
+AUDIT_ANCHOR_KEY = "audit_anchor"
+
+
+def read_audit_anchor(path: str | Path) -> tuple[int, str] | None:
+    """(seq, hash) of the audit line the store last saw written, from the file at ``path``
+    (read-only; blocking). None when the store has no anchor."""
+    conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT value FROM kv WHERE key = ?", (AUDIT_ANCHOR_KEY,)).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        return None
+    seq, _, digest = str(row[0]).partition(":")
+    return int(seq), digest
+
+
+async def orders_missing_from(store: "Store", known: set[str]) -> list[Order]:
+    """Orders in the store whose client id is not in ``known`` (e.g. the audit log's)."""
+    def read(conn: sqlite3.Connection) -> list[Order]:
+        rows = conn.execute(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders "
+                            "ORDER BY created_ns")
+        return [o for o in map(_order_row, rows) if o.client_id not in known]
+    return await store.read(read)
+
+
 def kv_op(key: str, value: str, ts_ns: int = 0) -> Op:
     return ("INSERT OR REPLACE INTO kv VALUES (?,?,?)", (key, value, ts_ns or time.time_ns()))
 
@@ -296,6 +322,10 @@ class Store:
         self._room = asyncio.Event()
         self._room.set()
         self.failed: BaseException | None = None
+        # The audit log's written tip, (seq, hash), read by the store thread at every commit
+        # and committed with it as kv "audit_anchor": the store anchors the audit chain, so a
+        # truncated audit tail is detected (`dolphind audit verify --store`). None: no anchor.
+        self.audit_tip: Callable[[], tuple[int, str]] | None = None
         self.commits = 0
         self.writes = 0
         self.checkpoints = 0
@@ -559,8 +589,14 @@ def _store_thread(s: Store, synchronous: str) -> None:
                 _post(loop, s._failed, failed, batch)
                 continue
             started = time.perf_counter()
+            units = [w.ops for w in batch]
+            tip = s.audit_tip
+            if tip is not None:
+                seq, digest = tip()
+                if seq:
+                    units.append((kv_op(AUDIT_ANCHOR_KEY, f"{seq}:{digest}"),))
             try:
-                errors = _execute(cur, [w.ops for w in batch])
+                errors = _execute(cur, units)[:len(batch)]
             except Exception as exc:  # COMMIT failed: nothing more will be committed
                 failed = exc
                 _post(loop, s._failed, exc, batch)

@@ -311,6 +311,27 @@ class FakeBinance:
         new = new_items if isinstance(data, list) else new_items[0]
         return orjson.dumps({"stream": frame.stream, "data": new}).decode()
 
+    def agg_trades_rest(self, symbol: str) -> list[dict[str, Any]]:
+        """Every aggTrade of ``symbol`` this timeline has played so far (all passes, up to the
+        virtual now), in the REST ``/fapi/v1/aggTrades`` shape: the stream's fields without
+        ``e``/``E``/``s``, times and ids moved on per pass exactly as the stream sends them."""
+        assert self.rec is not None
+        now = self.virtual_ms()
+        out: list[dict[str, Any]] = []
+        stream = f"{symbol.lower()}@aggTrade"
+        frames = [f for f in self.rec.frames if f.stream == stream]
+        loop_no = 0
+        while frames and loop_no * self._period() <= now:
+            for f in frames:
+                if loop_no * self._period() + f.offset_ms > now:
+                    break
+                d = orjson.loads(self._frame_text(f, loop_no))["data"]
+                out.append({k: d[k] for k in ("a", "p", "q", "f", "l", "T", "m")})
+            if not self.loop:
+                break
+            loop_no += 1
+        return out
+
     def _crossed_frame(self, stream: str) -> str | None:
         assert self.rec is not None
         vms = self.virtual_ms()
@@ -523,6 +544,12 @@ async def _serve(args: argparse.Namespace) -> None:
         for kind in ("@aggTrade", "@depth5@500ms"):
             streams = sorted(s + kind for s in syms)
             fake.flood_chunks[tuple(streams)] = flood_chunks(streams, args.flood, t0)
+    if args.rest_history:
+        from tests.fakes.binance_rest import install_agg_trades
+
+        counters = install_agg_trades(fake.app, fake.agg_trades_rest)
+        fake.app.router.add_get(
+            "/_history_stats", lambda request: web.json_response(counters))
     await fake.start()
     sys.stdout.write(f"LISTENING {fake.url}\n")
     sys.stdout.flush()
@@ -542,6 +569,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--speed", type=float, default=1.0)
     ap.add_argument("--rebase", action="store_true",
                     help="move event times to 3 h before now (they still run at --speed)")
+    ap.add_argument("--rest-history", action="store_true",
+                    help="also serve GET /fapi/v1/aggTrades of the same timeline (issue 18)")
     ap.add_argument("--flood", type=int, default=0, help="frames per connection (benchmark)")
     ap.add_argument("--flood-symbols", type=int, default=0,
                     help="pre-build the flood for symbols S000USDT.. (as bench/ingest.py uses)")

@@ -72,7 +72,60 @@ _WEIGHTS = {"GET /fapi/v1/time": 1, "GET /fapi/v1/exchangeInfo": 1,
             "GET /fapi/v2/balance": 5, "GET /fapi/v2/account": 5, "POST /fapi/v1/leverage": 1,
             "POST /fapi/v1/marginType": 1, "GET /fapi/v1/positionSide/dual": 30}
 _UNSIGNED = {"GET /fapi/v1/time", "GET /fapi/v1/exchangeInfo"}
+# Market history (issue 18): public, weight 20 (USDT-M docs).
+_WEIGHTS["GET /fapi/v1/aggTrades"] = 20
+_UNSIGNED.add("GET /fapi/v1/aggTrades")
 _KEY_ONLY = {"POST /fapi/v1/listenKey", "PUT /fapi/v1/listenKey", "DELETE /fapi/v1/listenKey"}
+
+
+def agg_trades_rows(trades: list[dict[str, Any]], q: Any) -> list[dict[str, Any]]:
+    """GET /fapi/v1/aggTrades as Binance answers it: by fromId, else within [startTime,
+    endTime] (under one hour apart), else the most recent; at most ``limit`` (default 500, max
+    1000), oldest first. ``trades``: the symbol's trades in the REST shape, ascending."""
+    if not q.get("symbol", ""):
+        raise BinanceError(400, -1102, "Mandatory parameter 'symbol' was not sent, was "
+                           "empty/null, or malformed.")
+    try:
+        limit = min(int(q.get("limit", "500")), 1000)
+        from_id = int(q["fromId"]) if "fromId" in q else None
+        start = int(q["startTime"]) if "startTime" in q else None
+        end = int(q["endTime"]) if "endTime" in q else None
+    except ValueError:
+        raise BinanceError(400, -1100, "Illegal characters found in a parameter.") from None
+    if start is not None and end is not None and end - start >= 3_600_000:
+        raise BinanceError(400, -1127, "More than 1 hours between startTime and endTime.")
+    if from_id is not None:
+        rows = [t for t in trades if t["a"] >= from_id]
+    elif start is not None or end is not None:
+        lo = start if start is not None else (end or 0) - 3_600_000
+        hi = end if end is not None else lo + 3_600_000
+        rows = [t for t in trades if lo <= t["T"] <= hi]
+    else:
+        rows = trades[-limit:]
+    return rows[:limit]
+
+
+def install_agg_trades(app: web.Application, source: Any) -> dict[str, int]:
+    """Serve only GET /fapi/v1/aggTrades (from ``source(symbol)``) on ``app``, with the weight
+    header, for a market-data fake that has no account; returns its live counters."""
+    counters = {"requests": 0, "weight": 0}
+    per_minute: dict[int, int] = {}
+
+    async def handler(request: web.Request) -> web.Response:
+        minute = int(time.time() // 60)
+        per_minute[minute] = per_minute.get(minute, 0) + _WEIGHTS["GET /fapi/v1/aggTrades"]
+        counters["requests"] += 1
+        counters["weight"] += _WEIGHTS["GET /fapi/v1/aggTrades"]
+        headers = {"X-MBX-USED-WEIGHT-1M": str(per_minute[minute])}
+        try:
+            rows = agg_trades_rows(list(source(request.query.get("symbol", ""))), request.query)
+        except BinanceError as exc:
+            return web.json_response({"code": exc.code, "msg": exc.msg}, status=exc.status,
+                                     headers=headers)
+        return web.json_response(rows, headers=headers)
+
+    app.router.add_get("/fapi/v1/aggTrades", handler)
+    return counters
 
 
 def _load(path: Path) -> Any:
@@ -162,6 +215,10 @@ class FakeBinanceRest:
         self.fill_mode = "stream"  # or "rest": no order events on the user stream
         self.market_trades = 1
         self.extra_weight = 0
+        # GET /fapi/v1/aggTrades answers from this: symbol -> that symbol's trades so far, in
+        # the REST shape ({"a","p","q","f","l","T","m"}), ascending; e.g. the market-data
+        # fake's FakeBinance.agg_trades_rest, so history and the stream tell the same story.
+        self.agg_trades_source: Any = None
         self.orders: dict[int, FakeOrder] = {}
         self.by_client: dict[tuple[str, str], FakeOrder] = {}
         self.positions: dict[str, tuple[float, float]] = {}  # symbol -> (amt, entry)
@@ -192,6 +249,7 @@ class FakeBinanceRest:
         r = app.router
         r.add_get("/fapi/v1/time", self._time)
         r.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
+        r.add_get("/fapi/v1/aggTrades", self._agg_trades)
         r.add_route("*", "/fapi/v1/listenKey", self._listen_key)
         r.add_route("*", "/fapi/v1/order", self._order)
         r.add_get("/fapi/v1/openOrders", self._open_orders)
@@ -379,6 +437,11 @@ class FakeBinanceRest:
 
     async def _time(self, request: web.Request) -> web.Response:
         return web.json_response({"serverTime": self.now_ms()})
+
+    async def _agg_trades(self, request: web.Request) -> web.Response:
+        trades = list(self.agg_trades_source(request.query.get("symbol", "")) if
+                      self.agg_trades_source else [])
+        return web.json_response(agg_trades_rows(trades, request.query))
 
     async def _exchange_info(self, request: web.Request) -> web.Response:
         doc = dict(self.exchange_info)

@@ -402,6 +402,7 @@ trading_enabled = false  # no entries from the replay: the only orders are the t
 
 [execution]
 venue = "binance"
+foreign = "adopt"  # the short on the account is theirs to close (issue #15: opt-in)
 
 [execution.binance]
 network = "mainnet"
@@ -646,3 +647,39 @@ async def test_a_position_closed_by_hand_while_down_shrinks_ours_not_foreign(
         assert r.stage.portfolio.position_qty("BTCUSDT") == -0.025
         assert r.stage.portfolio.positions["BTCUSDT"].avg_price == 40_000.0
         assert r.stage.foreign_positions == {}
+
+
+async def test_a_stuck_exit_raises_an_incident_shows_on_status_and_keeps_trying(
+        tmp_path, fake, metrics_factory):
+    """Issue #15: an exit refused for longer than exit_stuck_after_s is an incident (critical,
+    audited, dolphind_exits_stuck, /status), and it is still retried: once the venue takes
+    orders again the position is closed and the exit is no longer stuck."""
+    m = metrics_factory()
+    base = config(tmp_path, fake, default_retry_after_s=0.1)
+    cfg = dataclasses.replace(base, execution=dataclasses.replace(
+        base.execution, exit_retry_initial_s=0.05, exit_retry_max_s=0.1,
+        exit_stuck_after_s=0.5), risk=dataclasses.replace(base.risk, breaker_min_requests=1000))
+    async with rig(tmp_path, fake, m, cfg) as r:
+        await r.intents.put(intent("s:entry", "SELL", 2000.0))
+        await eventually(lambda: r.stage.portfolio.position_qty("BTCUSDT") == -0.05
+                         and not r.stage.orders)
+        fault = fake.fault("POST /fapi/v1/order", times=10_000, status=429, code=-1003,
+                           msg="Too many requests")
+        await r.intents.put(intent("s:exit", "BUY", 2000.0, reduce_only=True))
+        await eventually(lambda: r.stage.status()["exits_retrying"].get("BTCUSDT", {})
+                         .get("stuck"), timeout=10, what="the exit reported stuck")
+        view = r.stage.status()["exits_retrying"]["BTCUSDT"]
+        assert view["attempts"] >= 1 and view["last_error"] == "venue:rate_limited"
+        assert metric(m, "dolphind_exits_stuck") == 1
+        incident = [a for a in r.stage._control.recent if a.action == "incident"]
+        assert incident and incident[0].detail["kind"] == "exit_stuck"
+        assert incident[0].detail["severity"] == "critical"
+        tries = fake.count("POST /fapi/v1/order")
+        await eventually(lambda: fake.count("POST /fapi/v1/order") > tries + 1,
+                         what="still retrying after the incident")
+        fault.times = 0  # the venue takes orders again
+        await eventually(lambda: r.stage.portfolio.position_qty("BTCUSDT") == 0.0
+                         and not r.stage.exit_retries, timeout=10)
+        assert metric(m, "dolphind_exits_stuck") == 0
+    kinds = [e["event"] for e in audit_events(r.audit_path)]
+    assert "execution.exit_stuck" in kinds and "execution.exit_unstuck" in kinds

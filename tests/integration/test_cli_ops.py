@@ -153,3 +153,14 @@ def test_unreachable_daemon_and_bad_flags() -> None:
     assert res.returncode == 2 and "no such config file" in res.stderr
     res = cli("trades", "--limit", "0")
     assert res.returncode == 2  # argparse: invalid choice
+
+
+def test_check_config_takes_the_same_config_flag(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "dolphind.toml", free_port())
+    assert cli("check-config", "--config", str(cfg)).returncode == 0
+    assert cli("check-config", str(cfg)).returncode == 0  # the positional path still works
+    assert cli("check-config", cwd=tmp_path).returncode == 0  # ./dolphind.toml by default
+    other = tmp_path / "other.toml"
+    other.write_text(cfg.read_text())
+    res = cli("check-config", str(cfg), "--config", str(other))
+    assert res.returncode == 2 and "give the config once" in res.stderr

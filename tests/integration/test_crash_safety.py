@@ -1,7 +1,9 @@
 """kill -9 at random moments during a fast replay, many times: nothing acknowledged is lost and
 no order is submitted twice (SPEC §6). The real daemon, the real SQLite store and audit log.
 
-``DOLPHIND_CRASH_KILLS`` sets the number of kills (default 6; e.g. 50 for a soak run).
+``DOLPHIND_CRASH_KILLS`` sets the number of kills (default 20; e.g. 100 for a soak run), and
+``DOLPHIND_CRASH_LIVE_KILLS`` those of the live-venue campaign (default 10): 30 kills in all,
+about four minutes.
 
 Per cycle: let it trade, capture what the daemon has acknowledged over HTTP (its finished
 orders, and its money once the store has committed past that moment), ``kill -9``, read the
@@ -10,7 +12,10 @@ store as the kill left it, restart, and check:
   peak equity, realised PnL, fees, positions; scan numbers continue);
 - the books add up (every fill booked once: positions = signed sum of fills, cash = capital +
   realised - fees, each order's filled quantity = its fills), and no intent made two orders.
-At the end: the audit chain verifies across every kill, one ``order.submitted`` per client id.
+At the end: the audit chain verifies across every kill (and reaches the line the store last saw
+written), one ``order.submitted`` per client id, every order in the store is in the audit log
+(written before the kill, or recovered from the store at the restart), and no scan number was
+used twice (across restarts and replay loops).
 """
 
 from __future__ import annotations
@@ -27,13 +32,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+
+from dolphind.scan.arrow_sink import read_scans
+from dolphind.store.audit import audited_client_ids
 
 from tests.conftest import wait_until
 from tests.integration.harness import Daemon, free_port, write_config
 
 pytestmark = pytest.mark.integration
-KILLS = int(os.environ.get("DOLPHIND_CRASH_KILLS", "6"))
+KILLS = int(os.environ.get("DOLPHIND_CRASH_KILLS", "20"))
 _QTY_DECIMALS = 9
 
 
@@ -129,6 +138,7 @@ def _acknowledged(d: Daemon) -> dict[str, Any]:
     return {"filled": filled, "peak": status["peak_equity_usdt"], "fees": status["fees_usdt"]}
 
 
+@pytest.mark.timeout(600)  # 20 kills take about two minutes here (5-6 s a cycle)
 def test_kill_9_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     rng = random.Random(20261121)
     port = free_port()
@@ -199,9 +209,23 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     final = _store_state(db)
     assert final["orders"] > 0 and final["fills"] > 0, "the run never traded: the test is moot"
     # The audit chain verifies across every kill and restart.
-    res = subprocess.run([sys.executable, "-m", "dolphind.cli", "audit", "verify", str(audit)],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-m", "dolphind.cli", "audit", "verify", str(audit),
+                          "--store", str(db)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
+    assert "anchored by the store" in res.stdout
+    # Every order the store holds is in the audit log (issue #15).
+    con = sqlite3.connect(db)
+    try:
+        stored = {r[0] for r in con.execute("SELECT client_id FROM orders")}
+    finally:
+        con.close()
+    audited = audited_client_ids(audit)
+    assert stored and not stored - audited, sorted(stored - audited)[:5]
+    # No scan number was used twice, across every kill and replay loop (issue #15).
+    nums = read_scans([tmp_path / "var" / "scans"]).column("scan_number").to_numpy()
+    assert len(nums) > 0
+    values, counts = np.unique(nums, return_counts=True)
+    assert int((counts > 1).sum()) == 0, values[counts > 1][:10]
     # No order was submitted twice: one `order.submitted` per client id over the whole history.
     submitted: collections.Counter[str] = collections.Counter()
     for line in audit.read_text().splitlines():
@@ -240,3 +264,114 @@ def _alpha_exits(audit: Path) -> list[tuple[str, int, int, int]]:
             exits.append((data["intent_id"], int(gates["entry_scan"]), int(gates["bars_held"]),
                           starts - 1))
     return exits
+
+
+LIVE_KILLS = int(os.environ.get("DOLPHIND_CRASH_LIVE_KILLS", "10"))
+
+
+@pytest.mark.timeout(600)
+def test_kill_9_with_the_live_venue_against_the_fake(tmp_path: Path) -> None:
+    """The same campaign with mode "live": the binance venue on the loopback REST fake, the
+    live feed on the loopback market-data fake. Each cycle a hand trade appears on the account
+    (adopted: execution.foreign = "adopt"), the operator flattens it, and the daemon is killed
+    at a random moment around the flatten. At the end: no client id reached the venue twice,
+    every order in the store is in the audit log, the chain verifies against the store's
+    anchor, no scan number was used twice, and the book matches the venue."""
+    from tests.integration.test_binance_venue import ThreadedFake
+    from tests.integration.test_live_feed import FakeVenue, live_feed_config
+
+    rng = random.Random(20261207)
+    rest = ThreadedFake()
+    market = FakeVenue(tmp_path / "fake-market.log")
+    fake = rest.fake
+    port = free_port()
+    cfg = tmp_path / "live.toml"
+    cfg.write_text(f"""
+mode = "live"
+shutdown_timeout_s = 5.0
+
+[ops]
+listen = "127.0.0.1:{port}"
+
+[data]
+dir = "var"
+
+[logging]
+format = "json"
+{live_feed_config(market.url, stall_timeout_s=30.0, stream_grace_s=30.0)}
+[risk]
+trading_enabled = false
+
+[execution]
+venue = "binance"
+foreign = "adopt"
+
+[execution.binance]
+network = "mainnet"
+rest_base_url = "{fake.rest_url}"
+ws_base_url = "{fake.ws_url}"
+symbols = ["BTCUSDT"]
+lease_dir = "{tmp_path / 'leases'}"
+lease_ttl_s = 2.0
+lease_renew_s = 0.2
+poll_interval_s = 0.1
+backoff_initial_s = 0.05
+backoff_max_s = 0.2
+request_timeout_s = 2.0
+recv_window_ms = 1000
+unknown_grace_s = 0.2
+""")
+    env = {"DOLPHIND_BINANCE_API_KEY": fake.api_key, "DOLPHIND_BINANCE_API_SECRET": fake.secret}
+    db, audit = tmp_path / "var" / "dolphind.sqlite", tmp_path / "var" / "audit.jsonl"
+    try:
+        for cycle in range(LIVE_KILLS + 1):
+            d = Daemon(cfg, port, env=env).start()
+
+            def reconciled() -> bool:
+                assert d.proc is not None and d.proc.poll() is None, d.logs()[-3000:]
+                status, body = d.get("/status")
+                if status != 200:
+                    return False
+                vs = (json.loads(body).get("execution") or {}).get("venue_state") or {}
+                return bool(vs.get("reconciled"))
+
+            wait_until(reconciled, timeout=120, what="the live venue reconciled")
+            # The book matches the venue after every restart.
+            held = {p["symbol"]: p["qty"] for p in d.get_json("/positions")["positions"]}
+            assert held.get("BTCUSDT", 0.0) == pytest.approx(fake.positions.get(
+                "BTCUSDT", (0.0, 0.0))[0], abs=1e-9)
+            if cycle == LIVE_KILLS:
+                assert d.stop() == 0
+                break
+            # A hand trade appears; the daemon adopts it after its next reconciliation.
+            fake.set_position("BTCUSDT", -0.05 * (1 + cycle % 3), 40_000.0)
+            rest.call(fake.drop_streams())
+            wait_until(lambda: reconciled() and any(
+                p["symbol"] == "BTCUSDT" for p in d.get_json("/positions")["positions"]),
+                timeout=60, what="the hand trade adopted")
+            assert d.post("/flatten", {"reason": f"cycle {cycle}"})[0] == 200
+            time.sleep(rng.uniform(0.0, 0.3))  # the kill moment, drawn at random
+            d.signal(signal.SIGKILL)
+            assert d.proc is not None and d.proc.wait(30) == -signal.SIGKILL
+            d._log.close()
+    finally:
+        market.stop()
+        rest.stop()
+    sent: collections.Counter[str] = collections.Counter(
+        r.params.get("newClientOrderId", "") for r in fake.requests
+        if (r.method, r.path) == ("POST", "/fapi/v1/order"))
+    assert sent and max(sent.values()) == 1, sent.most_common(3)
+    con = sqlite3.connect(db)
+    try:
+        stored = {r[0] for r in con.execute("SELECT client_id FROM orders")}
+    finally:
+        con.close()
+    assert stored, "no order was made: the test is moot"
+    assert not stored - audited_client_ids(audit), sorted(stored - audited_client_ids(audit))
+    res = subprocess.run([sys.executable, "-m", "dolphind.cli", "audit", "verify", str(audit),
+                          "--store", str(db)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    scans = tmp_path / "var" / "scans"
+    if scans.exists() and any(scans.iterdir()):
+        nums = read_scans([scans]).column("scan_number").to_numpy()
+        assert int((np.unique(nums, return_counts=True)[1] > 1).sum()) == 0

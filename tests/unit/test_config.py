@@ -196,3 +196,21 @@ def test_check_config_refuses_a_changed_champion_parameter_and_lists_the_keys(
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_warm_start_values_are_range_checked() -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"warm_start": {"checkpoint_every_s": -1, "max_gap_s": -5,
+                                         "weight_share": 0, "weight_limit_1m": 10,
+                                         "max_requests_per_symbol": 0,
+                                         "rest_base_url": "fapi.binance.com"}})
+    assert set(err.value.problems) == {
+        "warm_start.checkpoint_every_s: must be in [0, 3600]",
+        "warm_start.max_gap_s: must be in [0, 604800]",
+        "warm_start.weight_share: must be in (0, 1]",
+        "warm_start.weight_limit_1m: must be in [20, 100000]",
+        "warm_start.max_requests_per_symbol: must be in [1, 100000]",
+        "warm_start.rest_base_url: must start with http:// or https://"}
+    ok = config_from_dict({"warm_start": {"weight_share": 1.0, "checkpoint_every_s": 0},
+                           "replay": {"preroll": True, "resume": False}})
+    assert ok.warm_start.weight_share == 1.0 and ok.replay.preroll and not ok.replay.resume

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import time
@@ -23,6 +24,8 @@ from typing import Any, Callable, Mapping
 
 from prometheus_client import Counter, Gauge
 
+from dolphind.pluginkit.figures import read_figures
+from dolphind_comms.commands import CommandPoller
 from dolphind_comms.payloads import (
     Message, daily_message, entry_message, exit_message, message_text)
 from dolphind_comms.sender import Secrets, WebhookSender
@@ -55,6 +58,10 @@ class CommsPlugin:
         self._ctx: Any = None
         self.sender: WebhookSender | None = None
         self._task: asyncio.Task[None] | None = None
+        self.commands: CommandPoller | None = None
+        self._commands_task: asyncio.Task[None] | None = None
+        # Closed trades seen since start, for /profit and /daily (bounded).
+        self._trades: collections.deque[Any] = collections.deque(maxlen=10_000)
         self._day: str | None = None  # the UTC day (wall clock) of the last tick
         self._closed_today: list[Any] = []
 
@@ -84,6 +91,13 @@ class CommsPlugin:
         self.sender = WebhookSender(lambda: self.settings, secrets, m, ctx.log,
                                     clock=self._clock)
         self._task = asyncio.create_task(self.sender.run(), name="plugin:comms:sender")
+        if settings.commands:
+            self.commands = CommandPoller(
+                secrets.url, secrets.chat_id, lambda: self.settings.title, self.sender.offer,
+                lambda: read_figures(ctx.metrics_registry), ctx.control,
+                lambda: list(self._trades), ctx.log)
+            self._commands_task = asyncio.create_task(self.commands.run(),
+                                                      name="plugin:comms:commands")
         # The URL is a secret: say where it comes from, never what it is.
         ctx.log.info("comms.started", format=settings.format, url_env=settings.url_env,
                      min_severity=settings.min_severity)
@@ -92,13 +106,19 @@ class CommsPlugin:
         new, problems = load_settings(settings, self._environ)
         if problems:
             raise ValueError("; ".join(problems))
-        if new.url_env != self.settings.url_env or new.format != self.settings.format:
+        if new.url_env != self.settings.url_env or new.format != self.settings.format \
+                or new.commands != self.settings.commands:
             # The destination is fixed at start (its secrets were read then).
-            self._ctx.log.warning("comms.reload_needs_restart", keys=["url_env", "format"])
+            self._ctx.log.warning("comms.reload_needs_restart",
+                                  keys=["url_env", "format", "commands"])
             new = self.settings
         self.settings = new
 
     async def stop(self) -> None:
+        if self._commands_task is not None:
+            self._commands_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._commands_task
         if self.sender is None or self._task is None:
             return
         self.sender.close()
@@ -128,6 +148,7 @@ class CommsPlugin:
 
     async def on_trade(self, trade: Any) -> None:
         self._closed_today.append(trade)
+        self._trades.append(trade)
         self._send("exit", exit_message(self.settings.title, trade))
 
     async def on_tick(self, tick: Any) -> None:
@@ -146,4 +167,7 @@ class CommsPlugin:
             return {"format": self.settings.format, "started": False}
         return {"format": self.settings.format, "queued": len(s), "sent": s.sent,
                 "gave_up": s.gave_up, "rejected": s.rejected, "dropped": s.dropped,
-                "rate_limited": s.rate_limited, "events": list(self.settings.events)}
+                "rate_limited": s.rate_limited, "events": list(self.settings.events),
+                **({"commands_answered": self.commands.answered,
+                    "commands_refused": self.commands.refused}
+                   if self.commands is not None else {})}

@@ -46,6 +46,9 @@ class CommsSettings:
     # At most this many messages a minute reach the service (Telegram allows about 20 a
     # minute in a group, Discord 30); more wait in the queue, in order (1..600).
     max_per_minute: int = 20
+    # Telegram only: answer /status /profit /daily /halt from the chat_id_env chat (polled with
+    # getUpdates; messages from any other chat are ignored).
+    commands: bool = False
 
 
 def load_settings(raw: Mapping[str, Any],
@@ -74,4 +77,6 @@ def load_settings(raw: Mapping[str, Any],
     unknown = [e for e in s.events if e not in EVENTS]
     require(problems, not unknown, "events", f"unknown {unknown}; choose from {list(EVENTS)}")
     require(problems, 1 <= s.max_per_minute <= 600, "max_per_minute", "must be in 1..600")
+    require(problems, not s.commands or s.format == "telegram", "commands",
+            "only with format = \"telegram\"")
     return s, problems

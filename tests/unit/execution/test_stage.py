@@ -515,3 +515,29 @@ async def test_the_breaker_counts_venue_failures_not_local_refusals(tmp_path, in
         await r.feed(intent("v1", "SELL", 500.0, ts=1), intent("v2", "SELL", 500.0, ts=1))
         await r.settle()
         assert r.stage.rails.breaker_gauge() == 2  # open
+
+
+async def test_orders_the_store_has_and_the_audit_log_lost_are_recovered_at_restart(
+        tmp_path, info_2021, metrics_factory):
+    """Issue #15: kill -9 after the order's commit and before its audit line was written:
+    the restart writes it from the store as order.recovered (once: a second restart finds it)."""
+    async with rig(tmp_path, info_2021, metrics_factory(), config()) as r:
+        await r.feed(bar(1, 40_000.0), intent("kept", "SELL", 2000.0, ts=1))
+        await r.settle()
+    cid = client_order_id("lost")
+    async with await Store.open(tmp_path / "dolphind.sqlite") as store:
+        await store.write(order_op(Order(cid, "lost", "BTCUSDT", "BUY", 0.05, "MARKET", 0.0,
+                                         True, "EXIT", "filled", filled_qty=0.05,
+                                         avg_fill_price=40_100.0, created_ns=2, updated_ns=2)),
+                          wait=True)
+    m = metrics_factory()
+    async with rig(tmp_path, info_2021, m, config()) as r:
+        assert r.metric("dolphind_audit_recovered_total") == 1
+    async with rig(tmp_path, info_2021, metrics_factory(), config()) as r:
+        assert r.metric("dolphind_audit_recovered_total") == 0
+    events = audit_events(tmp_path / "audit.jsonl")
+    recovered = [e for e in events if e["event"] == "order.recovered"]
+    assert [e["data"]["client_id"] for e in recovered] == [cid]
+    assert recovered[0]["data"]["state"] == "filled" and recovered[0]["data"]["source"] == "store"
+    assert recovered[0]["data"]["filled_qty"] == 0.05
+    assert verify(tmp_path / "audit.jsonl").ok

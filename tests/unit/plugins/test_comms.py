@@ -268,3 +268,83 @@ async def test_incidents_jump_a_queue_of_trade_messages(rig: Rig, receiver: Rece
     await eventually(lambda: len(receiver.received) == 2, timeout=5)
     assert "governor_halt" in receiver.received[1]["body"]["text"]
     await p.stop()
+
+
+# --- Telegram commands ----------------------------------------------------------------------
+
+BOT = "/bot123:ABC-secret"
+
+
+@dataclass
+class FakeTelegram:
+    """getUpdates hands out the queued updates once; sendMessage records what was sent."""
+
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    base: str = ""
+    next_id: int = 100
+
+    def say(self, chat: int, text: str) -> None:
+        self.next_id += 1
+        self.updates.append({"update_id": self.next_id,
+                             "message": {"chat": {"id": chat}, "text": text}})
+
+    async def get_updates(self, request: web.Request) -> web.Response:
+        offset = int(request.query.get("offset", "0"))
+        fresh = [u for u in self.updates if u["update_id"] >= offset]
+        if not fresh:
+            await asyncio.sleep(0.05)  # a short long-poll
+        return web.json_response({"ok": True, "result": fresh})
+
+    async def send(self, request: web.Request) -> web.Response:
+        self.sent.append(await request.json())
+        return web.json_response({"ok": True})
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    tg = FakeTelegram()
+    app = web.Application()
+    app.router.add_get(BOT + "/getUpdates", tg.get_updates)
+    app.router.add_post(BOT + "/sendMessage", tg.send)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    tg.base = f"http://127.0.0.1:{port}{BOT}"
+    yield tg
+    await runner.cleanup()
+
+
+async def test_telegram_commands_answer_only_the_allowlisted_chat(rig: Rig,
+                                                                  telegram: FakeTelegram) -> None:
+    env = {"TG_URL": telegram.base + "/sendMessage", "TG_CHAT": "42"}
+    p = await _comms(rig, env, {"url_env": "TG_URL", "format": "telegram", "chat_id_env": "TG_CHAT",
+                                "commands": True, "events": ["incident"], "title": "t", **FAST})
+    await p.on_trade(_trade())
+    await p.on_trade(_trade(-3.0))
+    telegram.say(42, "/profit")
+    telegram.say(42, "/daily@dolphind_bot")
+    telegram.say(7, "/halt intruder")  # another chat: ignored
+    await eventually(lambda: len(telegram.sent) == 2)
+    assert telegram.sent[0]["chat_id"] == "42"
+    assert "2 trades since comms started: W/D/L 1/0/1, PnL +7.03 USDT" in telegram.sent[0]["text"]
+    assert "2025-05-10: 2 trades closed" in telegram.sent[1]["text"]
+    assert rig.control.halted is False and p.commands is not None and p.commands.refused == 1
+    telegram.say(42, "/status")
+    await eventually(lambda: len(telegram.sent) == 3)
+    assert "[t] trading;" in telegram.sent[2]["text"]
+    telegram.say(42, "/halt news at 14:00")
+    await eventually(lambda: len(telegram.sent) == 4)
+    assert rig.control.halted and rig.control.halt_reason == "news at 14:00"
+    assert "comms:telegram" in rig.control.halt_holds
+    assert "HALTED: news at 14:00" in telegram.sent[3]["text"]
+    telegram.say(42, "/resume")  # not a chat command: only the operator resumes
+    await eventually(lambda: len(telegram.sent) == 5)
+    assert rig.control.halted and "commands:" in telegram.sent[4]["text"]
+    await p.stop()
+    logged = json.dumps(rig.log.records)
+    assert "ABC-secret" not in logged and "intruder" not in logged
+    assert CommsPlugin(environ=env).validate({"url_env": "TG_URL", "commands": True}) == [
+        'commands: only with format = "telegram"']

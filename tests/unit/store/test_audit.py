@@ -190,3 +190,38 @@ async def test_every_control_action_is_audited_with_its_cause_and_parameters(tmp
                                                     "applied": ["risk"]}
     assert by_event["control.resume"]["params"] == {"lifted": ["http:127.0.0.1"]}
     assert all(isinstance(r["data"]["ts"], float) for r in recs[1:])
+
+
+async def test_the_store_anchors_the_chain_and_verify_store_finds_a_truncated_tail(tmp_path):
+    """Issue #15: every store commit records the audit log's written tip; a log cut short
+    after the store committed (a lost tail) no longer passes `audit verify --store`."""
+    import subprocess
+    import sys
+
+    from dolphind.store.audit import AuditLog, verify
+    from dolphind.store.sqlite import Store, kv_op, read_audit_anchor
+
+    db, path = tmp_path / "dolphind.sqlite", tmp_path / "audit.jsonl"
+    store = await Store.open(db, None, None)
+    async with store:
+        audit = await AuditLog.open(path)
+        async with audit:
+            store.audit_tip = lambda: audit.tip
+            for k in range(20):
+                audit.record("order.submitted", client_id=f"dd-{k}")
+                await audit.flush()
+                await store.write(kv_op("scan_number", str(k)), wait=True)
+    anchor = await asyncio.to_thread(read_audit_anchor, db)
+    assert anchor is not None and anchor[0] == 20
+    assert verify(path, anchor).ok
+    ok = subprocess.run([sys.executable, "-m", "dolphind.cli", "audit", "verify", str(path),
+                         "--store", str(db)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "anchored by the store at line 20" in ok.stdout
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:17]))  # the last three lines lost
+    assert verify(path).ok  # the chain alone cannot tell
+    bad = verify(path, anchor)
+    assert not bad.ok and "truncated tail" in bad.reason and "3 lines missing" in bad.reason
+    res = subprocess.run([sys.executable, "-m", "dolphind.cli", "audit", "verify", str(path),
+                          "--store", str(db)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "truncated tail" in res.stderr
