@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
@@ -20,16 +21,21 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 import structlog
 
 from dolphind.alpha.engine import AlphaEngine
+from dolphind.alpha.params import effective_durations
 from dolphind.alpha.stage import AlphaStage
 from dolphind.alpha.warmup import warmup as warmup_alpha
 from dolphind.channels import Channel, Overflow
 from dolphind.config import Config, strategy_params
 from dolphind.events import WINDOWS, Bar, OrderIntent, ScanRecord
 from dolphind.execution.ledger import Ledger
+from dolphind.ops.history import closed_history
 from dolphind.tradelog import TradeLog
 from dolphind.execution.stage import ExecutionStage, open_books
 from dolphind.feed.backfill import rest_filler
 from dolphind.feed.binance_ws import BinanceFeed
+from dolphind.feed.book import BookSource
+from dolphind.feed.exf import ExfProducer
+from dolphind.feed.funding import ReplayFunding
 from dolphind.feed.market import MarketStage
 from dolphind.feed.replay import ReplayFeed
 from dolphind.ops.metrics import Metrics
@@ -50,6 +56,8 @@ log = structlog.get_logger("dolphind.app")
 # Scan records are written by a worker thread in batches; this only bounds the sink's own
 # buffer, which the scan stage flushes itself.
 _SINK_FLUSH_EVERY = 1_000_000
+# A backtest waits for execution to settle this many drain timeouts before deciding anyway.
+_BACKTEST_SETTLE_TRIES = 60
 
 
 @dataclass
@@ -61,6 +69,8 @@ class Pipeline:
     ledger: Ledger | None = None
     scan: ScanStage | None = None
     feed: Any = None
+    alpha: Any = None
+    venue: Any = None
 
     def readiness(self) -> dict[str, str]:
         return {name: check() for name, check in self.readiness_checks.items()}
@@ -125,7 +135,9 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         store, audit, venue = await stack.enter_async_context(open_books(config, m, bus))
         # Every control action (HTTP, plugins, signals) lands in the audit chain with its
         # cause, through this one subscriber; it goes before the audit log closes.
-        stack.callback(control.unsubscribe, subscribe_audit(control, audit))
+        market_ts: list[Callable[[], float]] = []  # a backtest's market clock, set below
+        stack.callback(control.unsubscribe, subscribe_audit(
+            control, audit, (lambda: market_ts[0]()) if cfg.mode == "backtest" else None))
         stored = await store.load_state()
         scan_dir = cfg.data_dir / "scans"
         persisted = await asyncio.to_thread(last_scan_number, scan_dir)
@@ -198,6 +210,16 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
             feed = await ReplayFeed.open(bars, config, health, m, resume_after_ns=resume,
                                          still_cold=still_cold,
                                          flatten=flatten_for_loop)
+        # Durations are defined in seconds: convert them with this run's real bar interval
+        # (a replay's comes from its data, the live feed's from feed.bar_seconds).
+        bar_interval_s = (float(feed.status()["interval_s"]) if isinstance(feed, ReplayFeed)
+                          else float(cfg.feed.bar_seconds))
+        engine.set_bar_interval(bar_interval_s)
+        if bar_interval_s != params.validation_bar_s:
+            log.warning("strategy.interval_differs", bar_interval_s=bar_interval_s,
+                        validation_bar_s=params.validation_bar_s,
+                        effective=[dataclasses.asdict(d) for d in
+                                   effective_durations(params, bar_interval_s)])
         market = MarketStage(bars, scan_bars, health, m, bus,
                              on_bar=lambda bar: emit("on_bar", bar))
         if checkpoint_path is not None:
@@ -228,26 +250,59 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         # In a backtest the rails' rate limit and breaker run on market time, not wall time:
         # a replay at full speed must make the same decisions on every run.
         trading_clock = (lambda: execution.market_time_s) if cfg.mode == "backtest" else None
+        # A backtest runs no plugins, and a veto hook is timed against a wall-clock budget: a
+        # loaded machine would veto entries. No hook at all in a backtest (issue 16).
+        veto = None if cfg.mode == "backtest" else daemon.plugins.veto
         execution = ExecutionStage(intents, venue, store, audit, control, health, m, config,
-                                   veto=daemon.plugins.veto, emit=execution_emit,
+                                   veto=veto, emit=execution_emit,
                                    trading_clock=trading_clock)
+        if cfg.mode == "backtest":
+            # Every audit record of a backtest carries market time (the latest bar's), not
+            # the wall clock of the machine that replayed it.
+            first_ns = (int(feed.history.ts_ns[min(feed.position, len(feed.history) - 1)])
+                        if isinstance(feed, ReplayFeed) else 0)  # records before the 1st bar
+            audit.use_clock(lambda: round(execution.market_time_s * 1e9) or first_ns)
+            market_ts.append(lambda: execution.market_time_s or first_ns / 1e9)
         ledger = Ledger(execution.capital_view, record_equity=record_equity)
+        if cfg.mode != "backtest":  # a backtest's report covers its own run only
+            # Earlier runs' closed trades, for /trades /profit /daily (not logged again).
+            ledger.closed.extend(await store.read(closed_history))
         trades = TradeLog(ledger.closed, emit)  # trade.fill / trade.closed lines, on_trade
         # The open trade as it was before the stop (entry scan, fees, bars held): the alpha
         # engine's position view and the closing trade's PnL read it.
         ledger.restore(stored.open_trades, next_scan=start_scan)
 
         async def settled(sent: int) -> bool:
-            return await execution.settled(sent, config().execution.drain_timeout_s)
+            if cfg.mode != "backtest":
+                return await execution.settled(sent, config().execution.drain_timeout_s)
+            # A backtest decides on a settled portfolio however slow the machine is: a
+            # wall-clock timeout would let load change which fills a decision sees.
+            for _ in range(_BACKTEST_SETTLE_TRIES):
+                if await execution.settled(sent, config().execution.drain_timeout_s):
+                    return True
+                log.warning("backtest.settle_slow", sent=sent)
+            return False
+
+        # A replay's funding prints feed the ACB funding factor (bible §10.2), at bar time.
+        replay_funding = (ReplayFunding(feed.history.funding) if isinstance(feed, ReplayFeed)
+                          else None)
+        if replay_funding and hasattr(venue, "set_funding"):
+            venue.set_funding(replay_funding)  # the paper venue books funding payments
+        # The book reaches the strategy wherever the feed keeps one (the live feed's depth5);
+        # a replay of candles has none and the engine degrades as the bible says (no OB).
+        book = (BookSource(feed.book, lambda: 0) if isinstance(feed, BinanceFeed)
+                else lambda: None)
 
         def alpha_emit(hook: str, event: Any) -> None:
             if hook == "on_posture":  # a posture change is a decision: audited (issue #15)
                 audit.record("alpha.posture_changed", **event)
             emit(hook, event)
 
-        alpha = AlphaStage(scans, intents, engine, ledger, settled, lambda: None, control,
+        alpha = AlphaStage(scans, intents, engine, ledger, settled, book, control,
                            health, m, alpha_emit, checkpoint=store.save_scan_checkpoint,
-                           bus=bus, config=config)
+                           bus=bus, config=config, deterministic=cfg.mode == "backtest",
+                           bar_close_ns=round(bar_interval_s * 1e9),
+                           market_factors=replay_funding.factors_at if replay_funding else None)
 
         health.register(feed.name)
         health.register(market.name, backlog=lambda: len(bars))
@@ -271,6 +326,14 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
             status_parts={"feed": feed.status, "market": market.status, "scan": scan.status,
                           "strategy": scan.strategy_status,
                           "alpha": alpha.status, "execution": execution.status},
-            execution=execution, ledger=ledger, scan=scan, feed=feed,
+            execution=execution, ledger=ledger, scan=scan, feed=feed, alpha=alpha,
+            venue=venue,
         )
+        if cfg.external_factors.enabled and cfg.mode != "backtest":
+            # Live ACB inputs (funding, taker ratio, DVOL, Fear & Greed) onto the bus; never
+            # in a backtest, whose factors come from its own data only.
+            producer = ExfProducer(config, bus)
+            health.register(producer.name)
+            pipeline.stages.append(producer)
+            pipeline.status_parts["external_factors"] = producer.status
         yield pipeline

@@ -27,6 +27,9 @@ from dolphind.config import (Config, ConfigError, config_from_dict, load_config,
 from dolphind.daemon import EXIT_CONFIG, EXIT_OK, Daemon, StartupError
 from dolphind.feed.history import HistoryError
 from dolphind.plugins import PluginError
+from dolphind.alpha.params import effective_durations
+from dolphind.report.explain import (Explanation, console_lines, explain_html, mc_statement,
+                                     write_explain)
 from dolphind.report import terminal
 from dolphind.report.html import fmt
 from dolphind.report.model import SignalSeries
@@ -38,7 +41,8 @@ log = structlog.get_logger("dolphind.backtest")
 
 # What a previous backtest leaves in its --out folder (removed by --force, nothing else is).
 _OUTPUTS = ("dolphind.sqlite", "dolphind.sqlite-wal", "dolphind.sqlite-shm", "audit.jsonl",
-            "dolphind.lock", "summary.json", "trades.csv", "report.html", "scans", "plugins")
+            "dolphind.lock", "summary.json", "trades.csv", "report.html", "scans", "plugins",
+            "explain.json")
 
 
 def backtest_config(base: Config, data: list[str], out: Path, start: str | None,
@@ -173,10 +177,24 @@ def run_backtest(data: list[str], out: str, config_path: str | None = None,
     # not only in summary.json.
     for note in feed_status["notes"]:
         print(f"dolphind backtest: data: {note}", file=sys.stderr)
+    why = _explanation(daemon, cfg, feed_status, run_info)
+    run_info["bar_interval_s"] = why.bar_interval_s
+    run_info["validation_bar_s"] = why.validation_bar_s
+    run_info["effective_durations"] = {n: {"profile_s": s, "bars": b, "effective_s": eff}
+                                       for n, s, b, eff in why.durations}
+    run_info["mc_gate"] = mc_statement(why)
+    if why.stale_positions:
+        run_info["stale_positions_at_end"] = list(why.stale_positions)
+    for line in console_lines(why):
+        print(f"dolphind backtest: {line}", file=sys.stderr)
     files = write_report(out_dir, ledger.closed, ledger.equity,
                          initial_capital_usdt=cfg.execution.capital_usdt,
                          signal=_signal_series(out_dir, threshold), run=run_info,
-                         first_last_close=_first_last_closes(pipeline.feed, ledger.equity))
+                         extra_html=explain_html(why),
+                         first_last_close=_first_last_closes(pipeline.feed, ledger.equity),
+                         funding_paid_usdt=(None if why.funding_pnl_usdt is None
+                                            else -why.funding_pnl_usdt))
+    write_explain(out_dir, why)
     doc = json.loads(files.summary_json.read_text(encoding="utf-8"))
     print(terminal.render(doc))
     print()
@@ -187,6 +205,37 @@ def run_backtest(data: list[str], out: str, config_path: str | None = None,
     print(f"  ROI {_pct(s.roi)}  max drawdown {_pct(s.max_drawdown)}  "
           f"win rate {_pct(s.win_rate)}  profit factor {pf}")
     return EXIT_OK
+
+
+def _explanation(daemon: Daemon, cfg: Config, feed_status: dict[str, Any],
+                 run_info: dict[str, Any]) -> Explanation:
+    """What the run recorded about its inputs and decisions (report/explain.py)."""
+    profile = strategy_params(cfg)
+    bar_s = float(feed_status["interval_s"])
+    alpha = daemon.pipeline.alpha
+    st = alpha.engine.status()
+    venue = daemon.pipeline.venue
+    stale = getattr(venue, "stale_positions", None)
+    return Explanation(
+        bar_interval_s=bar_s, validation_bar_s=profile.validation_bar_s,
+        durations=tuple((d.name, d.seconds, d.bars, d.effective_s)
+                        for d in effective_durations(profile, bar_s)),
+        gate_counts=run_info["signals_by_outcome"],
+        rail_rejections=run_info["risk_rejections_by_rule"],
+        rankings=list(alpha.entry_rankings), mc_source=st.mc_source, mc_status=st.mc_status,
+        stale_positions=tuple(stale()) if callable(stale) else (),
+        funding_pnl_usdt=_funding_pnl(daemon),
+        funding_payments=tuple(dataclasses.asdict(p) for p in
+                               getattr(venue, "funding_payments", ())))
+
+
+def _funding_pnl(daemon: Daemon) -> float | None:
+    """Funding received minus paid in the run (None: the data had no funding prints)."""
+    feed, venue = daemon.pipeline.feed, daemon.pipeline.venue
+    history = getattr(feed, "history", None)
+    if history is None or not history.funding or not hasattr(venue, "funding_paid_usdt"):
+        return None
+    return -float(venue.funding_paid_usdt)
 
 
 def _first_last_closes(feed: Any, equity: list[Any]) -> dict[str, tuple[float, float]]:

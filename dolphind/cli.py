@@ -308,13 +308,14 @@ def _ops_commands(sub: Any) -> None:
     trades = add("trades", _cmd_trades, "the latest closed trades (GET /trades)")
     trades.add_argument("--limit", type=int, default=20, choices=range(1, 10_001),
                         metavar="N", help="how many, newest first (default: %(default)s)")
-    add("profit", _cmd_profit, "PnL, win rate, best and worst since the daemon started "
+    add("profit", _cmd_profit, "PnL, win rate, best and worst of every closed trade "
         "(GET /profit)")
     daily = add("daily", _cmd_daily, "realised PnL per UTC day (GET /daily)")
     daily.add_argument("--days", type=int, default=7, choices=range(1, 10_001), metavar="N",
                        help="how many days, newest first (default: %(default)s)")
     for name, func, what in (("halt", _cmd_halt, "stop new entries (exits still run); token"),
-                             ("resume", _cmd_resume, "lift an operator halt; token")):
+                             ("resume", _cmd_resume, "lift the halt, whoever holds it "
+                              "(operator, governor, guardian, scheduler); token")):
         p = add(name, func, f"{what} (POST /kill)")
         p.add_argument("--reason", default="", help="written to the audit log")
     flat = add("flatten", _cmd_flatten, "close every position, and halt unless --no-halt; "

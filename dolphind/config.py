@@ -224,9 +224,40 @@ class LoggingConfig:
 
 @dataclass(frozen=True, slots=True)
 class StateBusConfig:
-    """Shared state (SPEC §8): the embedded in-process bus."""
+    """Shared state (SPEC §8, bible §15): the embedded in-process bus, or a Hazelcast cluster
+    (docs/statebus.md: keys, schemas, outages, fencing)."""
 
-    kind: Literal["memory"] = field(default="memory", metadata=RESTART)
+    kind: Literal["memory", "hazelcast"] = field(default="memory", metadata=RESTART)
+    # Hazelcast only (kind = "hazelcast"): the cluster's name (bible §15: "dolphin").
+    cluster_name: str = field(default="dolphin", metadata=RESTART)
+    # The members to connect to, "host:port" each.
+    members: tuple[str, ...] = field(default=("127.0.0.1:5701",), metadata=RESTART)
+    # Prefix of this daemon's own keys (safety, PnL, state, meta-health, heartbeat):
+    # "<namespace>:latest". Two daemons on one cluster need different namespaces
+    # (e.g. the account or profile); "" writes the bible's bare keys.
+    namespace: str = field(default="", metadata=RESTART)
+    # The cluster runs the CP subsystem (3+ CP members): DOLPHIN_SAFETY is also written to
+    # the CP AtomicReference (bible §14.6). The account lease uses a CP FencedLock either way
+    # (without CP members Hazelcast runs it in its weaker "unsafe mode").
+    cp_subsystem: bool = field(default=False, metadata=RESTART)
+    # How long one cluster call (a write, a lock renewal) may take before it counts as failed.
+    invocation_timeout_s: float = field(default=2.0, metadata=RESTART)
+    # Consecutive failed pushes that open the breaker (bible §15.6): file-only mode.
+    breaker_failures: int = field(default=5, metadata=RESTART)
+    # Back-off of the client's reconnection and the breaker's recovery attempts.
+    reconnect_initial_s: float = field(default=0.5, metadata=RESTART)
+    reconnect_max_s: float = field(default=10.0, metadata=RESTART)
+    # File-only mode: the latest values as <file_dir>/<MAP>/<key>.json (relative: data dir).
+    file_dir: str = field(default="statebus", metadata=RESTART)
+    # How often the daemon's own state (safety, PnL, state, meta-health) is published.
+    publish_interval_s: float = 1.0
+    # TLS to the members: on with tls = true; ca_file ("" = the system's CAs), and a client
+    # certificate (cert_file + key_file) when the members require one. Credentials come
+    # from the environment: DOLPHIND_HAZELCAST_USERNAME / DOLPHIND_HAZELCAST_PASSWORD.
+    tls: bool = field(default=False, metadata=RESTART)
+    ca_file: str = field(default="", metadata=RESTART)
+    cert_file: str = field(default="", metadata=RESTART)
+    key_file: str = field(default="", metadata=RESTART)
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,6 +457,38 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ExternalFactorsConfig:
+    """The live ACB external-factor producer (bible §10.2, issue 16). It publishes
+    DOLPHIN_FEATURES/exf_latest on the state bus; a source that fails is published as null
+    (absent), never guessed. Restart-only."""
+
+    # Run the producer inside the daemon (off: the bus or strategy.external_factors_file).
+    enabled: bool = field(default=False, metadata=RESTART)
+    # Binance USDT-M public REST: funding rate (/fapi/v1/fundingRate) and the taker
+    # buy/sell volume ratio (/futures/data/takerlongshortRatio) of BTCUSDT.
+    binance_rest_url: str = field(default="https://fapi.binance.com", metadata=RESTART)
+    # DVOL (Deribit get_volatility_index_data, or any JSON {"value": x}); empty: absent.
+    dvol_url: str = field(default="", metadata=RESTART)
+    # Fear & Greed (alternative.me /fng/ shape, or {"value": x}); empty: absent.
+    fng_url: str = field(default="", metadata=RESTART)
+    # Fetch every this many seconds (10 s - 1 day).
+    interval_s: float = field(default=300.0, metadata=RESTART)
+    # One request's time limit (0.1-60 s).
+    timeout_s: float = field(default=10.0, metadata=RESTART)
+    # A value older than this many intervals is published as absent.
+    max_age_intervals: int = field(default=3, metadata=RESTART)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanConfig:
+    """What makes a scan tradeable (issue 16)."""
+
+    # A scan over fewer priced symbols than this opens no position: eigenvalues of a two- or
+    # three-symbol "market" say nothing about the market (0 turns the check off).
+    min_symbols: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     # "paper" (simulated fills), "live" (real orders) or "backtest" (set by dolphind backtest).
     # The one switch for real money: only "live" sends orders to execution.venue, and it needs
@@ -454,6 +517,8 @@ class Config:
     execution: ExecutionConfig = ExecutionConfig()
     store: StoreConfig = StoreConfig()
     strategy: StrategyConfig = StrategyConfig()
+    scan: ScanConfig = ScanConfig()
+    external_factors: ExternalFactorsConfig = ExternalFactorsConfig()
     # Not read from the file: where the file was, and its content hash (for /status and reload).
     source: str = field(default="", metadata={"internal": True})
     sha256: str = field(default="", metadata={"internal": True})
@@ -524,7 +589,19 @@ def strategy_params(cfg: Config, problems: list[str] | None = None) -> "Strategy
     found: list[str] = [] if problems is None else problems
     overrides = dict(cfg.strategy.params)
     before = len(found)
+    from dolphind.alpha.params import DERIVED_FIELDS  # durations are set in seconds (issue 16)
+
+    for bars_key, secs_key in DERIVED_FIELDS:
+        if bars_key in overrides:
+            found.append(f"strategy.params.{bars_key}: durations are defined in seconds and "
+                         f"converted with the run's bar interval; set {secs_key} instead")
+            overrides.pop(bars_key)
     merged = _build(type(CHAMPION), {**CHAMPION.as_dict(), **overrides}, "strategy.params", found)
+    for _, secs_key in (*DERIVED_FIELDS, ("", "validation_bar_s")):
+        value = getattr(merged, secs_key)
+        if not (isinstance(value, (int, float)) and 0.0 < value <= 30 * 86_400.0):
+            found.append(f"strategy.params.{secs_key}: must be > 0 and <= 30 days (seconds), "
+                         f"got {value!r}")
     if len(found) == before:
         changed = check_profile(cfg.strategy.profile, merged)
         if changed:
@@ -552,6 +629,19 @@ def _cross_checks(cfg: Config) -> list[str]:
     if not 0 <= cfg.logging.heartbeat_s <= 86_400:
         problems.append("logging.heartbeat_s: must be in [0, 86400] (0 = no heartbeat)")
     problems.extend(affinity_problems(cfg.cpu_affinity))
+    if not 0 <= cfg.scan.min_symbols <= 10_000:
+        problems.append("scan.min_symbols: must be 0-10000")
+    x = cfg.external_factors
+    if not 10.0 <= x.interval_s <= 86_400.0:
+        problems.append("external_factors.interval_s: must be 10-86400")
+    if not 0.1 <= x.timeout_s <= 60.0:
+        problems.append("external_factors.timeout_s: must be 0.1-60")
+    if not 1 <= x.max_age_intervals <= 1000:
+        problems.append("external_factors.max_age_intervals: must be 1-1000")
+    for key in ("binance_rest_url", "dvol_url", "fng_url"):
+        url = getattr(x, key)
+        if url and not url.startswith(("http://", "https://")):
+            problems.append(f"external_factors.{key}: must be an http(s) URL, got {url!r}")
     for key in ("start", "end"):
         value = getattr(cfg.replay, key)
         if value:
@@ -579,9 +669,46 @@ def _cross_checks(cfg: Config) -> list[str]:
         problems.append("mode: 'live' needs execution.venue = 'binance'")
     problems.extend(_real_money_checks(cfg))
     problems.extend(_execution_checks(cfg))
+    problems.extend(_statebus_checks(cfg))
     for name in cfg.plugins.enabled:
         if not name.isidentifier():
             problems.append(f"plugins.enabled: {name!r} is not a plugin name")
+    return problems
+
+
+def _statebus_checks(cfg: Config) -> list[str]:
+    """[statebus]: member addresses, timeouts and back-off in range, TLS files readable."""
+    b, problems = cfg.statebus, []
+    if b.kind != "hazelcast":
+        return problems
+    if not b.members:
+        problems.append("statebus.members: at least one member (host:port) is needed")
+    for m in b.members:
+        host, _, port = m.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"statebus.members: expected host:port, got {m!r}")
+    if not b.cluster_name.strip():
+        problems.append("statebus.cluster_name: must not be empty")
+    if b.namespace and not all(c.isalnum() or c in "-_." for c in b.namespace):
+        problems.append("statebus.namespace: letters, digits, '-', '_' and '.' only")
+    if not 0.05 <= b.invocation_timeout_s <= 60:
+        problems.append("statebus.invocation_timeout_s: must be in [0.05, 60]")
+    if not 1 <= b.breaker_failures <= 1000:
+        problems.append("statebus.breaker_failures: must be in [1, 1000]")
+    if not 0.01 <= b.reconnect_initial_s <= b.reconnect_max_s <= 600:
+        problems.append("statebus: need 0.01 <= reconnect_initial_s <= reconnect_max_s <= 600")
+    if not 0.05 <= b.publish_interval_s <= 3600:
+        problems.append("statebus.publish_interval_s: must be in [0.05, 3600]")
+    if not b.file_dir.strip():
+        problems.append("statebus.file_dir: must name a directory")
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(b, key)
+        if path and not os.access(cfg.resolve(path), os.R_OK):
+            problems.append(f"statebus.{key}: {path} is not readable")
+    if bool(b.cert_file) != bool(b.key_file):
+        problems.append("statebus: cert_file and key_file go together")
+    if (b.ca_file or b.cert_file) and not b.tls:
+        problems.append("statebus: ca_file/cert_file need tls = true")
     return problems
 
 

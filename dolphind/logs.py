@@ -45,6 +45,19 @@ def redact_secrets(_logger: Any, _name: str,
     return event_dict
 
 
+def humanize_epoch_ns(_logger: Any, _name: str,
+                      event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Console only: ``start_ns=1746835200000000000`` is shown as ``start=2025-05-10 00:00:00``
+    (a key ending in ``_ns`` holding an epoch time in nanoseconds, years 2001 to 2096)."""
+    for key in [k for k in event_dict if isinstance(k, str) and k.endswith("_ns")]:
+        value = event_dict[key]
+        if isinstance(value, int) and not isinstance(value, bool) and 10**18 <= value < 4 * 10**18:
+            event_dict[key[:-3] or key] = human_time(value)
+            if key[:-3]:
+                del event_dict[key]
+    return event_dict
+
+
 def human_time(ts_ns: int) -> str:
     """A nanosecond epoch as ``2026-12-07 03:20:29`` (UTC, whole seconds)."""
     return datetime.fromtimestamp(ts_ns / 1e9, tz=timezone.utc).strftime(_HUMAN_TIME)
@@ -132,7 +145,8 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
     if use_console:
         renderer = structlog.dev.ConsoleRenderer(colors=_colours(), pad_event=22,
                                                  sort_keys=False)
-        processors = shared + [structlog.processors.format_exc_info, renderer]
+        processors = shared + [humanize_epoch_ns, structlog.processors.format_exc_info,
+                               renderer]
         factory: structlog.types.WrappedLogger = structlog.PrintLoggerFactory(sys.stdout)
     else:
         # No frame locals in tracebacks: a crash inside a signing call would otherwise write the

@@ -10,6 +10,9 @@ for pair in prometheus:prometheus promtool:prometheus supervisord:supervisor \
             supervisorctl:supervisor systemd-analyze:systemd; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done
+# The state bus tests run real Hazelcast members (Java) whose jar Maven fetches.
+command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
+command -v mvn >/dev/null 2>&1 || need+=(maven)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -24,6 +27,11 @@ fi
 # The bundled M-series plugins are separate distributions, found only through entry points.
 .venv/bin/python -m pip install -q -e plugins/guardian -e plugins/scheduler \
   -e plugins/governor -e plugins/comms
+# The Hazelcast member jar (open source 5.4.0: CP subsystem included), fetched once into an
+# ignored cache folder; tests/hazelcast starts members from it on loopback.
+hz_jar=.cache/hazelcast/hazelcast-5.4.0.jar
+[ -f "$hz_jar" ] || mvn -q dependency:copy -Dartifact=com.hazelcast:hazelcast:5.4.0 \
+  -DoutputDirectory=.cache/hazelcast
 # One BLAS thread, as the service units run the daemon: on a small shared machine, BLAS
 # threads spinning beside the daemons the tests start made a LAPACK-heavy test 13x slower.
 export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"

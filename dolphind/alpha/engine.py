@@ -18,11 +18,13 @@ does not repeat it for ``INTENT_ACK_BARS`` bars; after that it assumes the inten
 
 Outcome labels (``Decision.outcome``, for ``dolphind_signals_total{outcome}``): exit,
 exit_pending, in_position, entry_pending, posture_hibernate, posture_turtle, mc_red, warmup,
-cold, no_signal, vol_regime, no_capital, irp_no_match, dc_contradict, ob_contradict, entered.
+cold, thin_universe (fewer than ``min_symbols`` priced), no_signal, vol_regime, no_capital,
+irp_no_match, not_eligible, dc_contradict, ob_contradict, entered.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -32,9 +34,9 @@ import numpy as np
 from dolphind.alpha import acb as acb_mod
 from dolphind.alpha.acb import AcbBoost, ExternalFactors, W750Beta
 from dolphind.alpha.exits import BookStress, evaluate_exit
-from dolphind.alpha.irp import IrpGates, IrpScorer, PriceWindows
+from dolphind.alpha.irp import Candidate, IrpGates, IrpScorer, PriceWindows, explain_candidates
 from dolphind.alpha.mc_gate import NO_MODEL_RESULT, McForewarner, McGateResult, assess
-from dolphind.alpha.params import CHAMPION, StrategyParams, params_hash
+from dolphind.alpha.params import CHAMPION, StrategyParams, at_interval, params_hash
 from dolphind.alpha.posture import PostureState, SensorReadings, SurvivalStack
 from dolphind.alpha.signal import (
     SHORT,
@@ -71,6 +73,8 @@ class Decision:
     posture: str
     rm: float
     regime_size_mult: float
+    # An entry's IRP ranking: the top assets and the gate that excluded each (issue 16).
+    candidates: tuple[Candidate, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +109,20 @@ class AlphaEngine:
     """The champion strategy's bar loop over scans (bible §13)."""
 
     def __init__(
-        self, params: StrategyParams = CHAMPION, forewarner: McForewarner | None = None
+        self, params: StrategyParams = CHAMPION, forewarner: McForewarner | None = None,
+        *, min_symbols: int = 0, bar_interval_s: float | None = None,
     ) -> None:
-        self._p = params
+        # The profile (durations in seconds) is what the hash names; the engine runs on its
+        # conversion to this run's bar interval (the profile's own interval until told).
+        self._profile = params
+        self._p = at_interval(params, bar_interval_s or params.validation_bar_s)
         self._hash = params_hash(params)
         self._forewarner = forewarner
+        # A scan over fewer priced symbols than this is not tradeable (scan.min_symbols).
+        self._min_symbols = min_symbols
+        # Which symbols may be traded (risk allowlist, venue symbols); None: all.
+        self._eligible: frozenset[str] | None = None
+        self._eligible_rows = np.zeros(0, dtype=np.bool_)
         self._gates = IrpGates(
             max_noise=params.irp_max_noise,
             max_latency=params.irp_max_latency,
@@ -156,6 +169,28 @@ class AlphaEngine:
         self._depth_cache: tuple[BookView, np.ndarray] | None = None
 
     # ---------------------------------------------------------------- inputs between bars
+
+    def set_bar_interval(self, bar_s: float) -> StrategyParams:
+        """Convert the profile's durations to bars of ``bar_s`` (before the first scan)."""
+        self._p = at_interval(self._profile, bar_s)
+        return self._p
+
+    def set_eligible(self, symbols: frozenset[str] | None) -> None:
+        """The symbols IRP may pick (None: any); the others are skipped in the walk."""
+        self._eligible = symbols
+        self._eligible_rows = np.zeros(0, dtype=np.bool_)
+
+    def set_min_symbols(self, n: int) -> None:
+        self._min_symbols = n
+
+    def _eligible_mask(self) -> np.ndarray | None:
+        if self._eligible is None:
+            return None
+        n = self._windows.n_rows
+        if self._eligible_rows.shape[0] != n:
+            self._eligible_rows = np.fromiter(
+                (s in self._eligible for s in self._windows.symbols), np.bool_, n)
+        return self._eligible_rows
 
     def set_external_factors(self, factors: ExternalFactors | None) -> AcbBoost:
         """New ACB scale-1 inputs; the boost applies at the start of the next bar (§10.5)."""
@@ -253,7 +288,18 @@ class AlphaEngine:
             return self._manage(scan, book, position, state, subday_exit)
         self._pending_exit = None
         outcome, intents = self._try_entry(scan, book, portfolio, state)
-        return Decision(scan.scan_number, intents, outcome, state.posture, state.rm, self._rsm)
+        candidates: tuple[Candidate, ...] = ()
+        if intents and self._p.use_asset_selection:
+            # Why this asset: the ranking as the walk saw it (only on entries; cheap enough).
+            candidates = explain_candidates(
+                self._windows, self._p.irp_lookback, -1 if intents[0].side == "SELL" else 1,
+                self._depth_by_row(book), self._gates, self._windows.row(intents[0].symbol),
+                self._eligible_mask())
+            # The ranking travels with the intent, so the audit's order record keeps it.
+            intents = (dataclasses.replace(intents[0], gates=intents[0].gates + (
+                ("irp_candidates", format_candidates(candidates)),)),)
+        return Decision(scan.scan_number, intents, outcome, state.posture, state.rm, self._rsm,
+                        candidates)
 
     def prime(self, scan: ScanRecord) -> None:
         """A bar of history from before this start (a restored scan window, a filled gap, a
@@ -407,6 +453,9 @@ class AlphaEngine:
         vd = scan.vel_div
         if not math.isfinite(vd):
             return "cold", ()
+        if self._min_symbols > 0 and _priced(scan.prices) < self._min_symbols:
+            # Eigenvalues of a 2-symbol "market" say nothing about the market (issue 16).
+            return "thin_universe", ()
         direction = signal_direction(vd, p.vel_div_threshold, p.long_enabled, p.long_threshold)
         if direction == 0:
             return "no_signal", ()
@@ -430,13 +479,17 @@ class AlphaEngine:
                 return "irp_no_match", ()
             irp = None
         else:
+            eligible = self._eligible_mask()
             irp = self._scorer.select(
-                self._windows, p.irp_lookback, direction, self._depth_by_row(book), self._gates
+                self._windows, p.irp_lookback, direction, self._depth_by_row(book), self._gates,
+                eligible,
             )
             if irp is None:
                 return "irp_no_match", ()
             row = irp.index
         symbol = self._windows.symbols[row]
+        if self._eligible is not None and symbol not in self._eligible:
+            return "not_eligible", ()  # IRP disabled and the fallback asset is not allowed
 
         # 2. Signal: DC (§4.2) and OB Sub-2 (§4.3) on the selected asset.
         dc = direction_confirmation(
@@ -562,6 +615,16 @@ class AlphaEngine:
             return math.nan
         m = _nanmean(book.imbalance_ma5)
         return -m if direction == SHORT else m
+
+
+def format_candidates(candidates: tuple[Candidate, ...]) -> str:
+    """``SYMBOL:ARS:gate`` per candidate, best first, ``|``-separated (gate "" = chosen)."""
+    return "|".join(f"{c.symbol}:{c.ars:.6g}:{c.excluded_by}" for c in candidates)
+
+
+def _priced(prices: np.ndarray) -> int:
+    """How many symbols have a usable price on this bar."""
+    return int(np.count_nonzero(np.asarray(prices) > 0.0))
 
 
 def _nanmedian(a: np.ndarray) -> float:

@@ -8,6 +8,9 @@ Sources, in order of precedence:
   loop), else none (boost 1.0, and the engine's reason says so);
 - w750 threshold: ``DOLPHIN_FEATURES/acb_w750_threshold`` as published by the scheduler
   plugin's recalibration; absent -> the engine's own streaming percentile.
+- ACB update: ``DOLPHIN_FEATURES/acb_boost`` ``{boost, beta}`` from an external ACB
+  processor (bible §10.5), applied at the next bar; a later change of the external factors
+  recomputes the boost (the latest input wins).
 
 A bad payload never crashes the stage and never reaches the engine: it is logged once (per
 distinct payload), its problem shown in /status, and the last good value stays in force (the
@@ -31,6 +34,23 @@ log = structlog.get_logger("dolphind.alpha")
 
 EXF_KEY = "exf_latest"
 W750_KEY = "acb_w750_threshold"
+ACB_KEY = "acb_boost"  # {boost, beta} from an external ACB processor (bible §15.1, §10.5)
+ACB_BOOST_MAX = 5.0  # a boost above this is a broken processor, not a market reading
+
+
+def parse_acb_update(payload: object) -> tuple[float, float | None]:
+    """``(boost, beta)`` of an ``acb_boost`` payload; beta may be absent or null (the engine
+    keeps its own). Raises ValueError naming the problem."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
+    boost, beta = payload.get("boost"), payload.get("beta")
+    if isinstance(boost, bool) or not isinstance(boost, (int, float)) \
+            or not 0 < boost <= ACB_BOOST_MAX:
+        raise ValueError(f"boost: expected a number in (0, {ACB_BOOST_MAX:g}], got {boost!r}")
+    if beta is not None and (isinstance(beta, bool) or not isinstance(beta, (int, float))
+                             or not 0 <= beta <= 1):
+        raise ValueError(f"beta: expected a number in [0, 1] or null, got {beta!r}")
+    return float(boost), None if beta is None else float(beta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +99,8 @@ class ExternalInputs:
         self._exf_seen: Any = _UNSET
         self._exf_applied: ExternalFactors | None = None
         self._w750_seen: Any = _UNSET
+        self.acb = InputState()
+        self._acb_seen: Any = _UNSET
 
     def set_file(self, file: FilePayload) -> None:
         if file.problem is not None:
@@ -131,8 +153,26 @@ class ExternalInputs:
         self.w750 = InputState("bus", None, raw)
         return threshold
 
+    def poll_acb(self) -> tuple[float, float | None] | None:
+        """A newly published, valid ``(boost, beta)`` from an ACB processor, else None."""
+        raw = self._bus.get(FEATURES, ACB_KEY) if self._bus is not None else None
+        if raw is None or raw == self._acb_seen:
+            return None
+        self._acb_seen = raw
+        try:
+            update = parse_acb_update(raw)
+        except ValueError as exc:
+            log.error("alpha.acb_update_rejected", problem=str(exc))
+            self.acb = InputState(self.acb.source, f"bus {ACB_KEY} rejected: {exc}; keeping "
+                                  "the boost in force", self.acb.detail)
+            return None
+        self.acb = InputState("bus", None, raw)
+        return update
+
     def status(self) -> dict[str, Any]:
         return {"external_factors": {"source": self.exf.source, "problem": self.exf.problem,
                                      "payload": self.exf.detail, "file": self.file.path or None},
                 "w750_calibration": {"source": self.w750.source, "problem": self.w750.problem,
-                                     "payload": self.w750.detail}}
+                                     "payload": self.w750.detail},
+                "acb_update": {"source": self.acb.source, "problem": self.acb.problem,
+                               "payload": self.acb.detail}}

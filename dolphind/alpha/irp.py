@@ -522,10 +522,14 @@ class IrpScorer:
         direction: int,
         depth_quality: np.ndarray,
         gates: IrpGates,
+        eligible: np.ndarray | None = None,
     ) -> Ranking | None:
         """Rank the symbols priced on the latest bar and pick the trade asset (bible §5.4–§5.5).
 
         ``depth_quality`` is indexed by row (NaN where a symbol has no book features).
+        ``eligible`` (by row; None: every row) says which assets may be traded at all (the
+        risk allowlist, the venue's symbols): the walk skips the others and goes on to the
+        next ranked asset, as it does for any other walk gate.
         """
         n = windows.n_rows
         if n > self.out.shape[0]:
@@ -536,7 +540,83 @@ class IrpScorer:
             gates.max_noise, gates.max_latency, gates.min_alignment_filter,
             gates.min_irp_alignment, gates.min_depth_quality, self.out,
         )
+        if best >= 0 and eligible is not None and not eligible[best]:
+            self.out[:n][~eligible[:n], COL_PASS] = 0.0
+            best = select_nb(self.out, n, depth_quality, float(direction),
+                             gates.min_irp_alignment, gates.min_depth_quality)
         return None if best < 0 else _ranking(best, self.out)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One asset of an entry's ranking, and why it was not taken ("" = the chosen one)."""
+
+    symbol: str
+    ars: float
+    alignment: float
+    action: int
+    excluded_by: str
+
+
+# The gates of §5.4/§5.5 and eligibility, in the order the explanation names the first that
+# excludes an asset.
+EXCLUSION_GATES = ("no_history", "irp_noise", "irp_latency", "irp_alignment_filter",
+                   "not_eligible", "irp_alignment", "irp_direction", "ob_depth", "ranked_below")
+
+
+def explain_candidates(
+    windows: PriceWindows,
+    length: int,
+    direction: int,
+    depth_quality: np.ndarray,
+    gates: IrpGates,
+    chosen: int,
+    eligible: np.ndarray | None = None,
+    top: int = 5,
+) -> tuple[Candidate, ...]:
+    """The ``top`` assets by ARS (unpruned scoring, the same kernel) with the gate that
+    excluded each. Called only when an entry is made, so its cost does not matter per bar."""
+    n = windows.n_rows
+    if n == 0:
+        return ()
+    w = windows.width
+    starts = (windows.head[:n] + w - length).astype(np.int64)
+    valid = (windows.count[:n] >= length) & (windows.seen[:n] == windows.bar)
+    out = np.zeros((n, OUT_COLS))
+    dq = np.asarray(depth_quality[:n], dtype=np.float64)
+    score_assets_nb(windows.buf[:n], starts, valid, length, float(direction), dq,
+                    gates.max_noise, gates.max_latency, gates.min_alignment_filter, out)
+    ars = np.where(valid & np.isfinite(out[:, COL_ARS]), out[:, COL_ARS], -np.inf)
+    order = np.argsort(-ars, kind="stable")
+    picked = [int(r) for r in order[:top]]
+    if 0 <= chosen < n and chosen not in picked:
+        picked.append(chosen)
+    result = []
+    for r in picked:
+        m = out[r]
+        if r == chosen:
+            why = ""
+        elif not valid[r] or not math.isfinite(m[COL_ARS]):
+            why = "no_history"
+        elif m[COL_NOISE] > gates.max_noise:
+            why = "irp_noise"
+        elif m[COL_LATENCY] > gates.max_latency:
+            why = "irp_latency"
+        elif m[COL_ALIGN] < gates.min_alignment_filter:
+            why = "irp_alignment_filter"
+        elif eligible is not None and not eligible[r]:
+            why = "not_eligible"
+        elif gates.min_irp_alignment > 0.0 and m[COL_ALIGN] < gates.min_irp_alignment:
+            why = "irp_alignment"
+        elif m[COL_ACTION] != float(direction):
+            why = "irp_direction"
+        elif dq[r] == dq[r] and dq[r] < gates.min_depth_quality:
+            why = "ob_depth"
+        else:
+            why = "ranked_below"
+        result.append(Candidate(windows.symbols[r], float(m[COL_ARS]), float(m[COL_ALIGN]),
+                                int(m[COL_ACTION]), why))
+    return tuple(result)
 
 
 def _ranking(r: int, out: np.ndarray) -> Ranking:

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 CHAMPION_PROFILE = "champion"
+# A field computed from the profile (a duration in bars of the run's interval): not hashed,
+# not settable in a config.
+DERIVED = {"derived": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +63,12 @@ class StrategyParams:
     # --- §19.1 exits (§7) ------------------------------------------------------------------
     fixed_tp_pct: float = 0.0095
     stop_pct: float = 1.0
-    max_hold_bars: int = 120
+    # Not settable: max_hold_s in bars of the run's interval (derived, not hashed).
+    max_hold_bars: int = field(default=120, metadata=DERIVED)
 
     # --- §19.1 direction confirmation (§4.2) -----------------------------------------------
-    dc_lookback_bars: int = 7
+    # Not settable: dc_lookback_s in bars of the run's interval (derived, not hashed).
+    dc_lookback_bars: int = field(default=7, metadata=DERIVED)
     dc_min_magnitude_bps: float = 0.75
     dc_skip_contradicts: bool = True
 
@@ -84,7 +90,8 @@ class StrategyParams:
     seed: int = 42
 
     # --- §19.1 warm-up, §25.6 volatility regime --------------------------------------------
-    lookback: int = 100
+    # Not settable: lookback_s in bars of the run's interval (derived, not hashed).
+    lookback: int = field(default=100, metadata=DERIVED)
     # §25.6 "Rolling 50-bar dvol (vol_ok)" against VOL_P60_THRESHOLD. The bible never states
     # the threshold's value, so the champion default is None = no volatility gate beyond the
     # warm-up, which is exactly the bible's own fallback (§13.1 "(bid >= 100)", §14.4
@@ -126,12 +133,65 @@ class StrategyParams:
     hysteresis_down: int = 2
     hysteresis_up: int = 5
 
+    # --- Time in seconds (issue 16) -------------------------------------------------------
+    # The champion was validated on 5-second bars (bible §22.3); every duration it uses is
+    # defined here in seconds (its bar counts x 5 s) and converted with the run's real bar
+    # interval by ``at_interval``. Scan windows (IRP lookback, the volatility window, the
+    # eigen windows) stay in bars: they are shapes of the signal, not durations.
+    validation_bar_s: float = 5.0
+    # Warm-up before the first entry, in seconds (100 bars x 5 s).
+    lookback_s: float = 500.0
+    # §19.1 max hold, in seconds (120 bars x 5 s = 10 minutes).
+    max_hold_s: float = 600.0
+    # §4.2 direction-confirmation lookback, in seconds (7 bars x 5 s).
+    dc_lookback_s: float = 35.0
+
     def as_dict(self) -> dict[str, Any]:
-        """Every field by name (the input of the fingerprint and of ``changed_keys``)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """Every profile field by name (the input of the fingerprint and of ``changed_keys``);
+        the bar counts derived from seconds are not part of the profile."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if not f.metadata.get("derived")}
 
 
 CHAMPION = StrategyParams()
+
+# Bar counts derived from a duration in seconds: (bar-count field, seconds field).
+DERIVED_FIELDS: tuple[tuple[str, str], ...] = (
+    ("lookback", "lookback_s"), ("max_hold_bars", "max_hold_s"),
+    ("dc_lookback_bars", "dc_lookback_s"))
+
+
+def bars_for(seconds: float, bar_s: float) -> int:
+    """A duration in whole bars of ``bar_s`` seconds, at least one (nearest, ties up)."""
+    return max(1, math.floor(seconds / bar_s + 0.5))
+
+
+def at_interval(params: StrategyParams, bar_s: float) -> StrategyParams:
+    """``params`` with every duration converted to bars of this run's ``bar_s`` interval."""
+    if not bar_s > 0.0:
+        raise ValueError(f"bar interval must be > 0 s, got {bar_s}")
+    return dataclasses.replace(params, **{
+        bars: bars_for(getattr(params, secs), bar_s) for bars, secs in DERIVED_FIELDS})
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveDuration:
+    """One duration as the profile defines it and as this run applies it."""
+
+    name: str
+    seconds: float
+    bars: int
+    effective_s: float
+
+
+def effective_durations(params: StrategyParams, bar_s: float) -> tuple[EffectiveDuration, ...]:
+    """The profile's durations in this run's bars (what the report and console state)."""
+    out = []
+    for bars_name, secs_name in DERIVED_FIELDS:
+        secs = float(getattr(params, secs_name))
+        n = bars_for(secs, bar_s)
+        out.append(EffectiveDuration(secs_name, secs, n, n * bar_s))
+    return tuple(out)
 
 
 def params_hash(params: StrategyParams) -> str:

@@ -32,6 +32,9 @@ def warmup(params: StrategyParams = CHAMPION, bars: int = 160) -> int:
         scan = ScanRecord(t, 1_700_000_000_000_000_000 + t * 5_000_000_000, 3, symbols,
                           frozen_array(prices.copy()), (1.5,) * 4, (0.0,) * 4, (0.5,) * 4,
                           vel_div, -1.0, 0.5)
+        if t == params.lookback + 20:
+            # The eligibility walk (an allowlist without the top pick) compiles too.
+            engine.set_eligible(frozenset(symbols[1:]))
         decision = engine.on_scan(scan, None, portfolio)
         if decision.outcome not in ("warmup", "cold", "no_signal"):
             reached += 1

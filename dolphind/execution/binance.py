@@ -852,7 +852,9 @@ class BinanceVenue:
                 last_news=self._mono())
 
     async def submit(self, order: Order) -> Order:
-        if not self.lease.held:
+        # The lease's fencing token stamps the order (logged with its client id); None: the
+        # lease is not held, e.g. a stale holder whose CP session ran out: it must not send.
+        if self.lease.fence_for(order.client_id) is None:
             self._m.fenced.inc()
             log.error("venue.fenced_order", client_id=order.client_id, reason=self.lease.reason)
             raise VenueRejected(f"fenced: {self.lease.reason}", local=True)

@@ -28,6 +28,22 @@ Design (the simplest one that is honest about what it fences):
   as held only until the expiry it last wrote, so a holder that cannot renew stops trading on
   its own before anyone else may take over.
 
+- **CP FencedLock, with the Hazelcast bus.** ``FencedLease`` (below) replaces the record
+  lease when the bus is a Hazelcast cluster (``statebus.kind = "hazelcast"``): the account is
+  a CP ``FencedLock`` named ``dolphind-account:<account>``, taken with ``try_lock`` (never
+  waits). Its fence (a number that only grows across holders) is the lease's token: the
+  venue stamps every order it sends with it (``Lease.fence_for``, logged with the client
+  id), and refuses to send without one. The lock belongs to the holder's CP session: when
+  the holder dies (``kill -9``, a lost host) the cluster frees it once the session's TTL
+  (member config ``session-time-to-live-seconds``) runs out, and the next daemon takes over
+  (then reconciles with the venue before any entry, as on any takeover). A holder that
+  cannot confirm its ownership (cluster unreachable, session expired) counts the lease as
+  held only ``lease_ttl_s`` after its last confirmation, so it stops sending before the
+  cluster can give the lock away, provided ``lease_ttl_s`` < the session TTL minus one
+  session heartbeat (docs/statebus.md). With 3+ CP members the lock is linearizable (Raft);
+  on a cluster without CP members Hazelcast runs it in "unsafe mode" (one partition owner,
+  no Raft): usable on one member, not a guarantee across a split brain.
+
 ``Lease`` combines the two: held while both parts are held. Its file work runs in a worker
 thread (``flock`` is taken with ``LOCK_NB``: it never waits).
 """
@@ -35,9 +51,11 @@ thread (``flock`` is taken with ``LOCK_NB``: it never waits).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import hashlib
+import math
 import os
 import secrets
 import socket
@@ -51,6 +69,7 @@ import orjson
 import structlog
 
 from dolphind.statebus.base import StateBus
+from dolphind.statebus.hazelcast import HazelcastStateBus
 
 log = structlog.get_logger("dolphind.execution.lease")
 
@@ -260,6 +279,150 @@ class AccountLease:
                 "holder": h.get("owner"), "expires_at": h.get("expires_at")}
 
 
+class FencedLease:
+    """The account as a Hazelcast CP FencedLock (see the module docstring).
+
+    The lock is owned by the task that takes it (hazelcast-python-client's asyncio API keys
+    a lock's owner by task), so every lock call runs in this lease's own task; ``try_acquire``
+    and ``release`` hand it a request and wait for the answer (bounded)."""
+
+    def __init__(self, bus: Any, account: str, owner: str, ttl_s: Callable[[], float],
+                 wall: Callable[[], float] = time.time,
+                 mono: Callable[[], float] = time.monotonic) -> None:
+        self.bus = bus
+        self.account = account
+        self.owner = owner
+        self.name = f"dolphind-account:{account}"
+        self._ttl_s = ttl_s
+        self._wall = wall
+        self._mono = mono
+        self.fence = 0  # FencedLock.INVALID_FENCE: not held
+        self._confirmed_at = -math.inf
+        self._client: Any = None  # the client the fence was taken with
+        self.holder: dict[str, Any] | None = None
+        self.reason = "lease not acquired yet"
+        self.acquired_at: float | None = None
+        self._requests: asyncio.Queue[tuple[str, asyncio.Future[bool]]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._pending: dict[str, asyncio.Future[bool]] = {}
+
+    @property
+    def held(self) -> bool:
+        return self.fence != 0 and self._mono() - self._confirmed_at < self._ttl_s()
+
+    def _timeout(self) -> float:
+        return float(getattr(self.bus, "invocation_timeout_s", 2.0))
+
+    async def _call(self, what: str) -> bool:
+        if self._task is None or self._task.done():
+            self._requests, self._pending = asyncio.Queue(), {}
+            self._task = asyncio.create_task(self._owner(), name=f"lease:{self.account}")
+        assert self._requests is not None
+        fut = self._pending.get(what)
+        if fut is None or fut.done():  # one request of a kind at a time: no queue builds up
+            fut = self._pending[what] = asyncio.get_running_loop().create_future()
+            self._requests.put_nowait((what, fut))
+        try:
+            async with asyncio.timeout(3 * self._timeout() + 1):
+                return await asyncio.shield(fut)
+        except TimeoutError:
+            self.reason = f"account {self.account}: the CP lock did not answer in time"
+            return self.held
+
+    async def try_acquire(self) -> bool:
+        """Take the lock, or confirm we still own it; False (with ``reason``) otherwise."""
+        return await self._call("acquire")
+
+    async def release(self) -> None:
+        if self._task is not None and not self._task.done():
+            await self._call("release")
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._task = None
+
+    async def _owner(self) -> None:
+        assert self._requests is not None
+        while True:
+            what, fut = await self._requests.get()
+            try:
+                async with asyncio.timeout(self._timeout() * 2):
+                    ok = await (self._unlock() if what == "release" else self._acquire())
+            except Exception as exc:  # noqa: BLE001 - the cluster's failure fences, never crashes
+                self.reason = (f"account {self.account}: cannot reach the CP lock "
+                               f"({type(exc).__name__}: {exc}); held only until the last "
+                               "confirmation expires")
+                ok = self.held
+            if not fut.done():
+                fut.set_result(ok)
+
+    async def _acquire(self) -> bool:
+        from hazelcast.errors import LockOwnershipLostError, SessionExpiredError
+
+        client = getattr(self.bus, "client", None)
+        if client is None:
+            self.reason = (f"account {self.account}: the state bus is not connected; the "
+                           "account lock cannot be confirmed")
+            return self.held
+        if client is not self._client and self.fence:
+            # A new client is a new CP session: the old one's lock is not ours any more.
+            log.error("lease.session_replaced", account=self.account, fence=self.fence)
+            self.fence = 0
+        self._client = client
+        lock = await client.cp_subsystem.get_lock(self.name)
+        if self.fence:
+            try:
+                mine = await lock.is_locked_by_current_task()
+            except (LockOwnershipLostError, SessionExpiredError):
+                mine = False
+            if mine:
+                self._confirmed_at = self._mono()
+                return True
+            log.error("lease.lock_lost", account=self.account, fence=self.fence)
+            self.fence = 0
+        fence = await lock.try_lock()
+        if fence:
+            self.fence = int(fence)
+            self._confirmed_at = self._mono()
+            now = self._wall()
+            self.acquired_at = now
+            self.holder = {"owner": self.owner, "account": self.account, "pid": os.getpid(),
+                           "host": socket.gethostname(), "fence": self.fence,
+                           "acquired_at": now}
+            leases = await client.get_map(LEASES)
+            await leases.set(self.account, orjson.dumps(self.holder).decode())
+            self.reason = ""
+            log.info("lease.fenced_lock_acquired", account=self.account, fence=self.fence)
+            return True
+        leases = await client.get_map(LEASES)
+        raw = await leases.get(self.account)
+        try:
+            cur = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            cur = None
+        self.holder = cur if isinstance(cur, dict) else None
+        who = (self.holder or {}).get("owner") or "another daemon"
+        self.reason = (f"account {self.account} is held by {who} (CP lock {self.name}, "
+                       f"fence {(self.holder or {}).get('fence')})")
+        return False
+
+    async def _unlock(self) -> bool:
+        client = getattr(self.bus, "client", None)
+        if self.fence and client is not None and client is self._client:
+            lock = await client.cp_subsystem.get_lock(self.name)
+            with contextlib.suppress(Exception):  # lost already: nothing to give up
+                await lock.unlock()
+        self.fence = 0
+        self.reason = "released"
+        return False
+
+    def status(self) -> dict[str, Any]:
+        h = self.holder or {}
+        return {"account": self.account, "owner": self.owner, "held": self.held,
+                "reason": self.reason if not self.held else "", "holder": h.get("owner"),
+                "fence": self.fence or None}
+
+
 class Lease:
     """The venue's lease: the host lock, plus the state-bus lease when ``bus`` is shared.
 
@@ -274,16 +437,36 @@ class Lease:
         self.owner = owner or new_owner()
         self.host = HostLease(lease_dir, account, self.owner, wall)
         shared = bus is not None and getattr(bus, "name", "memory") != "memory"
-        self.bus: AccountLease | None = (AccountLease(bus, account, ttl_s, owner=self.owner,
-                                                      wall=wall)
-                                         if shared and bus is not None else None)
+        self.bus: AccountLease | FencedLease | None = None
+        if isinstance(bus, HazelcastStateBus):  # the cluster has a real lock: use it
+            self.bus = FencedLease(bus, account, self.owner, ttl_s, wall=wall)
+        elif shared and bus is not None:
+            self.bus = AccountLease(bus, account, ttl_s, owner=self.owner, wall=wall)
         self._on_change = on_change or (lambda held: None)
         self._was_held = False
         self._lock = asyncio.Lock()
 
     @property
     def kind(self) -> str:
+        if isinstance(self.bus, FencedLease):
+            return "host_lock+cp_fenced_lock"
         return "host_lock+state_bus" if self.bus is not None else "host_lock"
+
+    @property
+    def fence(self) -> int | None:
+        """The fencing token of the lock held (CP FencedLock), else None."""
+        return self.bus.fence or None if isinstance(self.bus, FencedLease) else None
+
+    def fence_for(self, client_id: str) -> int | None:
+        """Stamp an order about to be sent: its fencing token (0 without a fenced lock), or
+        None when the lease is not held (a stale holder: the order must not be sent)."""
+        if not self.held:
+            return None
+        fence = self.fence or 0
+        if fence:
+            log.info("lease.order_fence", client_id=client_id, fence=fence,
+                     account=self.account)
+        return fence
 
     @property
     def held(self) -> bool:
@@ -307,7 +490,9 @@ class Lease:
         """Take the lease, or renew it (the host lock is re-verified; the bus record renewed)."""
         async with self._lock:
             host = await asyncio.to_thread(self.host.try_acquire)
-            if host and self.bus is not None:
+            if host and isinstance(self.bus, FencedLease):
+                await self.bus.try_acquire()
+            elif host and self.bus is not None:
                 self.bus.try_acquire()
             self._changed()
             return self.held
@@ -316,7 +501,9 @@ class Lease:
         """Give the account up now (a clean stop): a successor need not wait."""
         async with self._lock:
             was = self.held
-            if self.bus is not None:
+            if isinstance(self.bus, FencedLease):
+                await self.bus.release()
+            elif self.bus is not None:
                 self.bus.release()
             await asyncio.to_thread(self.host.release)
             self._was_held = False
@@ -343,5 +530,6 @@ class Lease:
                 "reason": "" if held else self.reason, "holder": h.get("owner"),
                 "holder_pid": h.get("pid"), "kind": self.kind,
                 "lock_file": str(self.host.path),
+                "fence": self.fence,
                 "expires_at": self.bus.holder.get("expires_at")
                 if self.bus is not None and self.bus.holder else None}

@@ -129,7 +129,8 @@ class Ledger:
         else:
             trade.exit_qty += fill.qty
             trade.exit_value += fill.qty * fill.price
-            trade.exit_reason = order.reason if order else "UNKNOWN"
+            trade.exit_reason = order.reason if order else (
+                "LIQUIDATION" if fill.client_id.startswith("liquidation-") else "UNKNOWN")
 
     def _on_position(self, upd: PositionUpdate) -> None:
         trade = self._open.get(upd.symbol)

@@ -13,6 +13,18 @@ Friction (bible §7.4, §8), read from the current ``[execution]`` config on eve
 Fill prices are the model prices, not snapped to the tick grid, so that paper PnL is exactly
 the bible's friction model. Fills against the book (depth-aware) come later.
 
+Funding (issue 16): with a replay's funding prints (``set_funding``), every open position pays
+or receives ``qty x mark x rate`` at each funding time the bars cross, into the venue's
+balance (``funding_payments``).
+
+Liquidation (issue 16), like Binance's cross margin: after each bar's marks, when the wallet
+balance plus unrealised PnL falls to the maintenance margin (sum of ``|qty| x mark x rate``
+over the positions) or below, every position is closed at its mark by a venue-initiated fill
+(client id ``liquidation-...``, reason LIQUIDATION). Maintenance-margin rates: Binance's first
+bracket, 0.4 % for BTCUSDT and ETHUSDT and 0.5 % for every other symbol
+(``MAINTENANCE_MARGIN_RATES`` / ``DEFAULT_MAINTENANCE_MARGIN_RATE``; real bracket tables are
+not loaded). No liquidation clearance fee is charged.
+
 The paper venue keeps its own orders, positions and balance (what a real venue would report for
 reconciliation); after a restart the execution stage restores them from the store.
 """
@@ -21,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Iterable, Mapping
 
 import numpy as np
@@ -32,6 +45,7 @@ from dolphind.execution.filters import SymbolFilters, fallback_filters
 from dolphind.execution.portfolio import Position, apply_fill
 from dolphind.execution.router import TERMINAL, OrderState, transition
 from dolphind.execution.venue import VenueEvent, VenuePosition, VenueRejected
+from dolphind.feed.funding import ReplayFunding, funding_payment, prints_between
 
 _EVENTS_CAPACITY = 1024
 # Final orders the venue still answers for (query, cancel); Binance keeps a client id unique
@@ -73,6 +87,27 @@ def fee_for(cfg: ExecutionConfig, notional_usdt: float, reduce_only: bool,
     return notional_usdt * cfg.taker_fee_bps * 1e-4, "TAKER"
 
 
+@dataclass(frozen=True, slots=True)
+class FundingPayment:
+    """One funding settlement on an open position (amount: cash to the account)."""
+
+    ts_ns: int
+    symbol: str
+    qty: float
+    mark: float
+    rate: float
+    amount_usdt: float
+
+
+DEFAULT_MAINTENANCE_MARGIN_RATE = 0.005
+MAINTENANCE_MARGIN_RATES: dict[str, float] = {"BTCUSDT": 0.004, "ETHUSDT": 0.004}
+LIQUIDATION = "LIQUIDATION"
+
+
+def maintenance_margin_rate(symbol: str) -> float:
+    return MAINTENANCE_MARGIN_RATES.get(symbol, DEFAULT_MAINTENANCE_MARGIN_RATE)
+
+
 class PaperVenue:
     """Simulated venue; deterministic for a given seed, config and sequence of marks."""
 
@@ -96,6 +131,11 @@ class PaperVenue:
         self._events: Channel[VenueEvent] = Channel("paper_venue_events", _EVENTS_CAPACITY,
                                                     Overflow.BLOCK)
         self._fill_seq = 0
+        # Funding (issue 16): the replay's prints, and what open positions paid at each.
+        self._funding: ReplayFunding | None = None
+        self._funding_after_ns: int | None = None
+        self.funding_payments: list[FundingPayment] = []
+        self.liquidations: list[Fill] = []
 
     # ---- state -----------------------------------------------------------------------------
 
@@ -121,6 +161,75 @@ class PaperVenue:
         """Every symbol's close of one bar (``index`` maps venue symbols to columns)."""
         if self._bar is None or ts_ns >= self._bar[2]:
             self._bar = (index, closes, ts_ns)
+            if self._funding is not None:
+                self._book_funding(ts_ns)
+            if self._positions:
+                self._check_liquidation(ts_ns)
+
+    def margin(self) -> tuple[float, float]:
+        """(margin balance = wallet + unrealised, maintenance margin) at the latest marks."""
+        equity, maint = self._balance, 0.0
+        for sym, pos in self._positions.items():
+            mark = self.last_mark(sym)
+            if pos.flat or mark is None:
+                continue
+            equity += pos.unrealised(mark[0])
+            maint += abs(pos.qty) * mark[0] * maintenance_margin_rate(sym)
+        return equity, maint
+
+    def _check_liquidation(self, ts_ns: int) -> None:
+        equity, maint = self.margin()
+        if maint <= 0.0 or equity > maint:
+            return
+        for sym, pos in sorted(self._positions.items()):
+            mark = self.last_mark(sym)
+            if pos.flat or mark is None:
+                continue
+            side = "BUY" if pos.qty < 0 else "SELL"
+            cid = f"liquidation-{sym}-{ts_ns}"
+            order = Order(client_id=cid, intent_id=cid, symbol=sym, side=side, qty=abs(pos.qty),
+                          order_type="MARKET", price=0.0, reduce_only=True, reason=LIQUIDATION,
+                          state=OrderState.FILLED, filled_qty=abs(pos.qty),
+                          avg_fill_price=mark[0], created_ns=ts_ns, updated_ns=ts_ns,
+                          ref_price=mark[0])
+            self._keep(order)
+            fill = Fill(fill_id=f"{cid}-1", client_id=cid, symbol=sym, side=side,
+                        qty=abs(pos.qty), price=mark[0], fee_usdt=0.0, liquidity="TAKER",
+                        ts_ns=ts_ns, slippage_bps=0.0, reduce_only=True)
+            new, realised = apply_fill(pos, side, fill.qty, fill.price, 0.0, ts_ns)
+            self._positions[sym] = new
+            self._balance += realised
+            self.liquidations.append(fill)
+            # Marks arrive synchronously; the events channel is far larger than a universe.
+            if not self._events.offer(fill):
+                raise RuntimeError("paper venue events channel full during a liquidation")
+
+    def set_funding(self, funding: ReplayFunding) -> None:
+        """Book funding payments on open positions at each funding time the bars cross."""
+        self._funding = funding
+
+    def _book_funding(self, ts_ns: int) -> None:
+        after = self._funding_after_ns
+        self._funding_after_ns = ts_ns
+        if after is None or self._funding is None:
+            return
+        for sym, pos in sorted(self._positions.items()):
+            series = None if pos.flat else self._funding.series(sym)
+            if series is None:
+                continue
+            for t, rate in prints_between(series, after, ts_ns):
+                mark = self.last_mark(sym)
+                if mark is None:
+                    continue
+                amount = funding_payment(pos.qty, mark[0], rate)
+                self._balance += amount
+                self.funding_payments.append(
+                    FundingPayment(t, sym, pos.qty, mark[0], rate, amount))
+
+    @property
+    def funding_paid_usdt(self) -> float:
+        """Net funding paid by the account (positive: paid, negative: received)."""
+        return -sum(p.amount_usdt for p in self.funding_payments)
 
     def last_mark(self, symbol: str) -> tuple[float, int] | None:
         """The newest of the symbol's own mark and its close in the latest bar."""
@@ -133,6 +242,21 @@ class PaperVenue:
                 if px > 0:  # NaN (absent) fails this too
                     return (px, ts)
         return own
+
+    def _stale(self, symbol: str) -> bool:
+        """True when the latest bar lists ``symbol`` as absent and no newer own mark exists."""
+        if self._bar is None:
+            return False
+        index, closes, ts = self._bar
+        j = index.get(symbol)
+        if j is None or float(closes[j]) > 0:
+            return False
+        own = self._marks.get(symbol)
+        return own is None or own[1] < ts
+
+    def stale_positions(self) -> list[str]:
+        """Symbols held whose price stopped updating (flagged at the end of a backtest)."""
+        return sorted(s for s, p in self._positions.items() if not p.flat and self._stale(s))
 
     def _keep(self, order: Order) -> None:
         """Remember ``order``'s latest snapshot. Working orders are all kept; final ones only
@@ -190,6 +314,11 @@ class PaperVenue:
             return f"unknown symbol {order.symbol}"
         if self.last_mark(order.symbol) is None:
             return f"no market price for {order.symbol} yet"
+        if self._stale(order.symbol):
+            # The feed carries a price for feed.max_stale_bars and then marks it absent: a
+            # fill at an hours-old price is not a fill (issue 16). An exit is retried by the
+            # strategy and fills at the first fresh price.
+            return f"stale price for {order.symbol}: no update within feed.max_stale_bars"
         mark = self.last_mark(order.symbol)[0]  # type: ignore[index]
         problem = f.check(order.qty, mark, market=True, reduce_only=order.reduce_only)
         if problem is not None:

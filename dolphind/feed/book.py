@@ -40,13 +40,17 @@ from __future__ import annotations
 import collections
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from dolphind.config import BookConfig
 from dolphind.events import Depth5, Depth5Raw
 from dolphind.feed.parse import BadFrame, decode_depth5
+
+if TYPE_CHECKING:
+    from dolphind.alpha.views import BookView as AlphaBookView
+    from dolphind.alpha.views import SymbolBook
 
 _LEVELS = 5
 _BAND = 0.01  # depth within 1 % of mid (the name depth_1pct_usd says so)
@@ -296,3 +300,81 @@ def _regime(cascade: int, velocity: np.ndarray, quality: np.ndarray, cfg: BookCo
     if cascade == 0 and len(q) and float(np.median(q)) >= cfg.calm_depth_quality and v_med >= 0:
         return -1
     return 0
+
+
+class _LazySymbols(Mapping[str, "SymbolBook"]):
+    """``per_symbol`` of the alpha view, built on access: the engine reads one symbol (the
+    position's or the selected asset's) per bar, so materialising N records would be waste."""
+
+    __slots__ = ("_snap", "_index")
+
+    def __init__(self, snap: BookSnapshot, index: Mapping[str, int]) -> None:
+        self._snap = snap
+        self._index = index
+
+    def __getitem__(self, symbol: str) -> "SymbolBook":
+        from dolphind.alpha.views import SymbolBook
+
+        i = self._index[symbol]
+        f = self._snap.features
+        if math.isnan(float(f["imbalance"][i])):
+            raise KeyError(symbol)  # no usable book for this symbol: the engine sees None
+        return SymbolBook(**{k: float(f[k][i]) for k in _ALPHA_FIELDS})
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._snap.symbols)
+
+    def __len__(self) -> int:
+        return len(self._snap.symbols)
+
+
+# The per-symbol features the alpha engine's SymbolBook carries (same names on both sides).
+_ALPHA_FIELDS = ("imbalance", "imbalance_ma5", "imbalance_persistence", "spread_bps",
+                 "depth_1pct_usd", "depth_quality", "fill_probability", "withdrawal_velocity")
+
+
+def alpha_view(snap: BookSnapshot | None, stale: bool = False) -> "AlphaBookView | None":
+    """The alpha engine's typed book view of one feed sample (None: no book data at all).
+
+    The arrays are the sample's own read-only arrays (no copy); the view is built once per
+    sample, so the engine's per-object caches (depth by row, market quality) hold per bar.
+    """
+    from dolphind.alpha.views import BookView as AlphaView
+
+    if snap is None or snap.macro.symbols_with_book == 0:
+        return None
+    f = snap.features
+    index = {s: i for i, s in enumerate(snap.symbols)}
+    return AlphaView(
+        symbols=snap.symbols, depth_quality=f["depth_quality"],
+        fill_probability=f["fill_probability"], imbalance_ma5=f["imbalance_ma5"],
+        imbalance_persistence=f["imbalance_persistence"],
+        withdrawal_velocity=f["withdrawal_velocity"], cascade_count=snap.macro.cascade_count,
+        regime_signal=snap.macro.regime_signal, stale=stale,
+        per_symbol=_LazySymbols(snap, index), _index=index)
+
+
+class BookSource:
+    """What the alpha stage calls each bar: the latest sample as the engine's view.
+
+    ``state`` is the feed's ``BookState`` (live, or a replay of recorded depth). The view is
+    rebuilt only when a new sample exists. ``stale_after_ns``: a sample older than this, as
+    seen from the newest bar, is reported stale (survival Cat3 reads it).
+    """
+
+    def __init__(self, state: "BookState", stale_after_ns: Callable[[], int]) -> None:
+        self._state = state
+        self._stale_after_ns = stale_after_ns
+        self._built: tuple[BookSnapshot | None, "AlphaBookView | None"] = (None, None)
+        self.views = 0
+
+    def __call__(self, bar_ts_ns: int | None = None) -> "AlphaBookView | None":
+        snap = self._state.latest
+        if snap is None:
+            return None
+        stale = (bar_ts_ns is not None and bar_ts_ns - snap.ts_ns > self._stale_after_ns())
+        if self._built[0] is not snap or (self._built[1] is not None
+                                          and self._built[1].stale != stale):
+            self._built = (snap, alpha_view(snap, stale))
+            self.views += 1
+        return self._built[1]

@@ -527,6 +527,13 @@ class Metrics:
         self.statebus_writes = Counter("dolphind_statebus_writes_total",
                                        "Writes to the state bus by outcome.", ["outcome"],
                                        registry=r)
+        self.statebus_events = Counter(
+            "dolphind_statebus_events_total", "Hazelcast state bus events: pushes, breaker "
+            "opened/closed, file-only writes, reconnections, republished keys, inputs.",
+            ["event"], registry=r)
+        self.statebus_file_only = Gauge(
+            "dolphind_statebus_file_only",
+            "1 while the state bus breaker is open (file-only mode, bible §15.6).", registry=r)
 
         # Execution, risk, store
         self.execution = ExecutionMetrics(r)

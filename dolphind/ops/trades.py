@@ -1,8 +1,9 @@
 """The documents behind ``GET /trades``, ``GET /profit`` and ``GET /daily`` (and the CLI commands
 and chat commands that read them): pure functions of the ledger's closed trades.
 
-They cover the trades closed since this daemon process started (the ledger rebuilds only the
-open trade after a restart); each document says so in ``since``.
+They cover every trade closed on this data dir: the ledger is seeded at start with the earlier
+runs' trades rebuilt from the store (``ops/history.py``, ids starting with ``h``); each
+document says so in ``since``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dolphind.report.metrics import (
 from dolphind.report.model import ClosedTrade
 from dolphind.report.writer import iso_utc
 
-SINCE = "daemon start"
+SINCE = "the first run on this data dir"
 _ACCOUNT_KEYS = ("capital_usdt", "cash_usdt", "equity_usdt", "peak_equity_usdt", "drawdown",
                  "realised_pnl_usdt", "unrealised_pnl_usdt", "fees_usdt", "gross_exposure_usdt")
 

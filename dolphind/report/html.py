@@ -27,7 +27,7 @@ SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
     ("cagr", "CAGR", "pct"),
     ("net_pnl_usdt", "Net PnL of closed trades (after fees)", "usdt"),
     ("other_pnl_usdt", "Other equity change (open position)", "usdt"),
-    ("funding_paid_usdt", "Funding paid (not modelled in the backtest)", "usdt"),
+    ("funding_paid_usdt", "Funding paid", "funding"),
     ("market_change", "Market change (mean over symbols)", "pct"),
     ("profit_factor", "Profit factor", "ratio"),
     ("expectancy_usdt", "Expectancy (per trade)", "usdt"),
@@ -51,6 +51,8 @@ SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
     ("max_consecutive_losses", "Max consecutive losses", "int"),
     ("avg_win_usdt", "Average win", "usdt"),
     ("avg_loss_usdt", "Average loss", "usdt"),
+    ("avg_win_duration_s", "Average duration of winners", "duration"),
+    ("avg_loss_duration_s", "Average duration of losers", "duration"),
     ("avg_hold_bars", "Average hold (bars)", "ratio"),
     ("avg_hold_s", "Average hold", "duration"),
     ("fees_paid_usdt", "Fees paid", "usdt"),
@@ -76,14 +78,14 @@ details summary { cursor: pointer; font-weight: bold; margin: 1em 0; }
 def fmt(value: Any, kind: str) -> str:
     """One summary value as text: None -> n/a, "inf" -> the infinity sign."""
     if value is None:
-        return "n/a"
+        return "not modelled in this run" if kind == "funding" else "n/a"
     if value in ("inf", "-inf"):
         return "\u221e" if value == "inf" else "-\u221e"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if kind == "pct":
         return f"{100.0 * value:.2f} %"
-    if kind == "usdt":
+    if kind in ("usdt", "funding"):
         return f"{value:,.2f} USDT"
     if kind == "ratio":
         return f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}"

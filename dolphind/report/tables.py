@@ -9,13 +9,15 @@ Pure functions of the closed trades (``ClosedTrade``), the equity series and the
 - win ``pnl > 0``, draw ``pnl == 0``, loss ``pnl < 0``;
 - streaks run over trades in exit order; a draw ends both kinds of streak;
 - best/worst day: realised PnL of the trades that closed that UTC day (days without a closed
-  trade are not days of the table), the same figure as ``per_day[*].realised_pnl_usdt``;
+  trade are not candidates), the same figure as ``per_day[*].realised_pnl_usdt``; days
+  win/draw/lose count every UTC day of the run, a day without a closed trade being a draw;
 - expectancy: mean net PnL per trade; expectancy ratio: ``(1 + avg win / avg loss) * win rate
   - 1`` (freqtrade's); SQN: ``sqrt(n) * mean / sample std`` of the trades' net PnL (Van Tharp);
 - CAGR: ``(final / initial) ^ (365 days / period) - 1`` over the equity series' first to last
   bar; Calmar: CAGR / max drawdown (mark to market);
 - drawdown start/end: the time of the peak before the deepest drawdown and of its trough;
-- market change: the mean over symbols of last close / first close - 1 in the replayed range.
+- market change: the mean over symbols of last close / first close - 1 in the replayed range;
+- funding: ``funding_paid_usdt`` is whatever the caller passes (None: not modelled, shown so).
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ CONVENTIONS = {
     "total_pct": "group net pnl / initial capital",
     "draw": "pnl == 0; a draw ends both win and loss streaks",
     "best_worst_day": "realised pnl of the trades closed that UTC day",
+    "days_win_draw_lose": "every UTC day of the run (per_day) by its realised pnl; a day without "
+                          "a closed trade is a draw (as freqtrade counts)",
     "expectancy": "mean net pnl per trade; ratio = (1 + avg win / avg loss) * win rate - 1",
     "sqn": "sqrt(n) * mean / sample std of trade net pnl (null with < 2 trades or std 0)",
     "cagr": "(final / initial) ^ (365 d / period) - 1, period = first to last equity bar",
     "calmar": "cagr / max_drawdown (mark to market); null with no drawdown",
     "market_change": "mean over symbols of last / first close - 1 in the replayed range",
-    "funding": "not modelled in the backtest: funding_paid_usdt is null",
+    "funding": "funding_paid_usdt is null when the run does not model funding",
 }
 
 
@@ -95,6 +99,8 @@ class Breakdown:
     losing_days: int
     max_consecutive_wins: int
     max_consecutive_losses: int
+    avg_win_duration_s: float | None
+    avg_loss_duration_s: float | None
     avg_win_usdt: float | None
     avg_loss_usdt: float | None
     expectancy_usdt: float | None
@@ -249,9 +255,12 @@ def breakdown(trades: Sequence[ClosedTrade], equity: Sequence[EquityPoint], summ
         best_day=Named(day_pnl[-1][1], day_pnl[-1][0]) if day_pnl else None,
         worst_day=Named(day_pnl[0][1], day_pnl[0][0]) if day_pnl else None,
         winning_days=sum(1 for p, _ in day_pnl if p > 0),
-        drawn_days=sum(1 for p, _ in day_pnl if p == 0),
+        drawn_days=len(set(summary.per_day) | {d for _, d in day_pnl})
+        - sum(1 for p, _ in day_pnl if p != 0),
         losing_days=sum(1 for p, _ in day_pnl if p < 0),
         max_consecutive_wins=max_w, max_consecutive_losses=max_l,
+        avg_win_duration_s=_mean_held([t for t in trades if t.pnl_usdt > 0]),
+        avg_loss_duration_s=_mean_held([t for t in trades if t.pnl_usdt < 0]),
         avg_win_usdt=avg_win, avg_loss_usdt=avg_loss,
         expectancy_usdt=math.fsum(t.pnl_usdt for t in trades) / n if n else None,
         expectancy_ratio=ratio,
@@ -264,3 +273,9 @@ def breakdown(trades: Sequence[ClosedTrade], equity: Sequence[EquityPoint], summ
         market_change=mc, market_change_by_symbol=mc_each,
         funding_paid_usdt=funding_paid_usdt,
     )
+
+
+def _mean_held(trades: Sequence[ClosedTrade]) -> float | None:
+    if not trades:
+        return None
+    return math.fsum((t.exit_ts_ns - t.entry_ts_ns) / NS_PER_S for t in trades) / len(trades)

@@ -164,13 +164,17 @@ def _breakdown(rows: list[dict[str, str]], pnl: list[Fraction], fees: list[Fract
         ranked_d = sorted(day_pnl.items(), key=lambda x: (float(x[1]), x[0]))
         figures["best_day"], figures["worst_day"] = ranked_d[-1][0], ranked_d[0][0]
     figures["winning_days"] = sum(1 for v in day_pnl.values() if v > 0)
-    figures["drawn_days"] = sum(1 for v in day_pnl.values() if v == 0)
     figures["losing_days"] = sum(1 for v in day_pnl.values() if v < 0)
+    figures["trade_days"] = day_pnl  # drawn days also need the run's days (compare())
     run_w = run_l = best_w = best_l = 0
     for k in order:
         run_w, run_l = (run_w + 1, 0) if pnl[k] > 0 else (0, run_l + 1) if pnl[k] < 0 else (0, 0)
         best_w, best_l = max(best_w, run_w), max(best_l, run_l)
     figures["max_consecutive_wins"], figures["max_consecutive_losses"] = best_w, best_l
+    for key, sign in (("avg_win_duration_s", 1), ("avg_loss_duration_s", -1)):
+        held = [Fraction(int(r["exit_ts_ns"]) - int(r["entry_ts_ns"]), 10**9)
+                for r, p in zip(rows, pnl) if p * sign > 0]
+        figures[key] = float(sum(held, Fraction(0)) / len(held)) if held else None
     n = len(pnl)
     wins = [p for p in pnl if p > 0]
     losses = [-p for p in pnl if p < 0]
@@ -255,9 +259,13 @@ def compare(summary: Mapping[str, Any], rec: Recomputed, rel_tol: float = 1e-9,
         got = (summary.get(key) or {}).get("trade_id")
         if got != f.get(key):
             problems.append(f"{key}: summary.json says {got!r}, trades.csv gives {f.get(key)!r}")
+    # Drawn days: the run's days (per_day, which the equity series spans) plus the trades'
+    # exit days, less the days whose realised PnL is not zero.
+    days_run = set(summary.get("per_day") or {}) | set(f["trade_days"])
+    f["drawn_days"] = len(days_run) - sum(1 for v in f["trade_days"].values() if v != 0)
     for key in ("winning_days", "drawn_days", "losing_days", "max_consecutive_wins",
                 "max_consecutive_losses", "avg_win_usdt", "avg_loss_usdt", "expectancy_usdt",
-                "expectancy_ratio"):
+                "expectancy_ratio", "avg_win_duration_s", "avg_loss_duration_s"):
         check(key, summary.get(key), f[key])
     # SQN goes through one float square root on each side: a little more slack.
     if not _same(summary.get("sqn"), f["sqn"], 1e-7, 1e-7):

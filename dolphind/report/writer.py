@@ -136,7 +136,8 @@ def write_report(out_dir: str | Path, trades: Sequence[ClosedTrade],
                  signal: SignalSeries | None = None, run: Mapping[str, Any] | None = None,
                  title: str = "dolphind backtest",
                  first_last_close: Mapping[str, tuple[float, float]] | None = None,
-                 funding_paid_usdt: float | None = None) -> ReportFiles:
+                 funding_paid_usdt: float | None = None,
+                 extra_html: str = "") -> ReportFiles:
     """Compute the summary and write every report file into ``out_dir`` (created if needed).
 
     ``signal`` is the vel_div series for its chart (entries are taken from ``trades``);
@@ -168,6 +169,8 @@ def write_report(out_dir: str | Path, trades: Sequence[ClosedTrade],
                 ("vel_div and entries", VEL_DIV_PNG), ("PnL by exit reason", EXIT_REASONS_PNG))
     page = render_html(title, doc, captions, doc["run"], trades=trades_rows(trades),
                        series=chart_series(ts, eq, initial_capital_usdt))
+    if extra_html:  # sections other modules add (report/explain.py), before the page ends
+        page = page.replace("</body>", extra_html + "</body>", 1)
     return ReportFiles(
         out_dir=out,
         summary_json=_write_text(out / SUMMARY_JSON, jsonfmt.dumps(doc)),

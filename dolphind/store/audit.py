@@ -246,6 +246,10 @@ class AuditLog:
     def backlog(self) -> int:
         return len(self._pending)
 
+    def use_clock(self, clock_ns: Callable[[], int]) -> None:
+        """Stamp later records with ``clock_ns`` (a backtest's market time, issue 16)."""
+        self._clock_ns = clock_ns
+
     def record(self, event: str, **data: Any) -> None:
         """Queue one decision for the log. Never blocks, never drops."""
         if self._closed:
@@ -330,7 +334,8 @@ def control_record(action: Any) -> tuple[str, dict[str, Any]]:
                                         "params": dict(action.detail), "ts": action.ts}
 
 
-def subscribe_audit(control: Any, audit: AuditLog) -> Callable[[Any], None]:
+def subscribe_audit(control: Any, audit: AuditLog,
+                    market_ts_s: Callable[[], float] | None = None) -> Callable[[Any], None]:
     """Subscribe ``audit`` to every action of ``control`` (ops.control.Control); returns the
     listener so the caller can unsubscribe it before the log closes.
 
@@ -339,6 +344,8 @@ def subscribe_audit(control: Any, audit: AuditLog) -> Callable[[Any], None]:
     ``record`` only queues, so the control plane stays free of I/O."""
     def listener(action: Any) -> None:
         event, data = control_record(action)
+        if market_ts_s is not None and "ts" in data:
+            data["ts"] = market_ts_s()  # a backtest's records carry market time (issue 16)
         audit.record(event, **data)
 
     control.subscribe(listener)

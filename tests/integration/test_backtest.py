@@ -42,6 +42,19 @@ def test_backtest_on_real_candles_agrees_with_its_trades(tmp_path: Path, data: P
     assert summary["trades"] > 0, summary  # otherwise the agreement below proves nothing
     # The headline numbers agree with an independent recomputation from trades.csv.
     assert verify_report(out) == []
+    # Issue 16: the report explains its inputs and each entry.
+    why = json.loads((out / "explain.json").read_text())
+    assert why["interval_differs"] and why["validation_bar_s"] == 5.0
+    assert {d["name"]: d["profile_s"] for d in why["effective_durations"]} == {
+        "lookback_s": 500.0, "max_hold_s": 600.0, "dc_lookback_s": 35.0}
+    assert why["gate_counts"]["entered"] >= summary["trades"]
+    assert len(why["entry_rankings"]) == why["gate_counts"]["entered"]
+    assert all(sum(c["excluded_by"] == "" for c in r["candidates"]) == 1
+               for r in why["entry_rankings"])
+    assert why["funding_pnl_usdt"] is not None  # both sets carry funding files
+    assert why["mc_gate"]["fallback"] is True
+    page = (out / "report.html").read_text()
+    assert "Effective durations" in page and "Candidate rankings per entry" in page
     # The audit chain of the run verifies.
     audit = subprocess.run([sys.executable, "-m", "dolphind.cli", "audit", "verify",
                             str(out / "audit.jsonl")], capture_output=True, text=True, timeout=60)
@@ -129,3 +142,29 @@ def test_config_and_seed_reach_the_run_and_plugins_stay_out(tmp_path: Path) -> N
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run"]["seed"] == 7
     assert summary["initial_capital_usdt"] == 12345.0
+
+
+@pytest.mark.timeout(900)  # three backtests on a machine made busy on purpose
+def test_three_runs_under_cpu_load_are_byte_identical(tmp_path: Path) -> None:
+    """Issue 16: no wall clock decides anything in a backtest. A CPU burner makes every run
+    slower and differently timed (the plugin veto budget, the health heartbeat and the settle
+    timeout used to be wall-clock); trades, summary, explanation and audit stay identical."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])]
+    try:
+        outputs = []
+        for run in ("a", "b", "c"):
+            out = tmp_path / run
+            res = backtest("--data", str(SAMPLE), "--out", str(out), "--seed", "7",
+                           "--to", "2025-05-11T12:00")
+            assert res.returncode == 0, res.stderr[-3000:]
+            outputs.append(tuple((out / name).read_bytes() for name in
+                                 ("trades.csv", "summary.json", "explain.json", "audit.jsonl")))
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert outputs[0][0].count(b"\n") > 5  # trades happened: the comparison means something
+    # Every audit record carries market time (within the data's span), not the wall clock.
+    stamps = [json.loads(line)["ts_ns"] for line in outputs[0][3].splitlines()]
+    assert stamps and all(1746835200_000000000 <= t <= 1747094400_000000000 for t in stamps)

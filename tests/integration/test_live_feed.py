@@ -128,6 +128,40 @@ def test_daemon_ingests_live_frames_and_publishes_bars(daemon: Daemon, venue: Fa
         assert check.returncode == 0, check.stdout + check.stderr
 
 
+@pytest.mark.parametrize("depth", [True, False])
+def test_the_live_book_reaches_the_strategy_and_moves_its_posture(
+        tmp_path: Path, venue: FakeVenue, depth: bool) -> None:
+    """Issue 16: the alpha stage decides with the feed's book (it used to be handed None).
+
+    The recorded market is thin (few trades against the touch quantity): the book-quality
+    sensor (survival Cat3, bible §11.2: 0.3 + 0.7 * min(depth quality, fill probability))
+    sits at its floor, Rm drops below 0.5 and the posture is HIBERNATE: no entries. The same
+    daemon without the depth streams has no book, Cat3 reads 1.0 and the posture does not
+    hibernate. The book changes the decision."""
+    port = free_port()
+    extra = live_feed_config(venue.url, stall_timeout_s=1.0, stream_grace_s=5.0)
+    extra += f"depth = {'true' if depth else 'false'}\n"
+    d = Daemon(write_config(tmp_path / "dolphind.toml", port, extra=extra,
+                            data_dir=str(tmp_path / "var")), port).start()
+    try:
+        d.wait_ready(timeout=30)
+        wait_until(lambda: d.get_json("/status")["alpha"]["decisions"] >= 20, timeout=30,
+                   what="twenty decisions")
+        alpha = d.get_json("/status")["alpha"]
+        hibernating = d.metric("dolphind_signals_total", 'outcome="posture_hibernate"') or 0
+        if depth:
+            assert alpha["book"]["present"] is True and alpha["book"]["symbols"] == 4
+            assert alpha["book"]["symbols_with_book"] == 4 and alpha["book"]["stale"] is False
+            assert alpha["posture"] == "HIBERNATE" and alpha["rm"] < 0.5, alpha
+            assert hibernating >= 1
+        else:
+            assert alpha["book"] == {"present": False}
+            assert alpha["posture"] != "HIBERNATE" and alpha["rm"] > 0.5, alpha
+            assert hibernating == 0
+    finally:
+        d.stop()
+
+
 def test_readyz_is_not_ready_while_the_venue_is_down(daemon: Daemon, venue: FakeVenue) -> None:
     wait_until(lambda: (daemon.metric("dolphind_bars_total") or 0) >= 2, timeout=20, what="bars")
     venue.fault("refuse", seconds=2.0)

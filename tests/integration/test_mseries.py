@@ -356,10 +356,13 @@ def test_fault_replay_each_playbook_fires_once_per_cooldown(tmp_path: Path,
                                                               ("guardian", "entropy")}
         assert d.metric("dolphind_risk_multiplier") == 0.5
 
-        d.config.write_text(d.config.read_text() + '\nallowed_symbols = ["NOPEUSDT"]\n')
+        # Issue 16: IRP no longer proposes a symbol off the allowlist, so the rails' refusals
+        # come from an order cap every entry exceeds.
+        d.config.write_text(d.config.read_text() + '\nmin_order_notional_usdt = 1.0\n'
+                            'max_order_notional_usdt = 2.0\n')
         d.signal(signal.SIGHUP)
         wait_until(lambda: fired("rejections") >= 1, timeout=60, what="rejections playbook")
-        assert (d.metric("dolphind_risk_rejections_total", 'rule="symbol_allowlist"') or 0) >= 3
+        assert (d.metric("dolphind_risk_rejections_total", 'rule="max_notional"') or 0) >= 3
         assert d.metric("dolphind_order_rate_factor") == 0.5
 
         d.config.write_text(d.config.read_text().replace("speed = 0.0", "speed = 0.001"))

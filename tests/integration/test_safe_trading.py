@@ -269,3 +269,81 @@ def test_a_second_sigint_exits_130_without_a_traceback(tmp_path: Path, when: str
     d._log.close()
     assert code in (130, 0), code  # 0: the first stop had already finished
     assert "Traceback" not in d.logs() and "KeyboardInterrupt" not in d.logs()
+
+
+@pytest.mark.timeout(300)
+def test_a_foreign_position_is_untouched_after_an_hour_of_live_market_time(
+        tmp_path: Path) -> None:
+    """The real daemon, mode live, entries on, on the live feed for an hour of market time
+    (the market-data fake at 120x), while the account holds somebody else's position and
+    resting order: both untouched at the end, and still reported. (On this small recording
+    the strategy makes no intent: the trading itself is shown by the in-process hour in
+    test_binance_venue.py and the flatten in the 429 test above.)"""
+    import threading
+
+    from tests.fakes.binance_rest import EXCHANGE_INFO_2021
+
+    feed_symbols = {"SUSHIUSDT": 7.612, "CTKUSDT": 1.011, "AKROUSDT": 0.01731,
+                    "KEEPUSDT": 0.2464}
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def call(coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(10)
+
+    fake = FakeBinanceRest(exchange_info=EXCHANGE_INFO_2021,
+                           marks={"BTCUSDT": 32_000.0, **feed_symbols})
+    call(fake.start())
+    market = FakeVenue(tmp_path / "fake-market.log", speed=120.0)
+    fake.set_position("BTCUSDT", 0.01, 32_000.0)  # somebody else's (320 USDT)
+    fake.place("BTCUSDT", "SELL", 0.01, 40_000.0, "web_manual_1")
+    port = free_port()
+    cfg = tmp_path / "hour.toml"
+    cfg.write_text(f"""
+mode = "live"
+shutdown_timeout_s = 5.0
+
+[ops]
+listen = "127.0.0.1:{port}"
+
+[data]
+dir = "var"
+
+[logging]
+format = "json"
+{live_feed_config(market.url, stall_timeout_s=30.0, stream_grace_s=30.0)}
+{_binance_section(fake, tmp_path / "leases").replace('symbols = ["BTCUSDT"]', '')}
+symbols = {list(feed_symbols)}
+poll_interval_s = 0.2
+request_timeout_s = 2.0
+""".replace("'", '"'))
+    d = Daemon(cfg, port, env={"DOLPHIND_BINANCE_API_KEY": fake.api_key,
+                               "DOLPHIND_BINANCE_API_SECRET": fake.secret}).start()
+    try:
+        wait_until(lambda: (s := venue_state(d)) and s["reconciled"], timeout=120,
+                   what="the venue reconciled")
+
+        def watermark_ms() -> int:
+            return int(d.get_json("/status")["feed"]["watermark_ms"] or 0)
+
+        start = wait_until(watermark_ms, timeout=60, what="market time")
+        # An hour of market time (the fake plays at 120x: about half a minute).
+        wait_until(lambda: watermark_ms() - start >= 3_600_000, timeout=240, interval=1.0,
+                   what="an hour of market time")
+        assert d.get_json("/status")["feed"]["bars_emitted"] >= 3000
+        st = d.get_json("/status")["execution"]
+        assert st["foreign"]["positions"] == {"BTCUSDT": {"qty": 0.01, "avg_price": 32_000.0}}
+        assert [o["client_id"] for o in st["foreign"]["orders"]] == ["web_manual_1"]
+    finally:
+        d.stop()
+        market.stop()
+        call(fake.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    orders = [r for r in fake.requests if (r.method, r.path) == ("POST", "/fapi/v1/order")]
+    assert all(r.params.get("symbol") != "BTCUSDT" for r in orders)
+    assert fake.positions["BTCUSDT"] == (0.01, 32_000.0)
+    assert fake.orders_with_client_id("web_manual_1")[0].status == "NEW"
+    assert not [r for r in fake.requests if r.params.get("symbol") == "BTCUSDT"
+                and r.path == "/fapi/v1/order" and r.method in ("POST", "DELETE")]

@@ -177,17 +177,17 @@ def test_check_config_refuses_a_changed_champion_parameter_and_lists_the_keys(
     base = f'[replay]\npaths = ["{REPO / "data" / "sample"}"]\n'
     assert load_config(_write(tmp_path / "base.toml", base)).strategy.profile == "champion"
     tweaked = tmp_path / "tweaked.toml"
-    tweaked.write_text(base + '\n[strategy.params]\nfixed_tp_pct = 0.012\nmax_hold_bars = 60\n')
+    tweaked.write_text(base + '\n[strategy.params]\nfixed_tp_pct = 0.012\nmax_hold_s = 300.0\n')
     res = _check_config(tweaked)
     assert res.returncode == 2, res.stdout + res.stderr
     assert "profile 'champion' is frozen" in res.stderr
-    assert "fixed_tp_pct, max_hold_bars" in res.stderr
-    with pytest.raises(ConfigError, match="fixed_tp_pct, max_hold_bars"):
+    assert "fixed_tp_pct, max_hold_s" in res.stderr
+    with pytest.raises(ConfigError, match="fixed_tp_pct, max_hold_s"):
         load_config(tweaked)
     # The same change under its own profile name is a valid research variant.
     renamed = tmp_path / "renamed.toml"
     renamed.write_text(base + '\n[strategy]\nprofile = "research-tp120"\n'
-                       '[strategy.params]\nfixed_tp_pct = 0.012\nmax_hold_bars = 60\n')
+                       '[strategy.params]\nfixed_tp_pct = 0.012\nmax_hold_s = 300.0\n')
     ok = _check_config(renamed)
     assert ok.returncode == 0, ok.stderr
     assert load_config(renamed).strategy.profile == "research-tp120"
@@ -196,6 +196,21 @@ def test_check_config_refuses_a_changed_champion_parameter_and_lists_the_keys(
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_durations_are_set_in_seconds_not_bars(tmp_path: Path) -> None:
+    """Issue 16: a bar count means a different time on every interval; the config says so."""
+    base = f'[replay]\npaths = ["{REPO / "data" / "sample"}"]\n[strategy]\nprofile = "r"\n'
+    bars = _write(tmp_path / "bars.toml", base + "[strategy.params]\nmax_hold_bars = 60\n")
+    with pytest.raises(ConfigError, match="max_hold_bars: durations are defined in seconds.*max_hold_s"):
+        load_config(bars)
+    bad = _write(tmp_path / "bad.toml", base + "[strategy.params]\nlookback_s = 0.0\n")
+    with pytest.raises(ConfigError, match="lookback_s: must be > 0"):
+        load_config(bad)
+    thin = _write(tmp_path / "thin.toml", base + "[scan]\nmin_symbols = -1\n")
+    with pytest.raises(ConfigError, match="scan.min_symbols: must be 0-10000"):
+        load_config(thin)
+    assert load_config(_write(tmp_path / "ok.toml", base + "[scan]\nmin_symbols = 3\n")).scan.min_symbols == 3
 
 
 def test_warm_start_values_are_range_checked() -> None:

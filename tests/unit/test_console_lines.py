@@ -44,7 +44,8 @@ def test_heartbeat_fields_from_a_status_document() -> None:
               "scan": {"warm": False, "scans": 12}}
     f = logs.heartbeat_fields(status)
     assert f == {"health": "GREEN", "ready": True, "equity_usdt": 10012.35,
-                 "drawdown_pct": 1.23, "realised_usdt": 10.0, "fees_usdt": None, "unrealised_usdt": 2.35,
+                 "drawdown_pct": 1.23, "realised_usdt": 10.0, "fees_usdt": None,
+                 "unrealised_usdt": 2.35,
                  "open_positions": 1, "positions": "ETHUSDT:-1.5", "posture": "APEX",
                  "halted": True, "warm": False, "scans": 12}
     # A daemon still starting has no pipeline: the line still comes, with what is known.
@@ -119,3 +120,11 @@ def test_heartbeat_interval_has_a_range() -> None:
     for bad in (-1, 86_401):
         with pytest.raises(ConfigError, match="logging.heartbeat_s"):
             config_from_dict({"logging": {"heartbeat_s": bad}})
+
+
+def test_console_shows_epoch_nanoseconds_as_utc_times() -> None:
+    ev = logs.humanize_epoch_ns(None, "info", {"event": "replay.loaded",
+                                               "start_ns": 1_746_835_200_000_000_000,
+                                               "bars_ns": 5, "flag_ns": True})
+    assert ev == {"event": "replay.loaded", "start": "2025-05-10 00:00:00", "bars_ns": 5,
+                  "flag_ns": True}

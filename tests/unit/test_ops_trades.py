@@ -12,11 +12,13 @@ T0 = 1_746_835_200_000_000_000  # 2025-05-10 00:00 UTC
 
 def t(i: int, symbol: str, pnl: float, exit_ns: int, fees: float = 1.0) -> ClosedTrade:
     return ClosedTrade(f"{i:06d}-{symbol}", symbol, "SHORT", exit_ns - 600 * 10**9, exit_ns,
-                       10.0, 9.0, 10.0, 100.0, 1.0, fees, pnl, "TP" if pnl > 0 else "MAX_HOLD", 10)
+                       10.0, 9.0, 10.0, 100.0, 1.0, fees, pnl,
+                       "TP" if pnl > 0 else "MAX_HOLD", 10)
 
 
 TRADES = [t(1, "BTCUSDT", 5.0, T0 + 3600 * 10**9), t(2, "ETHUSDT", -2.0, T0 + 7200 * 10**9),
-          t(3, "BTCUSDT", 0.0, T0 + DAY + 60 * 10**9), t(4, "ETHUSDT", -8.0, T0 + DAY + 120 * 10**9)]
+          t(3, "BTCUSDT", 0.0, T0 + DAY + 60 * 10**9),
+          t(4, "ETHUSDT", -8.0, T0 + DAY + 120 * 10**9)]
 
 
 def test_profit_by_hand() -> None:

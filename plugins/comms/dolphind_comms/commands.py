@@ -71,9 +71,9 @@ def daily_texts(title: str, trades: Sequence[Any], days: int = 7) -> list[str]:
 class CommandPoller:
     """Long-polls getUpdates and answers the allowlisted chat."""
 
-    def __init__(self, url: str, chat_id: str, title: Callable[[], str], reply: Callable[[Message], None],
-                 figures: Callable[[], Any], control: Any, trades: Callable[[], Sequence[Any]],
-                 log: Any, poll_timeout_s: int = 25, error_pause_s: float = 5.0) -> None:
+    def __init__(self, url: str, chat_id: str, title: Callable[[], str],
+                 reply: Callable[[Message], None], figures: Callable[[], Any], control: Any,
+                 trades: Callable[[], Sequence[Any]], log: Any, poll_timeout_s: int = 25, error_pause_s: float = 5.0) -> None:
         self._url = updates_url(url)
         self._chat_id = str(chat_id)
         self._title = title

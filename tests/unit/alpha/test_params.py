@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from dolphind.alpha.params import CHAMPION, StrategyParams, changed_keys, check_profile, params_hash
+from dolphind.alpha.params import (CHAMPION, StrategyParams, at_interval, bars_for, changed_keys,
+                                   check_profile, effective_durations, params_hash)
 
 
 def test_champion_values_match_bible_19_1() -> None:
@@ -34,7 +35,11 @@ def test_acb_and_survival_values_match_bible_19_2_and_19_3() -> None:
 
 
 def test_hash_is_sha256_of_sorted_key_json_first_16_hex() -> None:
-    blob = json.dumps(dataclasses.asdict(CHAMPION), sort_keys=True, separators=(",", ":"))
+    # The profile: every field except the bar counts derived from seconds (issue 16).
+    profile = {k: v for k, v in dataclasses.asdict(CHAMPION).items()
+               if k not in ("lookback", "max_hold_bars", "dc_lookback_bars")}
+    assert {"max_hold_s", "lookback_s", "dc_lookback_s", "validation_bar_s"} <= set(profile)
+    blob = json.dumps(profile, sort_keys=True, separators=(",", ":"))
     expected = hashlib.sha256(blob.encode()).hexdigest()[:16]
     assert params_hash(CHAMPION) == expected
     assert len(expected) == 16
@@ -48,6 +53,8 @@ def test_hash_is_stable_and_equal_for_equal_params() -> None:
 def test_hash_changes_with_any_field() -> None:
     base = params_hash(CHAMPION)
     for f in dataclasses.fields(StrategyParams):
+        if f.metadata.get("derived"):
+            continue  # a bar count computed from a duration in seconds: not the profile
         value = getattr(CHAMPION, f.name)
         if isinstance(value, bool):
             new = not value
@@ -65,14 +72,14 @@ def test_hash_changes_with_any_field() -> None:
 
 
 def test_changed_keys_lists_every_difference_sorted() -> None:
-    other = dataclasses.replace(CHAMPION, max_hold_bars=60, fixed_tp_pct=0.01)
-    assert changed_keys(CHAMPION, other) == ["fixed_tp_pct", "max_hold_bars"]
+    other = dataclasses.replace(CHAMPION, max_hold_s=300.0, fixed_tp_pct=0.01)
+    assert changed_keys(CHAMPION, other) == ["fixed_tp_pct", "max_hold_s"]
     assert changed_keys(CHAMPION, CHAMPION) == []
 
 
 def test_int_to_float_is_a_change() -> None:
-    other = dataclasses.replace(CHAMPION, max_hold_bars=120.0)  # type: ignore[arg-type]
-    assert changed_keys(CHAMPION, other) == ["max_hold_bars"]
+    other = dataclasses.replace(CHAMPION, hysteresis_up=5.0)  # type: ignore[arg-type]
+    assert changed_keys(CHAMPION, other) == ["hysteresis_up"]
 
 
 @pytest.mark.parametrize("profile", ["champion"])
@@ -89,7 +96,8 @@ def test_other_profile_may_change_parameters() -> None:
 
 # The champion's fingerprint, pinned. An edit of any CHAMPION default in code changes it and
 # fails here: the champion is frozen (bible §1), so such an edit needs a new profile instead.
-CHAMPION_HASH = "0d2f8b2ac52e609c"
+# Issue 16 moved it: durations are now defined in seconds (max_hold_s, lookback_s, ...).
+CHAMPION_HASH = "5495f97574e096ee"
 
 
 def test_champion_golden_hash_is_pinned() -> None:
@@ -97,3 +105,25 @@ def test_champion_golden_hash_is_pinned() -> None:
     assert params_hash(StrategyParams()) == CHAMPION_HASH
     # The golden value is not a tautology: one changed default moves it.
     assert params_hash(dataclasses.replace(CHAMPION, fixed_tp_pct=0.0096)) != CHAMPION_HASH
+
+
+def test_durations_are_seconds_converted_with_the_run_interval() -> None:
+    # The champion's bar counts are its 5-second values; other intervals get the same time.
+    assert (CHAMPION.max_hold_s, CHAMPION.lookback_s, CHAMPION.dc_lookback_s) == (600.0, 500.0, 35.0)
+    five = at_interval(CHAMPION, 5.0)
+    assert (five.max_hold_bars, five.lookback, five.dc_lookback_bars) == (120, 100, 7)
+    minute = at_interval(CHAMPION, 60.0)
+    assert (minute.max_hold_bars, minute.lookback, minute.dc_lookback_bars) == (10, 8, 1)
+    five_min = at_interval(CHAMPION, 300.0)
+    assert (five_min.max_hold_bars, five_min.lookback, five_min.dc_lookback_bars) == (2, 2, 1)
+    # The conversion is not part of the profile: same hash at any interval.
+    assert params_hash(minute) == params_hash(CHAMPION)
+    eff = {d.name: (d.bars, d.effective_s) for d in effective_durations(CHAMPION, 60.0)}
+    assert eff["max_hold_s"] == (10, 600.0) and eff["dc_lookback_s"] == (1, 60.0)
+    with pytest.raises(ValueError):
+        at_interval(CHAMPION, 0.0)
+
+
+def test_bars_for_rounds_to_nearest_and_never_below_one() -> None:
+    assert bars_for(600.0, 60.0) == 10 and bars_for(630.0, 60.0) == 11
+    assert bars_for(35.0, 300.0) == 1 and bars_for(0.001, 5.0) == 1

@@ -16,13 +16,14 @@ import numpy as np
 import orjson
 import pytest
 
+from dolphind.alpha.acb import ExternalFactors
 from dolphind.alpha.engine import AlphaEngine
 from dolphind.alpha.params import CHAMPION
 from dolphind.alpha.warmup import warmup
 from dolphind.alpha.stage import HEALTH_REFRESH_S, AlphaStage
 from dolphind.alpha.views import PortfolioView
 from dolphind.channels import Channel, Overflow
-from dolphind.config import Config, StrategyConfig
+from dolphind.config import Config, ScanConfig, StrategyConfig
 from dolphind.events import ScanRecord, frozen_array
 from dolphind.ops.control import Control
 from dolphind.ops.health import Health
@@ -65,13 +66,16 @@ class FlatBooks:
 @dataclass
 class StageRig:
     metrics: Metrics
-    config: Config = field(default_factory=Config)
+    # The rig's toy universe has a few symbols: the minimum-universe gate (scan.min_symbols,
+    # issue 16) is off here so these tests exercise the other gates.
+    config: Config = field(default_factory=lambda: Config(scan=ScanConfig(min_symbols=0)))
     mono: float = 100.0
     bus: MemoryStateBus = field(default_factory=MemoryStateBus)
     stage: AlphaStage = field(init=False)
     source: Channel[ScanRecord] = field(init=False)
     health: Health = field(init=False)
     next_bar: int = 0
+    market_factors: Any = None
 
     def __post_init__(self) -> None:
         self.health = Health(self.metrics, lambda: 5.0, monotonic=lambda: self.mono)
@@ -88,7 +92,8 @@ class StageRig:
         self.stage = AlphaStage(self.source, output, AlphaEngine(), FlatBooks(), settled,
                                 lambda: None, control, self.health, self.metrics,
                                 lambda hook, event: None, bus=self.bus,
-                                config=lambda: self.config, monotonic=lambda: self.mono)
+                                config=lambda: self.config, monotonic=lambda: self.mono,
+                                market_factors=self.market_factors)
 
     async def bars(self, n: int, vel_div: float = 0.0, w750: float = 0.001) -> None:
         """Feed ``n`` bars and wait until the stage has decided on each of them."""
@@ -294,3 +299,81 @@ async def test_published_w750_threshold_decides_beta_and_shows_in_status(
         st = rig.status()
         assert st["acb_w750_threshold"] == 0.002 and st["acb_beta"] == 0.2
         assert st["w750_calibration"]["problem"] is None
+
+
+# ---- issue 16: minimum universe, eligibility, the ranking behind each entry ----------------
+
+
+async def test_a_scan_over_fewer_than_min_symbols_opens_nothing(metrics: Metrics) -> None:
+    cfg = Config(scan=ScanConfig(min_symbols=len(SYMS) + 1))
+    async with running(StageRig(metrics, config=cfg)) as rig:
+        await rig.bars(105, vel_div=-0.03)
+        assert rig.signals("entered") == 0
+        assert rig.signals("thin_universe") == 105 - 99
+        # A reload that lowers the bar makes the same market tradeable.
+        rig.config = dataclasses.replace(cfg, scan=ScanConfig(min_symbols=len(SYMS)))
+        await rig.bars(1, vel_div=-0.03)
+        assert rig.signals("entered") == 1
+
+
+async def test_irp_skips_assets_outside_the_allowlist_and_says_so(metrics: Metrics) -> None:
+    async with running(StageRig(metrics)) as rig:
+        await rig.bars(100, vel_div=-0.03)
+        assert rig.signals("entered") == 1
+        first = rig.stage.last_intents[-1]
+        assert first["symbol"] == "AAAUSDT"  # the steady faller: IRP's pick when all may trade
+        ranking = rig.stage.entry_rankings[-1]
+        assert ranking["symbol"] == "AAAUSDT"
+        chosen = [c for c in ranking["candidates"] if c["excluded_by"] == ""]
+        assert [c["symbol"] for c in chosen] == ["AAAUSDT"]
+        # Now AAA may not be traded: the walk goes on and never proposes it.
+        allowed = tuple(s for s in SYMS if s != "AAAUSDT")
+        rig.config = dataclasses.replace(
+            rig.config, risk=dataclasses.replace(rig.config.risk, allowed_symbols=allowed))
+        await rig.bars(30, vel_div=-0.03)
+        entries = [i for i in rig.stage.last_intents if not i["reduce_only"]][1:]
+        assert all(i["symbol"] in allowed for i in entries)
+        later = list(rig.stage.entry_rankings)[1:]
+        for r in later:
+            assert r["symbol"] in allowed
+            assert any(c["symbol"] == "AAAUSDT" and c["excluded_by"] == "not_eligible"
+                       for c in r["candidates"]), r
+        assert entries or rig.signals("irp_no_match") > 0
+        # The audit gets the ranking with the intent (the order record carries the gates).
+        assert "irp_candidates" in first["gates"]
+        ranked = [c.split(":") for c in first["gates"]["irp_candidates"].split("|")]
+        assert [(sym, why) for sym, _, why in ranked if why == ""] == [("AAAUSDT", "")]
+        assert [sym for sym, _, _ in ranked] == [c["symbol"] for c in ranking["candidates"]]
+
+
+async def test_market_data_funding_feeds_the_acb_at_bar_time(metrics: Metrics,
+                                                              tmp_path: Path) -> None:
+    """Issue 16: a replay's funding prints reach the ACB (bible §10.2), read at the bar's own
+    time; the bus or the factors file, when present, still win."""
+    seen: list[int] = []
+
+    def factors(ts_ns: int) -> ExternalFactors | None:
+        seen.append(ts_ns)
+        return None if ts_ns < T0 + 3 * BAR_NS else ExternalFactors(funding_btc=-0.0002)
+
+    async with running(StageRig(metrics, market_factors=factors)) as rig:
+        await rig.bars(3)
+        assert rig.status()["acb_boost"] == 1.0
+        await rig.bars(2)
+        assert seen == [T0 + k * BAR_NS for k in range(5)]
+        st = rig.status()
+        assert st["acb_boost"] > 1.3 and "funding=1" in st["acb_reason"]
+        # A factors file takes precedence over the market data.
+        (tmp_path / "exf.json").write_text('{"funding_btc": 0.001}')
+        rig.config = Config(source=str(tmp_path / "d.toml"), scan=ScanConfig(min_symbols=0),
+                            strategy=StrategyConfig(external_factors_file="exf.json"))
+        await rig.bars(2)
+        assert rig.status()["acb_boost"] == 1.0
+
+
+async def test_status_states_the_mc_gate_fallback(metrics: Metrics) -> None:
+    async with running(StageRig(metrics)) as rig:
+        await rig.bars(1)
+        st = rig.status()
+        assert st["mc_source"] == "FALLBACK_NO_MODEL"
+        assert "fallback ORANGE" in st["mc_statement"] and "half" in st["mc_statement"]

@@ -83,6 +83,8 @@ def test_best_worst_streaks_expectancy_sqn_by_hand(b: tables.Breakdown) -> None:
     assert b.worst_day.pnl_usdt == approx(-201.463543553704, abs=1e-9)
     assert (b.winning_days, b.drawn_days, b.losing_days) == (1, 0, 2)
     assert (b.max_consecutive_wins, b.max_consecutive_losses) == (1, 4)
+    assert b.avg_win_duration_s == (18 + 120 + 72 + 11) * 60 / 4  # the four winners' holds
+    assert b.avg_loss_duration_s == 7200.0  # all eight losers ran to MAX_HOLD
     assert b.expectancy_usdt == approx(-16.718072274538, abs=1e-9)
     assert b.avg_win_usdt == approx(3.848657760325, abs=1e-9)
     assert b.avg_loss_usdt == approx(27.001437291970, abs=1e-9)
@@ -106,6 +108,13 @@ def test_cagr_calmar_drawdown_dates_market_change() -> None:
     assert (b.drawdown_start_ts_ns, b.drawdown_end_ts_ns) == (t0 + day, t0 + 2 * day)
     assert b.market_change == approx(0.0)  # (+10 % - 10 %) / 2; the NaN symbol left out
     assert b.market_change_by_symbol == {"BTCUSDT": approx(0.1), "ETHUSDT": approx(-0.1)}
+    # freqtrade's count: a day of the run without a closed trade is a drawn day
+    one = ClosedTrade("1", "BTCUSDT", "LONG", t0, t0 + 60 * 10**9, 1.0, 2.0, 1.0, 1.0, 1.0,
+                      0.0, 1.0, "TP", 1)
+    s1 = summarize([one], eq[:4], 10_000.0)
+    b1 = tables.breakdown([one], eq[:4], s1)
+    assert (b1.winning_days, b1.drawn_days, b1.losing_days) == (1, 3, 0)
+    assert b1.avg_loss_duration_s is None and b1.avg_win_duration_s == 60.0
     flat = tables.breakdown([], [], summarize([], [], 10_000.0))
     assert flat.cagr is None and flat.calmar is None and flat.best_pair is None
     assert flat.drawdown_start_ts_ns is None and flat.sqn is None
