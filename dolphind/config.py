@@ -348,6 +348,10 @@ class BinanceVenueConfig:
     poll_interval_s: float = 2.0
     # Even with the stream up, a working order with no news for this long is queried.
     order_check_s: float = 30.0
+    # With no order working, the account's positions are compared with the book this often
+    # (besides every reconnect): foreign positions that appear or change while running are
+    # reported (and, under execution.foreign = "adopt", adopted). 0: only at reconnects.
+    positions_check_s: float = 30.0
     # User-stream reconnect back-off (exponential with jitter) and WS ping interval.
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -848,6 +852,9 @@ def _binance_venue_checks(cfg: Config, environ: Mapping[str, str] = os.environ) 
     if not 0 < b.weight_slow_fraction <= b.weight_stop_fraction <= 1:
         problems.append("execution.binance: need 0 < weight_slow_fraction <= "
                         "weight_stop_fraction <= 1")
+    if not 0 <= b.positions_check_s <= 86_400:
+        problems.append("execution.binance.positions_check_s: must be in [0, 86400] "
+                        "(0: only at reconnects)")
     if b.weight_limit_1m < 0 or b.max_order_delay_s < 0 or b.unknown_grace_s < 0:
         problems.append("execution.binance: weight_limit_1m, max_order_delay_s and "
                         "unknown_grace_s must be >= 0")

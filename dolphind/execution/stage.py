@@ -180,6 +180,7 @@ class ExecutionStage:
         self._position_mismatch: dict[str, tuple[float, float]] | None = None
         # Venue positions that are not ours (symbol -> (qty, entry price)), left alone.
         self.foreign_positions: dict[str, tuple[float, float]] = {}
+        self._next_position_check = 0.0  # monotonic (see _periodic_position_check)
         # Exits that did not get through, by symbol: sent again until the position is closed.
         self.exit_retries: dict[str, ExitRetry] = {}
         control.subscribe(self._on_control)
@@ -399,6 +400,23 @@ class ExecutionStage:
         self._audit.record("execution.positions_reconciled", cause=cause,
                            differences={s: list(v) for s, v in diffs.items()})
         return True
+
+    async def _periodic_position_check(self) -> None:
+        """A live venue's positions against the book between reconnects, while no order is
+        working (a working order's fills may be on their way: not a difference yet)."""
+        if getattr(self._venue, "set_position_check", None) is None:
+            return  # the paper venue is rebuilt from this book: nothing to compare
+        every = self._config().execution.binance.positions_check_s
+        now = self._mono()
+        if not every or now < self._next_position_check or self.orders:
+            return
+        self._next_position_check = now + every
+        reconciled = getattr(self._venue, "reconciled", True)
+        if not reconciled:
+            return  # the venue's own reconciliation is running
+        async with self._lock:
+            if not self.orders:
+                await self._reconcile_positions("periodic")
 
     def _set_foreign(self, foreign: dict[str, tuple[float, float]], cause: str) -> None:
         """Positions on the account that are not ours: reported when they change, never
@@ -917,6 +935,7 @@ class ExecutionStage:
                 pass
             self._wake.clear()
             self.foreign_view()  # keeps dolphind_foreign_orders current
+            await self._periodic_position_check()
             if self.exit_retries:
                 await self._retry_exits()
             if self._control_dirty:

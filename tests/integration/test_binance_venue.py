@@ -683,3 +683,28 @@ async def test_a_stuck_exit_raises_an_incident_shows_on_status_and_keeps_trying(
         assert metric(m, "dolphind_exits_stuck") == 0
     kinds = [e["event"] for e in audit_events(r.audit_path)]
     assert "execution.exit_stuck" in kinds and "execution.exit_unstuck" in kinds
+
+
+async def test_a_foreign_position_opened_while_running_is_reported_between_reconnects(
+        tmp_path, fake, metrics_factory):
+    """With no order working, positions are compared every positions_check_s: a hand trade
+    made while the daemon runs shows up as foreign (and in the exposure rails) without
+    waiting for a reconnect; a hand close of part of ours shrinks ours."""
+    m = metrics_factory()
+    async with rig(tmp_path, fake, m, config(tmp_path, fake, positions_check_s=0.2)) as r:
+        connects = r.venue.connects
+        await r.intents.put(intent("o:entry", "SELL", 2000.0))
+        await eventually(lambda: r.stage.portfolio.position_qty("BTCUSDT") == -0.05
+                         and not r.stage.orders)
+        fake.set_position("ETHUSDT", 0.3, 2_780.0)
+        await eventually(lambda: r.stage.foreign_positions == {"ETHUSDT": (0.3, 2_780.0)},
+                         what="the hand trade seen as foreign")
+        assert metric(m, "dolphind_foreign_positions") == 1
+        assert r.stage._account_snapshot().symbol_exposure_usdt["ETHUSDT"] \
+            == pytest.approx(0.3 * 2_780.0)
+        fake.set_position("BTCUSDT", -0.02, 40_000.0)  # part of ours closed by hand
+        await eventually(lambda: r.stage.portfolio.position_qty("BTCUSDT") == -0.02)
+        assert r.venue.connects == connects  # no reconnect needed
+    events = audit_events(r.audit_path)
+    assert any(e["event"] == "execution.foreign_positions" and e["cause"] == "periodic"
+               and e["positions"] == {"ETHUSDT": 0.3} for e in events)
