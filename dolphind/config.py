@@ -1127,6 +1127,7 @@ RANGES: dict[str, Range] = {
     "execution.binance.unknown_grace_s": Range(0, 3600),
     "execution.binance.lease_ttl_s": _pos(_DAY),
     "execution.binance.lease_renew_s": _pos(_DAY),
+    "execution.binance.positions_check_s": Range(0, _DAY),
     "execution.capital_usdt": _pos(1e12),
     "execution.seed": Range(0, 2**63 - 1),
     "execution.maker_fee_bps": Range(0, 1000),
