@@ -241,6 +241,7 @@ class Daemon:
                     os.access, self.config.data_dir, os.W_OK)
             self.control.expire()  # overrides that ran out drop back even with no reader
             score, level = self.health.score()
+            self.metrics.ready.set(1 if self.readiness()[0] else 0)  # for the alert rules
             if not self._ready_sent and self.readiness()[0]:
                 self._ready_sent = True
                 self.notifier.ready()

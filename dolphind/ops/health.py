@@ -64,6 +64,9 @@ class Health:
         if backlog is not None:
             state.backlog = backlog
         self.stages[name] = state
+        # 0 from the start: an alert's increase() sees the first restart or error.
+        self._metrics.stage_restarts.labels(name)
+        self._metrics.stage_errors.labels(name)
         return state
 
     def beat(self, name: str) -> None:

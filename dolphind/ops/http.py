@@ -225,6 +225,9 @@ def build_app(daemon: DaemonView, token: str | None) -> web.Application:
     app.router.add_get("/trades", trades)
     app.router.add_get("/profit", profit)
     app.router.add_get("/daily", daily)
+    # The operator's page (GET /, its static files, /ui/snapshot and the /ui/events stream).
+    from dolphind.ops.command_center import mount as mount_command_center
+    mount_command_center(app, daemon)
     return app
 
 

@@ -252,6 +252,13 @@ class EigenScanner:
         have = int(runs[0]) if runs.size == 2 else 0
         return [(min(have, w), w) for w in self._windows]
 
+    def fresh(self) -> "EigenScanner":
+        """A cold scanner with this one's settings that goes on with the same scan number."""
+        return EigenScanner(self._next_scan, windows=self._windows, modes=self._forced_modes,
+                            tol=self._tol, eta=self._eta, maxit=self._maxit,
+                            window_krylov=None if self._wk == 1 else self._wk == 2,
+                            short_threshold=self._short, long_threshold=self._long)
+
     def prime(self, ts_ns: int, symbols: tuple[str, ...], closes: np.ndarray) -> ScanRecord:
         """Consume a bar of history (a restored checkpoint, a filled gap, a backfill) without
         using up a scan number: the windows advance exactly as in ``update``, and the next

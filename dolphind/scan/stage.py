@@ -118,7 +118,13 @@ class ScanStage:
                 except ChannelClosed:  # stopped before any bar
                     return
                 assert self.warm_start is not None
-                await self.warm_start.restore(first)
+                try:
+                    await self.warm_start.restore(first)
+                except Exception as exc:  # noqa: BLE001 - history must never stop a start
+                    log.exception("warm_start.failed")
+                    self.warm_start.fail(f"restore failed: {exc!r}"[:300])
+                    self.scanner = self.scanner.fresh()
+                    self._fallbacks_seen = 0
                 seam = self.warm_start.seam_from
                 if seam is not None:
                     self._seam = SeamCarry(first.symbols, seam, self._max_stale())

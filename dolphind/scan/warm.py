@@ -250,6 +250,10 @@ class WarmStart:
         self.detail["seconds"] = round(time.monotonic() - t0, 3)
         log.info("warm_start.done", state=self.state, reason=self.reason, **self.detail)
 
+    def fail(self, reason: str) -> None:
+        """The restore broke half-way: the scan starts cold (its state is discarded)."""
+        self.state, self.reason, self.seam_from = "cold", reason, None
+
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state, "reason": self.reason, **self.detail}
         prog = self.progress()

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
 
-from dolphind.events import WINDOWS, Bar, frozen_array
+from dolphind.channels import Channel, Overflow
+from dolphind.events import WINDOWS, Bar, ScanRecord, frozen_array
+from dolphind.ops.health import Health
+from dolphind.ops.metrics import Metrics
+from dolphind.scan.arrow_sink import ArrowScanSink
+from dolphind.scan.stage import ScanStage
+from dolphind.statebus.memory import MemoryStateBus
 from dolphind.scan.scanner import EigenScanner
 from dolphind.scan.warm import (
     CheckpointError,
@@ -191,3 +197,41 @@ def test_tracker_reports_progress_and_an_eta_from_the_pace() -> None:
     assert st["first_entry_eta_s"] == pytest.approx(5.0 * (750 - 9 + 1))
     tr.observe([(w, w) for w in WINDOWS], all_warm=True)
     assert tr.status()["can_trade"] and tr.eta_s() == 0.0
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()  # outside the loop: registering the process collector reads /proc
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[ArrowScanSink]:
+    s = ArrowScanSink(tmp_path / "scans")
+    yield s
+    s.close()
+
+
+async def test_a_restore_that_breaks_leaves_the_stage_scanning_cold(
+        metrics: Metrics, sink: ArrowScanSink) -> None:
+    """History must never stop a start: the stage logs it, says why and scans on, cold."""
+    px = market(900)
+    ck = history_of(recent_of(px, 800).take())
+
+    async def broken(*_: Any) -> Any:
+        raise RuntimeError("REST answered nonsense")
+
+    health = Health(metrics, lambda: 5.0)
+    health.register("scan")
+    bars: Channel[Bar] = Channel("bars", 10, Overflow.BLOCK)
+    out: Channel[ScanRecord] = Channel("scans", 10, Overflow.BLOCK)
+    stage: ScanStage
+    ws = WarmStart(ck, None, 600, 0, broken, lambda *b: stage.prime(*b), lambda s, n: None)
+    stage = ScanStage(bars, out, EigenScanner(start_scan_number=7), sink, MemoryStateBus(),
+                      health, metrics, lambda *a: None, warm_start=ws)
+    await bars.put(_first_bar(810, px))  # a gap: the broken filler is called
+    bars.close()
+    await stage.run()
+    rec = await out.get()
+    assert ws.state == "cold" and "REST answered nonsense" in (ws.reason or "")
+    assert rec.scan_number == 7 and not math.isfinite(rec.vel_div)  # cold, numbering intact
+    assert not stage.strategy_status()["can_trade"]
