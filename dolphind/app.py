@@ -144,7 +144,8 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         start_scan = max(-1 if persisted is None else persisted,
                          -1 if stored.scan_number is None else stored.scan_number) + 1
         sink = await asyncio.to_thread(ArrowScanSink, scan_dir, _SINK_FLUSH_EVERY)
-        stack.callback(sink.close)  # after the scan stage's last flush (stages drain first)
+        # After the scan stage's last flush (stages drain first); file I/O: off the loop.
+        stack.push_async_callback(asyncio.to_thread, sink.close)
 
         bars: Channel[Bar] = Channel("bars", cfg.channels.bars, Overflow.BLOCK, m.channels)
         scan_bars: Channel[Bar] = Channel("scan_bars", cfg.channels.bars, Overflow.BLOCK,

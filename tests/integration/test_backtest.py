@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 
 from dolphind.report.verify import verify_report
-from tests.integration.harness import REPO, SAMPLE
+from tests.data_paths import SET_1M as ONE_MINUTE
+from tests.data_paths import SET_5M as FIVE_MINUTE
+from tests.integration.harness import SAMPLE
 
 pytestmark = pytest.mark.integration
-SHARED = REPO.parent / "shared" / "data"
-ONE_MINUTE = SHARED / "binance-um-futures-1m-2025-05_typhonun-DcaTpStrategy"
-FIVE_MINUTE = SHARED / "binance-um-futures-5m-2023-07_alpergulsen-freqtrade"
 
 
 def backtest(*args: str) -> subprocess.CompletedProcess[str]:
