@@ -25,8 +25,8 @@ from typing import Any, Mapping, Sequence
 from dolphind.report import jsonfmt
 
 EXPLAIN_JSON = "explain.json"
-FUNDING_NOTE = ("booked by the paper venue at each funding time on open positions; not yet in "
-                "the equity curve, ROI or trades' PnL")
+FUNDING_NOTE = ("settled at each funding time on open positions: in the wallet, the equity "
+                "curve and ROI; not in the trades' PnL")
 # How many entries' rankings the HTML page lists (explain.json keeps every one).
 HTML_RANKINGS = 50
 
