@@ -54,6 +54,8 @@ def test_backtest_on_real_candles_agrees_with_its_trades(tmp_path: Path, data: P
                for r in why["entry_rankings"])
     assert why["funding_pnl_usdt"] is not None  # both sets carry funding files
     assert why["mc_gate"]["fallback"] is True
+    # Every intent's fate is counted (an entry and an exit per closed trade at least).
+    assert sum(why["intent_outcomes"].values()) >= 2 * summary["trades"]
     page = (out / "report.html").read_text()
     assert "Effective durations" in page and "Candidate rankings per entry" in page
     # The audit chain of the run verifies.
