@@ -47,19 +47,20 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print("dolphind check-config: give the config once (PATH or --config)", file=sys.stderr)
         return EXIT_USAGE
     args.path = args.path or args.config_flag or DEFAULT_CONFIG
-    from dolphind.config import ConfigError, load_config, read_ops_token
-    from dolphind.plugins import validate_plugin_settings
+    from dolphind.config import ConfigError, load_config
+    from dolphind.preflight import preflight, secret_file_warnings
 
     try:
         cfg = load_config(args.path)
-        problems = validate_plugin_settings(cfg)
-        read_ops_token(cfg)
+        problems = preflight(cfg)  # what `run` would trip over: files, plugins, token, address
     except ConfigError as exc:
         problems = exc.problems
     if problems:
         for p in problems:
             print(p, file=sys.stderr)
         return 2
+    for w in secret_file_warnings(cfg):
+        print(f"warning: {w}", file=sys.stderr)
     from dolphind.config import describe_trading
 
     print(f"{args.path}: ok (config hash {cfg.hash}, mode {cfg.mode})")

@@ -135,6 +135,7 @@ class PaperVenue:
         self._funding: ReplayFunding | None = None
         self._funding_after_ns: int | None = None
         self.funding_payments: list[FundingPayment] = []
+        self._funding_taken = 0
         self.liquidations: list[Fill] = []
 
     # ---- state -----------------------------------------------------------------------------
@@ -226,6 +227,12 @@ class PaperVenue:
                 self.funding_payments.append(
                     FundingPayment(t, sym, pos.qty, mark[0], rate, amount))
 
+    def take_funding(self) -> list[FundingPayment]:
+        """Payments booked since the last call (the execution stage moves its cash by them)."""
+        new = self.funding_payments[self._funding_taken:]
+        self._funding_taken = len(self.funding_payments)
+        return new
+
     @property
     def funding_paid_usdt(self) -> float:
         """Net funding paid by the account (positive: paid, negative: received)."""
@@ -312,13 +319,14 @@ class PaperVenue:
         f = self.filters_for(order.symbol)
         if f is None:
             return f"unknown symbol {order.symbol}"
-        if self.last_mark(order.symbol) is None:
-            return f"no market price for {order.symbol} yet"
         if self._stale(order.symbol):
             # The feed carries a price for feed.max_stale_bars and then marks it absent: a
             # fill at an hours-old price is not a fill (issue 16). An exit is retried by the
             # strategy and fills at the first fresh price.
-            return f"stale price for {order.symbol}: no update within feed.max_stale_bars"
+            return (f"no fresh price for {order.symbol}: absent from the latest bar (not "
+                    "trading yet, or no update within feed.max_stale_bars)")
+        if self.last_mark(order.symbol) is None:
+            return f"no market price for {order.symbol} yet"
         mark = self.last_mark(order.symbol)[0]  # type: ignore[index]
         problem = f.check(order.qty, mark, market=True, reduce_only=order.reduce_only)
         if problem is not None:

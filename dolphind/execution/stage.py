@@ -819,6 +819,14 @@ class ExecutionStage:
         mark_bar = getattr(self._venue, "mark_bar", None)
         if mark_bar is not None:
             mark_bar(index, closes, bar.ts_ns)
+            # Funding the paper venue settled at a funding time this bar crossed: the wallet
+            # (cash, equity) moves by it, as on Binance; trades' PnL does not (issue 16).
+            for pay in getattr(self._venue, "take_funding", lambda: ())():
+                self.portfolio.cash_usdt += pay.amount_usdt
+                self._account_behind = True
+                self._audit.record("funding", symbol=pay.symbol, funding_ts_ns=pay.ts_ns,
+                                   qty=pay.qty, mark=pay.mark, rate=pay.rate,
+                                   amount_usdt=pay.amount_usdt)
         else:
             venue_mark = self._venue.mark
             for i in np.flatnonzero(~np.isnan(closes)).tolist():

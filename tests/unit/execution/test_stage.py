@@ -357,7 +357,7 @@ async def test_store_keeps_up_with_a_burst(tmp_path, info_2021, metrics_factory)
     m = metrics_factory()
     cfg = config(risk={"max_orders_per_minute": 1e9, "order_burst": 10**6,
                        "max_gross_exposure_usdt": 1e9, "max_symbol_exposure_usdt": 1e9,
-                       "max_leverage": 1e6})
+                       "max_leverage": 125.0})  # the range's top (issue 17)
     async with rig(tmp_path, info_2021, m, cfg) as r:
         await r.feed(bar(1, 40_000.0))
         for i in range(300):
