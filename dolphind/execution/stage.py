@@ -348,7 +348,13 @@ class ExecutionStage:
         # The part of each venue position that is ours (all of it under "adopt"); the rest is
         # foreign: reported, left alone, counted by the exposure rails.
         venue_qty = {s: vp.qty for s, vp in venue_pos.items()}
-        if not adopt_all:
+        if not adopt_all and self.orders:
+            # A working order's fills may still be on their way: a difference now is not yet
+            # foreign. Only the foreign part known already is set aside (the rest is compared
+            # as before: a mismatch until the order is done, then split).
+            for s, (q, _) in self.foreign_positions.items():
+                venue_qty[s] = venue_qty.get(s, 0.0) - q
+        elif not adopt_all:
             foreign: dict[str, tuple[float, float]] = {}
             for s in set(ours) | set(venue_pos):
                 kept, rest = split_foreign(ours.get(s, 0.0), venue_qty.get(s, 0.0))
