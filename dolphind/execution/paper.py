@@ -19,8 +19,8 @@ balance (``funding_payments``).
 
 Liquidation (issue 16), like Binance's cross margin: after each bar's marks, when the wallet
 balance plus unrealised PnL falls to the maintenance margin (sum of ``|qty| x mark x rate``
-over the positions) or below, every position is closed at its mark by a venue-initiated fill
-(client id ``liquidation-...``, reason LIQUIDATION). Maintenance-margin rates: Binance's first
+over the positions) or below, every position is closed at the mark: the venue reports them
+(``take_liquidations``) and the execution stage sends reduce-only LIQUIDATION orders at once. Maintenance-margin rates: Binance's first
 bracket, 0.4 % for BTCUSDT and ETHUSDT and 0.5 % for every other symbol
 (``MAINTENANCE_MARGIN_RATES`` / ``DEFAULT_MAINTENANCE_MARGIN_RATE``; real bracket tables are
 not loaded). No liquidation clearance fee is charged.
@@ -136,7 +136,9 @@ class PaperVenue:
         self._funding_after_ns: int | None = None
         self.funding_payments: list[FundingPayment] = []
         self._funding_taken = 0
-        self.liquidations: list[Fill] = []
+        # (bar time, symbols, margin balance, maintenance margin) of every liquidation.
+        self.liquidations: list[tuple[int, tuple[str, ...], float, float]] = []
+        self._liquidation_due: list[str] = []
 
     # ---- state -----------------------------------------------------------------------------
 
@@ -182,28 +184,16 @@ class PaperVenue:
         equity, maint = self.margin()
         if maint <= 0.0 or equity > maint:
             return
-        for sym, pos in sorted(self._positions.items()):
-            mark = self.last_mark(sym)
-            if pos.flat or mark is None:
-                continue
-            side = "BUY" if pos.qty < 0 else "SELL"
-            cid = f"liquidation-{sym}-{ts_ns}"
-            order = Order(client_id=cid, intent_id=cid, symbol=sym, side=side, qty=abs(pos.qty),
-                          order_type="MARKET", price=0.0, reduce_only=True, reason=LIQUIDATION,
-                          state=OrderState.FILLED, filled_qty=abs(pos.qty),
-                          avg_fill_price=mark[0], created_ns=ts_ns, updated_ns=ts_ns,
-                          ref_price=mark[0])
-            self._keep(order)
-            fill = Fill(fill_id=f"{cid}-1", client_id=cid, symbol=sym, side=side,
-                        qty=abs(pos.qty), price=mark[0], fee_usdt=0.0, liquidity="TAKER",
-                        ts_ns=ts_ns, slippage_bps=0.0, reduce_only=True)
-            new, realised = apply_fill(pos, side, fill.qty, fill.price, 0.0, ts_ns)
-            self._positions[sym] = new
-            self._balance += realised
-            self.liquidations.append(fill)
-            # Marks arrive synchronously; the events channel is far larger than a universe.
-            if not self._events.offer(fill):
-                raise RuntimeError("paper venue events channel full during a liquidation")
+        due = sorted(s for s, p in self._positions.items() if not p.flat)
+        if due:
+            self._liquidation_due = due
+            self.liquidations.append((ts_ns, tuple(due), equity, maint))
+
+    def take_liquidations(self) -> list[str]:
+        """Symbols to liquidate after this bar's marks (the execution stage closes them at
+        once, through its own order path, so a backtest books them before the next decision)."""
+        due, self._liquidation_due = self._liquidation_due, []
+        return due
 
     def set_funding(self, funding: ReplayFunding) -> None:
         """Book funding payments on open positions at each funding time the bars cross."""

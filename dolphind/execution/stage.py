@@ -224,6 +224,12 @@ class ExecutionStage:
                     # scheduling and a backtest would not repeat exactly.
                     await self._settle()
                 await self._on_bar(item)
+                # A liquidation the paper venue found at this bar's marks (issue 16): closed
+                # now, before the bar counts as handled, so the next decision sees it booked.
+                for sym in getattr(self._venue, "take_liquidations", lambda: ())():
+                    if sym in self.portfolio.positions:
+                        async with self._lock:
+                            await self._handle_intent(self._liquidation_intent(sym, item.ts_ns))
             else:
                 async with self._lock:
                     await self._handle_intent(item)
@@ -962,6 +968,14 @@ class ExecutionStage:
                 await self._flatten(self._flatten_requests.popleft())
             async with self._lock:
                 await self._resolve_unknown()
+
+    def _liquidation_intent(self, symbol: str, ts_ns: int) -> OrderIntent:
+        pos = self.portfolio.positions[symbol]
+        mark = self.portfolio.mark_of(symbol)
+        return OrderIntent(
+            intent_id=f"liquidation:{ts_ns}:{symbol}", ts_ns=ts_ns, symbol=symbol,
+            side="BUY" if pos.qty < 0 else "SELL", notional_usdt=abs(pos.qty) * mark,
+            leverage=0.0, reduce_only=True, reason="LIQUIDATION", ref_price=mark)
 
     async def _flatten(self, action: ControlAction) -> None:
         positions = list(self.portfolio.positions.values())

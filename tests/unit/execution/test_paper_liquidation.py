@@ -36,16 +36,11 @@ def test_a_position_is_liquidated_when_margin_falls_to_maintenance() -> None:
     # equity 1000 - 500 = 500 > maintenance 100 * 105 * 0.005 = 52.5: still open
     assert venue.liquidations == [] and venue.margin() == pytest.approx((500.0, 52.5))
     venue.mark_bar(INDEX, np.array([109.5, 2000.0]), T + 60_000_000_000)
-    # equity 1000 - 950 = 50 <= maintenance 54.75: liquidated at the mark
-    assert len(venue.liquidations) == 1
-    fill = venue.liquidations[0]
-    assert (fill.symbol, fill.side, fill.qty, fill.price) == ("SOLUSDT", "BUY", 100.0, 109.5)
-    assert fill.client_id.startswith("liquidation-") and fill.reduce_only
-    assert asyncio.run(venue.positions()) == {}
-    assert asyncio.run(venue.balances())["USDT"] == pytest.approx(50.0)
-    # A flat account is never liquidated again.
-    venue.mark_bar(INDEX, np.array([200.0, 2000.0]), T + 120_000_000_000)
-    assert len(venue.liquidations) == 1
+    # equity 1000 - 950 = 50 <= maintenance 54.75: the venue calls the liquidation
+    assert venue.liquidations == [(T + 60_000_000_000, ("SOLUSDT",), pytest.approx(50.0),
+                                   pytest.approx(54.75))]
+    assert venue.take_liquidations() == ["SOLUSDT"] and venue.take_liquidations() == []
+    # (the execution stage closes it: tests/unit/execution/test_stage.py)
 
 
 def test_the_ledger_names_the_exit_liquidation() -> None:
