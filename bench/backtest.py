@@ -36,7 +36,7 @@ from dolphind.feed.replay import ReplayFeed  # noqa: E402
 from dolphind.ops.health import Health  # noqa: E402
 from dolphind.ops.metrics import Metrics  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = ROOT / "tests" / "data"  # the real candle sets, copied into the repository
 SETS = {
     "1m x14": (SHARED / "binance-um-futures-1m-2025-05_typhonun-DcaTpStrategy",
                "2025-05-04T15:37", "2025-06-03T15:31"),

@@ -51,7 +51,7 @@ from dolphind.ops.metrics import Metrics
 from dolphind.store.audit import AuditLog, verify
 from dolphind.store.sqlite import Store
 
-INFO = (Path(__file__).resolve().parents[2] / "shared" / "data"
+INFO = (Path(__file__).resolve().parents[1] / "tests" / "data"
         / "binance-um-ws-capture-2021-07-22_cryptofeed" / "BINANCE_FUTURES.0")
 
 

@@ -28,7 +28,7 @@ from dolphind.channels import Channel, Overflow
 from dolphind.config import Config, strategy_params
 from dolphind.events import WINDOWS, Bar, OrderIntent, ScanRecord
 from dolphind.execution.ledger import Ledger
-from dolphind.ops.history import closed_history
+from dolphind.ops.history import load_history
 from dolphind.tradelog import TradeLog
 from dolphind.execution.stage import ExecutionStage, open_books
 from dolphind.feed.backfill import rest_filler
@@ -144,7 +144,8 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         start_scan = max(-1 if persisted is None else persisted,
                          -1 if stored.scan_number is None else stored.scan_number) + 1
         sink = await asyncio.to_thread(ArrowScanSink, scan_dir, _SINK_FLUSH_EVERY)
-        stack.callback(sink.close)  # after the scan stage's last flush (stages drain first)
+        # After the scan stage's last flush (stages drain first); file I/O: off the loop.
+        stack.push_async_callback(asyncio.to_thread, sink.close)
 
         bars: Channel[Bar] = Channel("bars", cfg.channels.bars, Overflow.BLOCK, m.channels)
         scan_bars: Channel[Bar] = Channel("scan_bars", cfg.channels.bars, Overflow.BLOCK,
@@ -265,7 +266,7 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         ledger = Ledger(execution.capital_view, record_equity=record_equity)
         if cfg.mode != "backtest":  # a backtest's report covers its own run only
             # Earlier runs' closed trades, for /trades /profit /daily (not logged again).
-            ledger.closed.extend(await store.read(closed_history))
+            ledger.closed.extend(await load_history(store))
         trades = TradeLog(ledger.closed, emit)  # trade.fill / trade.closed lines, on_trade
         # The open trade as it was before the stop (entry scan, fees, bars held): the alpha
         # engine's position view and the closing trade's PnL read it.

@@ -225,6 +225,7 @@ def _explanation(daemon: Daemon, cfg: Config, feed_status: dict[str, Any],
         rankings=list(alpha.entry_rankings), mc_source=st.mc_source, mc_status=st.mc_status,
         stale_positions=tuple(stale()) if callable(stale) else (),
         funding_pnl_usdt=_funding_pnl(daemon),
+        intent_outcomes=_counter_by_label(daemon, "dolphind_execution_intents_total"),
         funding_payments=tuple(dataclasses.asdict(p) for p in
                                getattr(venue, "funding_payments", ())))
 

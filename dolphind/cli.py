@@ -26,6 +26,7 @@ examples:
   dolphind resume --token-file /etc/dolphind/ops.token
   dolphind flatten --reason "end of test"  # halts too, unless --no-halt
   dolphind backtest --data data/sample --out backtest-out
+  dolphind top                             # the live view in the terminal (q quits)
 
 exit codes:
   0  done
@@ -46,19 +47,20 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print("dolphind check-config: give the config once (PATH or --config)", file=sys.stderr)
         return EXIT_USAGE
     args.path = args.path or args.config_flag or DEFAULT_CONFIG
-    from dolphind.config import ConfigError, load_config, read_ops_token
-    from dolphind.plugins import validate_plugin_settings
+    from dolphind.config import ConfigError, load_config
+    from dolphind.preflight import preflight, secret_file_warnings
 
     try:
         cfg = load_config(args.path)
-        problems = validate_plugin_settings(cfg)
-        read_ops_token(cfg)
+        problems = preflight(cfg)  # what `run` would trip over: files, plugins, token, address
     except ConfigError as exc:
         problems = exc.problems
     if problems:
         for p in problems:
             print(p, file=sys.stderr)
         return 2
+    for w in secret_file_warnings(cfg):
+        print(f"warning: {w}", file=sys.stderr)
     from dolphind.config import describe_trading
 
     print(f"{args.path}: ok (config hash {cfg.hash}, mode {cfg.mode})")
@@ -275,6 +277,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cmd_top(args: argparse.Namespace) -> int:
+    """The Command Center's panels in the terminal (Textual), live from GET /ui/events."""
+    from dolphind.opsclient import ClientError, base_url
+
+    config = args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
+    try:
+        base = base_url(args.url, config)
+    except ClientError as exc:
+        print(f"dolphind top: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from dolphind.tui.app import TopApp
+    from dolphind.tui.source import bus_config
+
+    try:
+        bus = bus_config(config)  # [statebus] kind = "hazelcast": a line fed by its listeners
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"dolphind top: {config}: [statebus]: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    TopApp(base, bus=bus).run()
+    return EXIT_OK
+
+
 def _daemon_flags() -> argparse.ArgumentParser:
     """The flags every command that talks to a running daemon shares."""
     p = argparse.ArgumentParser(add_help=False)
@@ -322,6 +346,8 @@ def _ops_commands(sub: Any) -> None:
     flat.add_argument("--reason", default="", help="written to the audit log")
     flat.add_argument("--no-halt", action="store_true",
                       help="close positions but leave entries allowed")
+    add("top", _cmd_top, "the Command Center in the terminal: live strip, positions, orders, "
+        "trades, vel_div, stages, plugins and the feed (GET /ui/events); q quits")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,6 +51,7 @@ from dolphind.ops.http import HttpServer, build_app
 from dolphind.ops.metrics import Metrics
 from dolphind.ops.systemd import SystemdNotifier
 from dolphind.plugins import PluginContext, PluginError, PluginHost
+from dolphind.preflight import preflight, secret_file_warnings
 from dolphind.statebus import base as bus_names
 from dolphind.statebus.factory import open_bus
 from dolphind.statebus.publish import Publisher
@@ -201,6 +202,13 @@ class Daemon:
         """One daemon per data dir: two writers would corrupt the store and the audit chain."""
         data = self.config.data_dir
         data.mkdir(parents=True, exist_ok=True)
+        # The store, the audit log and the plugins' state are the account's books: this user's
+        # only (files are 0600 through the umask that run() sets).
+        if data.stat().st_mode & 0o077:
+            try:
+                data.chmod(0o700)
+            except OSError as exc:
+                log.warning("daemon.data_dir_mode", path=str(data), error=exc.strerror)
         lock = open(data / "dolphind.lock", "a+")  # noqa: SIM115 - closed by the exit stack
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -233,6 +241,7 @@ class Daemon:
                     os.access, self.config.data_dir, os.W_OK)
             self.control.expire()  # overrides that ran out drop back even with no reader
             score, level = self.health.score()
+            self.metrics.ready.set(1 if self.readiness()[0] else 0)  # for the alert rules
             if not self._ready_sent and self.readiness()[0]:
                 self._ready_sent = True
                 self.notifier.ready()
@@ -325,12 +334,18 @@ class Daemon:
         try:
             new = await asyncio.to_thread(load_config, path)
             problems = self.plugins.validate(new)
+            # Everything a start would check: a config the next start refuses is refused now,
+            # not reported as "needs restart" for a process manager to restart-loop on.
+            found = await asyncio.to_thread(preflight, new, self.config)
+            problems += [p for p in found if p not in problems]  # plugins validate in both
             if problems:
                 raise ConfigError(problems)
-        except ConfigError as exc:
+        except Exception as exc:  # noqa: BLE001 - a reload must never take the daemon down
+            problems = exc.problems if isinstance(exc, ConfigError) else \
+                [f"{path}: reload failed ({type(exc).__name__}: {exc})"]
             self.metrics.config_reload_failures.inc()
-            log.error("config.reload_failed", cause=cause, path=path, problems=exc.problems)
-            return {"ok": False, "cause": cause, "ts": time.time(), "problems": exc.problems,
+            log.error("config.reload_failed", cause=cause, path=path, problems=problems)
+            return {"ok": False, "cause": cause, "ts": time.time(), "problems": problems,
                     "config_hash": self.config.hash}
         plan = plan_reload(self.config, new)
         old_logging = self.config.logging
@@ -405,8 +420,14 @@ class Daemon:
 
 def run(config_path: str | Path) -> int:
     """Load the config and run the daemon until it is stopped; returns the exit code."""
+    # Everything the daemon creates (data dir, store, audit log, scans, plugin state) is
+    # readable by its own user only: 0700 folders, 0600 files.
+    os.umask(0o077)
     try:
         cfg = load_config(config_path)
+        problems = preflight(cfg)
+        if problems:
+            raise ConfigError(problems)
     except ConfigError as exc:
         logs.configure()
         log.error("config.invalid", path=str(config_path), problems=exc.problems)
@@ -414,6 +435,8 @@ def run(config_path: str | Path) -> int:
             os.write(2, f"dolphind: {p}\n".encode())
         return EXIT_CONFIG
     logs.configure(cfg.logging.level, cfg.logging.format)
+    for warning in secret_file_warnings(cfg):
+        log.warning("config.secret_file_readable", problem=warning)
     if cfg.cpu_affinity:
         pin_process(cfg.cpu_affinity)  # before the loop and its helper threads exist
         log.info("daemon.cpu_affinity", cpus=sorted(set(cfg.cpu_affinity)))

@@ -58,6 +58,21 @@ def humanize_epoch_ns(_logger: Any, _name: str,
     return event_dict
 
 
+_PNL_KEYS = ("pnl_usdt", "pnl_pct", "gross_usdt", "realised_usdt", "unrealised_usdt")
+_GREEN, _RED, _RESET = "\x1b[32m", "\x1b[31m", "\x1b[0m"
+
+
+def colour_pnl(_logger: Any, _name: str,
+               event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Console on a terminal only: PnL figures green when positive, red when negative (fees
+    are costs and stay plain)."""
+    for key in _PNL_KEYS:
+        value = event_dict.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value:
+            event_dict[key] = f"{_GREEN if value > 0 else _RED}{value:+g}{_RESET}"
+    return event_dict
+
+
 def human_time(ts_ns: int) -> str:
     """A nanosecond epoch as ``2026-12-07 03:20:29`` (UTC, whole seconds)."""
     return datetime.fromtimestamp(ts_ns / 1e9, tz=timezone.utc).strftime(_HUMAN_TIME)
@@ -148,10 +163,11 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         redact_secrets,
     ]
     if use_console:
-        renderer = structlog.dev.ConsoleRenderer(colors=_colours(), pad_event=22,
+        colours = _colours()
+        renderer = structlog.dev.ConsoleRenderer(colors=colours, pad_event=22,
                                                  sort_keys=False)
-        processors = shared + [humanize_epoch_ns, structlog.processors.format_exc_info,
-                               renderer]
+        processors = shared + [humanize_epoch_ns, *([colour_pnl] if colours else []),
+                               structlog.processors.format_exc_info, renderer]
         factory: structlog.types.WrappedLogger = structlog.PrintLoggerFactory(sys.stdout)
     else:
         # No frame locals in tracebacks: a crash inside a signing call would otherwise write the

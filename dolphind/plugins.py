@@ -217,6 +217,7 @@ class PluginHost:
                                self._metrics.channels)
             self.plugins[name] = lp
             self._metrics.plugin_enabled.labels(name).set(1)
+            self._metrics.plugin_failures.labels(name)  # exported at 0: alerts see the first
             log.info("plugin.loaded", plugin=name, version=lp.version,
                      distribution=lp.distribution, hooks=list(lp.hooks))
 

@@ -13,6 +13,8 @@ done
 # The state bus tests run real Hazelcast members (Java) whose jar Maven fetches.
 command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
+# Debian's Chromium for the Command Center's browser test (Playwright never downloads one).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

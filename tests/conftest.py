@@ -7,9 +7,18 @@ import time
 from typing import Awaitable, Callable, Iterator, TypeVar
 
 import pytest
+import structlog
 from blockbuster import BlockBuster, blockbuster_ctx
 
 T = TypeVar("T")
+
+# Tests that never call logs.configure log through structlog's default console renderer. With
+# rich installed (Textual, for `dolphind top`, brings it) that renderer formats tracebacks with
+# rich, which reads source files: a blocking call on the loop that blockbuster would blame on
+# the code that logged. Plain tracebacks, as the daemon's own console format writes them.
+structlog.configure(processors=[
+    *structlog.get_config()["processors"][:-1],
+    structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)])
 
 
 @pytest.fixture(autouse=True)

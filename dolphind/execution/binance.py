@@ -146,6 +146,9 @@ def load_credentials(cfg: BinanceVenueConfig, resolve: Callable[[str], Path],
         except OSError as exc:
             raise CredentialsError(f"execution.binance.secrets_file {path}: cannot read "
                                    f"({exc.strerror or type(exc).__name__})") from None
+        except UnicodeDecodeError:
+            raise CredentialsError(f"execution.binance.secrets_file {path}: not UTF-8 text"
+                                   ) from None
         except tomllib.TOMLDecodeError:
             raise CredentialsError(f"execution.binance.secrets_file {path}: not valid TOML "
                                    "(expected api_key = \"...\" and api_secret = \"...\")"

@@ -173,7 +173,7 @@ def _parse_symbol(entry: Mapping[str, Any]) -> SymbolFilters:
 
 def load_exchange_info(path: str | Path) -> dict[str, SymbolFilters]:
     """Read an exchangeInfo file: plain JSON, or a recorded ``<url> -> <ts>: <json>`` line
-    (the capture format of cryptofeed, as in shared/data). Blocking: call off the loop."""
+    (the capture format of cryptofeed, as in tests/data). Blocking: call off the loop."""
     raw = Path(path).read_bytes()
     text = raw.lstrip()
     if not text.startswith(b"{"):

@@ -19,8 +19,8 @@ balance (``funding_payments``).
 
 Liquidation (issue 16), like Binance's cross margin: after each bar's marks, when the wallet
 balance plus unrealised PnL falls to the maintenance margin (sum of ``|qty| x mark x rate``
-over the positions) or below, every position is closed at its mark by a venue-initiated fill
-(client id ``liquidation-...``, reason LIQUIDATION). Maintenance-margin rates: Binance's first
+over the positions) or below, every position is closed at the mark: the venue reports them
+(``take_liquidations``) and the execution stage sends reduce-only LIQUIDATION orders at once. Maintenance-margin rates: Binance's first
 bracket, 0.4 % for BTCUSDT and ETHUSDT and 0.5 % for every other symbol
 (``MAINTENANCE_MARGIN_RATES`` / ``DEFAULT_MAINTENANCE_MARGIN_RATE``; real bracket tables are
 not loaded). No liquidation clearance fee is charged.
@@ -135,7 +135,10 @@ class PaperVenue:
         self._funding: ReplayFunding | None = None
         self._funding_after_ns: int | None = None
         self.funding_payments: list[FundingPayment] = []
-        self.liquidations: list[Fill] = []
+        self._funding_taken = 0
+        # (bar time, symbols, margin balance, maintenance margin) of every liquidation.
+        self.liquidations: list[tuple[int, tuple[str, ...], float, float]] = []
+        self._liquidation_due: list[str] = []
 
     # ---- state -----------------------------------------------------------------------------
 
@@ -181,28 +184,16 @@ class PaperVenue:
         equity, maint = self.margin()
         if maint <= 0.0 or equity > maint:
             return
-        for sym, pos in sorted(self._positions.items()):
-            mark = self.last_mark(sym)
-            if pos.flat or mark is None:
-                continue
-            side = "BUY" if pos.qty < 0 else "SELL"
-            cid = f"liquidation-{sym}-{ts_ns}"
-            order = Order(client_id=cid, intent_id=cid, symbol=sym, side=side, qty=abs(pos.qty),
-                          order_type="MARKET", price=0.0, reduce_only=True, reason=LIQUIDATION,
-                          state=OrderState.FILLED, filled_qty=abs(pos.qty),
-                          avg_fill_price=mark[0], created_ns=ts_ns, updated_ns=ts_ns,
-                          ref_price=mark[0])
-            self._keep(order)
-            fill = Fill(fill_id=f"{cid}-1", client_id=cid, symbol=sym, side=side,
-                        qty=abs(pos.qty), price=mark[0], fee_usdt=0.0, liquidity="TAKER",
-                        ts_ns=ts_ns, slippage_bps=0.0, reduce_only=True)
-            new, realised = apply_fill(pos, side, fill.qty, fill.price, 0.0, ts_ns)
-            self._positions[sym] = new
-            self._balance += realised
-            self.liquidations.append(fill)
-            # Marks arrive synchronously; the events channel is far larger than a universe.
-            if not self._events.offer(fill):
-                raise RuntimeError("paper venue events channel full during a liquidation")
+        due = sorted(s for s, p in self._positions.items() if not p.flat)
+        if due:
+            self._liquidation_due = due
+            self.liquidations.append((ts_ns, tuple(due), equity, maint))
+
+    def take_liquidations(self) -> list[str]:
+        """Symbols to liquidate after this bar's marks (the execution stage closes them at
+        once, through its own order path, so a backtest books them before the next decision)."""
+        due, self._liquidation_due = self._liquidation_due, []
+        return due
 
     def set_funding(self, funding: ReplayFunding) -> None:
         """Book funding payments on open positions at each funding time the bars cross."""
@@ -225,6 +216,12 @@ class PaperVenue:
                 self._balance += amount
                 self.funding_payments.append(
                     FundingPayment(t, sym, pos.qty, mark[0], rate, amount))
+
+    def take_funding(self) -> list[FundingPayment]:
+        """Payments booked since the last call (the execution stage moves its cash by them)."""
+        new = self.funding_payments[self._funding_taken:]
+        self._funding_taken = len(self.funding_payments)
+        return new
 
     @property
     def funding_paid_usdt(self) -> float:
@@ -312,13 +309,14 @@ class PaperVenue:
         f = self.filters_for(order.symbol)
         if f is None:
             return f"unknown symbol {order.symbol}"
-        if self.last_mark(order.symbol) is None:
-            return f"no market price for {order.symbol} yet"
         if self._stale(order.symbol):
             # The feed carries a price for feed.max_stale_bars and then marks it absent: a
             # fill at an hours-old price is not a fill (issue 16). An exit is retried by the
             # strategy and fills at the first fresh price.
-            return f"stale price for {order.symbol}: no update within feed.max_stale_bars"
+            return (f"no fresh price for {order.symbol}: absent from the latest bar (not "
+                    "trading yet, or no update within feed.max_stale_bars)")
+        if self.last_mark(order.symbol) is None:
+            return f"no market price for {order.symbol} yet"
         mark = self.last_mark(order.symbol)[0]  # type: ignore[index]
         problem = f.check(order.qty, mark, market=True, reduce_only=order.reduce_only)
         if problem is not None:

@@ -224,6 +224,12 @@ class ExecutionStage:
                     # scheduling and a backtest would not repeat exactly.
                     await self._settle()
                 await self._on_bar(item)
+                # A liquidation the paper venue found at this bar's marks (issue 16): closed
+                # now, before the bar counts as handled, so the next decision sees it booked.
+                for sym in getattr(self._venue, "take_liquidations", lambda: ())():
+                    if sym in self.portfolio.positions:
+                        async with self._lock:
+                            await self._handle_intent(self._liquidation_intent(sym, item.ts_ns))
             else:
                 async with self._lock:
                     await self._handle_intent(item)
@@ -348,7 +354,13 @@ class ExecutionStage:
         # The part of each venue position that is ours (all of it under "adopt"); the rest is
         # foreign: reported, left alone, counted by the exposure rails.
         venue_qty = {s: vp.qty for s, vp in venue_pos.items()}
-        if not adopt_all:
+        if not adopt_all and self.orders:
+            # A working order's fills may still be on their way: a difference now is not yet
+            # foreign. Only the foreign part known already is set aside (the rest is compared
+            # as before: a mismatch until the order is done, then split).
+            for s, (q, _) in self.foreign_positions.items():
+                venue_qty[s] = venue_qty.get(s, 0.0) - q
+        elif not adopt_all:
             foreign: dict[str, tuple[float, float]] = {}
             for s in set(ours) | set(venue_pos):
                 kept, rest = split_foreign(ours.get(s, 0.0), venue_qty.get(s, 0.0))
@@ -813,6 +825,14 @@ class ExecutionStage:
         mark_bar = getattr(self._venue, "mark_bar", None)
         if mark_bar is not None:
             mark_bar(index, closes, bar.ts_ns)
+            # Funding the paper venue settled at a funding time this bar crossed: the wallet
+            # (cash, equity) moves by it, as on Binance; trades' PnL does not (issue 16).
+            for pay in getattr(self._venue, "take_funding", lambda: ())():
+                self.portfolio.cash_usdt += pay.amount_usdt
+                self._account_behind = True
+                self._audit.record("funding", symbol=pay.symbol, funding_ts_ns=pay.ts_ns,
+                                   qty=pay.qty, mark=pay.mark, rate=pay.rate,
+                                   amount_usdt=pay.amount_usdt)
         else:
             venue_mark = self._venue.mark
             for i in np.flatnonzero(~np.isnan(closes)).tolist():
@@ -948,6 +968,14 @@ class ExecutionStage:
                 await self._flatten(self._flatten_requests.popleft())
             async with self._lock:
                 await self._resolve_unknown()
+
+    def _liquidation_intent(self, symbol: str, ts_ns: int) -> OrderIntent:
+        pos = self.portfolio.positions[symbol]
+        mark = self.portfolio.mark_of(symbol)
+        return OrderIntent(
+            intent_id=f"liquidation:{ts_ns}:{symbol}", ts_ns=ts_ns, symbol=symbol,
+            side="BUY" if pos.qty < 0 else "SELL", notional_usdt=abs(pos.qty) * mark,
+            leverage=0.0, reduce_only=True, reason="LIQUIDATION", ref_price=mark)
 
     async def _flatten(self, action: ControlAction) -> None:
         positions = list(self.portfolio.positions.values())

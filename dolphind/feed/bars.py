@@ -17,6 +17,16 @@ into a bar that consumers have already seen.
 A bar window that ends while the feed has a gap (disconnected or stalled) and holds no price at
 all is not invented from carried-forward prices: it is skipped and the sequence number jumps, so
 ``MarketStage`` counts it as lost. A window that the feed was healthy for is always emitted.
+
+Time never runs backwards and never leaps through invented bars:
+
+- a frame more than ``max_jump_ms`` ahead of the venue time (the watermark plus the local time
+  since) means the time seen so far was stale, e.g. an old first frame: the span between was
+  not observed, so it is a gap (skipped in one step), not thousands of carried-forward bars.
+  The feed's future guard bounds frames against the local clock; this is its mirror image,
+  bounding the bar clock against the frames;
+- ``resume_after(ms)``: no bar starts before ``ms`` (the market time a previous run reached):
+  prices before it are late, whatever the venue sends after a restart.
 """
 
 from __future__ import annotations
@@ -46,7 +56,8 @@ class BarBuilder:
                  max_stale_bars: Callable[[], int], emit: Callable[[Bar], None],
                  on_late: Callable[[float], None] = lambda s: None,
                  on_skipped: Callable[[int], None] = lambda n: None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 max_jump_ms: int = 5000) -> None:
         self.symbols = symbols
         self.index = {s: i for i, s in enumerate(symbols)}
         self.bar_ms = int(round(bar_seconds * 1000))
@@ -81,12 +92,36 @@ class BarBuilder:
         self._cur_start = self._cur_end = 0
         self._cur_prices: dict[int, float] = {}
         self._cur_volume: dict[int, float] = {}
+        # See the module doc; the feed refreshes it from binance_feed.max_clock_skew_s.
+        self.max_jump_ms = max_jump_ms
+        self.jumps = 0
+        self._floor_ms = 0  # no bar starts before this (resume_after)
+
+    def resume_after(self, ms: int) -> None:
+        """No bar will start before ``ms``: the market time an earlier run already reached."""
+        self._floor_ms = max(self._floor_ms, ms - ms % self.bar_ms)
+        if self.next_start is not None and self.next_start < self._floor_ms:
+            self.next_start = self._floor_ms
+            self._open = {k: v for k, v in self._open.items() if k >= self._floor_ms}
+            self._volume = {k: v for k, v in self._volume.items() if k >= self._floor_ms}
+            self._cur_end = self._cur_start
+
+    def _leap(self, event_ms: int) -> None:
+        """``event_ms`` is far past the watermark: was the time so far stale (see module doc)?"""
+        ahead = event_ms - self.venue_now_ms()
+        if ahead > self.max_jump_ms:
+            self.jumps += 1
+            log.warning("bars.time_leap", from_ms=self.watermark_ms, to_ms=event_ms,
+                        ahead_s=round(ahead / 1000, 3))
+            self.mark_gap()
 
     # ---- input (called by the reader for every frame; keep it cheap) -------------------
 
     def observe(self, event_ms: int) -> None:
         """Any frame's event time: advances the watermark (depth frames count too)."""
         if event_ms > self.watermark_ms:
+            if event_ms - self.watermark_ms > self.max_jump_ms and self.watermark_ms:
+                self._leap(event_ms)
             self.watermark_ms = event_ms
             self._watermark_mono = self._mono()
 
@@ -105,11 +140,14 @@ class BarBuilder:
 
     def _on_other_price(self, i: int, event_ms: int, price: float, qty: float) -> bool:
         """``on_price`` for a price outside the newest open window (or when there is none)."""
+        if event_ms - self.watermark_ms > self.max_jump_ms and self.watermark_ms:
+            self._leap(event_ms)
         start = event_ms - event_ms % self.bar_ms
         nxt = self.next_start
-        if nxt is None:
+        if nxt is None and start >= self._floor_ms:
             self.next_start = nxt = start
-        elif start < nxt:
+        elif nxt is None or start < nxt:
+            nxt = self._floor_ms if nxt is None else nxt
             self.late += 1
             self._on_late((nxt - event_ms) / 1000.0)
             return False

@@ -113,6 +113,17 @@ def is_future(event_ms: int, now_ms: int, skew_ms: int) -> bool:
     return event_ms - now_ms > skew_ms
 
 
+def max_jump_ms(cfg: Config) -> int:
+    """How far a frame may lead the bar clock before the time so far counts as stale (the
+    past guard, ``BarBuilder``): the clock-skew tolerance, and at least as many bars as carry
+    a price forward (after ``max_stale_bars`` empty windows every symbol is absent anyway, so
+    skipping them loses nothing even when the leap was real, e.g. a replay run faster than
+    real time through a pause)."""
+    bar_ms = int(cfg.feed.bar_seconds * 1000)
+    return max(int(cfg.binance_feed.max_clock_skew_s * 1000),
+               bar_ms * (cfg.feed.max_stale_bars + 1))
+
+
 class FutureGuard:
     """Rejects event times too far ahead of the local wall clock without a clock read per frame.
 
@@ -473,7 +484,8 @@ class BinanceFeed:
         self.bars = BarBuilder(
             self.symbols, cfg.feed.bar_seconds, b.bar_close_delay_ms,
             lambda: self._config().feed.max_stale_bars, self._emit,
-            on_late=self._on_late, on_skipped=self._on_skipped)
+            on_late=self._on_late, on_skipped=self._on_skipped,
+            max_jump_ms=max_jump_ms(cfg))
         self.book = BookState(self.symbols, lambda: self._config().book, cfg.feed.bar_seconds,
                               on_bad=self._bad_depth)
         self.prices = PriceCache()  # price strings -> float, shared by the connections' parsers
@@ -652,6 +664,7 @@ class BinanceFeed:
             await asyncio.sleep(_WATCHDOG_S)
             now = time.monotonic()
             self._future.refresh()
+            self.bars.max_jump_ms = max_jump_ms(self._config())  # reloadable inputs
             self.poll_reconnect_requests()
             for conn in self.connections:
                 conn.check(now)

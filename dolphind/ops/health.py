@@ -7,6 +7,10 @@ channel and it has not beaten for ``heartbeat_timeout_s``.
 The score is a weighted *sum* of sensor values in [0, 1], never a product, so one degraded
 sensor lowers the score instead of zeroing it; only the process-level invariant (all stages
 dead) gives DEAD.
+
+Until the first stage runs the level is STARTING: alive, not yet measured. A first start spends
+tens of seconds compiling the numba kernels before any stage runs; a liveness probe must not
+take that for DEAD and kill the daemon (``/healthz`` answers 200 for it, ``/readyz`` 503).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dolphind.ops.metrics import Metrics
 
 
 class HealthLevel(enum.Enum):
+    STARTING = "STARTING"
     GREEN = "GREEN"
     DEGRADED = "DEGRADED"
     CRITICAL = "CRITICAL"
@@ -52,12 +57,16 @@ class Health:
         self.stages: dict[str, StageState] = {}
         # External sensors in [0, 1], set by their owners (feed connected, bus healthy).
         self.sensors: dict[str, float] = {"statebus": 1.0, "feed": 1.0}
+        self.started = False  # a stage has run: the level is measured from then on
 
     def register(self, name: str, backlog: Callable[[], int] | None = None) -> StageState:
         state = StageState(name=name)
         if backlog is not None:
             state.backlog = backlog
         self.stages[name] = state
+        # 0 from the start: an alert's increase() sees the first restart or error.
+        self._metrics.stage_restarts.labels(name)
+        self._metrics.stage_errors.labels(name)
         return state
 
     def beat(self, name: str) -> None:
@@ -73,6 +82,7 @@ class Health:
     def set_running(self, name: str, running: bool, error: str | None = None) -> None:
         st = self.stages[name]
         st.running = running
+        self.started = self.started or running
         if error is not None:
             st.last_error = error
         self._metrics.stage_up.labels(name).set(1 if running else 0)
@@ -84,6 +94,8 @@ class Health:
         return last is None or self._mono() - last > self._timeout()
 
     def score(self) -> tuple[float, HealthLevel]:
+        if not self.started:
+            return 1.0, HealthLevel.STARTING  # not measured yet; the gauge is left alone
         live = [s for s in self.stages.values() if not s.finished]
         if live and not any(s.running for s in live):
             return 0.0, HealthLevel.DEAD

@@ -14,11 +14,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import sqlite3
+from typing import Any
+
+import structlog
 
 from dolphind.events import PositionUpdate
 from dolphind.execution.ledger import Ledger
 from dolphind.report.model import ClosedTrade
 from dolphind.store.sqlite import _LEVERAGE, _fill_row, _order_row
+
+log = structlog.get_logger("dolphind.trades")
 
 _FILL_COLUMNS = ("fill_id, client_id, symbol, side, qty, price, fee_usdt, liquidity, ts_ns, "
                  "slippage_bps, reduce_only")
@@ -42,3 +47,16 @@ def closed_history(conn: sqlite3.Connection) -> list[ClosedTrade]:
         net[fill.symbol] = qty
         ledger.observe("on_position", PositionUpdate(fill.symbol, qty, math.nan, 0.0, fill.ts_ns))
     return [dataclasses.replace(t, trade_id="h" + t.trade_id) for t in ledger.closed]
+
+
+async def load_history(store: Any) -> list[ClosedTrade]:
+    """``closed_history`` through the store's thread. The history is for reading only: if it
+    cannot be rebuilt (a store written by an older version, a fill the replay cannot book),
+    the daemon starts without it and says so, it never refuses to trade over it."""
+    try:
+        trades: list[ClosedTrade] = await store.read(closed_history)
+    except Exception as exc:  # noqa: BLE001 - any failure here only costs the history
+        log.warning("trades.history_unavailable", error=f"{type(exc).__name__}: {exc}")
+        return []
+    log.info("trades.history", closed_trades=len(trades))
+    return trades

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
+import logging
 from typing import Any, Awaitable, Callable, Protocol
 
 import orjson
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -21,7 +22,17 @@ from dolphind.ops.metrics import Metrics
 from dolphind.ops.trades import daily_document, profit_document, trades_document
 
 TOKEN_HEADER = "X-Dolphind-Token"
-_MAX_BODY_BYTES = 64 * 1024
+_MAX_BODY_BYTES = 64 * 1024  # larger bodies: 413
+# Deeper JSON bodies: 400. A control body is a flat object; nesting this deep is an attack.
+MAX_BODY_DEPTH = 32
+# A connection that has not sent a whole request head this long after it opened (or after its
+# last response) is closed: an idle or trickling socket must not hold a slot forever.
+HEADER_TIMEOUT_S = 10.0
+# aiohttp's own loggers: their records can carry request lines and header values (a malformed
+# token header in a parser error), so they are reduced to the message and the error's type.
+_AIOHTTP_LOGGERS = ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal")
+
+log = structlog.get_logger("dolphind.ops.http")
 
 
 class DaemonView(Protocol):
@@ -65,6 +76,12 @@ def build_app(daemon: DaemonView, token: str | None) -> web.Application:
         except web.HTTPException as exc:
             metrics.http_requests.labels(name, str(exc.status)).inc()
             raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a handler bug is a counted 500, not a crash
+            # The route and the error's type only: its message may quote request data.
+            log.error("http.handler_failed", route=name, error=type(exc).__name__)
+            resp = _error(500, "internal error (see the daemon log)")
         metrics.http_requests.labels(name, str(resp.status)).inc()
         return resp
 
@@ -84,14 +101,18 @@ def build_app(daemon: DaemonView, token: str | None) -> web.Application:
     async def read_json(request: web.Request) -> dict[str, Any]:
         if not request.can_read_body:
             return {}
-        raw = await request.read()
+        raw = await request.read()  # over client_max_size: 413
         if not raw.strip():
             return {}
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+            body = orjson.loads(raw)
+        except (orjson.JSONDecodeError, RecursionError) as exc:
             raise web.HTTPBadRequest(text=orjson.dumps({"error": f"body is not JSON: {exc}"})
                                      .decode(), content_type="application/json") from None
+        if json_depth(body) > MAX_BODY_DEPTH:
+            raise web.HTTPBadRequest(text=orjson.dumps(
+                {"error": f"body nested more than {MAX_BODY_DEPTH} levels"}).decode(),
+                content_type="application/json")
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(text='{"error": "body must be a JSON object"}',
                                      content_type="application/json")
@@ -204,14 +225,65 @@ def build_app(daemon: DaemonView, token: str | None) -> web.Application:
     app.router.add_get("/trades", trades)
     app.router.add_get("/profit", profit)
     app.router.add_get("/daily", daily)
+    # The operator's page (GET /, its static files, /ui/snapshot and the /ui/events stream).
+    from dolphind.ops.command_center import mount as mount_command_center
+    mount_command_center(app, daemon)
     return app
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0), without recursing."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, list):
+            deepest = max(deepest, d + 1)
+            stack.extend((x, d + 1) for x in v)
+    return deepest
+
+
+class _NoRequestData(logging.Filter):
+    """Reduce aiohttp's records to their fixed message and the error's type: the formatted
+    arguments and the exception text may quote request lines and header values (tokens)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        detail = f" ({type(exc).__name__})" if exc is not None else ""
+        msg = record.msg if isinstance(record.msg, str) else "aiohttp"
+        if record.args:  # the template stays, each argument becomes "-"
+            msg = msg.replace("%r", "%s").replace("%d", "%s")
+            try:
+                msg = msg % tuple("-" for _ in (record.args if isinstance(record.args, tuple)
+                                                else (record.args,)))
+            except (TypeError, ValueError):
+                pass
+        record.msg = f"{msg}{detail}"
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+        return True
+
+
+def hide_request_data_in_aiohttp_logs() -> None:
+    for name in _AIOHTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoRequestData) for f in logger.filters):
+            logger.addFilter(_NoRequestData())
 
 
 class HttpServer:
     """The ops server as an async context manager (bound on enter, closed on exit)."""
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    def __init__(self, app: web.Application, host: str, port: int,
+                 header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
+        hide_request_data_in_aiohttp_logs()
+        # keepalive_timeout runs from the connection's start too (aiohttp >= 3.10): it is the
+        # header-read timeout of a connection that never completes a request head.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     keepalive_timeout=header_timeout_s)
         self._host, self._port = host, port
         self.bound: tuple[str, int] | None = None
 

@@ -349,6 +349,8 @@ class Metrics:
                                     "1 while the kill switch is on (no new entries).", registry=r)
         self.health_score = Gauge("dolphind_health_score",
                                   "Weighted health score in [0, 1] (GREEN >= 0.8).", registry=r)
+        self.ready = Gauge("dolphind_ready", "1 while /readyz passes (every readiness check ok).",
+                           registry=r)
 
         # Stages and supervision
         self.stage_heartbeat = Gauge("dolphind_stage_heartbeat_timestamp_seconds",
@@ -544,3 +546,24 @@ class Metrics:
         self.http_requests = Counter("dolphind_http_requests_total",
                                      "Ops HTTP requests by route and status.",
                                      ["route", "status"], registry=r)
+        self._zero_alerted_children()
+
+    def _zero_alerted_children(self) -> None:
+        """Export the children that alert rules and dashboards read at 0 from the start.
+
+        A labelled counter has no series until its first event, and ``increase()`` over a
+        series born at 1 sees no increase: the first rejection, gap or incident would not fire
+        its alert and its dashboard panel would say "No data" instead of 0."""
+        from dolphind.risk.rails import RULES  # the rails own the rule names
+
+        for rule in RULES:
+            self.execution.risk_rejections.labels(rule)
+        for kind in ("position", "order_state", "order_never_sent", "venue_order_found",
+                     "venue_order_adopted", "stale_order_cancelled"):
+            self.execution.reconcile_diffs.labels(kind)
+        for reason in ("closed", "error", "stall", "requested"):
+            self.feed_gaps.labels(reason)
+        for action in ("halt", "resume", "release_halt", "flatten", "incident",
+                       "reconnect_feed", "risk_multiplier", "throttle"):
+            self.control_actions.labels(action)
+        self.feed_bar_lateness.labels()  # the live feed's late prices (empty in replay)

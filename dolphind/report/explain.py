@@ -25,8 +25,8 @@ from typing import Any, Mapping, Sequence
 from dolphind.report import jsonfmt
 
 EXPLAIN_JSON = "explain.json"
-FUNDING_NOTE = ("booked by the paper venue at each funding time on open positions; not yet in "
-                "the equity curve, ROI or trades' PnL")
+FUNDING_NOTE = ("settled at each funding time on open positions: in the wallet, the equity "
+                "curve and ROI; not in the trades' PnL")
 # How many entries' rankings the HTML page lists (explain.json keeps every one).
 HTML_RANKINGS = 50
 
@@ -47,6 +47,8 @@ class Explanation:
     notes: tuple[str, ...] = field(default=())
     # Every funding settlement on an open position: {ts_ns, symbol, qty, mark, rate, amount}.
     funding_payments: tuple[Mapping[str, Any], ...] = ()
+    # What the execution stage did with each intent (accepted, rejected by rule, vetoed, ...).
+    intent_outcomes: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def interval_differs(self) -> bool:
@@ -83,6 +85,9 @@ def console_lines(e: Explanation) -> list[str]:
         top = sorted(stopped.items(), key=lambda kv: (-kv[1], kv[0]))[:6]
         lines.append("bars by outcome: " + ", ".join(f"{k} {v}" for k, v in top)
                      + f"; entered {e.gate_counts.get('entered', 0)}")
+    if e.intent_outcomes:
+        lines.append("intents: " + ", ".join(f"{k} {v}" for k, v in
+                                             sorted(e.intent_outcomes.items())))
     if e.funding_pnl_usdt is not None:
         lines.append(f"funding PnL {e.funding_pnl_usdt + 0.0:+.4f} USDT over "
                      f"{len(e.funding_payments)} settlements ({FUNDING_NOTE})")
@@ -103,6 +108,7 @@ def explain_document(e: Explanation) -> dict[str, Any]:
             for n, s, b, eff in e.durations],
         "gate_counts": dict(sorted(e.gate_counts.items())),
         "rail_rejections": dict(sorted(e.rail_rejections.items())),
+        "intent_outcomes": dict(sorted(e.intent_outcomes.items())),
         "mc_gate": {"source": e.mc_source, "status": e.mc_status, "fallback": e.mc_fallback,
                     "statement": mc_statement(e)},
         "funding_pnl_usdt": e.funding_pnl_usdt,
@@ -150,6 +156,12 @@ def explain_html(e: Explanation) -> str:
     out += [f"<tr><td>{escape(k)}</td><td>{v}</td></tr>"
             for k, v in sorted(e.gate_counts.items(), key=lambda kv: (-kv[1], kv[0]))]
     out.append("</table>")
+    if e.intent_outcomes:
+        out.append("<h3>What became of each intent</h3><table><tr><th>Outcome</th>"
+                   "<th>Intents</th></tr>")
+        out += [f"<tr><td>{escape(k)}</td><td>{v}</td></tr>"
+                for k, v in sorted(e.intent_outcomes.items())]
+        out.append("</table>")
     if e.rail_rejections:
         out.append("<h3>Risk rail rejections</h3><table><tr><th>Rule</th><th>Orders</th></tr>")
         out += [f"<tr><td>{escape(k)}</td><td>{v}</td></tr>"

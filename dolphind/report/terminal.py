@@ -56,8 +56,9 @@ def render(doc: Mapping[str, Any]) -> str:
     rows += [("Best / worst pair", f"{named('best_pair')} / {named('worst_pair')}"),
              ("Best / worst trade", f"{trade('best_trade')} / {trade('worst_trade')}"),
              ("Best / worst day", f"{named('best_day')} / {named('worst_day')}"),
-             ("Days win / draw / lose", f"{doc.get('winning_days', 0)} / "
-                                        f"{doc.get('drawn_days', 0)} / {doc.get('losing_days', 0)}"),
+             ("Days win / draw / lose",
+              f"{doc.get('winning_days', 0)} / {doc.get('drawn_days', 0)} / "
+              f"{doc.get('losing_days', 0)}"),
              ("Avg duration winners / losers",
               f"{fmt(doc.get('avg_win_duration_s'), 'duration')} / "
               f"{fmt(doc.get('avg_loss_duration_s'), 'duration')}")]

@@ -13,8 +13,14 @@ batch (schema-sized overhead, a few hundred bytes) per scan; offline runs use th
 gives compact files and fast reads, and lose at most ``flush_every - 1`` scans on a crash (which
 a re-run regenerates).
 
-Re-opening a day that already has a file (a restart on the same UTC day) rewrites its complete
-batches into a fresh stream and continues it, so there is still exactly one valid file per day.
+Re-opening a day that already has a file (a restart on the same UTC day, or a looping replay
+coming back to a day) appends to it: the file is cut after its last complete message (dropping
+the end-of-stream marker and any torn tail) and new batches follow, so there is still exactly
+one valid stream per day and nothing already written is read back or rewritten (a looping
+replay used to rewrite the whole day file at every day change: RSS and time grew with it).
+The sink writes the IPC messages itself (``Schema.serialize``, ``RecordBatch.serialize``) for
+that reason: pyarrow's stream writer always starts a new stream with a schema message.
+Only a file whose schema is not this version's is rewritten (its batches cast) once.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +41,8 @@ SCHEMA_VERSION = "1"
 SCHEMA_VERSION_KEY = "dolphind.scan_schema_version"
 FILE_PREFIX = "scans-"
 FILE_SUFFIX = ".arrow"
+# The IPC end-of-stream marker: a continuation token and a zero message length.
+_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
 
 def _fields() -> list[pa.Field]:
@@ -135,6 +144,28 @@ def last_scan_number(out_dir: str | os.PathLike[str]) -> int | None:
     return best
 
 
+def _stream_end(path: Path) -> tuple[int, pa.Schema | None]:
+    """Byte offset just past the last complete message of the IPC stream in ``path`` (0 when
+    it has no schema message) and the stream's schema; reads message by message."""
+    end, schema = 0, None
+    try:
+        with pa.OSFile(str(path), "rb") as f:
+            reader = pa.ipc.MessageReader.open_stream(f)
+            while True:
+                try:
+                    msg = reader.read_next_message()
+                except StopIteration:
+                    break  # end-of-stream marker, or the file's end
+                if schema is None:
+                    if msg.type != "schema":
+                        break
+                    schema = pa.ipc.read_schema(msg)
+                end = f.tell()
+    except (pa.ArrowInvalid, OSError, EOFError):
+        pass  # a torn tail (crash mid-write) or an empty file: keep what was complete
+    return (end, schema) if schema is not None else (0, None)
+
+
 class ArrowScanSink:
     """Append ScanRecords to ``out_dir/scans-YYYY-MM-DD.arrow`` (IPC stream, one file per UTC day)."""
 
@@ -146,8 +177,9 @@ class ArrowScanSink:
         self._flush_every = flush_every
         self._buf: list[ScanRecord] = []
         self._day: str | None = None
-        self._file: pa.NativeFile | None = None
-        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self._file: BinaryIO | None = None
+        self._offset = 0  # end of the last complete message written to the open file
+        self._ends: dict[str, int] = {}  # day -> that offset, for days closed by this sink
         self.records_written = 0
 
     def __enter__(self) -> ArrowScanSink:
@@ -172,9 +204,11 @@ class ArrowScanSink:
         """Write buffered records as one batch and push it to the OS."""
         if not self._buf:
             return
-        assert self._writer is not None and self._file is not None
-        self._writer.write_batch(_records_to_batch(self._buf))
+        assert self._file is not None
+        message = _records_to_batch(self._buf).serialize()
+        self._file.write(memoryview(message))
         self._file.flush()
+        self._offset += message.size
         self.records_written += len(self._buf)
         self._buf.clear()
 
@@ -184,22 +218,39 @@ class ArrowScanSink:
         self._close_file()
 
     def _close_file(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
         if self._file is not None:
+            self._file.write(_EOS)  # readers stop here; the next open cuts it off again
             self._file.close()
             self._file = None
+            assert self._day is not None
+            self._ends[self._day] = self._offset
 
     def _open(self, day: str) -> None:
         self._close_file()
         path = path_for_day(self._dir, day)
-        previous = _read_complete_batches(path) if path.exists() else []
-        tmp = path.with_suffix(".arrow.tmp")
-        f = pa.OSFile(str(tmp), "wb")
-        writer = pa.ipc.new_stream(f, SCAN_SCHEMA)
-        for b in previous:
-            writer.write_batch(b.cast(SCAN_SCHEMA) if b.schema != SCAN_SCHEMA else b)
+        end = self._ends.get(day)
+        if end is None or not path.exists() or path.stat().st_size < end:
+            end, schema = _stream_end(path) if path.exists() else (0, None)
+            if schema is not None and not schema.equals(SCAN_SCHEMA, check_metadata=True):
+                end = self._rewrite(path)
+        f = open(path, "r+b" if end else "wb")  # noqa: SIM115 - closed in _close_file
+        f.seek(end)
+        f.truncate()
+        if not end:
+            f.write(memoryview(SCAN_SCHEMA.serialize()))
+            end = f.tell()
         f.flush()
-        os.replace(tmp, path)  # the open handle follows the inode to the final name
-        self._file, self._writer, self._day = f, writer, day
+        self._file, self._offset, self._day = f, end, day
+
+    @staticmethod
+    def _rewrite(path: Path) -> int:
+        """A file of another schema version: its complete batches cast to this one, once."""
+        previous = _read_complete_batches(path)
+        tmp = path.with_suffix(".arrow.tmp")
+        with pa.OSFile(str(tmp), "wb") as f:
+            writer = pa.ipc.new_stream(f, SCAN_SCHEMA)
+            for b in previous:
+                writer.write_batch(b.cast(SCAN_SCHEMA))
+            writer.close()
+        os.replace(tmp, path)
+        return _stream_end(path)[0]

@@ -1,6 +1,6 @@
 """A loopback Binance USDT-M futures account: the REST endpoints ccxt calls and the user stream.
 
-Built on real payloads (../shared/data, see their PROVENANCE.md): the exchangeInfo document is
+Built on real payloads (tests/data, see their PROVENANCE.md): the exchangeInfo document is
 the nautilus_trader capture of 2022-02-19 (or the cryptofeed one of 2021-07-21); order, trade,
 position, balance and user-stream answers are the nautilus fixtures used as templates (every
 field Binance sends is there, in Binance's spelling), with the values of this fake account.
@@ -49,14 +49,14 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-NAUTILUS = SHARED / "binance-fixtures_nautilus-trader"
+from tests.data_paths import CRYPTOFEED_INFO, NAUTILUS
+
 _HTTP = NAUTILUS / "crates" / "adapters" / "binance" / "test_data" / "futures" / "http_json"
 _USER = NAUTILUS / "crates" / "adapters" / "binance" / "test_data" / "futures" / "user_data_json"
 _RES = (NAUTILUS / "tests" / "integration_tests" / "adapters" / "binance" / "resources"
         / "http_responses")
 EXCHANGE_INFO_2022 = _RES / "http_futures_market_exchange_info.json"
-EXCHANGE_INFO_2021 = SHARED / "binance-um-ws-capture-2021-07-22_cryptofeed" / "BINANCE_FUTURES.0"
+EXCHANGE_INFO_2021 = CRYPTOFEED_INFO
 
 # Prices near the exchangeInfo capture's day (2022-02-19).
 DEFAULT_MARKS = {"BTCUSDT": 40_000.0, "ETHUSDT": 2_780.0}

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 
 from dolphind.report.verify import verify_report
-from tests.integration.harness import REPO, SAMPLE
+from tests.data_paths import SET_1M as ONE_MINUTE
+from tests.data_paths import SET_5M as FIVE_MINUTE
+from tests.integration.harness import SAMPLE
 
 pytestmark = pytest.mark.integration
-SHARED = REPO.parent / "shared" / "data"
-ONE_MINUTE = SHARED / "binance-um-futures-1m-2025-05_typhonun-DcaTpStrategy"
-FIVE_MINUTE = SHARED / "binance-um-futures-5m-2023-07_alpergulsen-freqtrade"
 
 
 def backtest(*args: str) -> subprocess.CompletedProcess[str]:
@@ -54,6 +53,8 @@ def test_backtest_on_real_candles_agrees_with_its_trades(tmp_path: Path, data: P
                for r in why["entry_rankings"])
     assert why["funding_pnl_usdt"] is not None  # both sets carry funding files
     assert why["mc_gate"]["fallback"] is True
+    # Every intent's fate is counted (an entry and an exit per closed trade at least).
+    assert sum(why["intent_outcomes"].values()) >= 2 * summary["trades"]
     page = (out / "report.html").read_text()
     assert "Effective durations" in page and "Candidate rankings per entry" in page
     # The audit chain of the run verifies.
@@ -169,3 +170,35 @@ def test_three_runs_under_cpu_load_are_byte_identical(tmp_path: Path) -> None:
     # Every audit record carries market time (within the data's span), not the wall clock.
     stamps = [json.loads(line)["ts_ns"] for line in outputs[0][3].splitlines()]
     assert stamps and all(1746835200_000000000 <= t <= 1747094400_000000000 for t in stamps)
+
+
+def test_positions_held_across_funding_times_pay_or_receive_funding(tmp_path: Path) -> None:
+    """Issue 16: the sample's funding prints are settled on open positions at each funding
+    time; the wallet (cash, equity, ROI) moves by them, the trades' PnL does not."""
+    config = tmp_path / "hold.toml"
+    config.write_text('[strategy]\nprofile = "hold-12h"\n[strategy.params]\nmax_hold_s = 43200.0\n')
+    out = tmp_path / "out"
+    res = backtest("--config", str(config), "--data", str(SAMPLE), "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "max_hold_s 43200 s -> 720 bars" in res.stderr
+    why = json.loads((out / "explain.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    payments = why["funding_payments"]
+    assert len(payments) >= 1, why["funding_pnl_usdt"]
+    for p in payments:
+        # explain.json rounds to 10 decimals
+        assert p["amount_usdt"] == pytest.approx(-p["qty"] * p["mark"] * p["rate"], abs=1e-9)
+        assert p["ts_ns"] % (8 * 3600 * 10**9) < 10**9  # at a funding time (00, 08, 16 UTC)
+    total = sum(p["amount_usdt"] for p in payments)
+    assert why["funding_pnl_usdt"] == pytest.approx(total)
+    assert summary["funding_paid_usdt"] == pytest.approx(-total)
+    audited = [json.loads(x)["data"] for x in (out / "audit.jsonl").read_text().splitlines()
+               if json.loads(x)["event"] == "funding"]
+    assert [a["amount_usdt"] for a in audited] == pytest.approx(
+        [p["amount_usdt"] for p in payments], abs=1e-9)
+    with contextlib.closing(sqlite3.connect(out / "dolphind.sqlite")) as db:
+        initial, cash, realised, fees = db.execute(
+            "SELECT initial_capital_usdt, cash_usdt, realised_pnl_usdt, fees_usdt FROM account"
+        ).fetchone()
+    assert cash == pytest.approx(initial + realised - fees + total, abs=1e-6)
+    assert verify_report(out) == []  # the trades' own figures are unchanged by funding

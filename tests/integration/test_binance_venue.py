@@ -708,3 +708,30 @@ async def test_a_foreign_position_opened_while_running_is_reported_between_recon
     events = audit_events(r.audit_path)
     assert any(e["event"] == "execution.foreign_positions" and e["cause"] == "periodic"
                and e["positions"] == {"ETHUSDT": 0.3} for e in events)
+
+
+async def test_with_our_order_working_a_difference_waits_before_it_is_called_foreign(
+        tmp_path, fake, metrics_factory):
+    """Under "ignore": while one of our orders works, its fills may still be on their way, so
+    a difference is a mismatch (not reconciled, no entries), not yet foreign; once the order is
+    done, what remains beyond ours is foreign and left alone."""
+    m = metrics_factory()
+    async with rig(tmp_path, fake, m, config(tmp_path, fake, positions_check_s=0.0)) as r:
+        fake.hold_market = True
+        await r.intents.put(intent("w:entry", "SELL", 2000.0))
+        cid = client_order_id("w:entry")
+        await eventually(lambda: cid in r.stage.orders and r.stage.orders[cid].state == "acked")
+        fake.refuse_streams = True
+        await fake.drop_streams()
+        await eventually(lambda: not r.venue.status()["user_stream"]["connected"])
+        fake.set_position("BTCUSDT", -0.02, 40_000.0)  # a hand trade while the stream is down
+        fake.refuse_streams = False
+        await eventually(lambda: any(e["event"] == "execution.positions_mismatch"
+                                     for e in audit_events(r.audit_path)), what="mismatch")
+        assert not r.venue.reconciled and r.stage.foreign_positions == {}
+        await fake.fill(cid)
+        await eventually(lambda: r.venue.reconciled, what="reconciled after the fill")
+        assert r.stage.portfolio.position_qty("BTCUSDT") == pytest.approx(-0.05)
+        (q, px), = r.stage.foreign_positions.values()
+        assert list(r.stage.foreign_positions) == ["BTCUSDT"]
+        assert q == pytest.approx(-0.02) and px == pytest.approx(40_000.0)

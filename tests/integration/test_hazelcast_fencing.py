@@ -191,7 +191,8 @@ def test_a_paused_holder_comes_back_stale_and_cannot_send(
         tmp_path: Path, fake: FakeBinanceRest, cp_cluster: Cluster, market: FakeVenue) -> None:
     """The holder is frozen (SIGSTOP: a GC pause, a hung VM) past the CP session TTL; the other
     daemon takes over. When the old holder runs again it must not send: its lease lapsed
-    (lease_ttl_s after its last confirmation) and the cluster says the lock is another's."""
+    (lease_ttl_s after its last confirmation) and the cluster says the lock is another's. (Its
+    strategy keeps trying to exit the short it adopted: the attempts are the evidence.)"""
     fake.set_position("BTCUSDT", -0.05, 40_000.0)
     fake.fault("POST /fapi/v1/order", times=1000, status=400, code=-2019,
                msg="Margin is insufficient.")
@@ -216,6 +217,7 @@ def test_a_paused_holder_comes_back_stale_and_cannot_send(
         finally:
             client.shutdown()
 
+        stamped_before = len(fences(a))
         a.signal(signal.SIGSTOP)
         try:
             took = wait_until(lambda: (s := venue_state(b)) and s["lease"]["held"]
@@ -228,14 +230,16 @@ def test_a_paused_holder_comes_back_stale_and_cannot_send(
         wait_until(lambda: (s := venue_state(a)) and not s["lease"]["held"]
                    and owner_b in s["lease"]["reason"] and s["reconciled"] is False,
                    timeout=30, what="a sees it is stale, names the new holder, unreconciled")
-        assert a.post("/flatten", {"reason": "test"})[0] == 200
-        rejected = wait_until(lambda: [o for o in a.get_json("/orders")["recent"]
-                                       if o["reason"] == "FLATTEN"
-                                       and o["reject_reason"].startswith("venue:fenced: ")],
-                              timeout=30, what="a's flatten refused")
+        # a's strategy keeps trying to exit the adopted short: every attempt that reaches the
+        # venue is refused there (no fence), and none of them reaches Binance.
+        refused = wait_until(lambda: [e for e in a.events()
+                                      if e.get("event") == "venue.fenced_order"
+                                      and owner_b in e.get("reason", "")],
+                             timeout=60, what="a's order refused for want of the lease")
         sent_ids = {r.params.get("newClientOrderId") for r in fake.requests
                     if (r.method, r.path) == ("POST", "/fapi/v1/order")}
-        assert not {o["client_id"] for o in rejected} & sent_ids
+        assert not {e["client_id"] for e in refused} & sent_ids
+        assert len(fences(a)) == stamped_before  # nothing stamped (so nothing sent) since
         assert all(e["fence"] == held["lease"]["fence"] for e in fences(a))
     finally:
         if b is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -347,3 +348,52 @@ request_timeout_s = 2.0
     assert fake.orders_with_client_id("web_manual_1")[0].status == "NEW"
     assert not [r for r in fake.requests if r.params.get("symbol") == "BTCUSDT"
                 and r.path == "/fapi/v1/order" and r.method in ("POST", "DELETE")]
+
+
+def test_an_operator_resume_is_not_fought_by_the_governor(tmp_path: Path) -> None:
+    """The real daemon with the governor: a daily-loss breach that still holds (the day started
+    at 20,000 USDT, the paper account has 10,000) halts at start; the operator's resume
+    (token-protected) acknowledges it and re-arms the rule from the equity at the resume, so the
+    governor does not halt again on the same breach (before #15 it did within one tick)."""
+    import datetime as dt
+    import json
+
+    from tests.integration.test_mseries import audited_control_actions
+
+    var = tmp_path / "var"
+    folder = var / "plugins" / "governor"
+    folder.mkdir(parents=True)
+    today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    (folder / "governor_state.json").write_text(json.dumps({
+        "version": 1, "halted": True, "reason": "max_daily_loss: daily loss 10000.00 >= 1000 USDT",
+        "halted_at": 1.0, "breached_rules": ["max_daily_loss"], "day": today,
+        "day_start_equity_usdt": 20_000.0}))
+    port = free_port()
+    extra = ('[plugins]\nenabled = ["governor"]\n\n[plugins.governor]\ntick_interval_s = 0.1\n'
+             "max_daily_loss_usdt = 1000.0\n")
+    d = Daemon(write_config(tmp_path / "d.toml", port, extra=extra,
+                            data_dir=str(var)), port).start()
+    try:
+        d.wait_ready(timeout=120)
+        assert d.get_json("/status")["control"]["halted_by"].keys() == {"governor"}
+        code, body = d.post("/kill", {"action": "resume"})
+        assert code == 200 and body["halted"] is False
+
+        def governor() -> dict[str, Any]:
+            return {p["name"]: p for p in d.get_json("/status")["plugins"]}["governor"]["detail"]
+
+        wait_until(lambda: governor()["halted"] is False, what="the governor saw the resume")
+        time.sleep(2.0)  # 20 governor ticks with the day's loss still 10,000 by the old baseline
+        assert d.get_json("/status")["control"]["halted"] is False
+        detail = governor()
+        assert detail["day_start_equity_usdt"] == pytest.approx(10_000.0, abs=100.0)
+    finally:
+        assert d.stop() == 0
+    lines = [json.loads(x) for x in (folder / "compliance.jsonl").read_text().splitlines()]
+    resumed = [x for x in lines if x["event"] == "resumed"]
+    assert resumed and resumed[0]["acknowledged"] == ["max_daily_loss"]
+    assert resumed[0]["daily_loss_from_equity_usdt"] == pytest.approx(10_000.0, abs=100.0)
+    acts = [(a["action"], a["cause"].split(":")[0]) for a in audited_control_actions(var)
+            if a["action"] in ("halt", "resume", "incident") and a["cause"] != "shutdown"]
+    # halted at start, resumed by the operator, the re-arm audited, no halt after it
+    assert acts[-2:] == [("resume", "http"), ("incident", "governor")], acts

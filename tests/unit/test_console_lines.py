@@ -128,3 +128,10 @@ def test_console_shows_epoch_nanoseconds_as_utc_times() -> None:
                                                "bars_ns": 5, "flag_ns": True})
     assert ev == {"event": "replay.loaded", "start": "2025-05-10 00:00:00", "bars_ns": 5,
                   "flag_ns": True}
+
+
+def test_pnl_is_green_or_red_on_a_terminal_and_fees_stay_plain() -> None:
+    ev = logs.colour_pnl(None, "info", {"pnl_usdt": 10.03, "pnl_pct": -1.5, "fees_usdt": 0.8,
+                                        "unrealised_usdt": 0.0})
+    assert ev["pnl_usdt"] == "\x1b[32m+10.03\x1b[0m" and ev["pnl_pct"] == "\x1b[31m-1.5\x1b[0m"
+    assert ev["fees_usdt"] == 0.8 and ev["unrealised_usdt"] == 0.0

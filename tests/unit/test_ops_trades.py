@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+
+from dolphind.ops.history import load_history
 from dolphind.ops.trades import daily_document, profit_document, trades_document
 from dolphind.opsview import daily_text, profit_text, status_text, trades_text
 from dolphind.report.model import ClosedTrade
@@ -68,3 +71,11 @@ def test_status_text_of_a_starting_daemon_has_no_pipeline_parts() -> None:
                         "health": {"level": "DEAD", "score": 0.0}, "control": {}})
     assert "ready      no (scan: shortest window still cold)" in text
     assert "account" not in text
+
+
+async def test_a_history_that_cannot_be_rebuilt_costs_only_the_history() -> None:
+    class BrokenStore:
+        async def read(self, fn: object) -> object:
+            raise sqlite3.DatabaseError("file is not a database")
+
+    assert await load_history(BrokenStore()) == []

@@ -85,7 +85,12 @@ def _check(path: Path) -> subprocess.CompletedProcess[str]:
 
 def test_check_config_prints_the_venue_and_network_in_one_line(tmp_path: Path) -> None:
     paper = tmp_path / "paper.toml"
-    paper.write_text('mode = "paper"\n[execution]\nvenue = "binance"\n')
+    # check-config also checks what `run` would meet (issue 17): the replay data and the
+    # secrets file must exist.
+    sample = Path(__file__).resolve().parents[2] / "data" / "sample"
+    paper.write_text(f'mode = "paper"\n[replay]\npaths = ["{sample}"]\n[execution]\n'
+                     'venue = "binance"\n')
+    (tmp_path / "k.toml").write_text('api_key = "k"\napi_secret = "s"\n')
     res = _check(paper)
     assert res.returncode == 0, res.stderr
     (line,) = [x for x in res.stdout.splitlines() if x.startswith("trades: ")]

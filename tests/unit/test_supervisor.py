@@ -80,7 +80,8 @@ async def test_cancellation_is_not_a_crash(setup: tuple[Metrics, Health]) -> Non
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert m.registry.get_sample_value("dolphind_stage_errors_total", {"stage": "flaky"}) is None
+    # Exported at 0 from registration (issue 20: alerts see the first error); still no error.
+    assert m.registry.get_sample_value("dolphind_stage_errors_total", {"stage": "flaky"}) == 0
 
 
 def test_health_score_is_a_weighted_sum() -> None:
@@ -112,3 +113,16 @@ def test_a_stage_is_stalled_only_when_work_waits_for_it() -> None:
     assert h.stalled(st)
     h.beat("scan")
     assert not h.stalled(st)
+
+
+def test_health_is_starting_until_a_stage_runs() -> None:
+    """Issue 17: a first start compiles the kernels for tens of seconds before any stage runs;
+    that is STARTING (alive), not DEAD, or a liveness probe kills a daemon that is starting."""
+    h = Health(Metrics(), lambda: 30.0)
+    assert h.score()[1] is HealthLevel.STARTING
+    h.register("a")
+    assert h.score()[1] is HealthLevel.STARTING  # registered, not yet running
+    h.set_running("a", True)
+    assert h.score()[1] is HealthLevel.GREEN
+    h.set_running("a", False)
+    assert h.score() == (0.0, HealthLevel.DEAD)  # once it ran, all stages down is DEAD

@@ -1,4 +1,4 @@
-"""The real candle sets in ../shared/data through the eigenscan and the alpha engine.
+"""The real candle sets in tests/data through the eigenscan and the alpha engine.
 
 A minimal book-keeper stands in for execution (every intent fills at its reference price, the
 position is visible from the next bar on), so the engine's decisions depend only on the data.

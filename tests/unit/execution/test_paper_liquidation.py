@@ -36,16 +36,11 @@ def test_a_position_is_liquidated_when_margin_falls_to_maintenance() -> None:
     # equity 1000 - 500 = 500 > maintenance 100 * 105 * 0.005 = 52.5: still open
     assert venue.liquidations == [] and venue.margin() == pytest.approx((500.0, 52.5))
     venue.mark_bar(INDEX, np.array([109.5, 2000.0]), T + 60_000_000_000)
-    # equity 1000 - 950 = 50 <= maintenance 54.75: liquidated at the mark
-    assert len(venue.liquidations) == 1
-    fill = venue.liquidations[0]
-    assert (fill.symbol, fill.side, fill.qty, fill.price) == ("SOLUSDT", "BUY", 100.0, 109.5)
-    assert fill.client_id.startswith("liquidation-") and fill.reduce_only
-    assert asyncio.run(venue.positions()) == {}
-    assert asyncio.run(venue.balances())["USDT"] == pytest.approx(50.0)
-    # A flat account is never liquidated again.
-    venue.mark_bar(INDEX, np.array([200.0, 2000.0]), T + 120_000_000_000)
-    assert len(venue.liquidations) == 1
+    # equity 1000 - 950 = 50 <= maintenance 54.75: the venue calls the liquidation
+    assert venue.liquidations == [(T + 60_000_000_000, ("SOLUSDT",), pytest.approx(50.0),
+                                   pytest.approx(54.75))]
+    assert venue.take_liquidations() == ["SOLUSDT"] and venue.take_liquidations() == []
+    # (the execution stage closes it: tests/unit/execution/test_stage.py)
 
 
 def test_the_ledger_names_the_exit_liquidation() -> None:
@@ -61,3 +56,25 @@ def test_the_ledger_names_the_exit_liquidation() -> None:
     ledger.observe("on_position", PositionUpdate("SOLUSDT", 0.0, 0.0, -950.0, T + 1))
     (trade,) = ledger.closed
     assert trade.exit_reason == "LIQUIDATION" and trade.pnl_usdt == pytest.approx(-951.0)
+
+
+def test_no_fill_at_a_stale_price_and_the_exit_fills_at_the_first_fresh_one() -> None:
+    """Issue 16: once the feed marks a symbol absent (older than feed.max_stale_bars), the paper
+    venue refuses to fill at its last, hours-old price; the retried exit fills when it trades."""
+    from dolphind.events import Order
+    from dolphind.execution.venue import VenueRejected
+
+    venue = venue_with_short(100_000.0)
+
+    def exit_order(cid: str) -> Order:
+        return Order(cid, f"intent:{cid}", "SOLUSDT", "BUY", 100.0, "MARKET", 0.0, True,
+                     "MAX_HOLD", "new", created_ns=T)
+
+    venue.mark_bar(INDEX, np.array([101.0, 2000.0]), T)
+    venue.mark_bar(INDEX, np.array([np.nan, 2000.0]), T + 60_000_000_000)  # SOL absent now
+    with pytest.raises(VenueRejected, match="no fresh price for SOLUSDT"):
+        asyncio.run(venue.submit(exit_order("x1")))
+    assert venue.stale_positions() == ["SOLUSDT"]
+    venue.mark_bar(INDEX, np.array([99.0, 2000.0]), T + 120_000_000_000)
+    asyncio.run(venue.submit(exit_order("x2")))
+    assert asyncio.run(venue.positions()) == {} and venue.stale_positions() == []

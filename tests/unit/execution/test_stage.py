@@ -357,7 +357,7 @@ async def test_store_keeps_up_with_a_burst(tmp_path, info_2021, metrics_factory)
     m = metrics_factory()
     cfg = config(risk={"max_orders_per_minute": 1e9, "order_burst": 10**6,
                        "max_gross_exposure_usdt": 1e9, "max_symbol_exposure_usdt": 1e9,
-                       "max_leverage": 1e6})
+                       "max_leverage": 125.0})  # the range's top (issue 17)
     async with rig(tmp_path, info_2021, m, cfg) as r:
         await r.feed(bar(1, 40_000.0))
         for i in range(300):
@@ -541,3 +541,37 @@ async def test_orders_the_store_has_and_the_audit_log_lost_are_recovered_at_rest
     assert recovered[0]["data"]["state"] == "filled" and recovered[0]["data"]["source"] == "store"
     assert recovered[0]["data"]["filled_qty"] == 0.05
     assert verify(tmp_path / "audit.jsonl").ok
+
+
+async def test_a_liquidation_is_booked_with_the_bar_that_triggers_it(tmp_path, info_2021,
+                                                                      metrics_factory):
+    """Issue 16: when the paper venue's margin balance falls to the maintenance margin, the
+    stage closes the position with a LIQUIDATION order while it handles that bar, so anything
+    deciding after the bar sees it closed (a backtest repeats exactly)."""
+    m = metrics_factory()
+    cfg = config(risk={"max_order_notional_usdt": 100_000.0, "max_leverage": 6.0,
+                       "max_symbol_exposure_usdt": 100_000.0,
+                       "max_gross_exposure_usdt": 100_000.0})
+    ledger = Ledger(lambda: None)  # type: ignore[arg-type,return-value]
+    async with rig(tmp_path, info_2021, m, cfg, emit=ledger.observe) as r:
+        await r.feed(bar(1, 40_000.0), intent("big", "SELL", 40_000.0, ts=bar(1, 0).ts_ns,
+                                              leverage=4.0))
+        await r.settle()
+        assert r.stage.portfolio.positions["BTCUSDT"].qty == -1.0
+        await r.feed(bar(2, 49_000.0))  # margin balance ~990 > maintenance 196: kept
+        await r.settle()
+        assert "BTCUSDT" in r.stage.portfolio.positions and not r.venue.liquidations
+        await r.feed(bar(3, 49_900.0))  # ~90 left <= maintenance 199.6: liquidated
+        await eventually(lambda: r.stage.processed >= 4, what="bar 3 handled")
+        # Handled means the LIQUIDATION order exists: a decision waits for it to be booked.
+        assert r.stage.orders or "BTCUSDT" not in r.stage.portfolio.positions
+        await r.settle()
+        assert "BTCUSDT" not in r.stage.portfolio.positions
+        assert [(ts, syms) for ts, syms, _, _ in r.venue.liquidations] == [
+            (bar(3, 0).ts_ns, ("BTCUSDT",))]
+        (trade,) = ledger.closed
+        assert trade.exit_reason == "LIQUIDATION"
+        assert r.metric("dolphind_orders_total", state="filled") == 2
+    submitted = [e for e in audit_events(tmp_path / "audit.jsonl")
+                 if e["event"] == "order.submitted"]
+    assert [e["data"]["reason"] for e in submitted] == ["ENTRY", "LIQUIDATION"]

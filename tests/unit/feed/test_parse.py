@@ -13,7 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dolphind.events import AggTrade, Depth5, Depth5Raw, MarkPrice
-from dolphind.feed.parse import BadFrame, FrameParser, PriceCache, decode_depth5, stream_kind
+from dolphind.feed.parse import (
+    BadFrame,
+    FrameParser,
+    PriceCache,
+    decode_depth5,
+    number,
+    stream_kind,
+)
 from tests.fakes.binance import DATA_DIR, GARBAGE, _garbage_for
 
 SYMBOLS = ("SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT")
@@ -47,11 +54,11 @@ def test_real_aggtrade_frames_parse_to_the_recorded_values() -> None:
 def test_depth5_frames_parse_best_first_and_never_crossed() -> None:
     parser = FrameParser(DEPTH_STREAMS)
     frames = raw_lines("um_2021-07-22_depth5_500ms.derived.txt")
-    raws = [parser.parse(f)[1] for f in frames]
-    assert len(raws) == 233 and all(isinstance(r, Depth5Raw) for r in raws)
-    assert raws[0].best_bid == 0.01731 and raws[0].best_ask == 0.01732  # type: ignore[union-attr]
-    events = [decode_depth5(r) for r in raws]  # type: ignore[arg-type]
+    # Every level is converted and checked on arrival (issue 17): the parser hands out Depth5.
+    events = [parser.parse(f)[1] for f in frames]
+    assert len(events) == 233
     first = events[0]
+    assert isinstance(first, Depth5)
     # The first AKROUSDT snapshot: REST book at lastUpdateId 600859605486 plus the diffs.
     assert first.symbol == "AKROUSDT" and first.event_ms == 1626992741257
     assert first.bid_px == [0.01731, 0.0173, 0.01729, 0.01728, 0.01727]
@@ -106,18 +113,25 @@ def test_every_kind_of_broken_frame_is_classified() -> None:
     assert parser.counts == [0, 0]  # bad frames do not count as the stream being alive
 
 
-def test_deep_levels_are_validated_when_the_snapshot_is_decoded() -> None:
+def test_deep_levels_are_validated_on_arrival() -> None:
+    # Was: validated when the book decoded the snapshot, so most bad ones (replaced before the
+    # book read them) were counted good. Issue 17: every level is checked when the frame comes.
     parser = FrameParser(["ctkusdt@depth5@500ms"])
     base = {"e": "depthUpdate", "E": 1626992741575, "T": 1626992741575, "s": "CTKUSDT",
             "b": [["1.010", "5"], ["1.009", "5"]], "a": [["1.011", "3"], ["1.012", "3"]]}
     for reason, change in (("non_numeric", {"b": [["1.010", "5"], ["1.009", "x"]]}),
+                           ("non_numeric", {"b": [["1.010", "5"], ["1.009", "١"]]}),
+                           ("non_numeric", {"a": [["1.011", "3"], ["1.012", " 3"]]}),
                            ("wrong_type", {"a": [["1.011", "3"], 7]}),
                            ("crossed_book", {"b": [["1.010", "5"], ["1.5", "1"]]})):
-        raw = parser.parse(orjson.dumps({"stream": "ctkusdt@depth5@500ms",
-                                         "data": {**base, **change}}))[1]
         with pytest.raises(BadFrame) as info:
-            decode_depth5(raw)  # type: ignore[arg-type]
-        assert info.value.reason == reason
+            parser.parse(orjson.dumps({"stream": "ctkusdt@depth5@500ms",
+                                       "data": {**base, **change}}))
+        assert info.value.reason == reason, change
+    # a kept Depth5Raw (built elsewhere) is still decoded and checked by decode_depth5
+    with pytest.raises(BadFrame, match="non_numeric"):
+        decode_depth5(Depth5Raw("CTKUSDT", 1626992741575, 1.01, 1.011,
+                                [["1.010", "5"], ["1.009", "x"]], [["1.011", "3"]]))
 
 
 def test_crossed_book_is_rejected() -> None:
@@ -148,13 +162,14 @@ def test_data_folder_has_provenance() -> None:
 @given(st.lists(st.text(alphabet="0123456789.-+eEinfatyNI_ x", max_size=40)
                 | st.floats().map(repr) | st.integers(1, 10**7).map(lambda n: f"{n / 1e4:.5f}"),
                 max_size=60))
-def test_the_price_cache_is_float(texts: list[str]) -> None:
-    """Remembered or not, a lookup is float() itself: same value, same ValueError; the cache
-    stays within its size and remembers no long string."""
+def test_the_price_cache_is_number(texts: list[str]) -> None:
+    """Remembered or not, a lookup is number() itself (float() of the strings in Binance's
+    grammar; issue 17: was float() itself): same value, same ValueError; the cache stays
+    within its size and remembers no long string."""
     cache = PriceCache(max_size=8, max_len=12)  # small: clearing and the length cap are used
     for text in texts + texts:
         try:
-            want = float(text)
+            want = number(text)
         except ValueError:
             with pytest.raises(ValueError):
                 cache[text]  # noqa: B018
@@ -172,7 +187,7 @@ def test_the_price_cache_stays_bounded() -> None:
         text = f"{n / 1e4:.5f}"
         assert cache[text] == float(text) and len(cache) <= 8
     assert text in cache  # the newest is remembered after a clearing
-    long = "1." + "0" * 40
+    long = "1." + "0" * 18  # longer than max_len, inside the grammar's 20 decimals
     assert cache[long] == 1.0 and long not in cache
 
 
@@ -181,4 +196,5 @@ def test_the_parsers_of_a_feed_share_one_price_cache() -> None:
     agg, depth = FrameParser(AGG_STREAMS, prices=prices), FrameParser(DEPTH_STREAMS, prices=prices)
     agg.parse(raw_lines("um_2021-07-22_aggTrade.txt")[0])  # CTKUSDT at "1.01100"
     depth.parse(raw_lines("um_2021-07-22_depth5_500ms.derived.txt")[0])  # AKRO 0.01731/0.01732
-    assert prices == {"1.01100": 1.011, "0.01731": 0.01731, "0.01732": 0.01732}
+    # every depth5 level's price goes through the cache too (checked on arrival, issue 17)
+    assert prices == {"1.01100": 1.011, **{f"0.0{n}": n / 1e5 for n in range(1727, 1737)}}

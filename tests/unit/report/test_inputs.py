@@ -19,11 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from dolphind.feed.history import History, HistoryError, load_history
+from tests.data_paths import SET_1M, SET_5M
 
 S = 1_000_000_000
 MIN = 60 * S
 T0 = 1_746_835_200 * S  # 2025-05-10 00:00 UTC
-SHARED = Path(__file__).resolve().parents[4] / "shared" / "data"
 
 
 def feather_file(path: Path, minutes: Sequence[float], closes: Sequence[float],
@@ -294,9 +294,7 @@ def test_symbols_that_end_early_are_reported(tmp_path: Path) -> None:
 
 
 def test_real_5m_set_reports_its_short_universe_tail() -> None:
-    folder = SHARED / "binance-um-futures-5m-2023-07_alpergulsen-freqtrade"
-    if not folder.is_dir():
-        pytest.skip(f"shared data missing: {folder}")
+    folder = SET_5M
     h = load(folder)
     present = (~np.isnan(h.closes)).sum(axis=1)
     assert present.max() == 40 and present[-1] < 40  # the tail trades a smaller universe
@@ -306,9 +304,7 @@ def test_real_5m_set_reports_its_short_universe_tail() -> None:
 
 
 def test_real_1m_set_reports_its_short_universe_tail() -> None:
-    folder = SHARED / "binance-um-futures-1m-2025-05_typhonun-DcaTpStrategy"
-    if not folder.is_dir():
-        pytest.skip(f"shared data missing: {folder}")
+    folder = SET_1M
     h = load(folder)
     present = (~np.isnan(h.closes)).sum(axis=1)
     assert len(h) == 60191 and (present[50564:] == 1).all()

@@ -10,9 +10,7 @@ import pytest
 
 from dolphind.scan.kernels import REL_STD_FLOOR, warmup
 
-DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
-SET_1M = DATA / "binance-um-futures-1m-2025-05_typhonun-DcaTpStrategy"
-SET_5M = DATA / "binance-um-futures-5m-2023-07_alpergulsen-freqtrade"
+from tests.data_paths import SET_1M, SET_5M  # noqa: F401 (re-exported to the scan tests)
 
 
 def load_closes(folder: Path, tf: str) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
