@@ -123,6 +123,11 @@ def heartbeat_fields(status: Mapping[str, Any]) -> dict[str, Any]:
     if scan:
         out["warm"] = bool(scan.get("warm"))
         out["scans"] = scan.get("scans")
+    strategy = status.get("strategy") or {}
+    if strategy:  # issue 18: "ready" is not "can trade"; while warming, how long to wait
+        out["can_trade"] = bool(strategy.get("can_trade"))
+        if not out["can_trade"]:
+            out["first_entry_eta_s"] = strategy.get("first_entry_eta_s")
     return out
 
 

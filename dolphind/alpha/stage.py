@@ -260,6 +260,7 @@ class AlphaStage:
     def status(self) -> dict[str, Any]:
         st = self.engine.status()
         return {"decisions": self.decisions, "unsettled_decisions": self.unsettled,
+                "engine_bars": st.bars,  # bars of history the engine has (primed ones too)
                 "posture": st.posture, "rm": st.rm,
                 "params_hash": st.params_hash, "acb_boost": st.acb_boost,
                 "acb_beta": st.acb_beta, "acb_reason": st.acb_reason,

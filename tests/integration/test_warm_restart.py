@@ -4,8 +4,8 @@ Binance (WebSocket market data + REST aggTrades of the same timeline, one subpro
 1-second bars and the fake at 25x make the 750 window warm in about half a minute. Then the
 daemon is stopped (SIGTERM, and separately kill -9) and started again after a short gap: the
 windows come back from the checkpoint, the gap's bars are fetched from REST aggTrades and
-counted, and the strategy can trade from the first new bar: the alpha engine never reports
-"warmup" after the restart, which it does for its first 100 bars on a cold start.
+counted, and the strategy can trade from the first new bar: the alpha engine has its history
+back too (its bar count, price windows; never "warmup" after the restart).
 """
 
 from __future__ import annotations
@@ -105,7 +105,6 @@ def run_until_warm(d: Daemon) -> None:
     d.wait_ready(timeout=240)  # a cold numba cache compiles first
     wait_until(lambda: d.metric("dolphind_strategy_can_trade") == 1.0, timeout=120,
                interval=0.2, what="the 750 window warm")
-    assert signals(d, "warmup") > 0  # a cold start waits out the alpha's lookback ...
 
 
 def restart_and_check(d: Daemon, market: FakeMarket, gap_s: float) -> dict:
@@ -138,6 +137,10 @@ def restart_and_check(d: Daemon, market: FakeMarket, gap_s: float) -> dict:
     # ... and the alpha engine decides from the first new bar on: never "warmup" again.
     wait_until(lambda: (d.metric("dolphind_scans_total") or 0) >= 20, timeout=30,
                what="bars after the restart")
+    scanned = d.metric("dolphind_scans_total") or 0
+    alpha = d.get_json("/status")["alpha"]
+    # its history came back with the windows (a cold engine would have only `scanned` bars)
+    assert alpha["engine_bars"] >= 751 + ws["gap_bars"] + scanned - 5, (alpha, scanned)
     assert signals(d, "warmup") == 0
     return ws
 
@@ -194,5 +197,6 @@ def test_cold_start_backfills_the_windows_from_rest(tmp_path: Path,
         wait_until(lambda: (d.metric("dolphind_scans_total") or 0) >= 20, timeout=30,
                    what="bars after the backfill")
         assert signals(d, "warmup") == 0  # the alpha's lookback came with the backfill
+        assert d.get_json("/status")["alpha"]["engine_bars"] >= 751
     finally:
         d.stop()
