@@ -833,6 +833,7 @@ class ExecutionStage:
                 self._audit.record("funding", symbol=pay.symbol, funding_ts_ns=pay.ts_ns,
                                    qty=pay.qty, mark=pay.mark, rate=pay.rate,
                                    amount_usdt=pay.amount_usdt)
+                self._emit("on_funding", pay)  # the ledger books it to the open trade
         else:
             venue_mark = self._venue.mark
             for i in np.flatnonzero(~np.isnan(closes)).tolist():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import sqlite3
 import subprocess
@@ -202,3 +203,21 @@ def test_positions_held_across_funding_times_pay_or_receive_funding(tmp_path: Pa
         ).fetchone()
     assert cash == pytest.approx(initial + realised - fees + total, abs=1e-6)
     assert verify_report(out) == []  # the trades' own figures are unchanged by funding
+    # Each settlement belongs to the trade that held the symbol at that funding time: its
+    # trades.csv funding_usdt column (not in its pnl_usdt), the per-pair table and the page.
+    with open(out / "trades.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    attributed = 0
+    for r in rows:
+        mine = [p["amount_usdt"] for p in payments if p["symbol"] == r["symbol"]
+                and int(r["entry_ts_ns"]) <= p["ts_ns"] <= int(r["exit_ts_ns"])]
+        attributed += len(mine)
+        assert float(r["funding_usdt"]) == pytest.approx(sum(mine), abs=1e-9), r
+    assert attributed >= 1
+    with_funding = [r for r in rows if float(r["funding_usdt"]) != 0.0]
+    assert with_funding
+    for pair, g in summary["per_pair"].items():
+        assert g["funding_usdt"] == pytest.approx(
+            sum(float(r["funding_usdt"]) for r in rows if r["symbol"] == pair), abs=1e-9)
+    page = (out / "report.html").read_text()
+    assert "Funding (USDT)" in page and "PnL (USDT, excl. funding)" in page
