@@ -1126,8 +1126,13 @@ async def open_books(config: Callable[[], Config], metrics: Metrics,
     if cfg.execution.exchange_info:
         filters = await asyncio.to_thread(load_exchange_info,
                                           cfg.resolve(cfg.execution.exchange_info))
+    brackets = {}
+    if cfg.execution.leverage_brackets:  # maintenance margin per symbol (liquidation)
+        from dolphind.execution.brackets import load_leverage_brackets
+        brackets = await asyncio.to_thread(load_leverage_brackets,
+                                           cfg.resolve(cfg.execution.leverage_brackets))
     venue = PaperVenue(filters, lambda: config().execution,
-                       fallback=cfg.execution.paper_fallback_filters)
+                       fallback=cfg.execution.paper_fallback_filters, brackets=brackets)
     async with open_store_and_audit(config, metrics) as (store, audit):
         yield store, audit, venue
 
