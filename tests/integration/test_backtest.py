@@ -272,3 +272,60 @@ def test_a_high_leverage_short_is_liquidated_by_its_symbols_brackets(tmp_path: P
     _, default_rows = runs["default"]
     assert default_rows and default_rows[0]["entry_ts_ns"] == first["entry_ts_ns"]
     assert all(r["exit_reason"] != "LIQUIDATION" for r in default_rows)
+
+
+def test_a_symbol_whose_data_ends_under_an_open_position_is_flagged_not_filled(
+        tmp_path: Path) -> None:
+    """Issue 16: a candle slice of data/sample where BCHUSDT's candles end at 15:00 while a
+    12 h-hold short on it (entered 13:41) is open. Its exits are refused for want of a fresh
+    price (never filled at the 15:00 close), the position stays open, and the end of the
+    backtest flags it: console, summary.json, explain.json, report.html. On the full data
+    the same short closes by MAX_HOLD."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.feather as feather
+
+    cut_ns = 1_746_889_200 * 10**9  # 2025-05-10T15:00:00Z
+    data = tmp_path / "cut"
+    data.mkdir()
+    for f in SAMPLE.iterdir():
+        if f.name == "BCH_USDT_USDT-1m-futures.feather":
+            t = feather.read_table(f)
+            cut = pa.scalar(cut_ns, type=pa.int64()).cast(t.schema.field("date").type)
+            feather.write_feather(t.filter(pc.less_equal(t.column("date"), cut)), data / f.name)
+        else:
+            shutil.copy(f, data / f.name)
+    config = tmp_path / "hold.toml"
+    config.write_text('[strategy]\nprofile = "hold-12h"\n[strategy.params]\nmax_hold_s = 43200.0\n')
+    span = ("--to", "2025-05-11T04:00")
+    runs = {}
+    for name, src in (("full", SAMPLE), ("cut", data)):
+        out = tmp_path / f"out-{name}"
+        res = backtest("--config", str(config), "--data", str(src), "--out", str(out), *span)
+        assert res.returncode == 0, res.stderr[-3000:]
+        with open(out / "trades.csv", newline="") as fh:
+            runs[name] = (out, res.stderr, list(csv.DictReader(fh)))
+    _, _, full = runs["full"]
+    bch = [r for r in full if r["symbol"] == "BCHUSDT"]
+    assert bch and bch[0]["exit_reason"] == "MAX_HOLD"  # the control: it closes on full data
+    entry_ns = int(bch[0]["entry_ts_ns"])
+    assert entry_ns < cut_ns < int(bch[0]["exit_ts_ns"])
+
+    out, stderr, rows = runs["cut"]
+    assert all(r["symbol"] != "BCHUSDT" for r in rows)  # never closed at an old price
+    audit = [json.loads(x) for x in (out / "audit.jsonl").read_text().splitlines()]
+    fills = [a for a in audit if a["event"] == "fill" and a["data"].get("symbol") == "BCHUSDT"]
+    assert [int(a["ts_ns"]) for a in fills] == [entry_ns]  # the entry, nothing after
+    refused = [a for a in audit if a["event"] == "order.rejected"
+               and "no fresh price for BCHUSDT" in a["data"].get("rule", "")]
+    assert refused and all(a["ts_ns"] > cut_ns for a in refused)
+    assert "positions open on a stale price at the end: BCHUSDT" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"]["stale_positions_at_end"] == ["BCHUSDT"]
+    why = json.loads((out / "explain.json").read_text())
+    assert why["stale_positions_at_end"] == ["BCHUSDT"]
+    page = (out / "report.html").read_text()
+    assert "open on a stale price at the end</td><td>BCHUSDT" in page
+    assert verify_report(out) == []
