@@ -98,7 +98,8 @@ async def _compile_kernels(params: Any) -> None:
 
         log.info("scan.kernels_compiling",
                  note="first start (or a new version): numba compiles the scan and alpha "
-                      "kernels once, about 30 s; later starts load them from its cache",
+                      "kernels once (tens of seconds, minutes on a busy machine); later "
+                      "starts load them from its cache in about 2 s",
                  cache_dir=numba.config.CACHE_DIR or "__pycache__ next to the package")
     await task
     log.info("scan.kernels_ready", seconds=round(time.monotonic() - t0, 2))
