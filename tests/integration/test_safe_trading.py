@@ -141,13 +141,20 @@ def venue_state(d: Daemon) -> dict[str, Any] | None:
 
 
 def test_a_flatten_answered_429_three_times_closes_the_position(
-        tmp_path: Path, threaded_fake: FakeBinanceRest, market: FakeVenue) -> None:  # noqa: F811
+        tmp_path: Path, threaded_fake: FakeBinanceRest) -> None:  # noqa: F811
     fake = threaded_fake
     fake.set_position("BTCUSDT", -0.05, 40_000.0)  # ours (the store opened it)
     fake.set_position("ETHUSDT", 0.5, 2_780.0)  # somebody else's, and their resting order
     fake.place("ETHUSDT", "SELL", 0.1, 3_000.0, "web_manual_1")
     seed_store(tmp_path / "var", {"BTCUSDT": (-0.05, 40_000.0)})
-    d = live_daemon(tmp_path, fake, market)
+    # The venue answers the next three orders 429.
+    fake.fault("POST /fapi/v1/order", times=3, status=429, code=-1003,
+               msg="Too many requests; current limit is 1200 requests per minute.",
+               retry_after=1)
+    # The live feed points nowhere: no bar, no scan, so the strategy (which exits a restored
+    # position at its first scan on a cold start, posture HIBERNATE) cannot race the
+    # operator's flatten: the only orders are the flatten's and its retries.
+    d = live_daemon(tmp_path, fake, _NoMarket)  # type: ignore[arg-type]
     try:
         wait_until(lambda: (s := venue_state(d)) and s["reconciled"], timeout=120,
                    what="the venue reconciled")
@@ -160,9 +167,6 @@ def test_a_flatten_answered_429_three_times_closes_the_position(
         assert [o["client_id"] for o in foreign["orders"]] == ["web_manual_1"]
         assert d.metric("dolphind_foreign_positions") == 1
         assert d.metric("dolphind_foreign_orders") == 1
-        fake.fault("POST /fapi/v1/order", times=3, status=429, code=-1003,
-                   msg="Too many requests; current limit is 1200 requests per minute.",
-                   retry_after=1)
         assert d.post("/flatten", {"reason": "test"})[0] == 200
         wait_until(lambda: abs(fake.positions["BTCUSDT"][0]) < 1e-12, timeout=60,
                    what="the flatten got through")
