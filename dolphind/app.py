@@ -296,6 +296,9 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         # A replay's funding prints feed the ACB funding factor (bible §10.2), at bar time.
         replay_funding = (ReplayFunding(feed.history.funding) if isinstance(feed, ReplayFeed)
                           else None)
+        # IRP ranks only assets the venue can take: listed, TRADING, and an order of the sized
+        # notional at or above its min quantity / MIN_NOTIONAL (issue 15/16).
+        engine.set_venue_check(venue_entry_check(venue))
         if replay_funding and hasattr(venue, "set_funding"):
             venue.set_funding(replay_funding)  # the paper venue books funding payments
         # The book reaches the strategy wherever the feed keeps one (the live feed's depth5);
@@ -347,3 +350,15 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
             pipeline.stages.append(producer)
             pipeline.status_parts["external_factors"] = producer.status
         yield pipeline
+
+
+def venue_entry_check(venue: Any) -> Any:
+    """The alpha engine's venue check (``AlphaEngine.set_venue_check``) for ``venue``: the
+    symbol's filters from its cached exchangeInfo (paper: its fallback filters), no I/O."""
+    from dolphind.execution.filters import entry_gate
+    from dolphind.execution.router import venue_symbol
+
+    def check(symbol: str, notional_usdt: float, price: float) -> str:
+        return entry_gate(venue.filters_for(venue_symbol(symbol)), notional_usdt, price)
+
+    return check

@@ -396,6 +396,10 @@ class ExecutionConfig:
     # Paper only: symbols missing from exchange_info trade on generic filters instead of being
     # refused (tick 0.00001, step 0.001, min qty 0.001, min notional 5).
     paper_fallback_filters: bool = field(default=True, metadata=RESTART)
+    # Paper/backtest liquidation: a Binance `GET /fapi/v1/leverageBracket` JSON file
+    # (maintenance-margin brackets per symbol). Empty, or a symbol it does not list: Binance's
+    # first bracket, 0.4 % for BTCUSDT/ETHUSDT and 0.5 % otherwise.
+    leverage_brackets: str = field(default="", metadata=RESTART)
     client_id_prefix: str = field(default="dd", metadata=RESTART)
     # Positions and orders on the venue account that this daemon did not open (not its client
     # id prefix, not in its store), found at reconciliation: "ignore" reports them (/status,

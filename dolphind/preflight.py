@@ -105,6 +105,17 @@ def _named_files(cfg: Config) -> list[str]:
         except (KeyError, TypeError, AttributeError) as exc:
             problems.append(f"execution.exchange_info: {path}: not an exchangeInfo document "
                             f"({type(exc).__name__}: {exc})")
+    if cfg.execution.leverage_brackets:
+        from dolphind.execution.brackets import load_leverage_brackets
+
+        path = cfg.resolve(cfg.execution.leverage_brackets)
+        try:
+            load_leverage_brackets(path)
+        except OSError as exc:
+            problems.append(f"execution.leverage_brackets: cannot read {path} "
+                            f"({exc.strerror or exc})")
+        except ValueError as exc:  # BracketError
+            problems.append(f"execution.leverage_brackets: {path}: {exc}")
     if cfg.feed.kind == "binance" and cfg.binance_feed.ca_file:
         from dolphind.feed.binance_ws import tls_context
 

@@ -19,7 +19,8 @@ does not repeat it for ``INTENT_ACK_BARS`` bars; after that it assumes the inten
 Outcome labels (``Decision.outcome``, for ``dolphind_signals_total{outcome}``): exit,
 exit_pending, in_position, entry_pending, posture_hibernate, posture_turtle, mc_red, warmup,
 cold, thin_universe (fewer than ``min_symbols`` priced), no_signal, vol_regime, no_capital,
-irp_no_match, not_eligible, dc_contradict, ob_contradict, entered.
+irp_no_match, not_eligible, venue_symbol / min_notional (IRP off and the venue cannot take the
+fallback asset), dc_contradict, ob_contradict, entered.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -52,6 +54,9 @@ from dolphind.alpha.signal import (
 from dolphind.alpha.sizing import market_ob_mult, regime_size_mult, signal_bucket, size_position
 from dolphind.alpha.views import BookView, PortfolioView, PositionView
 from dolphind.events import OrderIntent, ScanRecord
+
+# _try_entry_once: the venue turned the selected asset away; walk on to the next one.
+_VENUE_RETRY = "_venue_retry"
 
 INTENT_ACK_BARS = 2
 VEL_DIV_HISTORY = 200  # §13.2 "vel_div_history.append(vel_div) # trimmed to 200"
@@ -123,6 +128,10 @@ class AlphaEngine:
         # Which symbols may be traded (risk allowlist, venue symbols); None: all.
         self._eligible: frozenset[str] | None = None
         self._eligible_rows = np.zeros(0, dtype=np.bool_)
+        # Could the venue take an entry (symbol, notional, price)? "" = yes, else the gate
+        # (venue_symbol, min_notional); rows it turned away on this bar, and why.
+        self._venue_check: Callable[[str, float, float], str] | None = None
+        self._venue_excluded: dict[int, str] = {}
         self._gates = IrpGates(
             max_noise=params.irp_max_noise,
             max_latency=params.irp_max_latency,
@@ -180,17 +189,29 @@ class AlphaEngine:
         self._eligible = symbols
         self._eligible_rows = np.zeros(0, dtype=np.bool_)
 
+    def set_venue_check(self, check: Callable[[str, float, float], str] | None) -> None:
+        """The venue's word on an entry (``execution.filters.entry_gate``): IRP takes the next
+        ranked asset when the venue does not list the chosen one or the order would be too
+        small for it, as it does for the allowlist."""
+        self._venue_check = check
+
     def set_min_symbols(self, n: int) -> None:
         self._min_symbols = n
 
     def _eligible_mask(self) -> np.ndarray | None:
-        if self._eligible is None:
-            return None
         n = self._windows.n_rows
-        if self._eligible_rows.shape[0] != n:
-            self._eligible_rows = np.fromiter(
-                (s in self._eligible for s in self._windows.symbols), np.bool_, n)
-        return self._eligible_rows
+        if self._eligible is None:
+            base = None
+        else:
+            if self._eligible_rows.shape[0] != n:
+                self._eligible_rows = np.fromiter(
+                    (s in self._eligible for s in self._windows.symbols), np.bool_, n)
+            base = self._eligible_rows
+        if not self._venue_excluded:
+            return base
+        mask = np.ones(n, dtype=np.bool_) if base is None else base.copy()
+        mask[list(self._venue_excluded)] = False
+        return mask
 
     def set_external_factors(self, factors: ExternalFactors | None) -> AcbBoost:
         """New ACB scale-1 inputs; the boost applies at the start of the next bar (§10.5)."""
@@ -294,7 +315,7 @@ class AlphaEngine:
             candidates = explain_candidates(
                 self._windows, self._p.irp_lookback, -1 if intents[0].side == "SELL" else 1,
                 self._depth_by_row(book), self._gates, self._windows.row(intents[0].symbol),
-                self._eligible_mask())
+                self._eligible_mask(), venue_excluded=self._venue_excluded)
             # The ranking travels with the intent, so the audit's order record keeps it.
             intents = (dataclasses.replace(intents[0], gates=intents[0].gates + (
                 ("irp_candidates", format_candidates(candidates)),)),)
@@ -435,7 +456,17 @@ class AlphaEngine:
     def _try_entry(
         self, scan: ScanRecord, book: BookView | None, portfolio: PortfolioView, state: PostureState
     ) -> tuple[str, tuple[OrderIntent, ...]]:
-        """§13.2 entry guard and §13.3 ``_try_entry``: (outcome, intents)."""
+        """§13.2 entry guard and §13.3 ``_try_entry``: (outcome, intents). An asset the venue
+        cannot take (``set_venue_check``) is set aside and the walk goes on to the next one."""
+        self._venue_excluded = {}
+        while True:
+            outcome, intents = self._try_entry_once(scan, book, portfolio, state)
+            if outcome != _VENUE_RETRY:
+                return outcome, intents
+
+    def _try_entry_once(
+        self, scan: ScanRecord, book: BookView | None, portfolio: PortfolioView, state: PostureState
+    ) -> tuple[str, tuple[OrderIntent, ...]]:
         p = self._p
         if self._pending_entry_bar is not None:
             if self._bars - self._pending_entry_bar < INTENT_ACK_BARS:
@@ -530,6 +561,13 @@ class AlphaEngine:
             dc_mult=p.dc_leverage_boost if dc == "CONFIRM" else 1.0,
         )
         ref = self._windows.last_price(row)
+        if self._venue_check is not None:
+            gate = self._venue_check(symbol, size.notional, ref)
+            if gate:
+                if irp is None or row in self._venue_excluded:
+                    return gate, ()  # no ranking to walk on (IRP off): the venue's reason
+                self._venue_excluded[row] = gate
+                return _VENUE_RETRY, ()
         self._pending_entry_bar = self._bars
         self._entry_bucket[scan.scan_number] = bucket
         gates: list[tuple[str, GateValue]] = [

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Mapping
 
 import numba
 import numpy as np
@@ -560,8 +561,12 @@ class Candidate:
 
 # The gates of §5.4/§5.5 and eligibility, in the order the explanation names the first that
 # excludes an asset.
+# venue_symbol / min_notional: the venue does not list the asset (or it is not TRADING), or the
+# sized order would fall below its MIN_NOTIONAL or min quantity (found when it was selected;
+# the walk then went on to the next asset).
 EXCLUSION_GATES = ("no_history", "irp_noise", "irp_latency", "irp_alignment_filter",
-                   "not_eligible", "irp_alignment", "irp_direction", "ob_depth", "ranked_below")
+                   "not_eligible", "venue_symbol", "min_notional", "irp_alignment",
+                   "irp_direction", "ob_depth", "ranked_below")
 
 
 def explain_candidates(
@@ -573,6 +578,7 @@ def explain_candidates(
     chosen: int,
     eligible: np.ndarray | None = None,
     top: int = 5,
+    venue_excluded: Mapping[int, str] | None = None,
 ) -> tuple[Candidate, ...]:
     """The ``top`` assets by ARS (unpruned scoring, the same kernel) with the gate that
     excluded each. Called only when an entry is made, so its cost does not matter per bar."""
@@ -591,6 +597,9 @@ def explain_candidates(
     picked = [int(r) for r in order[:top]]
     if 0 <= chosen < n and chosen not in picked:
         picked.append(chosen)
+    for r in sorted(venue_excluded or ()):  # the assets the venue turned away are named too
+        if r not in picked:
+            picked.append(r)
     result = []
     for r in picked:
         m = out[r]
@@ -604,6 +613,8 @@ def explain_candidates(
             why = "irp_latency"
         elif m[COL_ALIGN] < gates.min_alignment_filter:
             why = "irp_alignment_filter"
+        elif venue_excluded and r in venue_excluded:
+            why = venue_excluded[r]
         elif eligible is not None and not eligible[r]:
             why = "not_eligible"
         elif gates.min_irp_alignment > 0.0 and m[COL_ALIGN] < gates.min_irp_alignment:

@@ -123,6 +123,21 @@ class SymbolFilters:
         return None
 
 
+def entry_gate(filters: SymbolFilters | None, notional_usdt: float, price: float) -> str:
+    """Why the venue could not take an entry of ``notional_usdt`` at ``price`` ("" = it can):
+    ``venue_symbol`` when the venue does not list the symbol or it is not TRADING,
+    ``min_notional`` when the size, floored to the lot step, falls below the min quantity or
+    MIN_NOTIONAL. IRP uses it to rank only assets an order could actually be placed on."""
+    if filters is None or filters.status != "TRADING":
+        return "venue_symbol"
+    if not (price > 0.0):
+        return ""  # no price to size with: the router refuses it with its own reason
+    qty = filters.qty_for_notional(notional_usdt, price)
+    if qty <= 0.0 or filters.check(qty, price) in ("below_min_qty", "below_min_notional"):
+        return "min_notional"
+    return ""
+
+
 def _floor_to(x: Decimal, step: Decimal) -> Decimal:
     return _CTX.divide(x, step).to_integral_value(ROUND_FLOOR) * step
 

@@ -46,6 +46,7 @@ class _OpenTrade:
     exit_value: float = 0.0  # sum(qty * price) of the reducing fills
     exit_reason: str = ""
     realised_before: float = 0.0
+    funding_usdt: float = 0.0  # settled on the position while open (cash to the account)
 
 
 @dataclass(slots=True)
@@ -101,6 +102,15 @@ class Ledger:
             self._on_fill(event)
         elif hook == "on_position" and isinstance(event, PositionUpdate):
             self._on_position(event)
+        elif hook == "on_funding":
+            self._on_funding(event)
+
+    def _on_funding(self, pay: Any) -> None:
+        """A funding settlement on an open position belongs to the trade holding it: it goes
+        to the trade's ``funding_usdt``, not its PnL (Binance's realised PnL excludes it)."""
+        trade = self._open.get(pay.symbol)
+        if trade is not None:
+            trade.funding_usdt += pay.amount_usdt
 
     def on_bar(self, ts_ns: int) -> None:
         for trade in self._open.values():
@@ -147,7 +157,8 @@ class Ledger:
             entry_ts_ns=trade.entry_ts_ns, exit_ts_ns=upd.ts_ns, entry_price=trade.entry_price,
             exit_price=exit_price, qty=trade.qty, notional_usdt=trade.qty * trade.entry_price,
             leverage=trade.leverage, fees_usdt=trade.fees_usdt, pnl_usdt=pnl,
-            exit_reason=trade.exit_reason or "UNKNOWN", bars_held=trade.bars_held))
+            exit_reason=trade.exit_reason or "UNKNOWN", bars_held=trade.bars_held,
+            funding_usdt=trade.funding_usdt))
         self._last_closed = AlphaClosedTrade(self._seq, trade.symbol, trade.entry_scan, pnl)
 
     # ---- the alpha engine's view ----------------------------------------------------------

@@ -20,10 +20,11 @@ balance (``funding_payments``).
 Liquidation (issue 16), like Binance's cross margin: after each bar's marks, when the wallet
 balance plus unrealised PnL falls to the maintenance margin (sum of ``|qty| x mark x rate``
 over the positions) or below, every position is closed at the mark: the venue reports them
-(``take_liquidations``) and the execution stage sends reduce-only LIQUIDATION orders at once. Maintenance-margin rates: Binance's first
-bracket, 0.4 % for BTCUSDT and ETHUSDT and 0.5 % for every other symbol
-(``MAINTENANCE_MARGIN_RATES`` / ``DEFAULT_MAINTENANCE_MARGIN_RATE``; real bracket tables are
-not loaded). No liquidation clearance fee is charged.
+(``take_liquidations``) and the execution stage sends reduce-only LIQUIDATION orders at once.
+The maintenance margin comes from the symbol's leverage brackets (``execution/brackets.py``;
+``execution.leverage_brackets`` names a Binance leverageBracket file); a symbol without one gets
+the documented default, Binance's first bracket: 0.4 % for BTCUSDT and ETHUSDT, 0.5 % for every
+other symbol. No liquidation clearance fee is charged.
 
 The paper venue keeps its own orders, positions and balance (what a real venue would report for
 reconciliation); after a restart the execution stage restores them from the store.
@@ -45,6 +46,9 @@ from dolphind.execution.filters import SymbolFilters, fallback_filters
 from dolphind.execution.portfolio import Position, apply_fill
 from dolphind.execution.router import TERMINAL, OrderState, transition
 from dolphind.execution.venue import VenueEvent, VenuePosition, VenueRejected
+from dolphind.execution.brackets import (DEFAULT_MAINTENANCE_MARGIN_RATE,  # noqa: F401
+                                         MAINTENANCE_MARGIN_RATES, Bracket, default_brackets,
+                                         maintenance_margin)
 from dolphind.feed.funding import ReplayFunding, funding_payment, prints_between
 
 _EVENTS_CAPACITY = 1024
@@ -99,13 +103,12 @@ class FundingPayment:
     amount_usdt: float
 
 
-DEFAULT_MAINTENANCE_MARGIN_RATE = 0.005
-MAINTENANCE_MARGIN_RATES: dict[str, float] = {"BTCUSDT": 0.004, "ETHUSDT": 0.004}
 LIQUIDATION = "LIQUIDATION"
 
 
 def maintenance_margin_rate(symbol: str) -> float:
-    return MAINTENANCE_MARGIN_RATES.get(symbol, DEFAULT_MAINTENANCE_MARGIN_RATE)
+    """The documented default rate of a symbol without a bracket table (the first bracket)."""
+    return default_brackets(symbol)[0].rate
 
 
 class PaperVenue:
@@ -115,8 +118,11 @@ class PaperVenue:
 
     def __init__(self, filters: Mapping[str, SymbolFilters],
                  config: Callable[[], ExecutionConfig], fallback: bool = True,
-                 clock_ns: Callable[[], int] | None = None) -> None:
+                 clock_ns: Callable[[], int] | None = None,
+                 brackets: Mapping[str, tuple[Bracket, ...]] | None = None) -> None:
         self._filters = dict(filters)
+        # Maintenance-margin brackets per symbol (Binance leverageBracket); default otherwise.
+        self._brackets = dict(brackets or {})
         self._config = config
         self._fallback = fallback
         self._clock_ns = clock_ns
@@ -177,7 +183,8 @@ class PaperVenue:
             if pos.flat or mark is None:
                 continue
             equity += pos.unrealised(mark[0])
-            maint += abs(pos.qty) * mark[0] * maintenance_margin_rate(sym)
+            brackets = self._brackets.get(sym) or default_brackets(sym)
+            maint += maintenance_margin(abs(pos.qty) * mark[0], brackets)
         return equity, maint
 
     def _check_liquidation(self, ts_ns: int) -> None:

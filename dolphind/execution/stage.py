@@ -833,6 +833,7 @@ class ExecutionStage:
                 self._audit.record("funding", symbol=pay.symbol, funding_ts_ns=pay.ts_ns,
                                    qty=pay.qty, mark=pay.mark, rate=pay.rate,
                                    amount_usdt=pay.amount_usdt)
+                self._emit("on_funding", pay)  # the ledger books it to the open trade
         else:
             venue_mark = self._venue.mark
             for i in np.flatnonzero(~np.isnan(closes)).tolist():
@@ -1125,8 +1126,13 @@ async def open_books(config: Callable[[], Config], metrics: Metrics,
     if cfg.execution.exchange_info:
         filters = await asyncio.to_thread(load_exchange_info,
                                           cfg.resolve(cfg.execution.exchange_info))
+    brackets = {}
+    if cfg.execution.leverage_brackets:  # maintenance margin per symbol (liquidation)
+        from dolphind.execution.brackets import load_leverage_brackets
+        brackets = await asyncio.to_thread(load_leverage_brackets,
+                                           cfg.resolve(cfg.execution.leverage_brackets))
     venue = PaperVenue(filters, lambda: config().execution,
-                       fallback=cfg.execution.paper_fallback_filters)
+                       fallback=cfg.execution.paper_fallback_filters, brackets=brackets)
     async with open_store_and_audit(config, metrics) as (store, audit):
         yield store, audit, venue
 

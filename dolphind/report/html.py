@@ -132,11 +132,11 @@ def _money(value: Any) -> str:
     return "n/a" if value is None else f"{value:,.2f}"
 
 
-def _signed(value: Any) -> str:
+def _signed(value: Any, digits: int = 2) -> str:
     if value is None:
         return "<td>n/a</td>"
     cls = "neg" if value < 0 else "pos" if value > 0 else ""
-    return f'<td class="{cls}">{value:,.2f}</td>'
+    return f'<td class="{cls}">{value:,.{digits}f}</td>'
 
 
 def _plain(value: Any, digits: int = 2) -> str:
@@ -147,14 +147,15 @@ def _group_table(title: str, first: str, groups: Mapping[str, Any], total: Any =
     """A freqtrade-style table: trades, avg profit %, total USDT and %, avg duration, W/D/L."""
     rows = [f"<h2>{escape(title)}</h2><table><tr><th>{escape(first)}</th><th>Trades</th>"
             "<th>Avg profit %</th><th>Total PnL (USDT)</th><th>Total %</th><th>Fees (USDT)</th>"
-            "<th>Avg duration</th><th>Win / Draw / Loss</th><th>Win %</th></tr>"]
+            "<th>Funding (USDT)</th><th>Avg duration</th><th>Win / Draw / Loss</th><th>Win %</th></tr>"]
     items = list(groups.items()) + ([("TOTAL", total)] if total is not None else [])
     for name, g in items:
         wr = "n/a" if g["win_rate"] is None else f"{100 * g['win_rate']:.1f}"
         dur = "n/a" if g["avg_duration_s"] is None else duration(g["avg_duration_s"])
         rows.append(f"<tr><td>{escape(name)}</td><td>{g['trades']}</td>"
                     f"{_signed(g['avg_profit_pct'])}{_signed(g['pnl_usdt'])}"
-                    f"{_signed(g['total_pct'])}{_plain(g['fees_usdt'])}<td>{dur}</td>"
+                    f"{_signed(g['total_pct'])}{_plain(g['fees_usdt'])}"
+                    f"{_signed(g.get('funding_usdt'))}<td>{dur}</td>"
                     f"<td>{g['wins']} / {g['draws']} / {g['losses']}</td><td>{wr}</td></tr>")
     rows.append("</table>")
     return "\n".join(rows)
@@ -169,6 +170,7 @@ def group_total(summary: Mapping[str, Any]) -> dict[str, Any] | None:
     tot: dict[str, Any] = {k: sum(g[k] for g in sides.values())
                            for k in ("trades", "wins", "draws", "losses", "pnl_usdt",
                                      "total_pct", "fees_usdt")}
+    tot["funding_usdt"] = sum(g.get("funding_usdt") or 0.0 for g in sides.values())
     tot["win_rate"] = tot["wins"] / n if n else None
     weighted = [(g["avg_profit_pct"], g["trades"]) for g in sides.values()
                 if g["avg_profit_pct"] is not None]
@@ -261,14 +263,15 @@ def _interactive(series: Mapping[str, Any] | None, initial: Any) -> str:
 def _trade_list(trades: Sequence[Mapping[str, Any]]) -> str:
     head = ("<details><summary>Trade list ({n} trades)</summary><table><tr><th>Trade</th>"
             "<th>Symbol</th><th>Side</th><th>Entry (UTC)</th><th>Exit (UTC)</th>"
-            "<th>Entry price</th><th>Exit price</th><th>PnL (USDT)</th><th>Profit %</th>"
-            "<th>Fees (USDT)</th><th>Exit reason</th><th>Held</th></tr>").format(n=len(trades))
+            "<th>Entry price</th><th>Exit price</th><th>PnL (USDT, excl. funding)</th><th>Profit %</th>"
+            "<th>Fees (USDT)</th><th>Funding (USDT)</th><th>Exit reason</th><th>Held</th></tr>"
+            ).format(n=len(trades))
     rows = [f"<tr><td>{escape(t['id'])}</td><td>{escape(t['symbol'])}</td>"
             f"<td>{escape(t['side'])}</td><td>{escape(t['entry'])}</td>"
             f"<td>{escape(t['exit'])}</td><td>{t['entry_price']:.8g}</td>"
             f"<td>{t['exit_price']:.8g}</td>{_signed(t['pnl_usdt'])}"
             f"{_signed(t['profit_pct'])}{_plain(t['fees_usdt'], 4)}"
-            f"<td>{escape(t['reason'])}</td><td>{duration(t['held_s'])}</td></tr>"
+            f"{_signed(t.get('funding_usdt'), 4)}<td>{escape(t['reason'])}</td><td>{duration(t['held_s'])}</td></tr>"
             for t in trades]
     return head + "\n".join(rows) + "</table></details>"
 

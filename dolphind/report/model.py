@@ -19,6 +19,10 @@ class ClosedTrade:
     ``fees_usdt`` is the part of it that went to fees (so the gross price PnL is
     ``pnl_usdt + fees_usdt``). A trade is a win when ``pnl_usdt > 0`` and a loss when
     ``pnl_usdt < 0``; a trade at exactly 0 is neither (it still counts as a trade).
+    ``funding_usdt`` is the funding settled on the position while the trade was open (cash to
+    the account: positive received, negative paid). It is NOT in ``pnl_usdt``: like Binance's
+    realised PnL, a trade's PnL is price and fees only, while the wallet (equity, ROI) also
+    moves by funding; the trade's result including funding is ``pnl_usdt + funding_usdt``.
     ``side`` is ``"LONG"`` or ``"SHORT"``; ``notional_usdt`` is the entry notional
     (``qty * entry_price``); ``bars_held`` counts bars from the entry bar to the exit bar.
     """
@@ -37,6 +41,7 @@ class ClosedTrade:
     pnl_usdt: float
     exit_reason: str
     bars_held: int
+    funding_usdt: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

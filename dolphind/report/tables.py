@@ -62,6 +62,8 @@ class GroupStats:
     total_pct: float
     fees_usdt: float
     avg_duration_s: float | None
+    # Funding settled while the group's trades were open (cash to the account; not in pnl_usdt).
+    funding_usdt: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +135,8 @@ def group_stats(trades: Sequence[ClosedTrade], initial_capital_usdt: float) -> G
         pnl_usdt=pnl, total_pct=100.0 * pnl / initial_capital_usdt,
         fees_usdt=math.fsum(t.fees_usdt for t in trades),
         avg_duration_s=math.fsum((t.exit_ts_ns - t.entry_ts_ns) / NS_PER_S for t in trades) / n
-        if n else None)
+        if n else None,
+        funding_usdt=math.fsum(t.funding_usdt for t in trades))
 
 
 def grouped(trades: Sequence[ClosedTrade], key: str,

@@ -72,6 +72,9 @@ def recompute_from_csv(path: str | Path, initial_capital_usdt: float) -> Recompu
         # be exactly 1/10, not the binary value the run added up.
         pnl = [Fraction(float(r["pnl_usdt"])) for r in rows]
         fees = [Fraction(float(r["fees_usdt"])) for r in rows]
+        # funding_usdt: a column since issue 16 (older trades.csv files have none).
+        has_funding = "funding_usdt" in (reader.fieldnames or ())
+        funding = [Fraction(float(r["funding_usdt"])) if has_funding else None for r in rows]
         for r in rows:
             int(r["entry_ts_ns"]), int(r["exit_ts_ns"])
             Fraction(float(r["notional_usdt"]))
@@ -103,7 +106,7 @@ def recompute_from_csv(path: str | Path, initial_capital_usdt: float) -> Recompu
         pf: float | None = float(profit / loss)
     else:
         pf = math.inf if profit > 0 else None
-    groups, figures = _breakdown(rows, pnl, fees, order, initial_capital_usdt)
+    groups, figures = _breakdown(rows, pnl, fees, order, initial_capital_usdt, funding)
     return Recomputed(
         groups=groups, figures=figures,
         trades=len(rows), wins=wins, losses=losses,
@@ -119,9 +122,17 @@ def recompute_from_csv(path: str | Path, initial_capital_usdt: float) -> Recompu
 
 
 def _breakdown(rows: list[dict[str, str]], pnl: list[Fraction], fees: list[Fraction],
-               order: list[int], capital: float) -> tuple[dict[str, Any], dict[str, Any]]:
+               order: list[int], capital: float,
+               funding: list[Fraction | None] | None = None,
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The breakdown tables and figures, from the CSV rows, in exact arithmetic."""
     def stats(idx: list[int]) -> dict[str, float | int | None]:
+        out = _stats(idx)
+        if funding and all(funding[k] is not None for k in idx):
+            out["funding_usdt"] = float(sum((funding[k] for k in idx), Fraction(0)))
+        return out
+
+    def _stats(idx: list[int]) -> dict[str, float | int | None]:
         n = len(idx)
         pct = [Fraction(100) * pnl[k] / Fraction(float(rows[k]["notional_usdt"])) for k in idx
                if float(rows[k]["notional_usdt"]) != 0]

@@ -40,11 +40,14 @@ TRADE_COLUMNS: tuple[str, ...] = (
     "trade_id", "symbol", "side", "entry_time_utc", "exit_time_utc", "entry_ts_ns",
     "exit_ts_ns", "entry_price", "exit_price", "qty", "notional_usdt", "leverage", "fees_usdt",
     "pnl_usdt", "exit_reason", "bars_held",
+    "funding_usdt",  # settled while open; not in pnl_usdt (as Binance's realised PnL)
 )
 
 # Written into summary.json so a reader knows what the numbers mean without this code.
 CONVENTIONS: dict[str, Any] = {
     "pnl": "net of fees; win = pnl > 0, loss = pnl < 0",
+    "trade_funding": "funding_usdt: settled while the trade was open, cash to the account; "
+                     "not in a trade's pnl (as Binance's realised PnL), in the wallet/equity",
     "returns": "daily simple returns of mark-to-market equity, UTC days, first day from "
                "initial capital, days without data keep the previous equity",
     "periods_per_year": PERIODS_PER_YEAR,
@@ -97,7 +100,7 @@ def trade_row(t: ClosedTrade) -> list[str]:
             str(int(t.entry_ts_ns)), str(int(t.exit_ts_ns)), format_float(t.entry_price),
             format_float(t.exit_price), format_float(t.qty), format_float(t.notional_usdt),
             format_float(t.leverage), format_float(t.fees_usdt), format_float(t.pnl_usdt),
-            t.exit_reason, str(int(t.bars_held))]
+            t.exit_reason, str(int(t.bars_held)), format_float(t.funding_usdt)]
 
 
 def trades_csv_text(trades: Sequence[ClosedTrade]) -> str:
@@ -191,7 +194,7 @@ def trades_rows(trades: Sequence[ClosedTrade]) -> list[dict[str, Any]]:
              "entry": iso_utc(t.entry_ts_ns), "exit": iso_utc(t.exit_ts_ns),
              "entry_price": t.entry_price, "exit_price": t.exit_price,
              "pnl_usdt": t.pnl_usdt, "profit_pct": tables.profit_pct(t), "fees_usdt": t.fees_usdt,
-             "reason": t.exit_reason, "held_s": (t.exit_ts_ns - t.entry_ts_ns) / NS_PER_S}
+             "funding_usdt": t.funding_usdt, "reason": t.exit_reason, "held_s": (t.exit_ts_ns - t.entry_ts_ns) / NS_PER_S}
             for t in in_exit_order(trades)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import sqlite3
 import subprocess
@@ -202,3 +203,129 @@ def test_positions_held_across_funding_times_pay_or_receive_funding(tmp_path: Pa
         ).fetchone()
     assert cash == pytest.approx(initial + realised - fees + total, abs=1e-6)
     assert verify_report(out) == []  # the trades' own figures are unchanged by funding
+    # Each settlement belongs to the trade that held the symbol at that funding time: its
+    # trades.csv funding_usdt column (not in its pnl_usdt), the per-pair table and the page.
+    with open(out / "trades.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    attributed = 0
+    for r in rows:
+        mine = [p["amount_usdt"] for p in payments if p["symbol"] == r["symbol"]
+                and int(r["entry_ts_ns"]) <= p["ts_ns"] <= int(r["exit_ts_ns"])]
+        attributed += len(mine)
+        assert float(r["funding_usdt"]) == pytest.approx(sum(mine), abs=1e-9), r
+    assert attributed >= 1
+    with_funding = [r for r in rows if float(r["funding_usdt"]) != 0.0]
+    assert with_funding
+    for pair, g in summary["per_pair"].items():
+        assert g["funding_usdt"] == pytest.approx(
+            sum(float(r["funding_usdt"]) for r in rows if r["symbol"] == pair), abs=1e-9)
+    page = (out / "report.html").read_text()
+    assert "Funding (USDT)" in page and "PnL (USDT, excl. funding)" in page
+
+
+BRACKETS = Path(__file__).resolve().parents[1] / "data" / "binance-leverage-brackets" / \
+    "leverage_bracket.json"
+
+
+def test_a_high_leverage_short_is_liquidated_by_its_symbols_brackets(tmp_path: Path) -> None:
+    """Issue 16: liquidation end to end. A test profile sizes SOLUSDT shorts at ~21x of a
+    10k account (~207k notional, SOLUSDT's 50k-250k bracket: 5 %, cum 1325, so maintenance
+    ~9k): on data/sample's real candles a ~0.5 % adverse move takes the margin balance to
+    maintenance before the drawdown posture halts it. The venue liquidates it; trades.csv,
+    the summary, the report's per-exit-reason table and the audit say LIQUIDATION. Without the
+    bracket file (the documented default, 0.5 %) the same trade is not liquidated."""
+    base = ('[strategy]\nprofile = "liquidation-test"\n[strategy.params]\n'
+            'max_hold_s = 43200.0\nfraction = 1.0\nmin_fraction = 1.0\n'
+            'min_leverage = 23.0\nmax_leverage = 23.0\nabs_max_leverage = 23.0\n'
+            '[risk]\nallowed_symbols = ["SOLUSDT"]\nmax_leverage = 125.0\n'
+            'max_order_notional_usdt = 1000000000.0\nmax_symbol_exposure_usdt = 1000000000.0\n'
+            'max_gross_exposure_usdt = 1000000000.0\n')
+    runs = {}
+    for name, extra in (("brackets", f'[execution]\nleverage_brackets = "{BRACKETS}"\n'),
+                        ("default", "")):
+        config = tmp_path / f"{name}.toml"
+        config.write_text(base + extra)
+        out = tmp_path / name
+        res = backtest("--config", str(config), "--data", str(SAMPLE), "--out", str(out))
+        assert res.returncode == 0, res.stderr[-3000:]
+        with open(out / "trades.csv", newline="") as fh:
+            runs[name] = (out, list(csv.DictReader(fh)))
+    out, rows = runs["brackets"]
+    liquidated = [r for r in rows if r["exit_reason"] == "LIQUIDATION"]
+    assert liquidated, [(r["symbol"], r["exit_reason"]) for r in rows]
+    first = liquidated[0]
+    assert first["symbol"] == "SOLUSDT" and first["side"] == "SHORT"
+    assert int(first["bars_held"]) >= 1  # a move took it there, not the entry itself
+    notional = float(first["qty"]) * float(first["exit_price"])
+    assert 50_000 <= notional < 250_000  # in the 5 % bracket
+    assert float(first["exit_price"]) > float(first["entry_price"])  # adverse for a short
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["per_exit_reason"]["LIQUIDATION"]["trades"] == len(liquidated)
+    assert summary["pnl_by_exit_reason"]["LIQUIDATION"]["trades"] == len(liquidated)
+    page = (out / "report.html").read_text()
+    assert "<tr><td>LIQUIDATION</td>" in page
+    audit = [json.loads(x) for x in (out / "audit.jsonl").read_text().splitlines()]
+    assert any(a["event"] == "order.submitted" and a["data"].get("reason") == "LIQUIDATION"
+               for a in audit)
+    assert verify_report(out) == []
+    # The documented default (0.5 %) keeps the same short open past that move.
+    _, default_rows = runs["default"]
+    assert default_rows and default_rows[0]["entry_ts_ns"] == first["entry_ts_ns"]
+    assert all(r["exit_reason"] != "LIQUIDATION" for r in default_rows)
+
+
+def test_a_symbol_whose_data_ends_under_an_open_position_is_flagged_not_filled(
+        tmp_path: Path) -> None:
+    """Issue 16: a candle slice of data/sample where BCHUSDT's candles end at 15:00 while a
+    12 h-hold short on it (entered 13:41) is open. Its exits are refused for want of a fresh
+    price (never filled at the 15:00 close), the position stays open, and the end of the
+    backtest flags it: console, summary.json, explain.json, report.html. On the full data
+    the same short closes by MAX_HOLD."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.feather as feather
+
+    cut_ns = 1_746_889_200 * 10**9  # 2025-05-10T15:00:00Z
+    data = tmp_path / "cut"
+    data.mkdir()
+    for f in SAMPLE.iterdir():
+        if f.name == "BCH_USDT_USDT-1m-futures.feather":
+            t = feather.read_table(f)
+            cut = pa.scalar(cut_ns, type=pa.int64()).cast(t.schema.field("date").type)
+            feather.write_feather(t.filter(pc.less_equal(t.column("date"), cut)), data / f.name)
+        else:
+            shutil.copy(f, data / f.name)
+    config = tmp_path / "hold.toml"
+    config.write_text('[strategy]\nprofile = "hold-12h"\n[strategy.params]\nmax_hold_s = 43200.0\n')
+    span = ("--to", "2025-05-11T04:00")
+    runs = {}
+    for name, src in (("full", SAMPLE), ("cut", data)):
+        out = tmp_path / f"out-{name}"
+        res = backtest("--config", str(config), "--data", str(src), "--out", str(out), *span)
+        assert res.returncode == 0, res.stderr[-3000:]
+        with open(out / "trades.csv", newline="") as fh:
+            runs[name] = (out, res.stderr, list(csv.DictReader(fh)))
+    _, _, full = runs["full"]
+    bch = [r for r in full if r["symbol"] == "BCHUSDT"]
+    assert bch and bch[0]["exit_reason"] == "MAX_HOLD"  # the control: it closes on full data
+    entry_ns = int(bch[0]["entry_ts_ns"])
+    assert entry_ns < cut_ns < int(bch[0]["exit_ts_ns"])
+
+    out, stderr, rows = runs["cut"]
+    assert all(r["symbol"] != "BCHUSDT" for r in rows)  # never closed at an old price
+    audit = [json.loads(x) for x in (out / "audit.jsonl").read_text().splitlines()]
+    fills = [a for a in audit if a["event"] == "fill" and a["data"].get("symbol") == "BCHUSDT"]
+    assert [int(a["ts_ns"]) for a in fills] == [entry_ns]  # the entry, nothing after
+    refused = [a for a in audit if a["event"] == "order.rejected"
+               and "no fresh price for BCHUSDT" in a["data"].get("rule", "")]
+    assert refused and all(a["ts_ns"] > cut_ns for a in refused)
+    assert "positions open on a stale price at the end: BCHUSDT" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"]["stale_positions_at_end"] == ["BCHUSDT"]
+    why = json.loads((out / "explain.json").read_text())
+    assert why["stale_positions_at_end"] == ["BCHUSDT"]
+    page = (out / "report.html").read_text()
+    assert "open on a stale price at the end</td><td>BCHUSDT" in page
+    assert verify_report(out) == []

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+from decimal import Decimal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -22,9 +23,11 @@ from dolphind.alpha.params import CHAMPION
 from dolphind.alpha.warmup import warmup
 from dolphind.alpha.stage import HEALTH_REFRESH_S, AlphaStage
 from dolphind.alpha.views import PortfolioView
+from dolphind.app import venue_entry_check
 from dolphind.channels import Channel, Overflow
 from dolphind.config import Config, ScanConfig, StrategyConfig
 from dolphind.events import ScanRecord, frozen_array
+from dolphind.execution.filters import fallback_filters
 from dolphind.ops.control import Control
 from dolphind.ops.health import Health
 from dolphind.ops.metrics import Metrics
@@ -344,6 +347,49 @@ async def test_irp_skips_assets_outside_the_allowlist_and_says_so(metrics: Metri
         ranked = [c.split(":") for c in first["gates"]["irp_candidates"].split("|")]
         assert [(sym, why) for sym, _, why in ranked if why == ""] == [("AAAUSDT", "")]
         assert [sym for sym, _, _ in ranked] == [c["symbol"] for c in ranking["candidates"]]
+
+
+async def test_irp_skips_assets_the_venue_cannot_take_and_names_the_gate(
+        metrics: Metrics) -> None:
+    """Issue 15/16: eligibility beyond the allowlist. The venue's exchangeInfo decides too: a
+    symbol it does not list (or not TRADING) is ``venue_symbol``, one where the sized order
+    falls below MIN_NOTIONAL or the min quantity is ``min_notional``; IRP takes the next asset
+    and the ranking says why. The check is the real one the daemon wires (app.py)."""
+    class Venue:
+        def __init__(self, filters: dict[str, Any]) -> None:
+            self.filters = filters
+
+        def filters_for(self, symbol: str) -> Any:
+            return self.filters.get(symbol)
+
+    listed = {s: fallback_filters(s) for s in SYMS}
+    async with running(StageRig(metrics)) as rig:
+        engine = rig.stage.engine
+        await rig.bars(100, vel_div=-0.03)
+        assert rig.stage.entry_rankings[-1]["symbol"] == "AAAUSDT"  # IRP pick, all tradeable
+        for gate, filters in (
+                ("venue_symbol", {s: f for s, f in listed.items() if s != "AAAUSDT"}),
+                ("venue_symbol", {**listed, "AAAUSDT": dataclasses.replace(
+                    listed["AAAUSDT"], status="SETTLING")}),
+                ("min_notional", {**listed, "AAAUSDT": dataclasses.replace(
+                    listed["AAAUSDT"], min_notional=Decimal("1e12"))}),
+                ("min_notional", {**listed, "AAAUSDT": dataclasses.replace(
+                    listed["AAAUSDT"], min_qty=Decimal("1e12"), market_min_qty=Decimal("1e12"))}),
+        ):
+            engine.set_venue_check(venue_entry_check(Venue(filters)))
+            before = len(rig.stage.entry_rankings)
+            await rig.bars(30, vel_div=-0.03)
+            later = list(rig.stage.entry_rankings)[before:]
+            assert later, gate  # entries were still made: on the next eligible asset
+            for r in later:
+                assert r["symbol"] != "AAAUSDT", (gate, r)
+                assert any(c["symbol"] == "AAAUSDT" and c["excluded_by"] == gate
+                           for c in r["candidates"]), (gate, r)
+        # The venue takes it again: AAA is IRP's pick once more.
+        engine.set_venue_check(venue_entry_check(Venue(listed)))
+        before = len(rig.stage.entry_rankings)
+        await rig.bars(30, vel_div=-0.03)
+        assert any(r["symbol"] == "AAAUSDT" for r in list(rig.stage.entry_rankings)[before:])
 
 
 async def test_market_data_funding_feeds_the_acb_at_bar_time(metrics: Metrics,

@@ -4,12 +4,16 @@ documented default maintenance-margin rates; the ledger reports the exit as LIQU
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from dolphind.config import ExecutionConfig
 from dolphind.events import Fill, PositionUpdate
+from dolphind.execution.brackets import (BracketError, load_leverage_brackets,
+                                         maintenance_margin, parse_leverage_brackets)
 from dolphind.execution.ledger import Ledger
 from dolphind.execution.paper import (DEFAULT_MAINTENANCE_MARGIN_RATE, PaperVenue,
                                       maintenance_margin_rate)
@@ -78,3 +82,41 @@ def test_no_fill_at_a_stale_price_and_the_exit_fills_at_the_first_fresh_one() ->
     venue.mark_bar(INDEX, np.array([99.0, 2000.0]), T + 120_000_000_000)
     asyncio.run(venue.submit(exit_order("x2")))
     assert asyncio.run(venue.positions()) == {} and venue.stale_positions() == []
+
+
+BRACKETS = Path(__file__).resolve().parents[2] / "data" / "binance-leverage-brackets" / \
+    "leverage_bracket.json"
+
+
+def test_brackets_follow_binance_leverage_bracket_tables() -> None:
+    """maintenance = notional x rate - cum in the bracket holding the notional: continuous at
+    every cap, and a bigger position pays a higher rate."""
+    table = load_leverage_brackets(BRACKETS)
+    btc = table["BTCUSDT"]
+    assert maintenance_margin(10_000.0, btc) == pytest.approx(40.0)        # 0.4 %, cum 0
+    assert maintenance_margin(100_000.0, btc) == pytest.approx(450.0)      # 0.5 % - 50
+    assert maintenance_margin(1_000_000.0, btc) == pytest.approx(7_450.0)  # 1 % - 2550
+    for b in btc[1:]:  # continuous across the caps
+        assert maintenance_margin(b.floor - 1e-6, btc) == pytest.approx(
+            maintenance_margin(b.floor, btc), abs=1e-3)
+    # the single-symbol answer of the endpoint (one object, not a list) is read as well
+    one = parse_leverage_brackets(orjson.loads(BRACKETS.read_bytes())[2])
+    assert list(one) == ["SOLUSDT"] and one["SOLUSDT"] == table["SOLUSDT"]
+    with pytest.raises(BracketError, match="SOLUSDT"):
+        parse_leverage_brackets([{"symbol": "SOLUSDT", "brackets": [{"notionalCap": 1}]}])
+
+
+def test_the_venue_liquidates_earlier_with_the_symbols_brackets() -> None:
+    """The same 10x short as above: with SOLUSDT's table (1 % to 5k, 2.5 % to 50k) the
+    maintenance margin at mark 108.5 is 10850 x 0.025 - 75 = 196.25 against an equity of 150:
+    liquidated, where the default (54.25) keeps it open."""
+    venue = PaperVenue({}, lambda: ExecutionConfig(),
+                       brackets=load_leverage_brackets(BRACKETS))
+    venue.restore([], [Position("SOLUSDT", qty=-100.0, avg_price=100.0)], 1000.0)
+    venue.mark_bar(INDEX, np.array([108.5, 2000.0]), T)
+    equity, maint = venue.margin()
+    assert equity == pytest.approx(150.0) and maint == pytest.approx(196.25)
+    assert venue.take_liquidations() == ["SOLUSDT"]
+    default = venue_with_short(1000.0)
+    default.mark_bar(INDEX, np.array([108.5, 2000.0]), T)
+    assert default.take_liquidations() == []  # 150 > 10850 x 0.005 = 54.25

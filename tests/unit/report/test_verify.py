@@ -37,7 +37,9 @@ def trade_lists(draw: st.DrawFn) -> list[ClosedTrade]:
             notional_usdt=100.0, leverage=2.0,
             fees_usdt=draw(st.floats(min_value=0.0, max_value=50.0, allow_subnormal=False)),
             pnl_usdt=pnl, exit_reason=draw(st.sampled_from(["tp", "stop", "max_hold", "hib"])),
-            bars_held=hold_s // 60))
+            bars_held=hold_s // 60,
+            funding_usdt=draw(st.one_of(st.just(0.0), st.floats(min_value=-5.0, max_value=5.0,
+                                                                 allow_subnormal=False)))))
     return out
 
 
@@ -107,3 +109,33 @@ def test_unreadable_inputs_give_clear_errors(tmp_path: Path) -> None:
         "\nx,1,2,0.0,nan,tp,BTCUSDT,LONG,100.0\n")
     with pytest.raises(VerifyError, match="not a finite number"):
         recompute_from_csv(tmp_path / "trades.csv", CAPITAL)
+
+
+def test_trade_funding_is_checked_per_group(tmp_path: Path,
+                                            hand_trades: list[ClosedTrade]) -> None:
+    """Issue 16: trades.csv's funding_usdt column feeds the per-pair / per-exit-reason tables;
+    a summary whose funding disagrees with it is caught, a trades.csv without it (written
+    before funding was modelled) is still read."""
+    import dataclasses
+    trades = [dataclasses.replace(t, funding_usdt=0.25 * (k + 1))
+              for k, t in enumerate(hand_trades)]
+    _write_files(tmp_path, trades, CAPITAL)
+    assert verify_report(tmp_path) == []
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    pair = sorted(doc["per_pair"])[0]
+    assert doc["per_pair"][pair]["funding_usdt"] != 0.0
+    doc["per_pair"][pair]["funding_usdt"] += 1.0
+    (tmp_path / "summary.json").write_text(json.dumps(doc))
+    assert any(f"per_pair[{pair}].funding_usdt" in p for p in verify_report(tmp_path))
+    # An old trades.csv (no funding column) and its summary: still clean.
+    old = tmp_path / "old"
+    old.mkdir()
+    _write_files(old, hand_trades, CAPITAL)
+    lines = (old / "trades.csv").read_text().splitlines()
+    (old / "trades.csv").write_text("\n".join(",".join(x.split(",")[:-1]) for x in lines) + "\n")
+    doc = json.loads((old / "summary.json").read_text())
+    for table in ("per_pair", "per_exit_reason", "per_side"):
+        for g in doc[table].values():
+            g.pop("funding_usdt")
+    (old / "summary.json").write_text(json.dumps(doc))
+    assert verify_report(old) == []
