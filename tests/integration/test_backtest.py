@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from dolphind.report.verify import verify_report
+from tests.data_paths import CRYPTOFEED_INFO
 from tests.data_paths import SET_1M as ONE_MINUTE
 from tests.data_paths import SET_5M as FIVE_MINUTE
 from tests.integration.harness import SAMPLE
@@ -329,3 +330,38 @@ def test_a_symbol_whose_data_ends_under_an_open_position_is_flagged_not_filled(
     page = (out / "report.html").read_text()
     assert "open on a stale price at the end</td><td>BCHUSDT" in page
     assert verify_report(out) == []
+
+
+def test_irp_takes_the_next_asset_when_the_venue_does_not_list_the_chosen_one(
+        tmp_path: Path) -> None:
+    """Issue 15/16: IRP ranks only assets the venue can take. With a real exchangeInfo from
+    July 2021 (before SUIUSDT was listed) and no fallback filters, the entries on which IRP
+    chose SUIUSDT go to the next eligible asset, and the ranking names SUIUSDT
+    ``venue_symbol``. Without the exchangeInfo, SUIUSDT is traded."""
+    base = '[strategy]\nprofile = "hold-12h"\n[strategy.params]\nmax_hold_s = 43200.0\n'
+    venue = (f'[execution]\nexchange_info = "{CRYPTOFEED_INFO}"\n'
+             'paper_fallback_filters = false\n')
+    runs = {}
+    for name, text in (("any", base), ("listed", base + venue)):
+        config = tmp_path / f"{name}.toml"
+        config.write_text(text)
+        out = tmp_path / name
+        res = backtest("--config", str(config), "--data", str(SAMPLE), "--out", str(out))
+        assert res.returncode == 0, res.stderr[-3000:]
+        with open(out / "trades.csv", newline="") as fh:
+            trades = list(csv.DictReader(fh))
+        rankings = json.loads((out / "explain.json").read_text())["entry_rankings"]
+        runs[name] = (trades, {r["ts_ns"]: r for r in rankings})
+    any_trades, any_rankings = runs["any"]
+    listed_trades, listed_rankings = runs["listed"]
+    assert any(t["symbol"] == "SUIUSDT" for t in any_trades)
+    assert all(t["symbol"] != "SUIUSDT" for t in listed_trades)
+    # Same bar, same scan: IRP's pick was SUIUSDT; with the venue's word it is another asset.
+    changed = [ts for ts, r in any_rankings.items()
+               if r["symbol"] == "SUIUSDT" and ts in listed_rankings]
+    assert changed, (sorted(any_rankings), sorted(listed_rankings))
+    for ts in changed:
+        r = listed_rankings[ts]
+        assert r["symbol"] != "SUIUSDT"
+        why = {c["symbol"]: c["excluded_by"] for c in r["candidates"]}
+        assert why["SUIUSDT"] == "venue_symbol" and why[r["symbol"]] == "", r
