@@ -89,6 +89,8 @@ max_position_notional_usdt = 5000.0
 [plugins.comms]
 url_env = "{WEBHOOK_ENV}"
 format = "slack"
+# These tests are about incidents: trade messages would take the rate limit's slots first.
+events = ["incident"]
 max_attempts = 3
 backoff_initial_s = 0.05
 backoff_max_s = 0.2
