@@ -32,7 +32,8 @@ from dolphind.store.sqlite import Account, Store, account_op, order_op, position
 from tests.conftest import eventually, wait_until
 from tests.fakes.binance_rest import FakeBinanceRest
 from tests.integration.harness import Daemon, free_port
-from tests.integration.test_live_feed import FakeVenue, live_feed_config
+from tests.integration.live_venue import live_venue_toml, venue_env
+from tests.integration.test_live_feed import FakeVenue
 
 pytestmark = pytest.mark.integration
 
@@ -383,42 +384,8 @@ def live_daemon(root: Path, name: str, fake: FakeBinanceRest, lease_dir: Path,
     d.mkdir()
     port = free_port()
     cfg = d / "dolphind.toml"
-    cfg.write_text(f"""
-mode = "live"
-shutdown_timeout_s = 5.0
-
-[ops]
-listen = "127.0.0.1:{port}"
-
-[data]
-dir = "var"
-
-[logging]
-format = "json"
-{live_feed_config(market_url, stall_timeout_s=30.0, stream_grace_s=30.0)}
-
-[risk]
-trading_enabled = false  # no entries from the replay: the only orders are the test's
-
-[execution]
-venue = "binance"
-foreign = "adopt"  # the short on the account is theirs to close (issue #15: opt-in)
-
-[execution.binance]
-network = "mainnet"
-rest_base_url = "{fake.rest_url}"
-ws_base_url = "{fake.ws_url}"
-symbols = ["BTCUSDT"]
-lease_dir = "{lease_dir}"
-lease_ttl_s = 2.0
-lease_renew_s = 0.2
-poll_interval_s = 0.1
-backoff_initial_s = 0.05
-backoff_max_s = 0.2
-request_timeout_s = 2.0
-""")
-    return Daemon(cfg, port, env={"DOLPHIND_BINANCE_API_KEY": fake.api_key,
-                                  "DOLPHIND_BINANCE_API_SECRET": fake.secret}).start()
+    cfg.write_text(live_venue_toml(port, market_url, fake, lease_dir))
+    return Daemon(cfg, port, env=venue_env(fake)).start()
 
 
 def venue_state(d: Daemon) -> dict[str, Any] | None:

@@ -278,7 +278,7 @@ def test_kill_9_with_the_live_venue_against_the_fake(tmp_path: Path) -> None:
     every order in the store is in the audit log, the chain verifies against the store's
     anchor, no scan number was used twice, and the book matches the venue."""
     from tests.integration.test_binance_venue import ThreadedFake
-    from tests.integration.test_live_feed import live_feed_config
+    from tests.integration.live_venue import live_venue_toml, venue_env
 
     rng = random.Random(20261207)
     rest = ThreadedFake()
@@ -289,42 +289,9 @@ def test_kill_9_with_the_live_venue_against_the_fake(tmp_path: Path) -> None:
     fake = rest.fake
     port = free_port()
     cfg = tmp_path / "live.toml"
-    cfg.write_text(f"""
-mode = "live"
-shutdown_timeout_s = 5.0
-
-[ops]
-listen = "127.0.0.1:{port}"
-
-[data]
-dir = "var"
-
-[logging]
-format = "json"
-{live_feed_config(market_url, stall_timeout_s=30.0, stream_grace_s=30.0)}
-[risk]
-trading_enabled = false
-
-[execution]
-venue = "binance"
-foreign = "adopt"
-
-[execution.binance]
-network = "mainnet"
-rest_base_url = "{fake.rest_url}"
-ws_base_url = "{fake.ws_url}"
-symbols = ["BTCUSDT"]
-lease_dir = "{tmp_path / 'leases'}"
-lease_ttl_s = 2.0
-lease_renew_s = 0.2
-poll_interval_s = 0.1
-backoff_initial_s = 0.05
-backoff_max_s = 0.2
-request_timeout_s = 2.0
-recv_window_ms = 1000
-unknown_grace_s = 0.2
-""")
-    env = {"DOLPHIND_BINANCE_API_KEY": fake.api_key, "DOLPHIND_BINANCE_API_SECRET": fake.secret}
+    cfg.write_text(live_venue_toml(port, market_url, fake, tmp_path / "leases",
+                                   binance="recv_window_ms = 1000\nunknown_grace_s = 0.2"))
+    env = venue_env(fake)
     db, audit = tmp_path / "var" / "dolphind.sqlite", tmp_path / "var" / "audit.jsonl"
     try:
         for cycle in range(LIVE_KILLS + 1):

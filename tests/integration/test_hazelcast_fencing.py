@@ -22,7 +22,8 @@ from tests.fakes.binance_rest import FakeBinanceRest
 from tests.hazelcast import Cluster
 from tests.integration.harness import Daemon, free_port
 from tests.integration.test_binance_venue import ThreadedFake, market, venue_state  # noqa: F401
-from tests.integration.test_live_feed import FakeVenue, live_feed_config
+from tests.integration.live_venue import live_venue_toml, venue_env
+from tests.integration.test_live_feed import FakeVenue
 
 pytestmark = pytest.mark.integration
 
@@ -56,47 +57,14 @@ def daemon(root: Path, name: str, fake: FakeBinanceRest, cluster: Cluster,
     d.mkdir()
     port = free_port()
     cfg = d / "dolphind.toml"
-    cfg.write_text(f"""
-mode = "live"
-shutdown_timeout_s = 5.0
-
-[ops]
-listen = "127.0.0.1:{port}"
-
-[data]
-dir = "var"
-
-[logging]
-format = "json"
-{live_feed_config(market_url, stall_timeout_s=30.0, stream_grace_s=30.0)}
-
-[risk]
-trading_enabled = false  # no entries from the market: the only orders are the test's
-
-[execution]
-venue = "binance"
-foreign = "adopt"  # the venue's short is the daemons' to close
-
-[execution.binance]
-network = "mainnet"
-rest_base_url = "{fake.rest_url}"
-ws_base_url = "{fake.ws_url}"
-symbols = ["BTCUSDT"]
-lease_dir = "{d / 'host-locks'}"
-lease_ttl_s = {LEASE_TTL_S}
-lease_renew_s = 0.3
-poll_interval_s = 0.1
-backoff_initial_s = 0.05
-backoff_max_s = 0.2
-request_timeout_s = 2.0
-{cluster.toml(f'''namespace = "{name}"
+    cfg.write_text(live_venue_toml(port, market_url, fake, d / "host-locks",
+                                   lease_ttl_s=LEASE_TTL_S, lease_renew_s=0.3,
+                                   tail=cluster.toml(f'''namespace = "{name}"
 cp_subsystem = true
 invocation_timeout_s = 2.0
 publish_interval_s = 0.5
-''')}
-""")
-    return Daemon(cfg, port, env={"DOLPHIND_BINANCE_API_KEY": fake.api_key,
-                                  "DOLPHIND_BINANCE_API_SECRET": fake.secret}).start()
+''')))
+    return Daemon(cfg, port, env=venue_env(fake)).start()
 
 
 def fences(d: Daemon) -> list[dict[str, Any]]:

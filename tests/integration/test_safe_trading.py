@@ -27,6 +27,7 @@ from tests.conftest import wait_until
 from tests.fakes.binance_rest import FakeBinanceRest
 from tests.integration.harness import Daemon, free_port, write_config
 from tests.integration.test_binance_venue import threaded_fake  # noqa: F401 - a fixture
+from tests.integration.live_venue import live_venue_toml, venue_env
 from tests.integration.test_live_feed import FakeVenue, live_feed_config
 
 pytestmark = pytest.mark.integration
@@ -54,8 +55,7 @@ def test_a_paper_config_with_venue_binance_never_reaches_the_venue(
     extra = ("[risk]\nmax_orders_per_minute = 100000.0\norder_burst = 1000\n"
              + _binance_section(fake, tmp_path / "leases"))
     cfg = write_config(tmp_path / "d.toml", port, speed=0.0, extra=extra)
-    d = Daemon(cfg, port, env={"DOLPHIND_BINANCE_API_KEY": fake.api_key,
-                               "DOLPHIND_BINANCE_API_SECRET": fake.secret}).start()
+    d = Daemon(cfg, port, env=venue_env(fake)).start()
     try:
         d.wait_ready(timeout=120)
         status = d.get_json("/status")
@@ -89,32 +89,9 @@ def live_daemon(tmp_path: Path, fake: FakeBinanceRest, market: FakeVenue,
     """A mode "live" daemon on the loopback fakes; entries off (the test's orders only)."""
     port = free_port()
     cfg = tmp_path / "live.toml"
-    cfg.write_text(f"""
-mode = "live"
-shutdown_timeout_s = 5.0
-
-[ops]
-listen = "127.0.0.1:{port}"
-
-[data]
-dir = "var"
-
-[logging]
-format = "json"
-{live_feed_config(market.url, stall_timeout_s=30.0, stream_grace_s=30.0)}
-[risk]
-trading_enabled = false
-{_binance_section(fake, tmp_path / "leases", execution)}
-poll_interval_s = 0.1
-backoff_initial_s = 0.05
-backoff_max_s = 0.2
-request_timeout_s = 2.0
-lease_ttl_s = 2.0
-lease_renew_s = 0.2
-{extra}
-""")
-    d = Daemon(cfg, port, env={"DOLPHIND_BINANCE_API_KEY": fake.api_key,
-                               "DOLPHIND_BINANCE_API_SECRET": fake.secret})
+    cfg.write_text(live_venue_toml(port, market.url, fake, tmp_path / "leases",
+                                   execution=execution, binance=extra))
+    d = Daemon(cfg, port, env=venue_env(fake))
     return d.start() if start else d
 
 
@@ -323,8 +300,7 @@ symbols = {list(feed_symbols)}
 poll_interval_s = 0.2
 request_timeout_s = 2.0
 """.replace("'", '"'))
-    d = Daemon(cfg, port, env={"DOLPHIND_BINANCE_API_KEY": fake.api_key,
-                               "DOLPHIND_BINANCE_API_SECRET": fake.secret}).start()
+    d = Daemon(cfg, port, env=venue_env(fake)).start()
     try:
         wait_until(lambda: (s := venue_state(d)) and s["reconciled"], timeout=120,
                    what="the venue reconciled")
