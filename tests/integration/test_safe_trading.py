@@ -3,7 +3,10 @@
 - a paper config with execution.venue = "binance" trades in the paper venue: the fake's order
   endpoint (indeed any of its endpoints) never hears from it;
 - exits never give up: a flatten answered 429 three times is sent again (after Retry-After)
-  until the position is closed.
+  until the position is closed;
+- an hour of live market time of the strategy's own trading (round trips sent to and filled
+  at the fake) leaves somebody else's position and resting order untouched, and the exposure
+  rail counts the foreign notional.
 
 Live daemons run mode "live": the live feed on the loopback market-data fake (a subprocess),
 orders to the loopback REST fake (served from a thread of this process).
@@ -257,10 +260,18 @@ def test_a_second_sigint_exits_130_without_a_traceback(tmp_path: Path, when: str
 def test_a_foreign_position_is_untouched_after_an_hour_of_live_market_time(
         tmp_path: Path) -> None:
     """The real daemon, mode live, entries on, on the live feed for an hour of market time
-    (the market-data fake at 120x), while the account holds somebody else's position and
-    resting order: both untouched at the end, and still reported. (On this small recording
-    the strategy makes no intent: the trading itself is shown by the in-process hour in
-    test_binance_venue.py and the flatten in the 429 test above.)"""
+    (the market-data fake at 120x), trading (the strategy's own entries and exits, sent to and
+    filled at the loopback venue) while the account holds somebody else's BTCUSDT position
+    (320 USDT) and resting order: both untouched at the end (no order or cancel names them),
+    still reported, and the foreign notional counted by the gross-exposure rail.
+
+    To trade on the capture's four thin symbols the test profile ("loopback-hour") turns off
+    what keeps the champion out of such a market: the minimum universe (scan.min_symbols),
+    the IRP alignment / noise / latency gates, and the depth5 book (its fill probability on
+    these symbols pins the survival stack's Cat3 at its floor: HIBERNATE). max_hold_s is two
+    minutes so that an hour holds many round trips. After six round trips a reload cuts the
+    gross cap to 380 USDT: above every entry the strategy sizes on its own, not above one plus
+    the foreign 320, so the entries after it are refused by the gross-exposure rail."""
     import threading
 
     from tests.fakes.binance_rest import EXCHANGE_INFO_2021
@@ -280,6 +291,7 @@ def test_a_foreign_position_is_untouched_after_an_hour_of_live_market_time(
     market = FakeVenue(tmp_path / "fake-market.log", speed=120.0)
     fake.set_position("BTCUSDT", 0.01, 32_000.0)  # somebody else's (320 USDT)
     fake.place("BTCUSDT", "SELL", 0.01, 40_000.0, "web_manual_1")
+    foreign_usdt, tight_cap = 320.0, 380.0
     port = free_port()
     cfg = tmp_path / "hour.toml"
     cfg.write_text(f"""
@@ -295,10 +307,30 @@ dir = "var"
 [logging]
 format = "json"
 {live_feed_config(market.url, stall_timeout_s=30.0, stream_grace_s=30.0)}
+depth = false
 {_binance_section(fake, tmp_path / "leases").replace('symbols = ["BTCUSDT"]', '')}
 symbols = {list(feed_symbols)}
 poll_interval_s = 0.2
 request_timeout_s = 2.0
+
+[risk]
+max_orders_per_minute = 100000.0
+order_burst = 1000
+max_gross_exposure_usdt = 15000.0
+max_symbol_exposure_usdt = 15000.0
+
+[scan]
+min_symbols = 0
+
+[strategy]
+profile = "loopback-hour"
+
+[strategy.params]
+min_irp_alignment = 0.0
+irp_min_alignment_filter = 0.0
+irp_max_noise = 1000000000.0
+irp_max_latency = 1000000000.0
+max_hold_s = 120.0
 """.replace("'", '"'))
     d = Daemon(cfg, port, env=venue_env(fake)).start()
     try:
@@ -309,6 +341,19 @@ request_timeout_s = 2.0
             return int(d.get_json("/status")["feed"]["watermark_ms"] or 0)
 
         start = wait_until(watermark_ms, timeout=60, what="market time")
+
+        def closed() -> int:
+            return len([e for e in d.events() if e.get("event") == "trade.closed"])
+
+        # It trades: six round trips, then the gross cap is cut (a reload) to 380 USDT,
+        # above any entry the strategy sizes alone (100-300 USDT here) but not above one
+        # with the foreign 320 USDT on top.
+        wait_until(lambda: closed() >= 6, timeout=120, interval=0.5, what="6 round trips")
+        cfg.write_text(cfg.read_text().replace("_exposure_usdt = 15000.0",
+                                               f"_exposure_usdt = {tight_cap}"))
+        before_reload = len(d.events())
+        code, body = d.post("/reload")
+        assert code == 200 and body["ok"] is True, body
         # An hour of market time (the fake plays at 120x: about half a minute).
         wait_until(lambda: watermark_ms() - start >= 3_600_000, timeout=240, interval=1.0,
                    what="an hour of market time")
@@ -316,18 +361,50 @@ request_timeout_s = 2.0
         st = d.get_json("/status")["execution"]
         assert st["foreign"]["positions"] == {"BTCUSDT": {"qty": 0.01, "avg_price": 32_000.0}}
         assert [o["client_id"] for o in st["foreign"]["orders"]] == ["web_manual_1"]
+        assert d.metric("dolphind_foreign_positions") == 1
+        assert d.metric("dolphind_foreign_orders") == 1
     finally:
         d.stop()
         market.stop()
         call(fake.stop())
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
-    orders = [r for r in fake.requests if (r.method, r.path) == ("POST", "/fapi/v1/order")]
-    assert all(r.params.get("symbol") != "BTCUSDT" for r in orders)
+    events = d.events()
+    # It traded: the strategy's entries and exits went to the venue and filled there.
+    sent = [r for r in fake.requests if (r.method, r.path) == ("POST", "/fapi/v1/order")]
+    entries = [r for r in sent if r.params.get("reduceOnly") != "true"]
+    exits = [r for r in sent if r.params.get("reduceOnly") == "true"]
+    assert len(entries) >= 6 and len(exits) >= 6, [(r.params.get("symbol"), r.status)
+                                                   for r in sent]
+    assert all(r.status == 200 for r in sent)
+    for r in sent:
+        assert r.params["symbol"] in feed_symbols
+        assert [o.status for o in fake.orders_with_client_id(r.params["newClientOrderId"])] \
+            == ["FILLED"]
+    assert len([e for e in events if e.get("event") == "trade.closed"]) >= 6
+    # The gross-exposure rail counted the foreign 320 USDT: under the cut cap it refused
+    # entries that fit the cap alone but not with the foreign position on top.
+    sized = {e["intent_id"]: e["notional_usdt"] for e in events
+             if e.get("event") == "alpha.intent"}
+    refused = [e for e in events if e.get("event") == "risk.rejected"
+               and e.get("rule") == "gross_exposure"]
+    assert refused, "no entry was refused by the gross cap"
+    assert not [e for e in events[:before_reload] if e.get("event") == "risk.rejected"]
+    for e in refused:
+        own = sized[e["intent_id"]]
+        assert own <= tight_cap < own + foreign_usdt, (own, e["detail"])
+        would_be = float(e["detail"].split("would be ")[1].split(" ")[0])
+        # Ours is flat at an entry, so the rail's figure is this order's notional (the
+        # intent's, rounded to the lot and valued at the venue's mark: within a few percent)
+        # plus the foreign 320; without the foreign it would be about ``own`` alone.
+        assert would_be - foreign_usdt == pytest.approx(own, rel=0.1), (own, e["detail"])
+    # Nothing foreign was touched: no order or cancel names the position's symbol, no
+    # request at all names the foreign order.
+    assert not [r for r in fake.requests if r.method != "GET"
+                and r.params.get("symbol") == "BTCUSDT"]
+    assert not [r for r in fake.requests if "web_manual_1" in r.params.values()]
     assert fake.positions["BTCUSDT"] == (0.01, 32_000.0)
     assert fake.orders_with_client_id("web_manual_1")[0].status == "NEW"
-    assert not [r for r in fake.requests if r.params.get("symbol") == "BTCUSDT"
-                and r.path == "/fapi/v1/order" and r.method in ("POST", "DELETE")]
 
 
 def test_an_operator_resume_is_not_fought_by_the_governor(tmp_path: Path) -> None:
