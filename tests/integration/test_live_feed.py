@@ -26,12 +26,13 @@ pytestmark = pytest.mark.integration
 class FakeVenue:
     """``python -m tests.fakes.binance`` as a subprocess, controlled over HTTP."""
 
-    def __init__(self, log_path: Path, speed: float = 8.0) -> None:
+    def __init__(self, log_path: Path, speed: float = 8.0,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.fakes.binance", "--port", "0", "--speed", str(speed),
-             "--rebase"],
+             "--rebase", *extra_args],
             stdout=subprocess.PIPE, stderr=self._log, cwd=REPO)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode().strip()  # blocks until it is listening

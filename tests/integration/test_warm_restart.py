@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -22,7 +20,8 @@ from typing import Iterator
 import pytest
 
 from tests.conftest import wait_until
-from tests.integration.harness import REPO, Daemon, free_port, write_config
+from tests.integration.harness import Daemon, free_port, write_config
+from tests.integration.test_live_feed import FakeVenue
 
 pytestmark = pytest.mark.integration
 
@@ -30,37 +29,15 @@ SPEED = 25.0
 BAR_NS = 10**9
 
 
-class FakeMarket:
-    """``python -m tests.fakes.binance --rest-history`` as a subprocess."""
+class FakeMarket(FakeVenue):
+    """The market-data fake that also serves REST aggTrades history (``--rest-history``)."""
 
     def __init__(self, log_path: Path) -> None:
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes.binance", "--port", "0", "--speed", str(SPEED),
-             "--rebase", "--rest-history"],
-            stdout=subprocess.PIPE, stderr=self._log, cwd=REPO)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode().strip()
-        if not line.startswith("LISTENING "):
-            self.stop()
-            raise RuntimeError(f"fake market did not start: {line!r}")
-        self.url = line.split(" ", 1)[1]
-        self.http = self.url.replace("ws://", "http://")
+        super().__init__(log_path, speed=SPEED, extra_args=("--rest-history",))
 
     def history_stats(self) -> dict[str, int]:
         with urllib.request.urlopen(f"{self.http}/_history_stats", timeout=5) as resp:
             return json.loads(resp.read())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._log.close()
 
 
 @pytest.fixture

@@ -1,6 +1,9 @@
-"""Regenerate the files in this folder from the raw captures in ../shared/data (see PROVENANCE.md).
+"""Regenerate the files in this folder from the raw captures named in PROVENANCE.md.
 
-    .venv/bin/python tests/data/ws/derive.py [/work/shared/data]
+    .venv/bin/python tests/data/ws/derive.py DATA_DIR
+
+DATA_DIR holds the two source folders (the cryptofeed capture and the nautilus_trader fixtures).
+Nothing in the test run calls this: the derived files are committed.
 
 Copies the real aggTrade and bookTicker frames unchanged, and derives depth5@500ms frames by
 replaying the real diff-depth stream on top of the real REST snapshots (Binance's documented
@@ -125,4 +128,6 @@ def main(shared: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[3] / "shared" / "data")
+    if len(sys.argv) != 2:
+        sys.exit("usage: derive.py DATA_DIR (the folder holding the captures named in PROVENANCE.md)")
+    main(Path(sys.argv[1]))
