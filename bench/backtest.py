@@ -33,8 +33,8 @@ from dolphind.config import config_from_dict  # noqa: E402
 from dolphind.daemon import Daemon  # noqa: E402
 from dolphind.feed.history import load_history  # noqa: E402
 from dolphind.feed.replay import ReplayFeed  # noqa: E402
-from dolphind.ops.health import Health  # noqa: E402
-from dolphind.ops.metrics import Metrics  # noqa: E402
+from dolphind.telemetry.health import Health  # noqa: E402
+from dolphind.telemetry.metrics import Metrics  # noqa: E402
 
 SHARED = ROOT / "tests" / "data"  # the real candle sets, copied into the repository
 SETS = {

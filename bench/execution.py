@@ -41,13 +41,13 @@ from dolphind.affinity import pin_process
 from dolphind.channels import Channel, Overflow
 from dolphind.config import config_from_dict
 from dolphind.events import Bar, OrderIntent, frozen_array
-from dolphind.execution.filters import load_exchange_info
-from dolphind.execution.paper import PaperVenue
+from dolphind.orders.filters import load_exchange_info
+from dolphind.venues.paper import PaperVenue
 from dolphind.execution.stage import ExecutionStage
 from dolphind.logs import configure
-from dolphind.ops.control import Control
-from dolphind.ops.health import Health
-from dolphind.ops.metrics import Metrics
+from dolphind.control import Control
+from dolphind.telemetry.health import Health
+from dolphind.telemetry.metrics import Metrics
 from dolphind.store.audit import AuditLog, verify
 from dolphind.store.sqlite import Store
 

@@ -52,8 +52,8 @@ from dolphind.config import config_from_dict  # noqa: E402
 from dolphind.events import Bar  # noqa: E402
 from dolphind.feed.binance_ws import BinanceFeed, Connection, latencies_ms  # noqa: E402
 from dolphind.feed.parse import FrameParser  # noqa: E402
-from dolphind.ops.health import Health  # noqa: E402
-from dolphind.ops.metrics import Metrics  # noqa: E402
+from dolphind.telemetry.health import Health  # noqa: E402
+from dolphind.telemetry.metrics import Metrics  # noqa: E402
 
 
 class BaselineConnection(Connection):

@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 from dolphind.events import Fill, Order
-from dolphind.execution.portfolio import Position
-from dolphind.execution.router import transition
+from dolphind.orders.portfolio import Position
+from dolphind.orders.router import transition
 from dolphind.logs import configure
 from dolphind.store.sqlite import (
     MIGRATIONS,

@@ -22,7 +22,7 @@ import enum
 import time
 from typing import AsyncIterator, Generic, TypeVar
 
-from dolphind.ops.metrics import ChannelMetrics
+from dolphind.telemetry.metrics import ChannelMetrics
 
 T = TypeVar("T")
 

@@ -134,7 +134,7 @@ def metrics_markdown() -> str:
     """Every metric the daemon itself registers (plugins add their own), from the objects."""
     from prometheus_client.metrics import MetricWrapperBase
 
-    from dolphind.ops.metrics import Metrics, WaitHistogram
+    from dolphind.telemetry.metrics import Metrics, WaitHistogram
 
     found: dict[str, MetricWrapperBase | WaitHistogram] = {}
 
@@ -143,7 +143,7 @@ def metrics_markdown() -> str:
             if isinstance(value, (MetricWrapperBase, WaitHistogram)):
                 found.setdefault(value._name, value)
             elif depth < 2 and hasattr(value, "__dict__") and type(value).__module__ == \
-                    "dolphind.ops.metrics":
+                    "dolphind.telemetry.metrics":
                 walk(value, depth + 1)
 
     walk(Metrics())

@@ -33,7 +33,7 @@ from dolphind import __version__, logs
 from dolphind.logs import heartbeat_fields
 from dolphind.affinity import pin_process
 from dolphind.app import build_pipeline  # the one place concrete parts are wired
-from dolphind.execution.venue import VenueStartupError
+from dolphind.venues.venue import VenueStartupError
 from dolphind.feed.history import HistoryError
 from dolphind.config import (
     Config,
@@ -45,10 +45,10 @@ from dolphind.config import (
     plan_reload,
     read_ops_token,
 )
-from dolphind.ops.control import Control
-from dolphind.ops.health import Health, HealthLevel
+from dolphind.control import Control
+from dolphind.telemetry.health import Health, HealthLevel
 from dolphind.ops.http import HttpServer, build_app
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.metrics import Metrics
 from dolphind.ops.systemd import SystemdNotifier
 from dolphind.plugins import PluginContext, PluginError, PluginHost
 from dolphind.preflight import preflight, secret_file_warnings

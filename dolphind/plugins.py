@@ -46,7 +46,7 @@ import structlog
 
 from dolphind.channels import Channel, Overflow
 from dolphind.config import Config
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.metrics import Metrics
 
 API_VERSION = 1
 ENTRY_POINT_GROUP = "dolphind.plugins"
@@ -89,7 +89,7 @@ class PluginContext:
 
     name: str
     settings: Mapping[str, Any]
-    control: Any  # dolphind.ops.control.Control (Any: avoids an import cycle)
+    control: Any  # dolphind.control.Control (Any: avoids an import cycle)
     metrics_registry: Any
     statebus: Any
     data_dir: Path

@@ -92,7 +92,7 @@ def _named_files(cfg: Config) -> list[str]:
             if not cfg.resolve(p).exists():
                 problems.append(f"replay.paths: {cfg.resolve(p)}: no such file or folder")
     if cfg.execution.exchange_info:
-        from dolphind.execution.filters import load_exchange_info
+        from dolphind.orders.filters import load_exchange_info
 
         path = cfg.resolve(cfg.execution.exchange_info)
         try:
@@ -106,7 +106,7 @@ def _named_files(cfg: Config) -> list[str]:
             problems.append(f"execution.exchange_info: {path}: not an exchangeInfo document "
                             f"({type(exc).__name__}: {exc})")
     if cfg.execution.leverage_brackets:
-        from dolphind.execution.brackets import load_leverage_brackets
+        from dolphind.risk.brackets import load_leverage_brackets
 
         path = cfg.resolve(cfg.execution.leverage_brackets)
         try:
@@ -122,7 +122,7 @@ def _named_files(cfg: Config) -> list[str]:
         tls_context(cfg)  # ConfigError
     b = cfg.execution.binance
     if cfg.execution.venue == "binance" and b.secrets_file:
-        from dolphind.execution.binance import CredentialsError, load_credentials
+        from dolphind.venues.binance.venue import CredentialsError, load_credentials
 
         try:
             load_credentials(b, cfg.resolve, environ={})

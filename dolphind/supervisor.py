@@ -17,8 +17,8 @@ from typing import Callable, Protocol
 import structlog
 
 from dolphind.config import SupervisionConfig
-from dolphind.ops.health import Health
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.health import Health
+from dolphind.telemetry.metrics import Metrics
 
 log = structlog.get_logger("dolphind.supervisor")
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import structlog
 
 from dolphind.events import Fill, Order, PositionUpdate
-from dolphind.execution.router import TERMINAL
+from dolphind.orders.router import TERMINAL
 from dolphind.logs import closed_fields, fill_fields
 from dolphind.report.model import ClosedTrade
 

@@ -31,9 +31,9 @@ from dolphind.alpha.posture import system_alive
 from dolphind.alpha.views import BookView, PortfolioView
 from dolphind.channels import Channel
 from dolphind.events import Bar, OrderIntent, ScanRecord
-from dolphind.ops.control import Control
-from dolphind.ops.health import Health
-from dolphind.ops.metrics import Children, Metrics
+from dolphind.control import Control
+from dolphind.telemetry.health import Health
+from dolphind.telemetry.metrics import Children, Metrics
 from dolphind.statebus.base import StateBus
 
 log = structlog.get_logger("dolphind.alpha")

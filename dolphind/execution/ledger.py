@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from dolphind.alpha.views import ClosedTrade as AlphaClosedTrade
 from dolphind.alpha.views import PortfolioView, PositionView
 from dolphind.events import Fill, Order, PositionUpdate
-from dolphind.execution.portfolio import CapitalView
+from dolphind.orders.portfolio import CapitalView
 from dolphind.report.model import ClosedTrade, EquityPoint
 
 if TYPE_CHECKING:

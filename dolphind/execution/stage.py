@@ -39,10 +39,10 @@ from dolphind.backoff import backoff_delay
 from dolphind.channels import Channel
 from dolphind.config import Config, describe_trading, trading_target
 from dolphind.events import Bar, Fill, Order, OrderIntent, PositionUpdate
-from dolphind.execution.filters import load_exchange_info
-from dolphind.execution.paper import PaperVenue
-from dolphind.execution.portfolio import CapitalView, Portfolio, Position, split_foreign
-from dolphind.execution.router import (
+from dolphind.orders.filters import load_exchange_info
+from dolphind.venues.paper import PaperVenue
+from dolphind.orders.portfolio import CapitalView, Portfolio, Position, split_foreign
+from dolphind.orders.router import (
     TERMINAL,
     IllegalTransition,
     OrderState,
@@ -53,10 +53,10 @@ from dolphind.execution.router import (
     transition,
     venue_symbol,
 )
-from dolphind.execution.venue import Venue, VenueRejected, VenueUnavailable, is_transient
-from dolphind.ops.control import Control, ControlAction
-from dolphind.ops.health import Health
-from dolphind.ops.metrics import Children, ExecutionMetrics, Metrics
+from dolphind.venues.venue import Venue, VenueRejected, VenueUnavailable, is_transient
+from dolphind.control import Control, ControlAction
+from dolphind.telemetry.health import Health
+from dolphind.telemetry.metrics import Children, ExecutionMetrics, Metrics
 from dolphind.risk.rails import AccountSnapshot, OrderCheck, RiskRails, Veto
 from dolphind.store.audit import AuditLog, audited_client_ids
 from dolphind.store.sqlite import (
@@ -133,7 +133,7 @@ class ExecutionStage:
         self._health = health
         self._metrics = metrics
         self._m = metrics.execution
-        # The per-order counters, bound once (see ops.metrics.Children).
+        # The per-order counters, bound once (see telemetry.metrics.Children).
         self._intents = Children(self._m.intents)
         self._orders_by_state = Children(self._m.orders)
         self._fills = Children(self._m.fills)
@@ -1115,7 +1115,7 @@ async def open_books(config: Callable[[], Config], metrics: Metrics,
     log.info("execution.venue", venue=venue_name, network=network, mode=cfg.mode,
              configured_venue=cfg.execution.venue, summary=describe_trading(cfg))
     if venue_name == "binance":
-        from dolphind.execution.binance import open_binance_books
+        from dolphind.venues.binance.venue import open_binance_books
 
         async with open_binance_books(config, metrics, bus) as books:
             yield books
@@ -1128,7 +1128,7 @@ async def open_books(config: Callable[[], Config], metrics: Metrics,
                                           cfg.resolve(cfg.execution.exchange_info))
     brackets = {}
     if cfg.execution.leverage_brackets:  # maintenance margin per symbol (liquidation)
-        from dolphind.execution.brackets import load_leverage_brackets
+        from dolphind.risk.brackets import load_leverage_brackets
         brackets = await asyncio.to_thread(load_leverage_brackets,
                                            cfg.resolve(cfg.execution.leverage_brackets))
     venue = PaperVenue(filters, lambda: config().execution,

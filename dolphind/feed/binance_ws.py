@@ -64,8 +64,8 @@ from dolphind.feed.parse import (
     PriceCache,
     stream_kind,
 )
-from dolphind.ops.health import Health
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.health import Health
+from dolphind.telemetry.metrics import Metrics
 
 log = structlog.get_logger("dolphind.feed.binance")
 

@@ -14,8 +14,8 @@ import structlog
 
 from dolphind.channels import Channel
 from dolphind.events import Bar
-from dolphind.ops.health import Health
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.health import Health
+from dolphind.telemetry.metrics import Metrics
 from dolphind.statebus import base as bus_names
 from dolphind.statebus.base import StateBus
 

@@ -18,8 +18,8 @@ from dolphind.channels import Channel
 from dolphind.config import Config, parse_utc
 from dolphind.events import Bar, frozen_array
 from dolphind.feed.history import History, HistoryError, iso, load_history
-from dolphind.ops.health import Health
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.health import Health
+from dolphind.telemetry.metrics import Metrics
 
 log = structlog.get_logger("dolphind.feed.replay")
 

@@ -36,7 +36,7 @@ import structlog
 from aiohttp import web
 
 import dolphind
-from dolphind.ops.control import ControlAction
+from dolphind.control import ControlAction
 
 log = structlog.get_logger("dolphind.ops.command_center")
 

@@ -17,8 +17,8 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from dolphind.ops.control import Control
-from dolphind.ops.metrics import Metrics
+from dolphind.control import Control
+from dolphind.telemetry.metrics import Metrics
 from dolphind.ops.trades import daily_document, profit_document, trades_document
 
 TOKEN_HEADER = "X-Dolphind-Token"

@@ -24,8 +24,8 @@ import structlog
 
 from dolphind.channels import Channel, ChannelClosed
 from dolphind.events import WINDOWS, Bar, ScanRecord
-from dolphind.ops.health import Health
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.health import Health
+from dolphind.telemetry.metrics import Metrics
 from dolphind.scan.arrow_sink import ArrowScanSink
 from dolphind.scan.scanner import EigenScanner
 from dolphind.scan.warm import (

@@ -42,7 +42,7 @@ from typing import Any, BinaryIO, Callable
 import orjson
 import structlog
 
-from dolphind.ops.metrics import ExecutionMetrics
+from dolphind.telemetry.metrics import ExecutionMetrics
 
 log = structlog.get_logger("dolphind.audit")
 

@@ -42,8 +42,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 import structlog
 
 from dolphind.events import Fill, Order
-from dolphind.execution.portfolio import Position
-from dolphind.ops.metrics import ChannelMetrics, ExecutionMetrics
+from dolphind.orders.portfolio import Position
+from dolphind.telemetry.metrics import ChannelMetrics, ExecutionMetrics
 
 log = structlog.get_logger("dolphind.store")
 

@@ -20,12 +20,12 @@ import pytest
 from dolphind.channels import Channel, Overflow
 from dolphind.config import Config, config_from_dict
 from dolphind.events import Order, OrderIntent
-from dolphind.execution.portfolio import Position
-from dolphind.execution.router import client_order_id
+from dolphind.orders.portfolio import Position
+from dolphind.orders.router import client_order_id
 from dolphind.execution.stage import ExecutionStage, open_books
-from dolphind.ops.control import Control
-from dolphind.ops.health import Health
-from dolphind.ops.metrics import Metrics
+from dolphind.control import Control
+from dolphind.telemetry.health import Health
+from dolphind.telemetry.metrics import Metrics
 from dolphind.statebus.memory import MemoryStateBus
 from dolphind.store.audit import split_line, verify
 from dolphind.store.sqlite import Account, Store, account_op, order_op, position_op

@@ -224,8 +224,8 @@ def _breach_governor_offline(data_dir: Path) -> None:
     """Drive the governor's own code to a real breach on this data dir, as the daemon's
     governor would on a fill (the daemon has no execution stage to fill orders yet)."""
     from dolphind.events import Fill
-    from dolphind.ops.control import Control
-    from dolphind.ops.metrics import Metrics
+    from dolphind.control import Control
+    from dolphind.telemetry.metrics import Metrics
     from dolphind.plugins import PluginContext
     from dolphind_governor import GovernorPlugin
 

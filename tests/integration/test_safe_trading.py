@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import orjson
 import pytest
 
-from dolphind.execution.portfolio import Position
+from dolphind.orders.portfolio import Position
 from dolphind.store.sqlite import Account, Store, account_op, position_op
 
 from tests.conftest import wait_until

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from dolphind.channels import Channel, ChannelClosed, Overflow
-from dolphind.ops.metrics import ChannelMetrics
+from dolphind.telemetry.metrics import ChannelMetrics
 
 
 def _sample(reg: CollectorRegistry, name: str, channel: str) -> float | None:
@@ -138,7 +138,7 @@ async def test_a_busy_pipeline_hands_items_over_in_runs() -> None:
 async def test_wait_histogram_matches_prometheus_histogram() -> None:
     from prometheus_client import Histogram, generate_latest
 
-    from dolphind.ops.metrics import _WAIT_BUCKETS
+    from dolphind.telemetry.metrics import _WAIT_BUCKETS
 
     reg = CollectorRegistry()
     ours = ChannelMetrics(reg).labels("bars").wait
@@ -164,7 +164,7 @@ def test_an_unlabelled_wait_histogram_matches_prometheus_histogram() -> None:
     """The feed's bar lateness uses the same counting histogram without labels."""
     from prometheus_client import Histogram, generate_latest
 
-    from dolphind.ops.metrics import WaitHistogram
+    from dolphind.telemetry.metrics import WaitHistogram
 
     buckets = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
     reg, ref_reg = CollectorRegistry(), CollectorRegistry()

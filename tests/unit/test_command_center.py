@@ -14,9 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from dolphind.config import Config
 from dolphind.ops import command_center as cc_mod
 from dolphind.ops.command_center import CommandCenter, action_item, intent_item, sse_message
-from dolphind.ops.control import Control
+from dolphind.control import Control
 from dolphind.ops.http import TOKEN_HEADER, build_app
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.metrics import Metrics
 from dolphind.report.model import ClosedTrade
 
 

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dolphind.ops.control import Control
+from dolphind.control import Control
 from dolphind.ops.http import HttpServer, build_app
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.metrics import Metrics
 
 TOKEN = "fuzz-token-7c1e"
 

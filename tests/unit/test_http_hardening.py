@@ -13,9 +13,9 @@ import types
 
 import pytest
 
-from dolphind.ops.control import Control
+from dolphind.control import Control
 from dolphind.ops.http import MAX_BODY_DEPTH, HttpServer, build_app, json_depth
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.metrics import Metrics
 
 TOKEN = "s3cret-token-value"
 

@@ -8,9 +8,9 @@ import types
 import pytest
 from aiohttp.test_utils import TestServer
 
-from dolphind.ops.control import Control
+from dolphind.control import Control
 from dolphind.ops.http import build_app
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.metrics import Metrics
 
 
 async def _raw_post(server: TestServer, token_header: bytes) -> bytes:

@@ -1,10 +1,10 @@
-"""ops.metrics.Children: bound label children count into the same series as labels()."""
+"""telemetry.metrics.Children: bound label children count into the same series as labels()."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
-from dolphind.ops.metrics import Children
+from dolphind.telemetry.metrics import Children
 
 
 def test_children_are_the_labelled_series_bound_once() -> None:

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 import pytest
 
 from dolphind.config import Config, config_from_dict
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.metrics import Metrics
 from dolphind.plugins import (
     PluginContext,
     PluginError,

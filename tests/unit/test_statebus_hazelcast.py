@@ -194,7 +194,7 @@ def test_publisher_never_raises_and_reads_the_live_feeds_book_property() -> None
 
 async def test_the_venue_lease_is_the_cp_fenced_lock_on_the_hazelcast_bus(tmp_path: Path) -> None:
     """Without a connected cluster the fenced lock cannot be confirmed: fenced, and why."""
-    from dolphind.execution.lease import FencedLease, Lease, account_id
+    from dolphind.venues.binance.lease import FencedLease, Lease, account_id
 
     bus = HazelcastStateBus(StateBusConfig(), tmp_path, {})
     lease = Lease(account_id("binance-usdm", "KEY"), tmp_path / "locks", bus, lambda: 5.0)

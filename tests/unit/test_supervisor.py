@@ -5,8 +5,8 @@ import asyncio
 import pytest
 
 from dolphind.config import SupervisionConfig
-from dolphind.ops.health import Health, HealthLevel
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.health import Health, HealthLevel
+from dolphind.telemetry.metrics import Metrics
 from dolphind.supervisor import StageCrashLoop, supervise
 
 FAST = SupervisionConfig(max_restarts=3, restart_window_s=60, backoff_initial_s=0.001,

@@ -27,10 +27,10 @@ from dolphind.app import venue_entry_check
 from dolphind.channels import Channel, Overflow
 from dolphind.config import Config, ScanConfig, StrategyConfig
 from dolphind.events import ScanRecord, frozen_array
-from dolphind.execution.filters import fallback_filters
-from dolphind.ops.control import Control
-from dolphind.ops.health import Health
-from dolphind.ops.metrics import Metrics
+from dolphind.orders.filters import fallback_filters
+from dolphind.control import Control
+from dolphind.telemetry.health import Health
+from dolphind.telemetry.metrics import Metrics
 from dolphind.statebus.base import FEATURES
 from dolphind.statebus.memory import MemoryStateBus
 from tests.conftest import eventually

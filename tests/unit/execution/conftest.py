@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dolphind.execution.filters import SymbolFilters, load_exchange_info
+from dolphind.orders.filters import SymbolFilters, load_exchange_info
 
 from tests.data_paths import CRYPTOFEED_INFO, NAUTILUS
 

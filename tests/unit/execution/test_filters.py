@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dolphind.execution.filters import (
+from dolphind.orders.filters import (
     FilterError,
     load_exchange_info,
     parse_exchange_info,

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from dolphind.ops.control import Control
+from dolphind.control import Control
 from dolphind.ops.http import TOKEN_HEADER, build_app
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.metrics import Metrics
 
 
 class FakeStage:

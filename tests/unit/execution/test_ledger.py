@@ -8,7 +8,7 @@ import pytest
 
 from dolphind.events import Fill, Order, PositionUpdate
 from dolphind.execution.ledger import Ledger
-from dolphind.execution.portfolio import Portfolio, Position
+from dolphind.orders.portfolio import Portfolio, Position
 from dolphind.store.sqlite import OpenTrade
 
 

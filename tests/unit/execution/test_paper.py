@@ -8,11 +8,11 @@ import pytest
 
 from dolphind.config import ExecutionConfig
 from dolphind.events import Fill, Order, OrderIntent
-from dolphind.execution import paper as paper_module
-from dolphind.execution.paper import PaperVenue, fee_for, maker_draw, slippage_bps
-from dolphind.execution.portfolio import Portfolio, Position, apply_fill
-from dolphind.execution.router import Router
-from dolphind.execution.venue import VenueRejected
+from dolphind.venues import paper as paper_module
+from dolphind.venues.paper import PaperVenue, fee_for, maker_draw, slippage_bps
+from dolphind.orders.portfolio import Portfolio, Position, apply_fill
+from dolphind.orders.router import Router
+from dolphind.venues.venue import VenueRejected
 
 BLENDED = ExecutionConfig(fee_model="blended")
 

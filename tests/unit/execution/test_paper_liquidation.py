@@ -12,12 +12,12 @@ import pytest
 
 from dolphind.config import ExecutionConfig
 from dolphind.events import Fill, PositionUpdate
-from dolphind.execution.brackets import (BracketError, load_leverage_brackets,
+from dolphind.risk.brackets import (BracketError, load_leverage_brackets,
                                          maintenance_margin, parse_leverage_brackets)
 from dolphind.execution.ledger import Ledger
-from dolphind.execution.paper import (DEFAULT_MAINTENANCE_MARGIN_RATE, PaperVenue,
+from dolphind.venues.paper import (DEFAULT_MAINTENANCE_MARGIN_RATE, PaperVenue,
                                       maintenance_margin_rate)
-from dolphind.execution.portfolio import Position
+from dolphind.orders.portfolio import Position
 
 T = 1_746_835_200_000_000_000
 INDEX = {"SOLUSDT": 0, "ETHUSDT": 1}
@@ -66,7 +66,7 @@ def test_no_fill_at_a_stale_price_and_the_exit_fills_at_the_first_fresh_one() ->
     """Issue 16: once the feed marks a symbol absent (older than feed.max_stale_bars), the paper
     venue refuses to fill at its last, hours-old price; the retried exit fills when it trades."""
     from dolphind.events import Order
-    from dolphind.execution.venue import VenueRejected
+    from dolphind.venues.venue import VenueRejected
 
     venue = venue_with_short(100_000.0)
 

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from dolphind.events import Order, OrderIntent
-from dolphind.execution.router import (
+from dolphind.orders.router import (
     TERMINAL,
     IllegalTransition,
     OrderState,

@@ -14,12 +14,12 @@ from dolphind.channels import Channel, Overflow
 from dolphind.config import Config, config_from_dict
 from dolphind.events import Bar, Order, OrderIntent, frozen_array
 from dolphind.execution.ledger import Ledger
-from dolphind.execution.paper import PaperVenue
-from dolphind.execution.router import client_order_id
+from dolphind.venues.paper import PaperVenue
+from dolphind.orders.router import client_order_id
 from dolphind.execution.stage import ExecutionStage
-from dolphind.ops.control import Control
-from dolphind.ops.health import Health
-from dolphind.ops.metrics import Metrics
+from dolphind.control import Control
+from dolphind.telemetry.health import Health
+from dolphind.telemetry.metrics import Metrics
 from dolphind.risk.rails import RULES
 from dolphind.store.audit import AuditLog, split_line, verify
 from dolphind.store.sqlite import Store, order_op
@@ -224,7 +224,7 @@ async def test_an_order_recorded_but_never_sent_expires_on_restart(tmp_path, inf
 
 def _venue_fails_once(r: Rig) -> None:
     """The venue refuses the next order (an error the breaker counts), then works again."""
-    from dolphind.execution.venue import VenueRejected
+    from dolphind.venues.venue import VenueRejected
 
     submit = r.venue.submit
 
@@ -482,7 +482,7 @@ async def test_a_new_peak_from_the_marks_is_committed_before_the_next_snapshot(
 
 def test_slippage_is_counted_by_direction_and_a_better_fill_does_not_crash() -> None:
     from dolphind.execution.stage import record_slippage
-    from dolphind.ops.metrics import Metrics
+    from dolphind.telemetry.metrics import Metrics
 
     metrics = Metrics()
     record_slippage(metrics.execution, 10_000.0, 5.0)    # 5 bps worse than the reference
@@ -496,7 +496,7 @@ async def test_the_breaker_counts_venue_failures_not_local_refusals(tmp_path, in
                                                                     metrics_factory):
     """Issue #15: orders refused here (not reconciled, fenced, the request budget) are not
     venue errors; ten of them leave the breaker closed, two real venue errors open it."""
-    from dolphind.execution.venue import VenueRejected
+    from dolphind.venues.venue import VenueRejected
 
     risk = {"breaker_min_requests": 2, "breaker_error_rate": 0.5, "breaker_open_s": 3600.0,
             "max_orders_per_minute": 10_000.0, "order_burst": 1000}

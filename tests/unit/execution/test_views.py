@@ -8,7 +8,7 @@ import time
 import pytest
 
 from dolphind.events import Fill
-from dolphind.execution.portfolio import Portfolio
+from dolphind.orders.portfolio import Portfolio
 from tests.unit.execution.test_stage import bar, config, intent, metrics_factory, rig  # noqa: F401
 
 

@@ -10,8 +10,8 @@ from dolphind.channels import Channel, Overflow
 from dolphind.config import Config, config_from_dict
 from dolphind.events import Bar
 from dolphind.feed.binance_ws import BinanceFeed
-from dolphind.ops.health import Health
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.health import Health
+from dolphind.telemetry.metrics import Metrics
 
 SYMBOLS = ["SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT"]
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from dolphind.events import Bar
 from dolphind.feed.bars import BarBuilder
 from dolphind.feed.parse import FrameParser
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.metrics import Metrics
 from tests.fakes.binance import read_frames
 from tests.unit.feed.conftest import SYMBOLS, drain, feed_config, make_feed
 

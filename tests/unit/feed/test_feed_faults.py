@@ -21,7 +21,7 @@ import pytest
 from dolphind.config import Config, ConfigError
 from dolphind.events import Bar
 from dolphind.feed.binance_ws import BinanceFeed, Backoff, plan_streams, shard, stream_url
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.metrics import Metrics
 from tests.conftest import eventually
 from tests.fakes.binance import FakeBinance, Recording, load_recording
 from tests.fakes.tls import self_signed_cert, server_context

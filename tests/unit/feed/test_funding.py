@@ -10,8 +10,8 @@ import pytest
 
 from dolphind.alpha.acb import ExternalFactors
 from dolphind.config import ExecutionConfig
-from dolphind.execution.paper import PaperVenue
-from dolphind.execution.portfolio import Position
+from dolphind.venues.paper import PaperVenue
+from dolphind.orders.portfolio import Position
 from dolphind.feed.funding import (ReplayFunding, funding_payment, latest_print,
                                    prints_between)
 from dolphind.feed.history import FundingSeries

@@ -14,8 +14,8 @@ from dolphind.config import config_from_dict
 from dolphind.events import Bar
 from dolphind.feed.history import History
 from dolphind.feed.replay import ReplayFeed
-from dolphind.ops.health import Health
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.health import Health
+from dolphind.telemetry.metrics import Metrics
 
 MIN = 60 * 10**9
 T0 = 1_746_835_200 * 10**9

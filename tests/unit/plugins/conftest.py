@@ -13,8 +13,8 @@ from typing import Any, Iterator, Mapping
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
-from dolphind.ops.control import Control
-from dolphind.ops.metrics import Metrics
+from dolphind.control import Control
+from dolphind.telemetry.metrics import Metrics
 from dolphind.plugins import PluginContext, Tick
 from dolphind.statebus.memory import MemoryStateBus
 

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from dolphind.config import RiskConfig
-from dolphind.ops.control import ControlAction
+from dolphind.control import ControlAction
 from tests.unit.plugins.conftest import Rig
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from dolphind.channels import Channel, Overflow
 from dolphind.events import WINDOWS, Bar, ScanRecord, frozen_array
-from dolphind.ops.health import Health
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.health import Health
+from dolphind.telemetry.metrics import Metrics
 from dolphind.scan.arrow_sink import ArrowScanSink
 from dolphind.scan.stage import ScanStage
 from dolphind.statebus.memory import MemoryStateBus

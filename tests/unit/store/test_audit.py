@@ -102,7 +102,7 @@ async def test_fsync_modes_write_everything(tmp_path, mode):
 
 
 async def test_record_never_blocks_and_flush_waits(tmp_path):
-    from dolphind.ops.metrics import Metrics
+    from dolphind.telemetry.metrics import Metrics
 
     metrics = await asyncio.to_thread(Metrics)
     backlog = lambda: metrics.registry.get_sample_value("dolphind_audit_backlog")  # noqa: E731
@@ -137,8 +137,8 @@ def test_cli_audit_verify_as_a_process(tmp_path):
 async def test_every_control_action_is_audited_with_its_cause_and_parameters(tmp_path):
     """One subscriber (subscribe_audit) puts every control-plane action in the chain: halt,
     risk multiplier, throttle, their expiry, reconnect, incident, flatten, reload, resume."""
-    from dolphind.ops.control import Control
-    from dolphind.ops.metrics import Metrics
+    from dolphind.control import Control
+    from dolphind.telemetry.metrics import Metrics
     from dolphind.store.audit import subscribe_audit
 
     metrics = await asyncio.to_thread(Metrics)

@@ -8,8 +8,8 @@ import sqlite3
 import pytest
 
 from dolphind.events import Fill, Order
-from dolphind.execution.portfolio import Position
-from dolphind.ops.metrics import Metrics
+from dolphind.orders.portfolio import Position
+from dolphind.telemetry.metrics import Metrics
 from dolphind.store.sqlite import (
     MIGRATIONS,
     SCHEMA_VERSION,

@@ -11,8 +11,8 @@ import pytest
 
 from dolphind.config import BinanceVenueConfig
 from dolphind.events import Fill, Order
-from dolphind.execution.binance import BinanceVenue, Credentials
-from dolphind.ops.metrics import Metrics
+from dolphind.venues.binance.venue import BinanceVenue, Credentials
+from dolphind.telemetry.metrics import Metrics
 from dolphind.statebus.memory import MemoryStateBus
 from tests.conftest import eventually
 from tests.fakes.binance_rest import FakeBinanceRest

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from dolphind.execution.binance import BinanceVenue, Credentials
-from dolphind.execution.venue import VenueRejected, VenueUnavailable
+from dolphind.venues.binance.venue import BinanceVenue, Credentials
+from dolphind.venues.venue import VenueRejected, VenueUnavailable
 from dolphind.statebus.memory import MemoryStateBus
 from tests.conftest import eventually
 from tests.unit.venue.conftest import open_venue, order, venue_config

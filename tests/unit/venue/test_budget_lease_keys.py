@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dolphind.config import BinanceVenueConfig, ConfigError, config_from_dict
-from dolphind.execution.binance import (
+from dolphind.venues.binance.venue import (
     Credentials,
     CredentialsError,
     RateBudget,
@@ -22,7 +22,7 @@ from dolphind.execution.binance import (
     trade_from_rest,
     trade_from_stream,
 )
-from dolphind.execution.lease import AccountLease, HostLease, Lease, account_id
+from dolphind.venues.binance.lease import AccountLease, HostLease, Lease, account_id
 from dolphind.statebus.memory import MemoryStateBus
 from tests.fakes.binance_rest import _HTTP, _RES, _USER, EXCHANGE_INFO_2021, EXCHANGE_INFO_2022
 

@@ -68,16 +68,16 @@ from dolphind.backoff import backoff_delay
 from dolphind.channels import Channel, Overflow
 from dolphind.config import BinanceVenueConfig
 from dolphind.events import Fill, Order
-from dolphind.execution.filters import SymbolFilters, parse_exchange_info
-from dolphind.execution.lease import Lease, account_id
-from dolphind.execution.portfolio import split_foreign
-from dolphind.execution.router import TERMINAL, OrderState
-from dolphind.execution.venue import (VenuePosition, VenueRejected, VenueStartupError,
+from dolphind.orders.filters import SymbolFilters, parse_exchange_info
+from dolphind.venues.binance.lease import Lease, account_id
+from dolphind.orders.portfolio import split_foreign
+from dolphind.orders.router import TERMINAL, OrderState
+from dolphind.venues.venue import (VenuePosition, VenueRejected, VenueStartupError,
                                       VenueUnavailable)
-from dolphind.ops.metrics import VenueMetrics
+from dolphind.telemetry.metrics import VenueMetrics
 from dolphind.statebus.base import StateBus
 
-log = structlog.get_logger("dolphind.execution.binance")
+log = structlog.get_logger("dolphind.venues.binance")
 
 NETWORKS = {
     "mainnet": ("https://fapi.binance.com", "wss://fstream.binance.com"),

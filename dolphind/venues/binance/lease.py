@@ -71,7 +71,7 @@ import structlog
 from dolphind.statebus.base import StateBus
 from dolphind.statebus.hazelcast import HazelcastStateBus
 
-log = structlog.get_logger("dolphind.execution.lease")
+log = structlog.get_logger("dolphind.venues.binance.lease")
 
 LEASES = "DOLPHIN_LEASES"
 

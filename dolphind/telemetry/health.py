@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.metrics import Metrics
 
 
 class HealthLevel(enum.Enum):

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import structlog
 
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.metrics import Metrics
 
 log = structlog.get_logger("dolphind.control")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Mapping, Protocol, Union
 
 from dolphind.events import Fill, Order, PositionUpdate
-from dolphind.execution.filters import SymbolFilters
+from dolphind.orders.filters import SymbolFilters
 
 __all__ = ["Fill", "Order", "PositionUpdate", "Venue", "VenueEvent", "VenueError",
            "VenuePosition", "VenueRejected", "VenueStartupError", "VenueUnavailable", "is_transient"]

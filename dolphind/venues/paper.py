@@ -42,11 +42,11 @@ import numpy as np
 from dolphind.channels import Channel, Overflow
 from dolphind.config import ExecutionConfig
 from dolphind.events import Fill, Order
-from dolphind.execution.filters import SymbolFilters, fallback_filters
-from dolphind.execution.portfolio import Position, apply_fill
-from dolphind.execution.router import TERMINAL, OrderState, transition
-from dolphind.execution.venue import VenueEvent, VenuePosition, VenueRejected
-from dolphind.execution.brackets import (DEFAULT_MAINTENANCE_MARGIN_RATE,  # noqa: F401
+from dolphind.orders.filters import SymbolFilters, fallback_filters
+from dolphind.orders.portfolio import Position, apply_fill
+from dolphind.orders.router import TERMINAL, OrderState, transition
+from dolphind.venues.venue import VenueEvent, VenuePosition, VenueRejected
+from dolphind.risk.brackets import (DEFAULT_MAINTENANCE_MARGIN_RATE,  # noqa: F401
                                          MAINTENANCE_MARGIN_RATES, Bracket, default_brackets,
                                          maintenance_margin)
 from dolphind.feed.funding import ReplayFunding, funding_payment, prints_between

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from dolphind.events import Order, OrderIntent
-from dolphind.execution.filters import SymbolFilters
+from dolphind.orders.filters import SymbolFilters
 
 
 class OrderState(enum.StrEnum):

@@ -38,7 +38,7 @@ from dolphind.feed.exf import ExfProducer
 from dolphind.feed.funding import ReplayFunding
 from dolphind.feed.market import MarketStage
 from dolphind.feed.replay import ReplayFeed
-from dolphind.ops.metrics import Metrics
+from dolphind.telemetry.metrics import Metrics
 from dolphind.scan.arrow_sink import ArrowScanSink, last_scan_number
 from dolphind.scan.kernels import warmup as warmup_scan
 from dolphind.scan.scanner import EigenScanner
@@ -355,8 +355,8 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
 def venue_entry_check(venue: Any) -> Any:
     """The alpha engine's venue check (``AlphaEngine.set_venue_check``) for ``venue``: the
     symbol's filters from its cached exchangeInfo (paper: its fallback filters), no I/O."""
-    from dolphind.execution.filters import entry_gate
-    from dolphind.execution.router import venue_symbol
+    from dolphind.orders.filters import entry_gate
+    from dolphind.orders.router import venue_symbol
 
     def check(symbol: str, notional_usdt: float, price: float) -> str:
         return entry_gate(venue.filters_for(venue_symbol(symbol)), notional_usdt, price)
