@@ -30,7 +30,8 @@ from dolphind.events import WINDOWS, Bar, OrderIntent, ScanRecord
 from dolphind.execution.ledger import Ledger
 from dolphind.ops.history import load_history
 from dolphind.tradelog import TradeLog
-from dolphind.execution.stage import ExecutionStage, open_books
+from dolphind.app.books import open_books
+from dolphind.execution.stage import ExecutionStage
 from dolphind.feed.backfill import rest_filler
 from dolphind.feed.binance_ws import BinanceFeed
 from dolphind.feed.book import BookSource
