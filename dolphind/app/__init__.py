@@ -42,7 +42,7 @@ from dolphind.feed.replay import ReplayFeed
 from dolphind.telemetry.metrics import Metrics
 from dolphind.plugins import PostureChange
 from dolphind.scan.arrow_sink import ArrowScanSink, last_scan_number
-from dolphind.scan.kernels import warmup as warmup_scan
+from dolphind.scan.scanner import warmup as warmup_scan
 from dolphind.scan.scanner import EigenScanner
 from dolphind.scan.stage import ScanStage
 from dolphind.scan.warm import (
