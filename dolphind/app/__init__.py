@@ -25,7 +25,8 @@ from dolphind.alpha.params import effective_durations
 from dolphind.alpha.stage import AlphaStage
 from dolphind.alpha.warmup import warmup as warmup_alpha
 from dolphind.channels import Channel, Overflow
-from dolphind.config import Config, strategy_params
+from dolphind.alpha.profile import strategy_params
+from dolphind.config import Config
 from dolphind.events import WINDOWS, Bar, OrderIntent, ScanRecord
 from dolphind.execution.ledger import Ledger
 from dolphind.ops.history import load_history
