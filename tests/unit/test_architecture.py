@@ -115,14 +115,31 @@ def _is_type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
+def _dynamic_import(node: ast.AST) -> ast.Import | None:
+    """``importlib.import_module("x.y")`` or ``__import__("x.y")`` as the import it is."""
+    if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)):
+        return None
+    func = node.func
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(
+        func, ast.Attribute) else ""
+    if name not in ("import_module", "__import__"):
+        return None
+    return ast.Import(names=[ast.alias(name=node.args[0].value)], lineno=node.lineno)
+
+
 def _walk_imports(tree: ast.AST) -> Iterable[tuple[ast.Import | ast.ImportFrom, str]]:
-    """Every import node with its kind, at any depth (functions, classes, ifs, trys)."""
+    """Every import with its kind, at any depth (functions, classes, ifs, trys), including
+    ``importlib.import_module`` with a literal name: a string is no way around the rules."""
     stack: list[tuple[ast.AST, str]] = [(tree, "module")]
     while stack:
         node, kind = stack.pop()
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node, kind
             continue
+        dynamic = _dynamic_import(node)
+        if dynamic is not None:
+            yield dynamic, kind
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             kind = "lazy"
         if isinstance(node, ast.If) and _is_type_checking(node.test):
@@ -342,6 +359,11 @@ def test_every_module_is_in_a_layer() -> None:
     assert not bad, _report("modules in no layer", bad)
 
 
+def test_plugins_import_only_the_plugin_api() -> None:
+    bad = plugin_violations(REPO / "plugins")
+    assert not bad, _report("plugin imports outside the plugin API", bad)
+
+
 # --- the checker catches what it should: violations planted in tmp_path ------------------------
 
 def _write(root: Path, files: Mapping[str, str]) -> Path:
@@ -381,11 +403,15 @@ def test_a_clean_tree_passes(tmp_path: Path) -> None:
 
 def test_a_lazy_upward_import_is_caught(tmp_path: Path) -> None:
     root = _write(tmp_path, {**CLEAN, "dolphind/alpha/stage.py": (
+        "import importlib\n"
         "def later():\n"
-        "    from dolphind.execution.stage import run\n")})
+        "    from dolphind.execution.stage import run\n"
+        "    return importlib.import_module('dolphind.execution')\n")})
     bad = layer_violations(import_graph(root))
     assert bad == ["alpha may not import execution: dolphind.alpha.stage -> "
-                   "dolphind.execution.stage (line 2, lazy)"]
+                   "dolphind.execution.stage (line 3, lazy)",
+                   "alpha may not import execution: dolphind.alpha.stage -> "
+                   "dolphind.execution (line 4, lazy)"]
 
 
 def test_a_type_checking_import_is_caught_and_closes_a_cycle(tmp_path: Path) -> None:
