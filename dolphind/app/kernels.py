@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator
 import structlog
 
 from dolphind.alpha.warmup import warmup as warmup_alpha
-from dolphind.scan.kernels import warmup as warmup_scan
+from dolphind.scan.scanner import warmup as warmup_scan
 
 log = structlog.get_logger("dolphind.app")
 

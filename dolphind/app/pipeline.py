@@ -23,6 +23,7 @@ import structlog
 from dolphind.alpha.engine import AlphaEngine
 from dolphind.alpha.params import StrategyParams, effective_durations
 from dolphind.alpha.stage import AlphaStage
+from dolphind.app.books import open_books
 from dolphind.app.feeds import Feed, bar_interval_s, book_port, feed_readiness, open_feed
 from dolphind.app.kernels import kernels_warm
 from dolphind.channels import Channel, Overflow
@@ -30,13 +31,14 @@ from dolphind.config import Config, strategy_params
 from dolphind.daemon import Services
 from dolphind.events import WINDOWS, Bar, OrderIntent, ScanRecord
 from dolphind.execution.ledger import Ledger
-from dolphind.execution.stage import ExecutionStage, open_books
+from dolphind.execution.stage import ExecutionStage
 from dolphind.feed.backfill import rest_filler
 from dolphind.feed.exf import ExfProducer
 from dolphind.feed.funding import ReplayFunding
 from dolphind.feed.market import MarketStage
 from dolphind.feed.replay import ReplayFeed
 from dolphind.ops.history import load_history
+from dolphind.plugins import PostureChange
 from dolphind.ports import ExecutionEventFanout, HookListener
 from dolphind.scan.arrow_sink import ArrowScanSink, last_scan_number
 from dolphind.scan.scanner import EigenScanner
@@ -187,7 +189,7 @@ async def _open(services: Services, stack: contextlib.AsyncExitStack, params: St
                     effective=[dataclasses.asdict(d) for d in
                                effective_durations(params, interval_s)])
     market = MarketStage(bars, scan_bars, health, m, bus,
-                         on_bar=lambda bar: emit("on_bar", bar))
+                         on_bar=plugins.on_bar)
     if checkpoint_path is not None:
         live = cfg.feed.kind == "binance"
         filler: Any = None
@@ -254,12 +256,14 @@ async def _open(services: Services, stack: contextlib.AsyncExitStack, params: St
     # IRP ranks only assets the venue can take: listed, TRADING, and an order of the sized
     # notional at or above its min quantity / MIN_NOTIONAL (issue 15/16).
     engine.set_venue_check(venue_entry_check(venue))
-    if replay_funding and hasattr(venue, "set_funding"):
+    if replay_funding:
         venue.set_funding(replay_funding)  # the paper venue books funding payments
 
     def alpha_emit(hook: str, event: Any) -> None:
         if hook == "on_posture":  # a posture change is a decision: audited (issue #15)
             audit.record("alpha.posture_changed", **event)
+            plugins.on_posture(PostureChange(**event))
+            return
         emit(hook, event)
 
     alpha = AlphaStage(scans, intents, engine, ledger, settled, book_port(feed), control,

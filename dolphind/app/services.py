@@ -8,6 +8,7 @@ plugins. The daemon receives them; it builds nothing itself.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, AsyncIterator, Mapping
 
 import structlog
@@ -18,6 +19,8 @@ from dolphind.daemon import CurrentConfig, ReloadRequests, Services
 from dolphind.ops.http import DaemonView, HttpServer, build_app
 from dolphind.ops.systemd import SystemdNotifier
 from dolphind.plugins import PluginContext, PluginHost
+from dolphind.plugins.figures import figures_from_metrics
+from dolphind.statebus import base as bus_names
 from dolphind.statebus.factory import open_bus
 from dolphind.statebus.publish import Publisher
 from dolphind.telemetry.health import Health
@@ -37,9 +40,11 @@ def open_services(cfg: Config) -> Services:
 
     def plugin_context(name: str, settings: Mapping[str, Any]) -> PluginContext:
         return PluginContext(name=name, settings=settings, control=control,
-                             metrics_registry=metrics.registry, statebus=bus,
+                             metrics_registry=metrics.registry,
+                             features=functools.partial(bus.put, bus_names.FEATURES),
                              data_dir=config().data_dir / "plugins" / name,
-                             log=structlog.get_logger(f"dolphind.plugin.{name}").bind(plugin=name))
+                             log=structlog.get_logger(f"dolphind.plugin.{name}").bind(plugin=name),
+                             figures=functools.partial(figures_from_metrics, metrics))
 
     return Services(
         config=config,

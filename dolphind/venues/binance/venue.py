@@ -72,7 +72,7 @@ from dolphind.orders.filters import SymbolFilters, parse_exchange_info
 from dolphind.venues.binance.lease import Lease, account_id
 from dolphind.orders.portfolio import split_foreign
 from dolphind.orders.router import TERMINAL, OrderState
-from dolphind.venues.venue import (VenuePosition, VenueRejected, VenueStartupError,
+from dolphind.venues.venue import (Venue, VenuePosition, VenueRejected, VenueStartupError,
                                       VenueUnavailable)
 from dolphind.telemetry.metrics import VenueMetrics
 from dolphind.statebus.base import StateBus
@@ -475,7 +475,7 @@ class _Tracked:
                              and self.emitted_state == str(self.venue_state))
 
 
-class BinanceVenue:
+class BinanceVenue(Venue):
     """A ``Venue`` on Binance USDT-M futures. Use as an async context manager, then call
     ``start_streams()`` once the store's orders are tracked (see ``reconcile_store``)."""
 
@@ -1561,7 +1561,7 @@ async def open_binance_books(config: Callable[[], Any], metrics: Any,
     opened (clock, filters, lease, leverage), the store's working orders are made known to it
     and unknown venue orders are brought into the store, then the user stream starts.
     Closing runs in reverse: venue (streams stopped, lease released), audit, store."""
-    from dolphind.execution.stage import open_store_and_audit
+    from dolphind.app.books import open_store_and_audit
 
     cfg = config()
     creds = await asyncio.to_thread(load_credentials, cfg.execution.binance, cfg.resolve)
