@@ -41,12 +41,12 @@ from dolphind.logs import heartbeat_fields
 from dolphind.affinity import pin_process
 from dolphind.venues.venue import VenueStartupError
 from dolphind.feed.history import HistoryError
+from dolphind.alpha.profile import load_config
 from dolphind.config import (
     Config,
     ConfigError,
     config_to_jsonable,
     describe_trading,
-    load_config,
     plan_reload,
 )
 from dolphind.control import Control

@@ -27,7 +27,8 @@ from dolphind.app.books import open_books
 from dolphind.app.feeds import Feed, bar_interval_s, book_port, feed_readiness, open_feed
 from dolphind.app.kernels import kernels_warm
 from dolphind.channels import Channel, Overflow
-from dolphind.config import Config, strategy_params
+from dolphind.alpha.profile import strategy_params
+from dolphind.config import Config
 from dolphind.daemon import Services
 from dolphind.events import WINDOWS, Bar, OrderIntent, ScanRecord
 from dolphind.execution.ledger import Ledger
@@ -262,7 +263,8 @@ async def _open(services: Services, stack: contextlib.AsyncExitStack, params: St
     def alpha_emit(hook: str, event: Any) -> None:
         if hook == "on_posture":  # a posture change is a decision: audited (issue #15)
             audit.record("alpha.posture_changed", **event)
-            plugins.on_posture(PostureChange(**event))
+            plugins.on_posture(PostureChange(event["posture"], event["previous"],
+                                             event["rm"], event["scan_number"]))
             return
         emit(hook, event)
 
