@@ -37,9 +37,10 @@ exit codes:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from dolphind.app import build_daemon
     from dolphind.daemon import run
 
-    return run(args.config)
+    return run(args.config, build_daemon)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -47,7 +48,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print("dolphind check-config: give the config once (PATH or --config)", file=sys.stderr)
         return EXIT_USAGE
     args.path = args.path or args.config_flag or DEFAULT_CONFIG
-    from dolphind.config import ConfigError, load_config
+    from dolphind.alpha.profile import load_config
+    from dolphind.config import ConfigError
     from dolphind.preflight import preflight, secret_file_warnings
 
     try:

@@ -1,7 +1,7 @@
-"""The config reference, generated from the dataclasses in ``config.py``.
+"""The config reference, generated from the dataclasses in ``dolphind/config/schema.py``.
 
 Each key's description is the comment block right above its field (or the class docstring's
-first line for a section), so the reference in README.md cannot drift from the code: a test
+first line for a section), so docs/config-reference.md cannot drift from the code: a test
 regenerates it and compares. Run ``dolphind config-reference`` to print it.
 """
 
@@ -13,7 +13,11 @@ import re
 import typing
 from typing import Any
 
+from dolphind.alpha.params import StrategyParams
 from dolphind.config import Config
+from dolphind.config.coerce import is_dataclass_type
+
+__all__ = ["metrics_markdown", "reference_markdown", "settings_markdown", "strategy_markdown"]
 
 _FIELD = re.compile(r"^\s{4}(\w+)\s*:")
 
@@ -39,8 +43,8 @@ def _field_comments(cls: type) -> dict[str, str]:
 def _default(f: dataclasses.Field[Any]) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
     return None
 
 
@@ -72,15 +76,15 @@ def _section(prefix: str, tp: type, lines: list[str], restart_all: bool = False)
     hints = typing.get_type_hints(tp)
     nested: list[tuple[str, type, bool]] = []
     for sf in dataclasses.fields(tp):
-        if sf.metadata.get("internal") or sf.name == "settings":
+        if sf.metadata.get("internal") or sf.metadata.get("extra_tables"):
             continue
         hint = hints.get(sf.name)
         restart_sub = restart_all or bool(sf.metadata.get("restart"))
-        if dataclasses.is_dataclass(hint):
+        if is_dataclass_type(hint):
             nested.append((f"{prefix}.{sf.name}", hint, restart_sub))
             continue
         args = typing.get_args(hint)
-        if typing.get_origin(hint) is tuple and args and dataclasses.is_dataclass(args[0]):
+        if typing.get_origin(hint) is tuple and args and is_dataclass_type(args[0]):
             nested.append((f"{prefix}.{sf.name}[]", args[0], restart_sub))
         restart = "yes" if restart_all or sf.metadata.get("restart") else ""
         lines.append(f"| `{prefix}.{sf.name}` | `{_toml(_default(sf))}` | {restart} | "
@@ -97,7 +101,7 @@ def reference_markdown() -> str:
         if f.metadata.get("internal"):
             continue
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if is_dataclass_type(tp):
             _section(f.name, tp, lines)
         else:
             restart = "yes" if f.metadata.get("restart") else ""
@@ -117,17 +121,12 @@ def settings_markdown(cls: type, prefix: str) -> str:
 def strategy_markdown() -> str:
     """Every strategy parameter ``[strategy.params]`` can override, with the champion's value.
     Overriding any of them needs a profile name other than "champion"."""
-    from dolphind.alpha.params import StrategyParams
-
     comments = _field_comments(StrategyParams)
     lines = ["| key | champion | what it is |", "|---|---|---|"]
     for f in dataclasses.fields(StrategyParams):
         lines.append(f"| `strategy.params.{f.name}` | `{_toml(_default(f))}` | "
                      f"{comments.get(f.name, '')} |")
     return "\n".join(lines) + "\n"
-
-
-__all__ = ["reference_markdown", "settings_markdown", "strategy_markdown"]
 
 
 def metrics_markdown() -> str:

@@ -43,7 +43,7 @@ def test_the_config_chooses_which_are_loaded(rig: Rig, monkeypatch: pytest.Monke
                      "scheduler": ("on_scan", "on_incident", "on_tick"),
                      "governor": ("on_fill", "on_tick", "on_control"),
                      "comms": ("on_fill", "on_incident", "on_tick", "on_trade")}
-    assert callable(getattr(host.plugins["governor"].plugin, "veto"))
+    assert callable(host.plugins["governor"].plugin.veto)
     # Disabling one in the config removes it.
     host = _host(rig, {"enabled": ["guardian", "scheduler", "governor"]})
     host.load()
@@ -54,9 +54,9 @@ def test_a_wrong_api_version_fails_startup_naming_both(rig: Rig,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from dolphind_guardian import GuardianPlugin
 
-    monkeypatch.setattr(GuardianPlugin, "API_VERSION", 2)
-    with pytest.raises(PluginError, match="'guardian' declares API_VERSION 2, but this "
-                                          "dolphind provides API_VERSION 1"):
+    monkeypatch.setattr(GuardianPlugin, "API_VERSION", 1)
+    with pytest.raises(PluginError, match="'guardian' declares API_VERSION 1, but this "
+                                          "dolphind provides API_VERSION 2"):
         _host(rig, {"enabled": ["guardian"]}).load()
 
 
