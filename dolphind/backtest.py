@@ -215,7 +215,6 @@ def _explanation(daemon: Daemon, cfg: Config, feed_status: dict[str, Any],
     alpha = daemon.pipeline.alpha
     st = alpha.engine.status()
     venue = daemon.pipeline.venue
-    stale = getattr(venue, "stale_positions", None)
     return Explanation(
         bar_interval_s=bar_s, validation_bar_s=profile.validation_bar_s,
         durations=tuple((d.name, d.seconds, d.bars, d.effective_s)
@@ -223,20 +222,20 @@ def _explanation(daemon: Daemon, cfg: Config, feed_status: dict[str, Any],
         gate_counts=run_info["signals_by_outcome"],
         rail_rejections=run_info["risk_rejections_by_rule"],
         rankings=list(alpha.entry_rankings), mc_source=st.mc_source, mc_status=st.mc_status,
-        stale_positions=tuple(stale()) if callable(stale) else (),
+        stale_positions=tuple(venue.stale_positions()),
         funding_pnl_usdt=_funding_pnl(daemon),
         intent_outcomes=_counter_by_label(daemon, "dolphind_execution_intents_total"),
-        funding_payments=tuple(dataclasses.asdict(p) for p in
-                               getattr(venue, "funding_payments", ())))
+        funding_payments=tuple(dataclasses.asdict(p) for p in venue.funding_payments))
 
 
 def _funding_pnl(daemon: Daemon) -> float | None:
     """Funding received minus paid in the run (None: the data had no funding prints)."""
     feed, venue = daemon.pipeline.feed, daemon.pipeline.venue
     history = getattr(feed, "history", None)
-    if history is None or not history.funding or not hasattr(venue, "funding_paid_usdt"):
+    paid = venue.funding_paid_usdt  # None: the venue does not model funding
+    if history is None or not history.funding or paid is None:
         return None
-    return -float(venue.funding_paid_usdt)
+    return -float(paid)
 
 
 def _first_last_closes(feed: Any, equity: list[Any]) -> dict[str, tuple[float, float]]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import signal
 import time
@@ -51,6 +52,7 @@ from dolphind.ops.http import HttpServer, build_app
 from dolphind.telemetry.metrics import Metrics
 from dolphind.ops.systemd import SystemdNotifier
 from dolphind.plugins import PluginContext, PluginError, PluginHost
+from dolphind.plugins.figures import figures_from_metrics
 from dolphind.preflight import preflight, secret_file_warnings
 from dolphind.statebus import base as bus_names
 from dolphind.statebus.factory import open_bus
@@ -366,9 +368,11 @@ class Daemon:
 
     def _plugin_context(self, name: str, settings: Any) -> PluginContext:
         return PluginContext(name=name, settings=settings, control=self.control,
-                             metrics_registry=self.metrics.registry, statebus=self.bus,
+                             metrics_registry=self.metrics.registry,
+                             features=functools.partial(self.bus.put, bus_names.FEATURES),
                              data_dir=self.config.data_dir / "plugins" / name,
-                             log=structlog.get_logger(f"dolphind.plugin.{name}").bind(plugin=name))
+                             log=structlog.get_logger(f"dolphind.plugin.{name}").bind(plugin=name),
+                             figures=functools.partial(figures_from_metrics, self.metrics))
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
         checks: dict[str, str] = {}

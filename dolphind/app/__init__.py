@@ -30,7 +30,8 @@ from dolphind.events import WINDOWS, Bar, OrderIntent, ScanRecord
 from dolphind.execution.ledger import Ledger
 from dolphind.ops.history import load_history
 from dolphind.tradelog import TradeLog
-from dolphind.execution.stage import ExecutionStage, open_books
+from dolphind.app.books import open_books
+from dolphind.execution.stage import ExecutionStage
 from dolphind.feed.backfill import rest_filler
 from dolphind.feed.binance_ws import BinanceFeed
 from dolphind.feed.book import BookSource
@@ -39,6 +40,7 @@ from dolphind.feed.funding import ReplayFunding
 from dolphind.feed.market import MarketStage
 from dolphind.feed.replay import ReplayFeed
 from dolphind.telemetry.metrics import Metrics
+from dolphind.plugins import PostureChange
 from dolphind.scan.arrow_sink import ArrowScanSink, last_scan_number
 from dolphind.scan.kernels import warmup as warmup_scan
 from dolphind.scan.scanner import EigenScanner
@@ -231,7 +233,7 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
                         effective=[dataclasses.asdict(d) for d in
                                    effective_durations(params, bar_interval_s)])
         market = MarketStage(bars, scan_bars, health, m, bus,
-                             on_bar=lambda bar: emit("on_bar", bar))
+                             on_bar=daemon.plugins.on_bar)
         if checkpoint_path is not None:
             live = cfg.feed.kind == "binance"
             filler: Any = None
@@ -309,6 +311,8 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         def alpha_emit(hook: str, event: Any) -> None:
             if hook == "on_posture":  # a posture change is a decision: audited (issue #15)
                 audit.record("alpha.posture_changed", **event)
+                daemon.plugins.on_posture(PostureChange(**event))
+                return
             emit(hook, event)
 
         alpha = AlphaStage(scans, intents, engine, ledger, settled, book, control,

@@ -28,19 +28,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import collections
-import contextlib
 import time
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
-import numpy as np
 import structlog
 
 from dolphind.backoff import backoff_delay
 from dolphind.channels import Channel
-from dolphind.config import Config, describe_trading, trading_target
+from dolphind.config import Config
 from dolphind.events import Bar, Fill, Order, OrderIntent, PositionUpdate
-from dolphind.orders.filters import load_exchange_info
-from dolphind.venues.paper import PaperVenue
 from dolphind.orders.portfolio import CapitalView, Portfolio, Position, split_foreign
 from dolphind.orders.router import (
     TERMINAL,
@@ -186,9 +182,7 @@ class ExecutionStage:
         control.subscribe(self._on_control)
         # A live venue is not reconciled until its positions match this book (see
         # ``check_positions``): after every user-stream reconnect and lease takeover.
-        set_check = getattr(venue, "set_position_check", None)
-        if set_check is not None:
-            set_check(self.check_positions)
+        venue.set_position_check(self.check_positions)
 
     @property
     def market_time_s(self) -> float:
@@ -226,7 +220,7 @@ class ExecutionStage:
                 await self._on_bar(item)
                 # A liquidation the paper venue found at this bar's marks (issue 16): closed
                 # now, before the bar counts as handled, so the next decision sees it booked.
-                for sym in getattr(self._venue, "take_liquidations", lambda: ())():
+                for sym in self._venue.take_liquidations():
                     if sym in self.portfolio.positions:
                         async with self._lock:
                             await self._handle_intent(self._liquidation_intent(sym, item.ts_ns))
@@ -271,11 +265,10 @@ class ExecutionStage:
         self.orders = {o.client_id: o for o in state.open_orders}
         if self.starts == 1:
             await self._recover_audit_gap()
-        restore = getattr(self._venue, "restore", None)
-        if self.starts == 1 and restore is not None:
+        if self.starts == 1 and self._venue.simulated:
             # A simulated venue has no memory of its own: rebuild it from the store. Orders
             # that were only NEW/UNKNOWN never produced a committed fill: paper never saw them.
-            restore([o for o in state.open_orders
+            self._venue.restore([o for o in state.open_orders
                      if o.state not in (OrderState.NEW, OrderState.UNKNOWN)],
                     state.positions, self.portfolio.cash_usdt)
         await self._reconcile_orders()
@@ -416,15 +409,14 @@ class ExecutionStage:
     async def _periodic_position_check(self) -> None:
         """A live venue's positions against the book between reconnects, while no order is
         working (a working order's fills may be on their way: not a difference yet)."""
-        if getattr(self._venue, "set_position_check", None) is None:
+        if self._venue.simulated:
             return  # the paper venue is rebuilt from this book: nothing to compare
         every = self._config().execution.binance.positions_check_s
         now = self._mono()
         if not every or now < self._next_position_check or self.orders:
             return
         self._next_position_check = now + every
-        reconciled = getattr(self._venue, "reconciled", True)
-        if not reconciled:
+        if not self._venue.reconciled:
             return  # the venue's own reconciliation is running
         async with self._lock:
             if not self.orders:
@@ -446,7 +438,7 @@ class ExecutionStage:
                            positions={s: q for s, (q, _) in foreign.items()})
 
     def foreign_view(self) -> dict[str, Any]:
-        orders = getattr(self._venue, "foreign_orders", {})
+        orders = self._venue.foreign_orders
         self._m.foreign_orders.set(len(orders))
         return {"policy": self._config().execution.foreign,
                 "positions": {s: {"qty": q, "avg_price": px}
@@ -459,8 +451,7 @@ class ExecutionStage:
         reconciled, and takes new entries, only when this returns True."""
         if not self.ready:
             return False  # the store's book is not restored yet: the venue asks again
-        take_found = getattr(self._venue, "take_found_orders", None)
-        for o in take_found() if take_found is not None else ():
+        for o in self._venue.take_found_orders():
             # Its fills are booked as they are reported; the position check settles the rest.
             self._m.reconcile_diffs.labels("venue_order_found").inc()
             self._audit.record("execution.venue_order_found", cause=cause,
@@ -695,9 +686,8 @@ class ExecutionStage:
             r = ExitRetry(order.symbol, order.intent_id, order.reason, now)
             self.exit_retries[order.symbol] = r
         r.last_error = reason
-        hint = getattr(self._venue, "retry_after_s", None)
         wait = max(backoff_delay(r.attempts, x.exit_retry_initial_s, x.exit_retry_max_s),
-                   hint() if hint is not None else 0.0)
+                   self._venue.retry_after_s())
         r.due = now + wait
         log.warning("execution.exit_retry_scheduled", symbol=order.symbol,
                     client_id=order.client_id, reason=reason, attempt=r.attempts + 1,
@@ -822,22 +812,16 @@ class ExecutionStage:
             self._symbol_map = (bar.symbols, names, {n: i for i, n in enumerate(names)})
         _, names, index = self._symbol_map
         closes = bar.closes
-        mark_bar = getattr(self._venue, "mark_bar", None)
-        if mark_bar is not None:
-            mark_bar(index, closes, bar.ts_ns)
-            # Funding the paper venue settled at a funding time this bar crossed: the wallet
-            # (cash, equity) moves by it, as on Binance; trades' PnL does not (issue 16).
-            for pay in getattr(self._venue, "take_funding", lambda: ())():
-                self.portfolio.cash_usdt += pay.amount_usdt
-                self._account_behind = True
-                self._audit.record("funding", symbol=pay.symbol, funding_ts_ns=pay.ts_ns,
-                                   qty=pay.qty, mark=pay.mark, rate=pay.rate,
-                                   amount_usdt=pay.amount_usdt)
-                self._emit("on_funding", pay)  # the ledger books it to the open trade
-        else:
-            venue_mark = self._venue.mark
-            for i in np.flatnonzero(~np.isnan(closes)).tolist():
-                venue_mark(names[i], float(closes[i]), bar.ts_ns)
+        self._venue.mark_bar(index, closes, bar.ts_ns)
+        # Funding the paper venue settled at a funding time this bar crossed: the wallet
+        # (cash, equity) moves by it, as on Binance; trades' PnL does not (issue 16).
+        for pay in self._venue.take_funding():
+            self.portfolio.cash_usdt += pay.amount_usdt
+            self._account_behind = True
+            self._audit.record("funding", symbol=pay.symbol, funding_ts_ns=pay.ts_ns,
+                               qty=pay.qty, mark=pay.mark, rate=pay.rate,
+                               amount_usdt=pay.amount_usdt)
+            self._emit("on_funding", pay)  # the ledger books it to the open trade
         if self.portfolio.positions:
             for sym in self.portfolio.positions:
                 j = index.get(sym)
@@ -859,11 +843,9 @@ class ExecutionStage:
                 await self._store.write(self._account_op(bar.ts_ns))
 
     def _price(self, symbol: str, fallback: float) -> float:
-        last = getattr(self._venue, "last_mark", None)
-        if last is not None:
-            m = last(symbol)
-            if m is not None:
-                return float(m[0])
+        m = self._venue.last_mark(symbol)
+        if m is not None:
+            return float(m[0])
         return self.portfolio.marks.get(symbol) or fallback
 
     def _account(self) -> Account:
@@ -1078,17 +1060,14 @@ class ExecutionStage:
 
     def _venue_status(self) -> dict[str, Any] | None:
         """The venue's own view (live: lease / fence, ban, reconciliation, user stream)."""
-        status = getattr(self._venue, "status", None)
-        return status() if status is not None else None
+        return self._venue.status()
 
     def readiness(self) -> str:
         if not self.ready:
             return "restoring from the store"
-        venue_ready = getattr(self._venue, "readiness", None)
-        if venue_ready is not None:
-            why = venue_ready()  # fenced, banned (418) or not reconciled yet
-            if why != "ok":
-                return f"venue: {why}"
+        why = self._venue.readiness()  # fenced, banned (418) or not reconciled yet
+        if why != "ok":
+            return f"venue: {why}"
         return self._store.readiness()
 
 
@@ -1098,62 +1077,3 @@ def _order_json(o: Order) -> dict[str, Any]:
             "reason": o.reason, "state": o.state, "filled_qty": o.filled_qty,
             "avg_fill_price": o.avg_fill_price, "created_ns": o.created_ns,
             "updated_ns": o.updated_ns, "reject_reason": o.reject_reason}
-
-
-@contextlib.asynccontextmanager
-async def open_books(config: Callable[[], Config], metrics: Metrics,
-                     bus: Any = None) -> AsyncIterator[tuple[Store, AuditLog, Venue]]:
-    """Open the store, the audit log and the venue named by the config, for ``app.py``.
-
-    Paths resolve under ``data.dir``. Leaving closes the audit log, then the store (each writes
-    out what is queued first); leave only after the execution stage has finished. ``bus`` (the
-    state bus): the binance venue adds a bus lease to its host lock when it is shared
-    (execution/lease.py).
-    """
-    cfg = config()
-    venue_name, network = trading_target(cfg)  # the one switch: only mode "live" is real
-    log.info("execution.venue", venue=venue_name, network=network, mode=cfg.mode,
-             configured_venue=cfg.execution.venue, summary=describe_trading(cfg))
-    if venue_name == "binance":
-        from dolphind.app.venues import open_binance_books
-
-        async with open_binance_books(config, metrics, bus, lambda: open_store_and_audit(config, metrics)) as books:
-            yield books
-        return
-    if venue_name != "paper":  # pragma: no cover - config validation refuses it
-        raise ValueError(f"execution.venue {venue_name!r} is not in this build")
-    filters = {}
-    if cfg.execution.exchange_info:
-        filters = await asyncio.to_thread(load_exchange_info,
-                                          cfg.resolve(cfg.execution.exchange_info))
-    brackets = {}
-    if cfg.execution.leverage_brackets:  # maintenance margin per symbol (liquidation)
-        from dolphind.risk.brackets import load_leverage_brackets
-        brackets = await asyncio.to_thread(load_leverage_brackets,
-                                           cfg.resolve(cfg.execution.leverage_brackets))
-    venue = PaperVenue(filters, lambda: config().execution,
-                       fallback=cfg.execution.paper_fallback_filters, brackets=brackets)
-    async with open_store_and_audit(config, metrics) as (store, audit):
-        yield store, audit, venue
-
-
-@contextlib.asynccontextmanager
-async def open_store_and_audit(config: Callable[[], Config],
-                               metrics: Metrics) -> AsyncIterator[tuple[Store, AuditLog]]:
-    """The SQLite store and the audit log under ``data.dir`` (every venue's books use both).
-    Leaving closes the audit log, then the store, each writing out what is queued first."""
-    cfg = config()
-    store = await Store.open(cfg.data_dir / cfg.store.path, metrics.execution, metrics.channels,
-                             synchronous=cfg.store.synchronous,
-                             capacity=cfg.store.queue_capacity,
-                             max_batch=lambda: config().store.max_batch)
-    async with store:
-        audit = await AuditLog.open(cfg.data_dir / cfg.store.audit_path, metrics.execution,
-                                    fsync=lambda: config().store.audit_fsync,
-                                    fsync_interval_s=lambda: config().store.audit_fsync_interval_s)
-        async with audit:
-            store.audit_tip = lambda: audit.tip  # every commit anchors the audit chain
-            try:
-                yield store, audit
-            finally:
-                store.audit_tip = None

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Iterable, Mapping
 
 import numpy as np
@@ -45,7 +44,8 @@ from dolphind.events import Fill, Order
 from dolphind.orders.filters import SymbolFilters, fallback_filters
 from dolphind.orders.portfolio import Position, apply_fill
 from dolphind.orders.router import TERMINAL, OrderState, transition
-from dolphind.venues.venue import VenueEvent, VenuePosition, VenueRejected
+from dolphind.venues.venue import (FundingPayment, Venue, VenueEvent, VenuePosition,
+                                   VenueRejected)
 from dolphind.risk.brackets import (DEFAULT_MAINTENANCE_MARGIN_RATE,  # noqa: F401
                                          MAINTENANCE_MARGIN_RATES, Bracket, default_brackets,
                                          maintenance_margin)
@@ -91,18 +91,6 @@ def fee_for(cfg: ExecutionConfig, notional_usdt: float, reduce_only: bool,
     return notional_usdt * cfg.taker_fee_bps * 1e-4, "TAKER"
 
 
-@dataclass(frozen=True, slots=True)
-class FundingPayment:
-    """One funding settlement on an open position (amount: cash to the account)."""
-
-    ts_ns: int
-    symbol: str
-    qty: float
-    mark: float
-    rate: float
-    amount_usdt: float
-
-
 LIQUIDATION = "LIQUIDATION"
 
 
@@ -111,10 +99,11 @@ def maintenance_margin_rate(symbol: str) -> float:
     return default_brackets(symbol)[0].rate
 
 
-class PaperVenue:
+class PaperVenue(Venue):
     """Simulated venue; deterministic for a given seed, config and sequence of marks."""
 
     name = "paper"
+    simulated = True
 
     def __init__(self, filters: Mapping[str, SymbolFilters],
                  config: Callable[[], ExecutionConfig], fallback: bool = True,

@@ -11,20 +11,35 @@ The core never sees ccxt or an exchange's wire format; an adapter maps them onto
   partially-filled states; order snapshots drive acked / cancelled / expired / rejected.
 - ``positions`` / ``balances`` / ``open_orders`` are the venue's truth for reconciliation.
 
+Beyond these, a venue has capabilities only some venues fill in (the paper venue's marks,
+funding and liquidations; a live venue's reconciliation, fencing and back-off). They are members
+of the protocol with defaults that say "nothing of the kind here", so the execution stage calls
+them directly instead of probing with ``getattr``: a venue that subclasses ``Venue`` inherits
+the defaults and overrides what it has.
+
 Errors: ``VenueRejected`` (the venue refused the order: final), ``VenueUnavailable`` (no answer
 or an answer that leaves the outcome unknown: the order is UNKNOWN until queried).
 """
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass
-from typing import AsyncIterator, Mapping, Protocol, Union
+from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, ClassVar, Iterable,
+                    Mapping, Protocol, Sequence, Union)
+
+import numpy as np
 
 from dolphind.events import Fill, Order, PositionUpdate
 from dolphind.orders.filters import SymbolFilters
+from dolphind.orders.portfolio import Position
 
-__all__ = ["Fill", "Order", "PositionUpdate", "Venue", "VenueEvent", "VenueError",
-           "VenuePosition", "VenueRejected", "VenueStartupError", "VenueUnavailable", "is_transient"]
+if TYPE_CHECKING:
+    from dolphind.feed.funding import ReplayFunding
+
+__all__ = ["Fill", "FundingPayment", "Order", "PositionUpdate", "Venue", "VenueEvent",
+           "VenueError", "VenuePosition", "VenueRejected", "VenueStartupError",
+           "VenueUnavailable", "is_transient"]
 
 VenueEvent = Union[Order, Fill]
 
@@ -36,6 +51,22 @@ class VenuePosition:
     symbol: str
     qty: float
     avg_price: float
+
+
+@dataclass(frozen=True, slots=True)
+class FundingPayment:
+    """One funding settlement on an open position (amount: cash to the account)."""
+
+    ts_ns: int
+    symbol: str
+    qty: float
+    mark: float
+    rate: float
+    amount_usdt: float
+
+
+# The default of ``Venue.foreign_orders``: read-only, so no venue can fill the shared one.
+_NO_ORDERS: Mapping[str, Order] = types.MappingProxyType({})
 
 
 class VenueError(Exception):
@@ -77,7 +108,14 @@ class VenueUnavailable(VenueError):
 
 
 class Venue(Protocol):
+    """What the execution stage needs from a venue. The first group every venue implements;
+    the rest have defaults for a venue without the capability (see the module docstring)."""
+
     name: str
+
+    # True for a venue with no memory of its own (paper): it is rebuilt from the store at
+    # start (``restore``), and there is no venue truth to compare the book's positions with.
+    simulated: ClassVar[bool] = False
 
     async def submit(self, order: Order) -> Order: ...
 
@@ -100,3 +138,74 @@ class Venue(Protocol):
 
     def mark(self, symbol: str, price: float, ts_ns: int) -> None:
         """The latest market price of ``symbol`` (paper fills against it; live ignores it)."""
+
+    # ---- marks -----------------------------------------------------------------------------
+
+    def mark_bar(self, index: dict[str, int], closes: np.ndarray, ts_ns: int) -> None:
+        """Every symbol's close of one bar (``index`` maps venue symbols to columns; NaN:
+        absent). By default each present close is passed to ``mark``; a venue that keeps the
+        bar by reference overrides this (one bar would otherwise cost O(symbols) calls)."""
+        for symbol, j in index.items():
+            price = float(closes[j])
+            if price == price:
+                self.mark(symbol, price, ts_ns)
+
+    def last_mark(self, symbol: str) -> tuple[float, int] | None:
+        """(price, time) of the newest mark the venue holds of ``symbol``; None: it keeps none
+        (the stage then prices at its own marks)."""
+        return None
+
+    # ---- simulation: restart, funding, liquidation (the paper venue) -----------------------
+
+    def restore(self, orders: Iterable[Order], positions: Iterable[Position],
+                balance_usdt: float) -> None:
+        """Rebuild the venue side from the store after a restart (``simulated`` venues only;
+        a real venue remembers its own orders and positions)."""
+
+    def set_funding(self, funding: ReplayFunding) -> None:
+        """A replay's funding prints, to book funding payments on open positions (a real venue
+        books its own, or a venue that does not model funding ignores them)."""
+
+    def take_funding(self) -> Sequence[FundingPayment]:
+        """Funding payments booked since the last call (the stage moves its cash by them)."""
+        return ()
+
+    # Every funding payment booked so far, and their net cost to the account (positive: paid);
+    # None: the venue does not model funding (said so, not zero).
+    funding_payments: Sequence[FundingPayment] = ()
+    funding_paid_usdt: float | None = None
+
+    def take_liquidations(self) -> Sequence[str]:
+        """Symbols the venue liquidated at the latest marks (the stage closes them at once)."""
+        return ()
+
+    def stale_positions(self) -> list[str]:
+        """Symbols held whose price stopped updating (reported at the end of a backtest)."""
+        return []
+
+    # ---- live reconciliation and health ----------------------------------------------------
+
+    # False while the venue's own reconciliation runs (the stage's periodic check waits).
+    reconciled: bool = True
+    # Working orders on the account that this process did not send (left alone).
+    foreign_orders: Mapping[str, Order] = _NO_ORDERS
+
+    def set_position_check(self, check: Callable[[str], Awaitable[bool]]) -> None:
+        """Install the book's position check: a live venue calls it after each reconnect and
+        counts as reconciled only once it returns True."""
+
+    def take_found_orders(self) -> list[Order]:
+        """Open orders a resync found at the venue that this process did not send, once each."""
+        return []
+
+    def retry_after_s(self) -> float:
+        """Seconds until the venue takes requests again (rate limit, ban); 0: now."""
+        return 0.0
+
+    def readiness(self) -> str:
+        """Why the venue cannot take new entries now (fenced, banned, unreconciled), or "ok"."""
+        return "ok"
+
+    def status(self) -> dict[str, Any] | None:
+        """The venue's own view for /status (lease, stream, budget); None: nothing to add."""
+        return None

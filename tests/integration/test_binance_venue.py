@@ -22,7 +22,8 @@ from dolphind.config import Config, config_from_dict
 from dolphind.events import Order, OrderIntent
 from dolphind.orders.portfolio import Position
 from dolphind.orders.router import client_order_id
-from dolphind.execution.stage import ExecutionStage, open_books
+from dolphind.app.books import open_books
+from dolphind.execution.stage import ExecutionStage
 from dolphind.control import Control
 from dolphind.telemetry.health import Health
 from dolphind.telemetry.metrics import Metrics

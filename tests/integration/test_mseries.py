@@ -227,6 +227,7 @@ def _breach_governor_offline(data_dir: Path) -> None:
     from dolphind.control import Control
     from dolphind.telemetry.metrics import Metrics
     from dolphind.plugins import PluginContext
+    from dolphind.plugins.figures import figures_from_metrics
     from dolphind_governor import GovernorPlugin
 
     import structlog
@@ -237,7 +238,7 @@ def _breach_governor_offline(data_dir: Path) -> None:
         g = GovernorPlugin()
         await g.start(PluginContext("governor", {"max_position_notional_usdt": 5000.0}, control,
                                     m.registry, None, data_dir / "plugins" / "governor",
-                                    structlog.get_logger("test")))
+                                    structlog.get_logger("test"), lambda: figures_from_metrics(m)))
         await g.on_fill(Fill("f1", "dd-1", "BTCUSDT", "SELL", 0.1, 60_000.0, 0.0, "TAKER", 1))
         assert control.halt_holds["governor"].startswith("max_position_notional")
         await g.stop()

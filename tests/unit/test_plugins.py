@@ -17,6 +17,7 @@ from dolphind.plugins import (
     discover,
     validate_plugin_settings,
 )
+from dolphind.plugins.figures import figures_from_metrics
 from dolphind.risk.rails import OrderCheck
 from tests.plugins import install_sample_plugin
 
@@ -33,7 +34,8 @@ def plugin_site(tmp_path: Path) -> Iterator[Path]:
 def _host(cfg: Config) -> tuple[PluginHost, Metrics]:
     m = Metrics()
     ctx = lambda name, settings: PluginContext(name, settings, None, m.registry, None,  # noqa: E731
-                                               Path("/nonexistent"), None)
+                                               Path("/nonexistent"), None,
+                                               lambda: figures_from_metrics(m))
     return PluginHost(lambda: cfg, m, ctx), m
 
 

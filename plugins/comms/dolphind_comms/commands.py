@@ -5,8 +5,8 @@ chat is ignored (counted and logged without its text). The bot is polled with ``
 (long polling, no inbound port): the URL is the sendMessage URL with its last path segment
 swapped. Answers go through the same sender queue as every message (rate limit, retries).
 
-The plugin reaches the daemon only through the plugin API: figures from the metrics registry
-(``pluginkit.figures``), the halt through the control plane (cause ``comms:telegram``), and the
+The plugin reaches the daemon only through the plugin API: the figures contract
+(``ctx.figures()``), the halt through the control plane (cause ``comms:telegram``), and the
 trades it saw through ``on_trade``. There is deliberately no ``/resume``: a chat can stop
 entries, only an operator with the ops token lets them start again.
 """

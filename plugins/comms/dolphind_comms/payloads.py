@@ -101,14 +101,6 @@ def payload(fmt: str, text: str, chat_id: str = "", event: str = "incident",
     raise ValueError(f"unknown format {fmt!r}")
 
 
-def backoff_delay(attempt: int, initial_s: float, max_s: float, jitter: float = 0.0,
-                  unit_random: float = 0.5) -> float:
-    """Delay before retry number ``attempt`` (1 = the first retry): initial * 2^(attempt-1),
-    capped, spread by +-jitter (``unit_random`` in [0, 1) is the random draw)."""
-    base = min(max_s, initial_s * 2.0 ** (attempt - 1))
-    return max(0.0, base * (1.0 + jitter * (2.0 * unit_random - 1.0)))
-
-
 def retryable(status: int) -> bool:
     """5xx and 429 may succeed later; any other 4xx will not (bad URL, bad body, no rights)."""
     return status >= 500 or status == 429

@@ -24,7 +24,14 @@ from typing import Any, Callable, Mapping
 
 from prometheus_client import Counter, Gauge
 
-from dolphind.pluginkit.figures import read_figures
+from dolphind.plugins import (
+    API_VERSION,
+    ClosedTradeView,
+    ControlAction,
+    Fill,
+    PluginContext,
+    Tick,
+)
 from dolphind_comms.commands import CommandPoller
 from dolphind_comms.payloads import (
     Message, daily_message, entry_message, exit_message, message_text)
@@ -46,7 +53,7 @@ class _Metrics:
 
 
 class CommsPlugin:
-    API_VERSION = 1
+    API_VERSION = API_VERSION
     name = "comms"
     version = VERSION
 
@@ -68,7 +75,7 @@ class CommsPlugin:
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
         return load_settings(settings, self._environ)[1]
 
-    async def start(self, ctx: Any) -> None:
+    async def start(self, ctx: PluginContext) -> None:
         settings, problems = load_settings(ctx.settings, self._environ)
         if problems:
             raise ValueError("; ".join(problems))
@@ -94,7 +101,7 @@ class CommsPlugin:
         if settings.commands:
             self.commands = CommandPoller(
                 secrets.url, secrets.chat_id, lambda: self.settings.title, self.sender.offer,
-                lambda: read_figures(ctx.metrics_registry), ctx.control,
+                ctx.figures, ctx.control,
                 lambda: list(self._trades), ctx.log)
             self._commands_task = asyncio.create_task(self.commands.run(),
                                                       name="plugin:comms:commands")
@@ -134,7 +141,7 @@ class CommsPlugin:
         if event in self.settings.events and self.sender is not None:
             self.sender.offer(message)
 
-    async def on_incident(self, incident: Any) -> None:
+    async def on_incident(self, incident: ControlAction) -> None:
         severity = incident.detail.get("severity", "warning")
         if SEVERITIES.index(severity) < SEVERITIES.index(self.settings.min_severity):
             return
@@ -142,16 +149,16 @@ class CommsPlugin:
                                        {k: v for k, v in incident.detail.items()
                                         if isinstance(v, (str, int, float, bool))}))
 
-    async def on_fill(self, fill: Any) -> None:
+    async def on_fill(self, fill: Fill) -> None:
         if not getattr(fill, "reduce_only", False):
             self._send("entry", entry_message(self.settings.title, fill))
 
-    async def on_trade(self, trade: Any) -> None:
+    async def on_trade(self, trade: ClosedTradeView) -> None:
         self._closed_today.append(trade)
         self._trades.append(trade)
         self._send("exit", exit_message(self.settings.title, trade))
 
-    async def on_tick(self, tick: Any) -> None:
+    async def on_tick(self, tick: Tick) -> None:
         day = datetime.fromtimestamp(tick.wall, tz=timezone.utc).strftime("%Y-%m-%d")
         if self._day is None:
             self._day = day

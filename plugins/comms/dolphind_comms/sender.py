@@ -21,7 +21,8 @@ from typing import Any, Callable
 import aiohttp
 import orjson
 
-from dolphind_comms.payloads import Message, backoff_delay, payload, retryable
+from dolphind.plugins import backoff_delay
+from dolphind_comms.payloads import Message, payload, retryable
 from dolphind_comms.settings import CommsSettings
 
 SIGNATURE_HEADER = "X-Dolphind-Signature"
@@ -39,13 +40,13 @@ class Secrets:
 
 class WebhookSender:
     def __init__(self, settings: Callable[[], CommsSettings], secrets: Secrets, metrics: Any,
-                 log: Any, unit_random: Callable[[], float] = random.random,
+                 log: Any, rng: random.Random | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
         self._secrets = secrets
         self._m = metrics
         self._log = log
-        self._random = unit_random
+        self._rng = rng  # None: the module's generator
         self._queue: collections.deque[Message] = collections.deque()
         # Incidents jump the queue: a halt must not wait behind a burst of trade messages.
         self._urgent: collections.deque[Message] = collections.deque()
@@ -145,8 +146,9 @@ class WebhookSender:
                 last_error = type(exc).__name__  # not str(exc): it may carry the URL
             if attempt == s.max_attempts:
                 break
-            delay = backoff_delay(attempt, s.backoff_initial_s, s.backoff_max_s,
-                                  s.backoff_jitter, self._random())
+            # The daemon's one back-off: attempt 1 waits ~initial, doubling up to max, drawn
+            # in [d/2, d] so that many daemons do not retry in step.
+            delay = backoff_delay(attempt - 1, s.backoff_initial_s, s.backoff_max_s, self._rng)
             if retry_after is not None:
                 delay = min(max(delay, retry_after), s.backoff_max_s)
             self._log.warning("comms.retry", attempt=attempt, error=last_error,

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-from dolphind.pluginkit.settings import parse_settings, require
+from dolphind.plugins.settings import parse_settings, require
 
 SEVERITIES = ("info", "warning", "critical")
 # What can be sent: an entry fill, a closed trade with its PnL, the day's summary, incidents.
@@ -36,7 +36,8 @@ class CommsSettings:
     max_attempts: int = 5
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 60.0
-    # Each delay is spread by +- this fraction, so many daemons do not retry in lock step.
+    # Accepted so older configs still load, but unused: every delay is drawn in
+    # [d/2, d] by the daemon's one back-off helper.
     backoff_jitter: float = 0.1
     timeout_s: float = 10.0
     # Shown in every message (which daemon is talking).

@@ -27,8 +27,8 @@ from typing import Any, Mapping
 
 from prometheus_client import Counter, Gauge
 
-from dolphind.pluginkit.figures import read_figures
-from dolphind.pluginkit.files import append_jsonl, read_json, write_json_atomic
+from dolphind.plugins import API_VERSION, ControlAction, Fill, OrderCheckView, PluginContext, Tick
+from dolphind.plugins.files import append_jsonl, read_json, write_json_atomic
 from dolphind_governor.policy import RULES, Account, Breach, check_account, check_order
 from dolphind_governor.settings import GovernorSettings, load_settings
 
@@ -48,7 +48,7 @@ def utc_day(wall: float) -> str:
 
 
 class GovernorPlugin:
-    API_VERSION = 1
+    API_VERSION = API_VERSION
     name = "governor"
     version = VERSION
 
@@ -78,7 +78,7 @@ class GovernorPlugin:
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
         return load_settings(settings)[1]
 
-    async def start(self, ctx: Any) -> None:
+    async def start(self, ctx: PluginContext) -> None:
         settings, problems = load_settings(ctx.settings)
         if problems:
             raise ValueError("; ".join(problems))
@@ -127,7 +127,7 @@ class GovernorPlugin:
 
     # ---- pre-trade ---------------------------------------------------------------------
 
-    def veto(self, order: Any) -> str | None:
+    def veto(self, order: OrderCheckView) -> str | None:
         """The synchronous pre-trade hook: a reason to refuse ``order``, or None. In-memory
         only (it runs inside the rails' time budget)."""
         if getattr(order, "reduce_only", False):
@@ -145,7 +145,7 @@ class GovernorPlugin:
 
     # ---- post-trade --------------------------------------------------------------------
 
-    async def on_fill(self, fill: Any) -> None:
+    async def on_fill(self, fill: Fill) -> None:
         """Book the fill into the governor's view at once, then check the account."""
         signed = fill.qty * fill.price * (1.0 if fill.side == "BUY" else -1.0)
         positions = dict(self.account.positions_usdt)
@@ -156,11 +156,11 @@ class GovernorPlugin:
             gross_exposure_usdt=sum(abs(v) for v in positions.values()))
         await self._check()
 
-    async def on_tick(self, tick: Any) -> None:
+    async def on_tick(self, tick: Tick) -> None:
         self._refresh(tick.wall)
         await self._check()
 
-    async def on_control(self, action: Any) -> None:
+    async def on_control(self, action: ControlAction) -> None:
         if action.action != "resume" or not self.halted:
             return
         if action.cause.startswith(OPERATOR_CAUSE_PREFIX):
@@ -213,7 +213,7 @@ class GovernorPlugin:
 
     def _refresh(self, wall: float) -> None:
         """The account from the execution stage's metrics (the truth, also after a restart)."""
-        f = read_figures(self._ctx.metrics_registry)
+        f = self._ctx.figures()
         if not f.account_known:
             return
         day = utc_day(wall)

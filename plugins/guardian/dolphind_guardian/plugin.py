@@ -18,9 +18,9 @@ from typing import Any, Mapping
 
 from prometheus_client import Counter, Gauge
 
-from dolphind.pluginkit.figures import LiveFigures, read_figures
-from dolphind.pluginkit.files import append_jsonl
-from dolphind.pluginkit.windows import CounterWindow, RatioWindow
+from dolphind.plugins import API_VERSION, Figures, OrderIntent, PluginContext, ScanRecord, Tick
+from dolphind.plugins.files import append_jsonl
+from dolphind.plugins.windows import CounterWindow, RatioWindow
 from dolphind_guardian import instability
 from dolphind_guardian.playbooks import (
     PLAYBOOKS,
@@ -42,7 +42,7 @@ RECOVERY_FILE = "recovery_actions.jsonl"
 
 
 class GuardianPlugin:
-    API_VERSION = 1
+    API_VERSION = API_VERSION
     name = "guardian"
     version = VERSION
 
@@ -65,7 +65,7 @@ class GuardianPlugin:
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
         return load_settings(settings)[1]
 
-    async def start(self, ctx: Any) -> None:
+    async def start(self, ctx: PluginContext) -> None:
         settings, problems = load_settings(ctx.settings)
         if problems:  # the host validated already; this is a programming error
             raise ValueError("; ".join(problems))
@@ -122,7 +122,7 @@ class GuardianPlugin:
 
     # ---- events ------------------------------------------------------------------------
 
-    async def on_scan(self, scan: Any) -> None:
+    async def on_scan(self, scan: ScanRecord) -> None:
         vel_div = getattr(scan, "vel_div", math.nan)
         if vel_div is None or not math.isfinite(vel_div):
             return  # a cold scan carries no signal
@@ -130,18 +130,18 @@ class GuardianPlugin:
         self._states.append(instability.signal_state(vel_div, e.short_threshold,
                                                      e.long_threshold))
 
-    async def on_intent(self, intent: Any) -> None:
+    async def on_intent(self, intent: OrderIntent) -> None:
         if getattr(intent, "reduce_only", False):
             return
         confidence = dict(getattr(intent, "gates", ()) or ()).get("confidence")
         if isinstance(confidence, (int, float)) and math.isfinite(confidence):
             self._confidences.append(float(confidence))
 
-    async def on_tick(self, tick: Any) -> None:
+    async def on_tick(self, tick: Tick) -> None:
         """Read the figures, run the playbooks, act on what fires."""
         now, wall = tick.mono, tick.wall
         self._last_tick_mono = now
-        obs = self.observe(read_figures(self._ctx.metrics_registry), now, wall)
+        obs = self.observe(self._ctx.figures(), now, wall)
         self.last_observation = obs
         incidents = evaluate(obs, self.settings, self._last_fired, now)
         if not incidents:
@@ -164,7 +164,7 @@ class GuardianPlugin:
 
     # ---- the work ----------------------------------------------------------------------
 
-    def observe(self, f: LiveFigures, now: float, wall: float) -> Observation:
+    def observe(self, f: Figures, now: float, wall: float) -> Observation:
         """Turn cumulative figures into the windowed ones the playbooks judge."""
         r = self.settings.rejections
         rejected = sum(v for rule, v in f.risk_rejections.items() if rule not in r.ignore_rules)

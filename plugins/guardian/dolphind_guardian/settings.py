@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from dolphind.pluginkit.settings import parse_settings, require
+from dolphind.plugins.settings import parse_settings, require
 
 
 @dataclass(frozen=True, slots=True)

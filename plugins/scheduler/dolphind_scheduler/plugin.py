@@ -16,9 +16,8 @@ from typing import Any, Mapping
 
 from prometheus_client import Counter, Gauge
 
-from dolphind.pluginkit.figures import read_figures
-from dolphind.pluginkit.files import read_json, write_json_atomic
-from dolphind.statebus.base import FEATURES
+from dolphind.plugins import API_VERSION, ControlAction, PluginContext, ScanRecord, Tick
+from dolphind.plugins.files import read_json, write_json_atomic
 from dolphind_scheduler.rules import decide, track_since, w750_threshold
 from dolphind_scheduler.settings import Rule, SchedulerSettings, load_settings
 
@@ -33,7 +32,7 @@ _W750 = 3  # index of the 750-bar window in ScanRecord.velocity
 
 
 class SchedulerPlugin:
-    API_VERSION = 1
+    API_VERSION = API_VERSION
     name = "scheduler"
     version = VERSION
 
@@ -60,7 +59,7 @@ class SchedulerPlugin:
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
         return load_settings(settings)[1]
 
-    async def start(self, ctx: Any) -> None:
+    async def start(self, ctx: PluginContext) -> None:
         settings, problems = load_settings(ctx.settings)
         if problems:
             raise ValueError("; ".join(problems))
@@ -86,7 +85,7 @@ class SchedulerPlugin:
             # resume rule (or the operator) says otherwise.
             ctx.control.halt(CAUSE, f"{self.halt_reason} (restored after restart)")
         if self.calibration is not None:
-            ctx.statebus.put(FEATURES, BUS_KEY, self.calibration)
+            ctx.features(BUS_KEY, self.calibration)
             self._m_threshold.set(self.calibration["threshold"])
         ctx.log.info("scheduler.started", state=str(self._path), holding_halt=self.holding_halt,
                      samples=len(self.velocities), rules=[r.name for r in self.settings.rules])
@@ -117,7 +116,7 @@ class SchedulerPlugin:
 
     # ---- events ------------------------------------------------------------------------
 
-    async def on_scan(self, scan: Any) -> None:
+    async def on_scan(self, scan: ScanRecord) -> None:
         velocity = getattr(scan, "velocity", None)
         if not velocity or len(velocity) <= _W750:
             return
@@ -129,10 +128,10 @@ class SchedulerPlugin:
         self._last_scan_number = getattr(scan, "scan_number", None)
         self._dirty = True
 
-    async def on_incident(self, incident: Any) -> None:
+    async def on_incident(self, incident: ControlAction) -> None:
         self._incidents.append(getattr(incident, "ts", time.time()))
 
-    async def on_tick(self, tick: Any) -> None:
+    async def on_tick(self, tick: Tick) -> None:
         now = tick.wall  # persisted times are wall times: cooldowns must survive a restart
         self.kpis = self.measure(now)
         self.since = track_since(self.settings.rules, self.kpis, self.since, now)
@@ -152,7 +151,7 @@ class SchedulerPlugin:
 
     def measure(self, now: float) -> dict[str, float | None]:
         """The KPIs the rules look at (None: not available yet)."""
-        f = read_figures(self._ctx.metrics_registry)
+        f = self._ctx.figures()
         while self._incidents and self._incidents[0] < now - 3600.0:
             self._incidents.popleft()
         last_cal = self.calibration["ts"] if self.calibration else None
@@ -191,7 +190,7 @@ class SchedulerPlugin:
                             "samples": len(self.velocities), "ts": now,
                             "scan_number": self._last_scan_number, "reason": why}
         self.scans_since_recalibration = 0
-        self._ctx.statebus.put(FEATURES, BUS_KEY, self.calibration)
+        self._ctx.features(BUS_KEY, self.calibration)
         self._m_threshold.set(threshold)
         self._dirty = True
         return self.calibration

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-from dolphind.pluginkit.settings import parse_settings, require
+from dolphind.plugins.settings import parse_settings, require
 
 ACTIONS = ("recalibrate", "halt", "resume")
 # What a rule may look at (see plugin.SchedulerPlugin.kpis).

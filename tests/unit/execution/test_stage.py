@@ -10,6 +10,7 @@ from typing import Any, AsyncIterator
 import orjson
 import pytest
 
+from dolphind.app.books import open_books
 from dolphind.channels import Channel, Overflow
 from dolphind.config import Config, config_from_dict
 from dolphind.events import Bar, Order, OrderIntent, frozen_array
@@ -371,8 +372,6 @@ async def test_store_keeps_up_with_a_burst(tmp_path, info_2021, metrics_factory)
 
 
 async def test_open_books_from_config(tmp_path, metrics_factory):
-    from dolphind.execution.stage import open_books
-
     from .conftest import CRYPTOFEED_INFO
 
     cfg = config(data={"dir": str(tmp_path)},

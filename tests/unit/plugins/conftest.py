@@ -1,10 +1,11 @@
-"""A plugin context made of real parts (control plane, metrics registry, state bus, a data
-dir), with clocks the test moves by hand. Only the logger is a recorder: the tests read what
+"""A plugin context made of real parts (control plane, metrics and the figures read from them,
+state bus, a data dir), with clocks the test moves by hand. Only the logger is a recorder: the tests read what
 the plugin logged (and check that secrets are never in it)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from dolphind.control import Control
 from dolphind.telemetry.metrics import Metrics
 from dolphind.plugins import PluginContext, Tick
+from dolphind.plugins.figures import figures_from_metrics
+from dolphind.statebus.base import FEATURES
 from dolphind.statebus.memory import MemoryStateBus
 
 
@@ -105,9 +108,12 @@ class Rig:
         return self.control
 
     def ctx(self, name: str, settings: Mapping[str, Any] | None = None) -> PluginContext:
+        # As the daemon builds it: figures from this rig's metrics, features onto its bus.
         return PluginContext(name=name, settings=settings or {}, control=self.control,
-                             metrics_registry=self.metrics.registry, statebus=self.bus,
-                             data_dir=self.tmp / "var" / "plugins" / name, log=self.log)
+                             metrics_registry=self.metrics.registry,
+                             features=functools.partial(self.bus.put, FEATURES),
+                             data_dir=self.tmp / "var" / "plugins" / name, log=self.log,
+                             figures=functools.partial(figures_from_metrics, self.metrics))
 
     def sample(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
         return self.metrics.registry.get_sample_value(name, dict(labels or {}))

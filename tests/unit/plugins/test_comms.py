@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
@@ -16,7 +17,8 @@ from aiohttp import web
 
 from dolphind_comms import CommsPlugin
 from dolphind_comms.plugin import DRAIN_TIMEOUT_S
-from dolphind_comms.payloads import backoff_delay, message_text, payload
+from dolphind.plugins import backoff_delay
+from dolphind_comms.payloads import message_text, payload
 from tests.conftest import eventually
 from tests.unit.plugins.conftest import Rig
 
@@ -87,9 +89,24 @@ def test_payload_shapes_and_backoff() -> None:
     assert payload("discord", "x" * 3000) == {"content": "x" * 2000}
     assert payload("telegram", "hi", "42") == {"chat_id": "42", "text": "hi",
                                                  "disable_web_page_preview": True}
-    assert [backoff_delay(a, 1.0, 10.0) for a in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 8.0, 10.0]
-    assert backoff_delay(1, 1.0, 10.0, jitter=0.1, unit_random=0.0) == pytest.approx(0.9)
-    assert backoff_delay(1, 1.0, 10.0, jitter=0.1, unit_random=1.0) == pytest.approx(1.1)
+    # The sender's retry n waits backoff_delay(n - 1, ...): the daemon's one helper, which
+    # draws in [d/2, d]; a generator that draws the top shows the doubling and the cap.
+    top, bottom = _Draw(top=True), _Draw(top=False)
+    assert [backoff_delay(a - 1, 1.0, 10.0, top) for a in (1, 2, 3, 4, 5)] == \
+        [1.0, 2.0, 4.0, 8.0, 10.0]
+    assert backoff_delay(0, 1.0, 10.0, bottom) == pytest.approx(0.5)
+    assert backoff_delay(4, 1.0, 10.0, bottom) == pytest.approx(5.0)
+
+
+class _Draw(random.Random):
+    """Always the top (or the bottom) of the range asked for."""
+
+    def __init__(self, top: bool) -> None:
+        super().__init__(0)
+        self.top = top
+
+    def uniform(self, a: float, b: float) -> float:
+        return b if self.top else a
 
 
 async def test_delivers_incidents_in_the_chosen_shape(rig: Rig, receiver: Receiver) -> None:

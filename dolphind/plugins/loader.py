@@ -1,31 +1,19 @@
-"""The plugin API and its loader (SPEC §7).
+"""The plugin loader and host: entry-point discovery, the version check, isolation, budgets.
 
 Plugins are found only through the ``dolphind.plugins`` entry-point group, the bundled M-series
 exactly like a third-party one. An entry point names a factory (usually the class) called with
-no arguments; the object it returns must have:
+no arguments; the object it returns must be a ``api.Plugin`` whose ``API_VERSION`` equals
+``api.API_VERSION`` (else start-up fails, naming the plugin and both versions).
 
-- ``API_VERSION: int`` equal to ``dolphind.plugins.API_VERSION`` (else start-up fails, naming
-  the plugin and both versions);
-- ``name: str`` and ``version: str``;
-- ``validate(settings) -> list[str]``: problems with its ``[plugins.<name>]`` table, one per line,
-  each naming the key (called at load, by ``check-config`` and before a reload is applied);
-- ``async start(ctx: PluginContext)`` / ``async reload(settings)`` / ``async stop()``.
+Async hooks run in the plugin's own task, fed by a bounded drop-oldest channel: a slow or hung
+plugin delays only itself, never the trading loop. The pre-trade ``veto`` is synchronous and
+must return within its time budget: one that raises or overruns refuses the entry it was asked
+about (fail closed); exits are never refused by a broken hook.
 
-and any subset of the hooks below. Each hook takes one event object, so adding a field to an
-event never breaks an older plugin. Async hooks run in the plugin's own task, fed by a bounded
-drop-oldest channel: a slow or hung plugin delays only itself, never the trading loop. The
-pre-trade ``veto(order) -> str | None`` is synchronous and must return within its time budget:
-one that raises or overruns refuses the entry it was asked about (fail closed); exits are never
-refused by a broken hook.
-
-Two hooks are fed by the host itself, so they need nothing from the pipeline:
-
-- ``on_tick(Tick)`` every ``plugin.tick_interval_s`` seconds (default 1; read at each tick, so
-  a reload can change it), for plugins that watch live figures rather than events. A tick is
-  queued only when the previous one has been handled: a slow plugin skips ticks, it does not
-  pile them up and push real events out of its queue.
-- ``on_control(ControlAction)`` for every control-plane action, and ``on_incident`` for the
-  ``incident`` ones (the host subscribes to the plugins' ``ctx.control``).
+Two hooks are fed by the host itself, so they need nothing from the pipeline: ``on_tick``
+(every ``tick_interval_s``; a tick is queued only when the previous one has been handled, so a
+slow plugin skips ticks rather than piling them up and pushing real events out of its queue),
+and ``on_control`` / ``on_incident`` (the host subscribes to the plugins' ``ctx.control``).
 
 A plugin that raises (or overruns) is logged with ``plugin=`` bound and counted; after
 ``plugins.max_failures`` consecutive failures it is disabled. It never takes the daemon down.
@@ -40,21 +28,26 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping
 
 import structlog
 
 from dolphind.channels import Channel, Overflow
 from dolphind.config import Config
+from dolphind.control import Control, ControlAction
+from dolphind.events import Bar, Fill, Order, OrderIntent, ScanRecord
+from dolphind.plugins.api import (
+    API_VERSION,
+    HOOKS,
+    ClosedTradeView,
+    OrderCheckView,
+    PluginContext,
+    PostureChange,
+    Tick,
+)
 from dolphind.telemetry.metrics import Metrics
 
-API_VERSION = 1
 ENTRY_POINT_GROUP = "dolphind.plugins"
-HOOKS = ("on_bar", "on_scan", "on_intent", "on_order", "on_fill", "on_posture", "on_incident",
-         "on_tick", "on_control",
-         # A round trip closed: a report.model.ClosedTrade (symbol, side, prices, net PnL,
-         # fees, exit reason), read from the ledger.
-         "on_trade")
 # An async hook that takes longer than this is cancelled and counted as a failure.
 HOOK_TIMEOUT_S = 5.0
 _QUEUE_CAPACITY = 256
@@ -66,42 +59,6 @@ log = structlog.get_logger("dolphind.plugins")
 
 class PluginError(Exception):
     """A plugin problem that must stop start-up (missing, wrong API version, bad settings)."""
-
-
-@runtime_checkable
-class Plugin(Protocol):
-    API_VERSION: int
-    name: str
-    version: str
-
-    def validate(self, settings: Mapping[str, Any]) -> list[str]: ...
-
-    async def start(self, ctx: "PluginContext") -> None: ...
-
-    async def reload(self, settings: Mapping[str, Any]) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PluginContext:
-    """What a plugin may use. It acts on the daemon only through ``control``."""
-
-    name: str
-    settings: Mapping[str, Any]
-    control: Any  # dolphind.control.Control (Any: avoids an import cycle)
-    metrics_registry: Any
-    statebus: Any
-    data_dir: Path
-    log: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    """The host's periodic ``on_tick`` event: monotonic and wall time when it was queued."""
-
-    mono: float
-    wall: float
 
 
 @dataclass(slots=True)
@@ -201,7 +158,7 @@ class PluginHost:
         self._metrics = metrics
         self._context = context
         self.plugins: dict[str, LoadedPlugin] = {}
-        self._control: Any = None
+        self._control: Control | None = None
         # Times veto hooks against their budget (replaceable, so a test needs no slow hook).
         self._perf: Callable[[], float] = time.perf_counter
 
@@ -232,15 +189,15 @@ class PluginHost:
             self.attach_control(ctx.control)
             await self._guard(lp, "start", lp.plugin.start(ctx))
 
-    def attach_control(self, control: Any) -> None:
+    def attach_control(self, control: Control | None) -> None:
         """Forward the control plane's actions to ``on_control`` / ``on_incident`` (once)."""
         if self._control is None and callable(getattr(control, "subscribe", None)):
             self._control = control
             control.subscribe(self._on_control_action)
 
-    def _on_control_action(self, action: Any) -> None:
+    def _on_control_action(self, action: ControlAction) -> None:
         self.emit("on_control", action)
-        if getattr(action, "action", None) == "incident":
+        if action.action == "incident":
             self.emit("on_incident", action)
 
     def close_queues(self) -> None:
@@ -273,13 +230,39 @@ class PluginHost:
             problems.extend(f"plugins.{lp.name}.{p}" for p in found)
         return problems
 
+    # ---- the typed hook calls: the daemon's side of ``api.Hooks`` (never blocks) ----------
+
+    def on_bar(self, bar: Bar) -> None:
+        self.emit("on_bar", bar)
+
+    def on_scan(self, scan: ScanRecord) -> None:
+        self.emit("on_scan", scan)
+
+    def on_intent(self, intent: OrderIntent) -> None:
+        self.emit("on_intent", intent)
+
+    def on_order(self, order: Order) -> None:
+        self.emit("on_order", order)
+
+    def on_fill(self, fill: Fill) -> None:
+        self.emit("on_fill", fill)
+
+    def on_posture(self, change: PostureChange) -> None:
+        self.emit("on_posture", change)
+
+    def on_trade(self, trade: ClosedTradeView) -> None:
+        self.emit("on_trade", trade)
+
     def emit(self, hook: str, event: Any) -> None:
-        """Queue ``event`` for every enabled plugin with ``hook``. Never blocks."""
+        """Queue ``event`` for every enabled plugin with ``hook``. Never blocks.
+
+        The stages still publish by event name (their ``emit`` callbacks); a name that is
+        not a plugin hook (``on_position``, ``on_funding``) reaches no plugin."""
         for lp in self.plugins.values():
             if lp.enabled and hook in lp.hooks and lp.queue is not None and not lp.queue.closed:
                 lp.queue.offer((hook, event))  # drop-oldest: never waits
 
-    def veto(self, order: Any) -> tuple[str, str] | None:
+    def veto(self, order: OrderCheckView) -> tuple[str, str] | None:
         """(plugin, reason) of the first plugin that vetoes ``order``, else None.
 
         A veto hook that raises or overruns ``plugins.veto_budget_ms`` counts as a failure and

@@ -1,6 +1,6 @@
 """How much a cumulative counter grew over the last ``window_s`` seconds (time injected).
 
-Prometheus counters only go up; a playbook wants "rejections in the last minute". Keep the
+Cumulative figures only go up; a playbook wants "rejections in the last minute". Keep the
 samples of the window and subtract the oldest from the newest. A counter that goes down (the
 daemon restarted, or a metric was reset) restarts the window rather than reporting a negative.
 """

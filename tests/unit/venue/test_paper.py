@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from dolphind.config import ExecutionConfig
@@ -12,9 +13,16 @@ from dolphind.venues import paper as paper_module
 from dolphind.venues.paper import PaperVenue, fee_for, maker_draw, slippage_bps
 from dolphind.orders.portfolio import Portfolio, Position, apply_fill
 from dolphind.orders.router import Router
-from dolphind.venues.venue import VenueRejected
+from dolphind.orders.filters import SymbolFilters, load_exchange_info
+from dolphind.venues.venue import Venue, VenueRejected
+from tests.data_paths import CRYPTOFEED_INFO
 
 BLENDED = ExecutionConfig(fee_model="blended")
+
+
+@pytest.fixture(scope="module")
+def info_2021() -> dict[str, SymbolFilters]:
+    return load_exchange_info(CRYPTOFEED_INFO)
 
 
 async def _trade(venue: PaperVenue, router: Router, book: Portfolio, intent: OrderIntent,
@@ -164,3 +172,37 @@ async def test_paper_remembers_working_orders_and_only_the_latest_final_ones(inf
     assert (await venue.query(ids[3])).state == "filled"
     assert (await venue.query("w-1")).state == "acked"  # working: kept however old
     assert len(venue._orders) == paper_module._KEPT_FINAL + 1
+
+
+class _MarksOnly(Venue):
+    """A venue with the required members only: every capability comes from the protocol."""
+
+    name = "marks-only"
+
+    def __init__(self) -> None:
+        self.marked: list[tuple[str, float, int]] = []
+
+    def mark(self, symbol: str, price: float, ts_ns: int) -> None:
+        self.marked.append((symbol, price, ts_ns))
+
+
+def test_a_venue_without_a_capability_inherits_the_protocols_no_op():
+    v = _MarksOnly()
+    assert not v.simulated and v.reconciled and dict(v.foreign_orders) == {}
+    assert v.take_liquidations() == () and v.take_funding() == () and v.take_found_orders() == []
+    assert v.last_mark("BTCUSDT") is None and v.retry_after_s() == 0.0
+    assert v.readiness() == "ok" and v.status() is None
+    assert v.stale_positions() == [] and v.funding_paid_usdt is None
+    v.restore([], [], 1.0)  # nothing to rebuild
+    # A bar's closes reach ``mark`` one by one, absent (NaN) closes skipped.
+    v.mark_bar({"BTCUSDT": 0, "ETHUSDT": 1, "SOLUSDT": 2},
+               np.array([100.0, np.nan, 3.0]), 7)
+    assert v.marked == [("BTCUSDT", 100.0, 7), ("SOLUSDT", 3.0, 7)]
+
+
+def test_paper_is_a_simulated_venue_that_overrides_its_capabilities(info_2021):
+    venue = PaperVenue(info_2021, lambda: BLENDED)
+    assert Venue in type(venue).__mro__ and venue.simulated
+    venue.mark_bar({"BTCUSDT": 0}, np.array([100.0]), 5)
+    assert venue.last_mark("BTCUSDT") == (100.0, 5)
+    assert venue.funding_paid_usdt == 0.0  # paper models funding: none paid yet
