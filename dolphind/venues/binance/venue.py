@@ -17,9 +17,9 @@ has lost money to a flaky exchange client insists on lives there:
 - credentials.py: keys only from the environment or a secrets file, never logged, never in
   ``status()``; listenKeys redacted too. lease.py: one account, one trader.
 
-The venue starts no task of its own: ``stages()`` are its background loops (lease renewal,
-clock and filters upkeep, the user stream, its keep-alive, REST polling), each an object with
-a ``name`` and ``async def run()`` for the daemon's supervisor. A loop's crash is recorded here
+The venue starts no task of its own: its background loops are stages (``upkeep_stages()``:
+lease renewal, clock and filters upkeep; ``stream_stages()``: the user stream, its keep-alive,
+REST polling), each an object with a ``name`` and ``async def run()`` for the supervisor. A loop's crash is recorded here
 (``dolphind_venue_loop_crashes_total``, ``venue.loop_crashed``, /status ``last_error``) and
 raised on: the supervisor counts it and restarts the loop with back-off, or ends the process
 on a crash loop.
@@ -204,10 +204,6 @@ class BinanceVenue(Venue):
         return [self.loop("user_stream", self._stream.run),
                 self.loop("listen_key", self._stream.keep_alive),
                 self.loop("poll", self._reconciler.poll)]
-
-    def stages(self) -> list[VenueLoop]:
-        """Every background loop of the venue (for a venue whose orders are all tracked)."""
-        return [*self.upkeep_stages(), *self.stream_stages()]
 
     def loop(self, name: str, body: Callable[[], Awaitable[None]]) -> VenueLoop:
         """``body`` as a stage of this venue: its crashes are recorded here."""

@@ -76,7 +76,7 @@ async def test_closing_the_venue_ends_its_loops(fake, metrics_factory):
         loops.start(venue.stream_stages())
         await eventually(lambda: venue.reconciled, what="reconciled")
         await venue.aclose()
-        names = [s.name for s in venue.stages()]
+        names = [s.name for s in (*venue.upkeep_stages(), *venue.stream_stages())]
         await eventually(lambda: all(health.stages[n].finished for n in names),
                          what="every loop finished")
         assert not venue.lease.held
