@@ -61,13 +61,19 @@ async def supervised(health: Health, metrics: Metrics,
                      settings: Callable[[], SupervisionConfig]) -> AsyncIterator[StageRunner]:
     """A TaskGroup whose stages run supervised until the context is left (then cancelled and
     awaited). A stage's crash loop cancels the body and leaves as ``StageCrashLoop`` (in an
-    exception group, as from the daemon's own TaskGroup)."""
+    exception group, as from the daemon's own TaskGroup); an error of the body itself (a
+    refused start, say) leaves as it is, for the daemon's one-line startup message."""
+    failed: Exception | None = None
     async with asyncio.TaskGroup() as tg:
         runner = StageRunner(tg, health, metrics, settings)
         try:
             yield runner
+        except Exception as exc:  # the body's own failure leaves as itself, not in a group
+            failed = exc
         finally:
             runner.stop()
+    if failed is not None:
+        raise failed
 
 
 async def _no_book_yet(cause: str) -> bool:

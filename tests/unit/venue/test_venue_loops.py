@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 
+from dolphind.app.venues import supervised
 from dolphind.config import SupervisionConfig
 from dolphind.supervisor import StageCrashLoop
 from dolphind.telemetry.health import Health
@@ -83,3 +84,23 @@ async def test_closing_the_venue_ends_its_loops(fake, metrics_factory):
         await asyncio.sleep(venue_config(fake).lease_renew_s * 2)
         assert not venue.lease.held  # not taken again by a loop of the closed venue
     assert venue.loop_crashes == {}
+
+
+async def test_a_failure_of_the_opening_leaves_as_itself_and_stops_the_loops(metrics_factory):
+    """A refused start (ForeignHoldings, ...) reaches the daemon unwrapped: it says it in one
+    line and exits 2, instead of a crash with an exception group."""
+    m = metrics_factory()
+    health = Health(m, lambda: 30.0)
+
+    class Forever:
+        name = "binance:forever"
+
+        async def run(self) -> None:
+            await asyncio.Event().wait()
+
+    with pytest.raises(ValueError, match="refused"):
+        async with supervised(health, m, lambda: SupervisionConfig()) as loops:
+            loops.start([Forever()])
+            await eventually(lambda: health.stages["binance:forever"].running)
+            raise ValueError("refused")
+    assert not health.stages["binance:forever"].running
