@@ -22,7 +22,9 @@ _WHERE = {"VenueSetupError": "account", "Credentials": "credentials",
           "ForeignHoldings": "reconcile", "reconcile_store": "reconcile",
           "BinanceAPIError": "rest", "BinanceVenue": "venue", "VenueLoop": "venue"}
 
-__all__ = [*_WHERE, "VenueStartupError"]
+__all__ = ["BinanceAPIError", "BinanceVenue", "Credentials", "CredentialsError",
+           "ForeignHoldings", "VenueLoop", "VenueSetupError", "VenueStartupError",
+           "load_credentials", "reconcile_store"]
 
 
 def __getattr__(name: str) -> Any:

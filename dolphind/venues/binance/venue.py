@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
@@ -77,19 +76,19 @@ class LoopKeeper:
             await asyncio.wait(running)
 
 
-@dataclass(frozen=True, slots=True)
 class VenueLoop:
     """One background loop of the venue as a supervised stage. ``run`` runs the loop until the
     venue closes (then returns: the stage is finished); a crash is recorded by the venue and
     raised on to the supervisor, which restarts the loop or ends the process."""
 
-    loop: str
-    body: Callable[[], Awaitable[None]]
-    keeper: LoopKeeper
+    __slots__ = ("name", "loop", "body", "keeper")
 
-    @property
-    def name(self) -> str:
-        return f"binance:{self.loop}"
+    def __init__(self, loop: str, body: Callable[[], Awaitable[None]],
+                 keeper: LoopKeeper) -> None:
+        self.name = f"binance:{loop}"  # the stage's name (supervisor, health, metrics)
+        self.loop = loop  # the loop's own name (venue metrics, /status)
+        self.body = body
+        self.keeper = keeper
 
     async def run(self) -> None:
         keeper = self.keeper
@@ -154,6 +153,8 @@ class BinanceVenue(Venue):
                                   metrics, self._redact, self._note_error, monotonic)
         self._marks = Marks()
         self._loops = LoopKeeper(self._loop_crashed)
+        # Orders somebody else placed on the account (the tracker's, by reference: /status).
+        self.foreign_orders = self._book.foreign_orders
 
     def _note_error(self, text: str) -> None:
         self.last_error = text
@@ -249,10 +250,6 @@ class BinanceVenue(Venue):
 
     def is_foreign(self, client_id: str) -> bool:
         return self._book.is_foreign(client_id)
-
-    @property
-    def foreign_orders(self) -> dict[str, Order]:
-        return self._book.foreign_orders
 
     async def submit(self, order: Order) -> Order:
         return await self._desk.submit(order)
