@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dolphind.events import WINDOWS  # noqa: E402
 from dolphind.scan import kernels as K  # noqa: E402
-from dolphind.scan.scanner import EigenScanner  # noqa: E402
+from dolphind.scan.scanner import EigenScanner, warmup  # noqa: E402
 
 MODE_NAME = {K.MODE_COV: "cov", K.MODE_GRAM: "gram"}
 
@@ -94,7 +94,7 @@ def run(n: int, timed: int, modes: tuple[int, ...] | None = None) -> dict[str, f
 
 
 def main() -> None:
-    K.warmup()
+    warmup()
     print(f"windows={WINDOWS} BLAS threads=1; times are per scan (all four windows)")
     out = {}
     for n, timed in ((50, 1500), (200, 800), (540, 400)):

@@ -50,7 +50,8 @@ sys.path.insert(0, str(REPO))
 from dolphind.channels import Channel, Overflow  # noqa: E402
 from dolphind.config import config_from_dict  # noqa: E402
 from dolphind.events import Bar  # noqa: E402
-from dolphind.feed.binance_ws import BinanceFeed, Connection, latencies_ms  # noqa: E402
+from dolphind.feed.binance_ws import BinanceFeed, latencies_ms  # noqa: E402
+from dolphind.feed.ws_connection import Connection  # noqa: E402
 from dolphind.feed.parse import FrameParser  # noqa: E402
 from dolphind.telemetry.health import Health  # noqa: E402
 from dolphind.telemetry.metrics import Metrics  # noqa: E402

@@ -4,7 +4,7 @@ them from the cache.
 Each figure is measured in a fresh Python process with its own empty ``NUMBA_CACHE_DIR`` (a
 fresh clone, or a new version), then again in a fresh process on the cache the first one left
 (every later start). Measured: the scan kernels as the daemon warms them (read-only closes
-only), the scan kernels with both signatures (what ``kernels.warmup()`` did before), and the
+only), the scan kernels with both signatures (what ``scanner.warmup()`` did before), and the
 alpha kernels. Import time is excluded (it is the same either way).
 
 Usage: .venv/bin/python bench/kernel_compile.py
@@ -20,14 +20,14 @@ import tempfile
 
 _CHILD = """
 import time, sys
-import dolphind.scan.kernels as K
+import dolphind.scan.scanner as S
 from dolphind.alpha.warmup import warmup as warm_alpha
 what = sys.argv[1]
 t0 = time.perf_counter()
 if what == "scan":
-    K.warmup(readonly_only=True)
+    S.warmup(readonly_only=True)
 elif what == "scan_both":
-    K.warmup()
+    S.warmup()
 else:
     warm_alpha()
 print(f"{time.perf_counter() - t0:.3f}")

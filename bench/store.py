@@ -32,11 +32,11 @@ from dolphind.events import Fill, Order
 from dolphind.orders.portfolio import Position
 from dolphind.orders.router import transition
 from dolphind.logs import configure
+from dolphind.store.schema import connect as _connect
+from dolphind.store.transactions import execute as _execute
 from dolphind.store.sqlite import (
     MIGRATIONS,
     Account,
-    _connect,
-    _execute,
     account_op,
     equity_op,
     fill_op,

@@ -22,8 +22,8 @@ import numpy as np
 import structlog
 
 from dolphind import logs
-from dolphind.config import (Config, ConfigError, config_from_dict, load_config, strategy_params,
-                             validate)
+from dolphind.alpha.profile import config_from_dict, load_config, strategy_params, validate
+from dolphind.config import Config, ConfigError
 from dolphind.daemon import EXIT_CONFIG, EXIT_OK, Daemon, StartupError
 from dolphind.feed.history import HistoryError
 from dolphind.plugins import PluginError

@@ -47,7 +47,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print("dolphind check-config: give the config once (PATH or --config)", file=sys.stderr)
         return EXIT_USAGE
     args.path = args.path or args.config_flag or DEFAULT_CONFIG
-    from dolphind.config import ConfigError, load_config
+    from dolphind.alpha.profile import load_config
+    from dolphind.config import ConfigError
     from dolphind.preflight import preflight, secret_file_warnings
 
     try:

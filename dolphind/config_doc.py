@@ -1,7 +1,7 @@
-"""The config reference, generated from the dataclasses in ``config.py``.
+"""The config reference, generated from the dataclasses in ``dolphind/config/schema.py``.
 
 Each key's description is the comment block right above its field (or the class docstring's
-first line for a section), so the reference in README.md cannot drift from the code: a test
+first line for a section), so docs/config-reference.md cannot drift from the code: a test
 regenerates it and compares. Run ``dolphind config-reference`` to print it.
 """
 
@@ -13,7 +13,10 @@ import re
 import typing
 from typing import Any
 
+from dolphind.alpha.params import StrategyParams
 from dolphind.config import Config
+
+__all__ = ["metrics_markdown", "reference_markdown", "settings_markdown", "strategy_markdown"]
 
 _FIELD = re.compile(r"^\s{4}(\w+)\s*:")
 
@@ -72,7 +75,7 @@ def _section(prefix: str, tp: type, lines: list[str], restart_all: bool = False)
     hints = typing.get_type_hints(tp)
     nested: list[tuple[str, type, bool]] = []
     for sf in dataclasses.fields(tp):
-        if sf.metadata.get("internal") or sf.name == "settings":
+        if sf.metadata.get("internal") or sf.metadata.get("extra_tables"):
             continue
         hint = hints.get(sf.name)
         restart_sub = restart_all or bool(sf.metadata.get("restart"))
@@ -117,17 +120,12 @@ def settings_markdown(cls: type, prefix: str) -> str:
 def strategy_markdown() -> str:
     """Every strategy parameter ``[strategy.params]`` can override, with the champion's value.
     Overriding any of them needs a profile name other than "champion"."""
-    from dolphind.alpha.params import StrategyParams
-
     comments = _field_comments(StrategyParams)
     lines = ["| key | champion | what it is |", "|---|---|---|"]
     for f in dataclasses.fields(StrategyParams):
         lines.append(f"| `strategy.params.{f.name}` | `{_toml(_default(f))}` | "
                      f"{comments.get(f.name, '')} |")
     return "\n".join(lines) + "\n"
-
-
-__all__ = ["reference_markdown", "settings_markdown", "strategy_markdown"]
 
 
 def metrics_markdown() -> str:

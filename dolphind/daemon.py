@@ -36,12 +36,12 @@ from dolphind.affinity import pin_process
 from dolphind.app import build_pipeline  # the one place concrete parts are wired
 from dolphind.venues.venue import VenueStartupError
 from dolphind.feed.history import HistoryError
+from dolphind.alpha.profile import load_config
 from dolphind.config import (
     Config,
     ConfigError,
     config_to_jsonable,
     describe_trading,
-    load_config,
     parse_listen,
     plan_reload,
     read_ops_token,

@@ -4,7 +4,9 @@ tolerant of missing parts (a daemon still starting has no pipeline yet)."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping
+
+from dolphind.report.text_table import table
 
 
 def money(x: Any, signed: bool = False) -> str:
@@ -35,20 +37,6 @@ def uptime(seconds: Any) -> str:
     h, s = divmod(s, 3600)
     m, s = divmod(s, 60)
     return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A plain text table: first column left-aligned, the others right-aligned."""
-    body = [[str(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    out = [line(headers), line(["-" * w for w in widths])]
-    out += [line(r) for r in body]
-    return "\n".join(out)
 
 
 def status_text(doc: Mapping[str, Any]) -> str:

@@ -29,17 +29,21 @@ import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from dolphind.alpha import acb as acb_mod
 from dolphind.alpha.acb import AcbBoost, ExternalFactors, W750Beta
+from dolphind.alpha.book_inputs import BookInputs
+from dolphind.alpha.eligibility import Eligibility, VenueCheck
 from dolphind.alpha.exits import BookStress, evaluate_exit
-from dolphind.alpha.irp import Candidate, IrpGates, IrpScorer, PriceWindows, explain_candidates
+from dolphind.alpha.intents import entry_intent, exit_intent
+from dolphind.alpha.irp import IrpGates, IrpScorer
+from dolphind.alpha.irp_explain import Candidate, explain_candidates, format_candidates
 from dolphind.alpha.mc_gate import NO_MODEL_RESULT, McForewarner, McGateResult, assess
 from dolphind.alpha.params import CHAMPION, StrategyParams, at_interval, params_hash
 from dolphind.alpha.posture import PostureState, SensorReadings, SurvivalStack
+from dolphind.alpha.price_windows import PriceWindows
 from dolphind.alpha.signal import (
     SHORT,
     book_confirmation,
@@ -52,6 +56,7 @@ from dolphind.alpha.signal import (
     vol_regime_ok,
 )
 from dolphind.alpha.sizing import market_ob_mult, regime_size_mult, signal_bucket, size_position
+from dolphind.alpha.trade_record import TradeRecord
 from dolphind.alpha.views import BookView, PortfolioView, PositionView
 from dolphind.events import OrderIntent, ScanRecord
 
@@ -64,8 +69,6 @@ W750_INDEX = 3  # ScanRecord.velocity is indexed like events.WINDOWS = (50, 150,
 NS_PER_MIN = 60_000_000_000
 NS_PER_HOUR = 3_600_000_000_000
 NS_PER_DAY = 86_400_000_000_000
-
-GateValue = float | str | bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +128,6 @@ class AlphaEngine:
         self._forewarner = forewarner
         # A scan over fewer priced symbols than this is not tradeable (scan.min_symbols).
         self._min_symbols = min_symbols
-        # Which symbols may be traded (risk allowlist, venue symbols); None: all.
-        self._eligible: frozenset[str] | None = None
-        self._eligible_rows = np.zeros(0, dtype=np.bool_)
-        # Could the venue take an entry (symbol, notional, price)? "" = yes, else the gate
-        # (venue_symbol, min_notional); rows it turned away on this bar, and why.
-        self._venue_check: Callable[[str, float, float], str] | None = None
-        self._venue_excluded: dict[int, str] = {}
         self._gates = IrpGates(
             max_noise=params.irp_max_noise,
             max_latency=params.irp_max_latency,
@@ -141,6 +137,8 @@ class AlphaEngine:
         )
         self._windows = PriceWindows()
         self._scorer = IrpScorer()
+        self._eligibility = Eligibility(self._windows)
+        self._book = BookInputs(self._windows)
         self._bars = 0
         self._vd_history: deque[float] = deque(maxlen=VEL_DIV_HISTORY)
         self._last_ts: int | None = None
@@ -160,22 +158,10 @@ class AlphaEngine:
         self._system_alive = 1.0
         self._heartbeat_age_s = 0.0
         self._dvol_spike_ts: int | None = None
-        # Trade history for the alpha layers (§6.4)
-        self._bucket_wins = [0, 0, 0, 0]
-        self._bucket_trades = [0, 0, 0, 0]
-        self._recent_wins: deque[bool] = deque(maxlen=5)
-        self._entry_bucket: dict[int, int] = {}
-        self._last_closed_seq = -1
+        self._trades = TradeRecord()  # trade history for the alpha layers (§6.4)
         # Unacknowledged intents
         self._pending_entry_bar: int | None = None
         self._pending_exit: tuple[str, int, int] | None = None
-        # Book -> row alignment caches
-        self._book_symbols: tuple[str, ...] | None = None
-        self._book_rows = np.zeros(0, dtype=np.int64)
-        self._book_rows_n = -1
-        self._book_market: tuple[object, float, float] | None = None
-        self._nan_rows = np.zeros(0)
-        self._depth_cache: tuple[BookView, np.ndarray] | None = None
 
     # ---------------------------------------------------------------- inputs between bars
 
@@ -186,32 +172,16 @@ class AlphaEngine:
 
     def set_eligible(self, symbols: frozenset[str] | None) -> None:
         """The symbols IRP may pick (None: any); the others are skipped in the walk."""
-        self._eligible = symbols
-        self._eligible_rows = np.zeros(0, dtype=np.bool_)
+        self._eligibility.set_symbols(symbols)
 
-    def set_venue_check(self, check: Callable[[str, float, float], str] | None) -> None:
+    def set_venue_check(self, check: VenueCheck | None) -> None:
         """The venue's word on an entry (``execution.filters.entry_gate``): IRP takes the next
         ranked asset when the venue does not list the chosen one or the order would be too
         small for it, as it does for the allowlist."""
-        self._venue_check = check
+        self._eligibility.venue_check = check
 
     def set_min_symbols(self, n: int) -> None:
         self._min_symbols = n
-
-    def _eligible_mask(self) -> np.ndarray | None:
-        n = self._windows.n_rows
-        if self._eligible is None:
-            base = None
-        else:
-            if self._eligible_rows.shape[0] != n:
-                self._eligible_rows = np.fromiter(
-                    (s in self._eligible for s in self._windows.symbols), np.bool_, n)
-            base = self._eligible_rows
-        if not self._venue_excluded:
-            return base
-        mask = np.ones(n, dtype=np.bool_) if base is None else base.copy()
-        mask[list(self._venue_excluded)] = False
-        return mask
 
     def set_external_factors(self, factors: ExternalFactors | None) -> AcbBoost:
         """New ACB scale-1 inputs; the boost applies at the start of the next bar (§10.5)."""
@@ -301,7 +271,7 @@ class AlphaEngine:
 
         state = self._survival.step(self._readings(book, portfolio, ts), dt_min)
         self._posture_state = state
-        self._record_closed(portfolio)
+        self._trades.record_closed(portfolio)
 
         position = portfolio.position
         if position is not None:
@@ -314,8 +284,8 @@ class AlphaEngine:
             # Why this asset: the ranking as the walk saw it (only on entries; cheap enough).
             candidates = explain_candidates(
                 self._windows, self._p.irp_lookback, -1 if intents[0].side == "SELL" else 1,
-                self._depth_by_row(book), self._gates, self._windows.row(intents[0].symbol),
-                self._eligible_mask(), venue_excluded=self._venue_excluded)
+                self._book.depth_by_row(book), self._gates, self._windows.row(intents[0].symbol),
+                self._eligibility.mask(), venue_excluded=self._eligibility.venue_excluded)
             # The ranking travels with the intent, so the audit's order record keeps it.
             intents = (dataclasses.replace(intents[0], gates=intents[0].gates + (
                 ("irp_candidates", format_candidates(candidates)),)),)
@@ -346,7 +316,7 @@ class AlphaEngine:
             self._mc_ts = ts
 
     def _readings(self, book: BookView | None, portfolio: PortfolioView, ts: int) -> SensorReadings:
-        dq, fp = self._book_market_quality(book)
+        dq, fp = self._book.market_quality(book)
         mc_status = self._mc.status if self._mc.from_model else None
         stale_h = 0.0 if self._mc_ts is None else max(0.0, (ts - self._mc_ts) / NS_PER_HOUR)
         spike = None if self._dvol_spike_ts is None else max(0.0, (ts - self._dvol_spike_ts) / NS_PER_MIN)
@@ -362,35 +332,6 @@ class AlphaEngine:
             minutes_since_dvol_spike=spike,
             drawdown=portfolio.drawdown,
         )
-
-    def _book_market_quality(self, book: BookView | None) -> tuple[float, float]:
-        """Market-wide depth quality and fill probability for Cat3: medians over the book.
-
-        The survival stack is system-wide, so Cat3 reads the market, not one asset; medians
-        keep one broken symbol from moving it. Cached per book object.
-        """
-        if book is None:
-            return 1.0, 1.0
-        cached = self._book_market
-        if cached is not None and cached[0] is book:
-            return cached[1], cached[2]
-        dq = _nanmedian(book.depth_quality)
-        fp = _nanmedian(book.fill_probability)
-        self._book_market = (book, dq, fp)
-        return dq, fp
-
-    def _record_closed(self, portfolio: PortfolioView) -> None:
-        """Feed the bucket boost and streak (§6.4) from trades the portfolio reports closed."""
-        closed = portfolio.last_closed
-        if closed is None or closed.seq <= self._last_closed_seq:
-            return
-        self._last_closed_seq = closed.seq
-        win = closed.pnl_usdt > 0.0
-        self._recent_wins.append(win)
-        bucket = self._entry_bucket.pop(closed.entry_scan, None)
-        if bucket is not None:
-            self._bucket_trades[bucket] += 1
-            self._bucket_wins[bucket] += int(win)
 
     def _manage(
         self,
@@ -429,28 +370,7 @@ class AlphaEngine:
         ref = price if math.isfinite(price) else self._windows.last_price(row)
         if not math.isfinite(ref):
             ref = pos.entry_price
-        lv = decision.levels
-        intent = OrderIntent(
-            intent_id=f"{scan.scan_number}-{pos.symbol}-exit",
-            ts_ns=scan.ts_ns,
-            symbol=pos.symbol,
-            side="BUY" if pos.direction == SHORT else "SELL",
-            notional_usdt=pos.notional,
-            leverage=pos.leverage,
-            reduce_only=True,
-            reason=decision.reason,
-            ref_price=ref,
-            gates=(
-                ("pnl_pct", decision.pnl_pct),
-                ("tp_pct", lv.tp_pct),
-                ("sl_pct", lv.sl_pct),
-                ("max_hold_bars", float(lv.max_hold_bars)),
-                ("bars_held", float(pos.bars_held)),
-                ("posture", state.posture),
-                ("acb_boost", self._boost.boost),
-                ("entry_scan", float(pos.entry_scan)),
-            ),
-        )
+        intent = exit_intent(scan, pos, decision, ref, state.posture, self._boost.boost)
         return Decision(scan.scan_number, (intent,), "exit", state.posture, state.rm, self._rsm)
 
     def _try_entry(
@@ -458,7 +378,7 @@ class AlphaEngine:
     ) -> tuple[str, tuple[OrderIntent, ...]]:
         """§13.2 entry guard and §13.3 ``_try_entry``: (outcome, intents). An asset the venue
         cannot take (``set_venue_check``) is set aside and the walk goes on to the next one."""
-        self._venue_excluded = {}
+        self._eligibility.new_walk()
         while True:
             outcome, intents = self._try_entry_once(scan, book, portfolio, state)
             if outcome != _VENUE_RETRY:
@@ -510,16 +430,16 @@ class AlphaEngine:
                 return "irp_no_match", ()
             irp = None
         else:
-            eligible = self._eligible_mask()
             irp = self._scorer.select(
-                self._windows, p.irp_lookback, direction, self._depth_by_row(book), self._gates,
-                eligible,
+                self._windows, p.irp_lookback, direction, self._book.depth_by_row(book),
+                self._gates, self._eligibility.mask(),
             )
             if irp is None:
                 return "irp_no_match", ()
             row = irp.index
         symbol = self._windows.symbols[row]
-        if self._eligible is not None and symbol not in self._eligible:
+        allowed = self._eligibility.symbols
+        if allowed is not None and symbol not in allowed:
             return "not_eligible", ()  # IRP disabled and the fallback asset is not allowed
 
         # 2. Signal: DC (§4.2) and OB Sub-2 (§4.3) on the selected asset.
@@ -545,14 +465,14 @@ class AlphaEngine:
         trend = vel_div_trend(self._vd_history)
         sev_trend = trend if direction == SHORT else -trend
         bucket = signal_bucket(sev, p.vel_div_threshold, p.vel_div_extreme)
-        ob_mult = market_ob_mult(self._market_eff_imbalance(book, direction))
+        ob_mult = market_ob_mult(self._book.market_eff_imbalance(book, direction))
         size = size_position(
             capital=capital,
             vel_div=sev,
             vd_trend=sev_trend,
-            bucket_wins=self._bucket_wins[bucket],
-            bucket_trades=self._bucket_trades[bucket],
-            recent_wins=tuple(self._recent_wins),
+            bucket_wins=self._trades.bucket_wins[bucket],
+            bucket_trades=self._trades.bucket_trades[bucket],
+            recent_wins=tuple(self._trades.recent_wins),
             rsm=self._rsm,
             ob_mult=ob_mult,
             stalker=state.posture == "STALKER",
@@ -561,115 +481,24 @@ class AlphaEngine:
             dc_mult=p.dc_leverage_boost if dc == "CONFIRM" else 1.0,
         )
         ref = self._windows.last_price(row)
-        if self._venue_check is not None:
-            gate = self._venue_check(symbol, size.notional, ref)
+        venue_check = self._eligibility.venue_check
+        if venue_check is not None:
+            gate = venue_check(symbol, size.notional, ref)
             if gate:
-                if irp is None or row in self._venue_excluded:
+                excluded = self._eligibility.venue_excluded
+                if irp is None or row in excluded:
                     return gate, ()  # no ranking to walk on (IRP off): the venue's reason
-                self._venue_excluded[row] = gate
+                excluded[row] = gate
                 return _VENUE_RETRY, ()
         self._pending_entry_bar = self._bars
-        self._entry_bucket[scan.scan_number] = bucket
-        gates: list[tuple[str, GateValue]] = [
-            ("vel_div", vd),
-            ("direction", float(direction)),
-            ("confidence", confidence),
-            ("strength", size.strength),
-            ("bucket", float(bucket)),
-            ("dc", dc),
-            ("ob_confidence_mult", ob_conf_mult),
-        ]
-        if irp is not None:
-            m = irp.metrics
-            gates += [
-                ("irp_ars", irp.ars),
-                ("irp_alignment", m.alignment),
-                ("irp_efficiency", m.efficiency),
-                ("irp_noise", m.noise),
-                ("irp_latency", m.latency),
-            ]
-        gates += [
-            ("fraction", size.fraction),
-            ("base_leverage", size.base_leverage),
-            ("trend_mult", size.trend_mult),
-            ("bucket_boost", size.bucket_boost),
-            ("streak_mult", size.streak_mult),
-            ("market_ob_mult", ob_mult),
-            ("regime_size_mult", self._rsm),
-            ("leverage_ceiling", size.ceiling),
-            ("acb_boost", self._boost.boost),
-            ("acb_beta", self._beta),
-            ("mc_status", self._mc.status),
-            ("posture", state.posture),
-            ("rm", state.rm),
-        ]
-        intent = OrderIntent(
-            intent_id=f"{scan.scan_number}-{symbol}-entry",
-            ts_ns=scan.ts_ns,
-            symbol=symbol,
-            side="SELL" if direction == SHORT else "BUY",
-            notional_usdt=size.notional,
-            leverage=size.leverage,
-            reduce_only=False,
-            reason="VEL_DIV_SHORT" if direction == SHORT else "VEL_DIV_LONG",
-            ref_price=ref,
-            gates=tuple(gates),
-        )
+        self._trades.entered(scan.scan_number, bucket)
+        intent = entry_intent(
+            scan, symbol, direction, ref, size, irp, state, confidence=confidence, bucket=bucket,
+            dc=dc, ob_conf_mult=ob_conf_mult, ob_mult=ob_mult, rsm=self._rsm,
+            acb_boost=self._boost.boost, acb_beta=self._beta, mc_status=self._mc.status)
         return "entered", (intent,)
-
-    def _depth_by_row(self, book: BookView | None) -> np.ndarray:
-        """Book depth quality aligned with the price-window rows (NaN: no reading).
-
-        Cached per book object: the book layer publishes less often than bars arrive.
-        """
-        n = self._windows.n_rows
-        if book is None:
-            if self._nan_rows.shape[0] != n:
-                self._nan_rows = np.full(n, np.nan)
-            return self._nan_rows
-        cached = self._depth_cache
-        if cached is not None and cached[0] is book and cached[1].shape[0] == n:
-            return cached[1]
-        if self._book_rows_n != n or (
-            book.symbols is not self._book_symbols and book.symbols != self._book_symbols
-        ):
-            # Re-map when the book's universe changes or new symbols got rows.
-            self._book_symbols = book.symbols
-            self._book_rows_n = n
-            self._book_rows = np.fromiter(
-                (self._windows.row(s) for s in book.symbols), np.int64, len(book.symbols)
-            )
-        rows = self._book_rows
-        out = np.full(n, np.nan)
-        mask = (rows >= 0) & (rows < n)
-        out[rows[mask]] = book.depth_quality[mask]
-        self._depth_cache = (book, out)
-        return out
-
-    @staticmethod
-    def _market_eff_imbalance(book: BookView | None, direction: int) -> float:
-        """Mean imbalance_ma5 over the book, signed so pressure in the trade's favour is > 0."""
-        if book is None:
-            return math.nan
-        m = _nanmean(book.imbalance_ma5)
-        return -m if direction == SHORT else m
-
-
-def format_candidates(candidates: tuple[Candidate, ...]) -> str:
-    """``SYMBOL:ARS:gate`` per candidate, best first, ``|``-separated (gate "" = chosen)."""
-    return "|".join(f"{c.symbol}:{c.ars:.6g}:{c.excluded_by}" for c in candidates)
 
 
 def _priced(prices: np.ndarray) -> int:
     """How many symbols have a usable price on this bar."""
     return int(np.count_nonzero(np.asarray(prices) > 0.0))
-
-
-def _nanmedian(a: np.ndarray) -> float:
-    finite = a[np.isfinite(a)]
-    return float(np.median(finite)) if finite.size else math.nan
-
-
-def _nanmean(a: np.ndarray) -> float:
-    finite = a[np.isfinite(a)]
-    return float(finite.mean()) if finite.size else math.nan

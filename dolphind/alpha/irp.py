@@ -1,4 +1,4 @@
-"""Asset selection by Impulse Response Profiling (bible §5) and the price windows it reads.
+"""Asset selection by Impulse Response Profiling (bible §5) over the price windows.
 
 Per asset, over the last ``irp_lookback`` (50) prices, in both directions (bible §5.2–§5.4):
 
@@ -44,10 +44,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
 
 import numba
 import numpy as np
+
+from dolphind.alpha.price_windows import PriceWindows
 
 # §5.2–§5.3 constants, written inline in the bible's kernels.
 EFFICIENCY_EPS = 1e-6
@@ -62,9 +63,6 @@ OB1_DEEP_DEPTH = 1.0
 OB1_DEEP_BONUS = 0.05
 OB1_THIN_DEPTH = 0.5
 OB1_THIN_PENALTY = 0.10
-
-# How many prices each symbol keeps: IRP needs 50, DC 8, the vol gate 51; 64 covers them all.
-HISTORY_BARS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,124 +385,6 @@ def select_windows_nb(
     return select_nb(out, n, depth_quality, direction, min_irp_alignment, min_depth_quality)
 
 
-@numba.njit(cache=True, nogil=True)
-def push_prices_nb(
-    buf: np.ndarray,
-    head: np.ndarray,
-    count: np.ndarray,
-    seen: np.ndarray,
-    rows: np.ndarray,
-    prices: np.ndarray,
-    bar: int,
-    width: int,
-) -> None:
-    """Append this bar's prices to each row's ring (only finite, positive prices, §13.1).
-
-    Every price is written twice, at ``head`` and ``head + width``, so the last ``width``
-    prices are always the contiguous slice ``buf[r, head:head+width]``.
-    """
-    for j in range(prices.shape[0]):
-        p = prices[j]
-        if not (p > 0.0) or p == np.inf:
-            continue
-        r = rows[j]
-        h = head[r]
-        buf[r, h] = p
-        buf[r, h + width] = p
-        head[r] = (h + 1) % width
-        count[r] += 1
-        seen[r] = bar
-
-
-# ---------------------------------------------------------------------------------------------
-# Price windows
-# ---------------------------------------------------------------------------------------------
-
-
-class PriceWindows:
-    """The last ``HISTORY_BARS`` prices of every symbol ever seen, as one 2-D ring buffer.
-
-    Rows are assigned in first-seen order and never reused, so the ranking order is stable.
-    The scan's symbol tuple maps to rows once per universe (an identity check per bar).
-    """
-
-    def __init__(self, width: int = HISTORY_BARS, capacity: int = 64) -> None:
-        self.width = width
-        self._rows: dict[str, int] = {}
-        self.symbols: list[str] = []
-        self._alloc(capacity)
-        self._last_symbols: tuple[str, ...] | None = None
-        self._last_rows = np.zeros(0, dtype=np.int64)
-        self.bar = 0
-
-    def _alloc(self, capacity: int) -> None:
-        self.buf = np.full((capacity, 2 * self.width), np.nan)
-        self.head = np.zeros(capacity, dtype=np.int64)
-        self.count = np.zeros(capacity, dtype=np.int64)
-        self.seen = np.full(capacity, -1, dtype=np.int64)
-
-    def _grow(self, needed: int) -> None:
-        old_buf, old_head, old_count, old_seen = self.buf, self.head, self.count, self.seen
-        capacity = old_buf.shape[0]
-        while capacity < needed:
-            capacity *= 2
-        self._alloc(capacity)
-        n = old_buf.shape[0]
-        self.buf[:n] = old_buf
-        self.head[:n] = old_head
-        self.count[:n] = old_count
-        self.seen[:n] = old_seen
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.symbols)
-
-    def row(self, symbol: str) -> int:
-        """The row of ``symbol``, or -1 when it was never seen."""
-        return self._rows.get(symbol, -1)
-
-    def rows_for(self, symbols: tuple[str, ...]) -> np.ndarray:
-        """Rows for a scan's symbols (cached while the tuple object is unchanged)."""
-        if symbols is self._last_symbols:
-            return self._last_rows
-        rows = np.empty(len(symbols), dtype=np.int64)
-        for j, sym in enumerate(symbols):
-            r = self._rows.get(sym)
-            if r is None:
-                r = len(self.symbols)
-                if r >= self.buf.shape[0]:
-                    self._grow(r + 1)
-                self._rows[sym] = r
-                self.symbols.append(sym)
-            rows[j] = r
-        self._last_symbols = symbols
-        self._last_rows = rows
-        return rows
-
-    def push(self, symbols: tuple[str, ...], prices: np.ndarray) -> None:
-        """Record one bar: each symbol's price (NaN or non-positive prices are skipped)."""
-        self.bar += 1
-        rows = self.rows_for(symbols)
-        p = np.asarray(prices, dtype=np.float64)
-        push_prices_nb(self.buf, self.head, self.count, self.seen, rows, p, self.bar, self.width)
-
-    def window(self, row: int, n: int) -> np.ndarray:
-        """The last ``min(n, count)`` prices of ``row``, oldest first (a view)."""
-        k = min(n, int(self.count[row]), self.width)
-        end = int(self.head[row]) + self.width
-        return self.buf[row, end - k:end]
-
-    def last_price(self, row: int) -> float:
-        """The most recent price of ``row`` (NaN when it has none)."""
-        if row < 0 or self.count[row] == 0:
-            return math.nan
-        return float(self.buf[row, int(self.head[row]) + self.width - 1])
-
-    def priced_now(self, row: int) -> bool:
-        """True when ``row`` received a price on the latest bar."""
-        return row >= 0 and int(self.seen[row]) == self.bar
-
-
 # ---------------------------------------------------------------------------------------------
 # Python entry points
 # ---------------------------------------------------------------------------------------------
@@ -546,88 +426,6 @@ class IrpScorer:
             best = select_nb(self.out, n, depth_quality, float(direction),
                              gates.min_irp_alignment, gates.min_depth_quality)
         return None if best < 0 else _ranking(best, self.out)
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One asset of an entry's ranking, and why it was not taken ("" = the chosen one)."""
-
-    symbol: str
-    ars: float
-    alignment: float
-    action: int
-    excluded_by: str
-
-
-# The gates of §5.4/§5.5 and eligibility, in the order the explanation names the first that
-# excludes an asset.
-# venue_symbol / min_notional: the venue does not list the asset (or it is not TRADING), or the
-# sized order would fall below its MIN_NOTIONAL or min quantity (found when it was selected;
-# the walk then went on to the next asset).
-EXCLUSION_GATES = ("no_history", "irp_noise", "irp_latency", "irp_alignment_filter",
-                   "not_eligible", "venue_symbol", "min_notional", "irp_alignment",
-                   "irp_direction", "ob_depth", "ranked_below")
-
-
-def explain_candidates(
-    windows: PriceWindows,
-    length: int,
-    direction: int,
-    depth_quality: np.ndarray,
-    gates: IrpGates,
-    chosen: int,
-    eligible: np.ndarray | None = None,
-    top: int = 5,
-    venue_excluded: Mapping[int, str] | None = None,
-) -> tuple[Candidate, ...]:
-    """The ``top`` assets by ARS (unpruned scoring, the same kernel) with the gate that
-    excluded each. Called only when an entry is made, so its cost does not matter per bar."""
-    n = windows.n_rows
-    if n == 0:
-        return ()
-    w = windows.width
-    starts = (windows.head[:n] + w - length).astype(np.int64)
-    valid = (windows.count[:n] >= length) & (windows.seen[:n] == windows.bar)
-    out = np.zeros((n, OUT_COLS))
-    dq = np.asarray(depth_quality[:n], dtype=np.float64)
-    score_assets_nb(windows.buf[:n], starts, valid, length, float(direction), dq,
-                    gates.max_noise, gates.max_latency, gates.min_alignment_filter, out)
-    ars = np.where(valid & np.isfinite(out[:, COL_ARS]), out[:, COL_ARS], -np.inf)
-    order = np.argsort(-ars, kind="stable")
-    picked = [int(r) for r in order[:top]]
-    if 0 <= chosen < n and chosen not in picked:
-        picked.append(chosen)
-    for r in sorted(venue_excluded or ()):  # the assets the venue turned away are named too
-        if r not in picked:
-            picked.append(r)
-    result = []
-    for r in picked:
-        m = out[r]
-        if r == chosen:
-            why = ""
-        elif not valid[r] or not math.isfinite(m[COL_ARS]):
-            why = "no_history"
-        elif m[COL_NOISE] > gates.max_noise:
-            why = "irp_noise"
-        elif m[COL_LATENCY] > gates.max_latency:
-            why = "irp_latency"
-        elif m[COL_ALIGN] < gates.min_alignment_filter:
-            why = "irp_alignment_filter"
-        elif venue_excluded and r in venue_excluded:
-            why = venue_excluded[r]
-        elif eligible is not None and not eligible[r]:
-            why = "not_eligible"
-        elif gates.min_irp_alignment > 0.0 and m[COL_ALIGN] < gates.min_irp_alignment:
-            why = "irp_alignment"
-        elif m[COL_ACTION] != float(direction):
-            why = "irp_direction"
-        elif dq[r] == dq[r] and dq[r] < gates.min_depth_quality:
-            why = "ob_depth"
-        else:
-            why = "ranked_below"
-        result.append(Candidate(windows.symbols[r], float(m[COL_ARS]), float(m[COL_ALIGN]),
-                                int(m[COL_ACTION]), why))
-    return tuple(result)
 
 
 def _ranking(r: int, out: np.ndarray) -> Ranking:

@@ -25,7 +25,8 @@ from dolphind.alpha.params import effective_durations
 from dolphind.alpha.stage import AlphaStage
 from dolphind.alpha.warmup import warmup as warmup_alpha
 from dolphind.channels import Channel, Overflow
-from dolphind.config import Config, strategy_params
+from dolphind.alpha.profile import strategy_params
+from dolphind.config import Config
 from dolphind.events import WINDOWS, Bar, OrderIntent, ScanRecord
 from dolphind.execution.ledger import Ledger
 from dolphind.ops.history import load_history
@@ -42,7 +43,7 @@ from dolphind.feed.replay import ReplayFeed
 from dolphind.telemetry.metrics import Metrics
 from dolphind.plugins import PostureChange
 from dolphind.scan.arrow_sink import ArrowScanSink, last_scan_number
-from dolphind.scan.kernels import warmup as warmup_scan
+from dolphind.scan.scanner import warmup as warmup_scan
 from dolphind.scan.scanner import EigenScanner
 from dolphind.scan.stage import ScanStage
 from dolphind.scan.warm import (
@@ -311,7 +312,8 @@ async def build_pipeline(daemon: "Daemon", record_equity: bool = False) -> Async
         def alpha_emit(hook: str, event: Any) -> None:
             if hook == "on_posture":  # a posture change is a decision: audited (issue #15)
                 audit.record("alpha.posture_changed", **event)
-                daemon.plugins.on_posture(PostureChange(**event))
+                daemon.plugins.on_posture(PostureChange(event["posture"], event["previous"],
+                                                        event["rm"], event["scan_number"]))
                 return
             emit(hook, event)
 

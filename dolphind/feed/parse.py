@@ -19,7 +19,7 @@ the frame. Reasons (the label values of ``dolphind_feed_bad_frames_total``):
   "1e3", "nan" and "infinity");
 - ``bad_time``: an event time outside any plausible epoch-milliseconds range;
 - ``future_time``: an event time more than ``max_clock_skew_s`` ahead of the local clock (the
-  parser has no clock: the feed checks this after parsing, see ``binance_ws.FutureGuard``);
+  parser has no clock: the feed checks this after parsing, see ``timeguard.FutureGuard``);
 - ``empty_book`` / ``crossed_book``: a depth snapshot with a side missing, or best ask <= best bid;
   every level of a depth5 snapshot is checked on arrival, so a bad one is counted when it comes;
 - ``parser_error``: anything else the parser raised (a safety net; tests assert it stays 0).

@@ -145,7 +145,7 @@ class CommandCenter:
         return part() if part is not None else {}
 
     def threshold(self) -> float | None:
-        from dolphind.config import strategy_params
+        from dolphind.alpha.profile import strategy_params
         try:
             return float(strategy_params(self._d.config).vel_div_threshold)
         except Exception:  # an unknown profile cannot be drawn, the rest of the page still can

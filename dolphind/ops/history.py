@@ -21,7 +21,7 @@ import structlog
 from dolphind.events import PositionUpdate
 from dolphind.execution.ledger import Ledger
 from dolphind.report.model import ClosedTrade
-from dolphind.store.sqlite import _LEVERAGE, _fill_row, _order_row
+from dolphind.store.rows import LEVERAGE_COLUMN as _LEVERAGE, fill_row as _fill_row, order_row as _order_row
 
 log = structlog.get_logger("dolphind.trades")
 

@@ -137,7 +137,7 @@ class PluginContext:
     settings: Mapping[str, Any]
     control: Control
     metrics_registry: Any  # a prometheus_client.CollectorRegistry
-    features: FeaturePort | None
+    features: FeaturePort
     data_dir: Path
     log: LogPort
     figures: Callable[[], Figures]

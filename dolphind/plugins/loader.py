@@ -27,7 +27,6 @@ import importlib.metadata as md
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import structlog
@@ -94,7 +93,8 @@ def check_required(required: tuple[str, ...]) -> list[str]:
         except md.PackageNotFoundError:
             problems.append(f"plugins.required: {dist} is not installed")
             continue
-        have_major = int(re.match(r"\d+", have)[0]) if re.match(r"\d+", have) else 0
+        leading = re.match(r"\d+", have)
+        have_major = int(leading[0]) if leading else 0
         if have_major < major:
             problems.append(f"plugins.required: {dist} {have} is installed, need >= {major}")
     return problems
@@ -191,7 +191,8 @@ class PluginHost:
 
     def attach_control(self, control: Control | None) -> None:
         """Forward the control plane's actions to ``on_control`` / ``on_incident`` (once)."""
-        if self._control is None and callable(getattr(control, "subscribe", None)):
+        # A test's context may carry no control plane (None): then there is nothing to forward.
+        if self._control is None and control is not None:
             self._control = control
             control.subscribe(self._on_control_action)
 
@@ -221,7 +222,7 @@ class PluginHost:
 
     def validate(self, cfg: Config) -> list[str]:
         """Problems with the new settings of the loaded plugins (before a reload is applied)."""
-        problems = []
+        problems: list[str] = []
         for lp in self.plugins.values():
             try:
                 found = lp.plugin.validate(cfg.plugins.settings.get(lp.name, {}))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, TypeVar
 
-from dolphind.config import _build  # the daemon's own table -> dataclass coercion
+from dolphind.config import build_dataclass as _build  # the daemon's own table -> dataclass coercion
 
 T = TypeVar("T")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from dolphind.opsview import table
 from dolphind.report.html import SUMMARY_ROWS, duration, group_total, fmt
+from dolphind.report.text_table import table
 
 # The summary rows the terminal shows (the page shows every row of SUMMARY_ROWS).
 _TERMINAL_KEYS = (

@@ -1481,28 +1481,3 @@ def scan_bar(
                 used += 1
                 break
     return used
-
-
-def warmup(readonly_only: bool = False) -> None:
-    """Compile (or load from the numba cache) every kernel on tiny inputs, both modes and the
-    fallback path, so the first live bar pays no compilation. Call before reporting ready.
-
-    ``readonly_only``: only the signature for read-only closes, the only kind the daemon
-    passes (bars and restored history are frozen arrays); the writable one is a second full
-    compile of the bar kernel that a first start need not wait for (bench/kernel_compile.py)."""
-    from dolphind.scan.scanner import EigenScanner  # local import: scanner imports this module
-
-    rng = np.random.default_rng(0)
-    px = 100.0 * np.exp(np.cumsum(0.01 * rng.standard_normal((12, 4)), axis=0))
-    px[:, 3] = 1.0  # a constant price: exercises the flat-symbol path
-    px[7, 2] = np.nan  # an absence: exercises leave/join
-    syms = ("A", "B", "C", "D")
-    from dolphind.events import frozen_array
-
-    for modes in ((MODE_COV,) * 4, (MODE_GRAM,) * 4):
-        for maxit in (40, 1):  # maxit=1 forces the fallback path
-            # Bars carry read-only arrays, which numba compiles as a separate signature.
-            for readonly in ((True,) if readonly_only else (False, True)):
-                sc = EigenScanner(windows=(3, 4, 5, 6), modes=modes, maxit=maxit)
-                for t in range(px.shape[0]):
-                    sc.update(t, syms, frozen_array(px[t]) if readonly else px[t].copy())

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dolphind.backoff import backoff_ceiling
+
 
 @dataclass(slots=True)
 class Breaker:
@@ -18,12 +20,12 @@ class Breaker:
     failures: int = 0
     open: bool = True  # "not connected yet" counts as open: nothing reached the cluster
     opened: int = 0  # times it went from closed to open (the metric)
-    _delay: float = 0.0
+    _attempt: int = 0  # recovery attempts since the last success
 
     def success(self) -> bool:
         """A push reached the cluster. True when this closed the breaker."""
         self.failures = 0
-        self._delay = 0.0
+        self._attempt = 0
         was, self.open = self.open, False
         return was
 
@@ -43,6 +45,8 @@ class Breaker:
         return was_closed
 
     def next_delay(self) -> float:
-        """The wait before the next recovery attempt: initial, doubling, capped at max."""
-        self._delay = self.initial_s if self._delay <= 0 else min(self._delay * 2, self.max_s)
-        return self._delay
+        """The longest wait before the next recovery attempt: initial, doubling, capped at max
+        (the schedule; the caller jitters it, ``dolphind.backoff.jittered``)."""
+        delay = backoff_ceiling(self._attempt, self.initial_s, self.max_s)
+        self._attempt += 1
+        return delay

@@ -41,6 +41,7 @@ from typing import Any, Callable
 import orjson
 import structlog
 
+from dolphind.backoff import Backoff, Limits, jittered
 from dolphind.statebus.base import FEATURES, HEARTBEAT, META_HEALTH, PNL, SAFETY, STATE
 from dolphind.statebus.breaker import Breaker
 
@@ -246,7 +247,7 @@ class HazelcastStateBus:
         attempts are bounded (``cluster_connect_timeout``): after that it gives up and shuts
         down, and this loop makes a new one after a back-off (inside the client's bound, it
         reconnects by itself with its own back-off)."""
-        delay = self._cfg.reconnect_initial_s
+        backoff = Backoff(lambda: Limits(self._cfg.reconnect_initial_s, self._cfg.reconnect_max_s))
         while True:
             try:
                 client = await self._client_class.create_and_start(
@@ -254,12 +255,12 @@ class HazelcastStateBus:
             except Exception as exc:  # noqa: BLE001 - any failure: try again later
                 self.last_error = f"cannot connect: {_describe(exc)}"
                 self._count("connect_failed")
+                delay = backoff.next()
                 log.warning("statebus.connect_failed", error=self.last_error,
                             retry_in_s=round(delay, 2))
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self._cfg.reconnect_max_s)
                 continue
-            delay = self._cfg.reconnect_initial_s
+            backoff.reset()
             self.client, self._maps, self._listening = client, {}, False
             self._connected = True
             assert self._recover is not None and self._client_gone is not None
@@ -391,7 +392,7 @@ class HazelcastStateBus:
                     continue
             self._recover.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.breaker.next_delay()):
+                async with asyncio.timeout(jittered(self.breaker.next_delay())):
                     await self._recover.wait()
 
     async def _listen(self) -> None:

@@ -14,6 +14,8 @@ from typing import Any, AsyncIterator
 import aiohttp
 import orjson
 
+from dolphind.backoff import jittered
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -55,7 +57,7 @@ async def stream(base_url: str, retry_s: float = 1.0) -> AsyncIterator[Event]:
                 raise aiohttp.ServerDisconnectedError("the daemon closed the stream")
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                 yield Event("error", f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(retry_s)
+                await asyncio.sleep(jittered(retry_s))
 
 
 # ---- the state bus (Hazelcast) ------------------------------------------------------------

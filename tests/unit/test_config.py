@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from dolphind.alpha import profile
 from dolphind.config import ConfigError, config_from_dict, load_config, plan_reload, read_ops_token
 
 REPO = Path(__file__).resolve().parents[2]
@@ -175,7 +176,7 @@ def test_check_config_refuses_a_changed_champion_parameter_and_lists_the_keys(
     """SPEC §3: changing a champion parameter without naming a new profile refuses to start."""
     # A minimal valid config of its own: the repo's dolphind.toml may grow a [strategy] table.
     base = f'[replay]\npaths = ["{REPO / "data" / "sample"}"]\n'
-    assert load_config(_write(tmp_path / "base.toml", base)).strategy.profile == "champion"
+    assert profile.load_config(_write(tmp_path / "base.toml", base)).strategy.profile == "champion"
     tweaked = tmp_path / "tweaked.toml"
     tweaked.write_text(base + '\n[strategy.params]\nfixed_tp_pct = 0.012\nmax_hold_s = 300.0\n')
     res = _check_config(tweaked)
@@ -183,14 +184,14 @@ def test_check_config_refuses_a_changed_champion_parameter_and_lists_the_keys(
     assert "profile 'champion' is frozen" in res.stderr
     assert "fixed_tp_pct, max_hold_s" in res.stderr
     with pytest.raises(ConfigError, match="fixed_tp_pct, max_hold_s"):
-        load_config(tweaked)
+        profile.load_config(tweaked)
     # The same change under its own profile name is a valid research variant.
     renamed = tmp_path / "renamed.toml"
     renamed.write_text(base + '\n[strategy]\nprofile = "research-tp120"\n'
                        '[strategy.params]\nfixed_tp_pct = 0.012\nmax_hold_s = 300.0\n')
     ok = _check_config(renamed)
     assert ok.returncode == 0, ok.stderr
-    assert load_config(renamed).strategy.profile == "research-tp120"
+    assert profile.load_config(renamed).strategy.profile == "research-tp120"
 
 
 def _write(path: Path, text: str) -> Path:
@@ -203,14 +204,14 @@ def test_durations_are_set_in_seconds_not_bars(tmp_path: Path) -> None:
     base = f'[replay]\npaths = ["{REPO / "data" / "sample"}"]\n[strategy]\nprofile = "r"\n'
     bars = _write(tmp_path / "bars.toml", base + "[strategy.params]\nmax_hold_bars = 60\n")
     with pytest.raises(ConfigError, match="max_hold_bars: durations are defined in seconds.*max_hold_s"):
-        load_config(bars)
+        profile.load_config(bars)
     bad = _write(tmp_path / "bad.toml", base + "[strategy.params]\nlookback_s = 0.0\n")
     with pytest.raises(ConfigError, match="lookback_s: must be > 0"):
-        load_config(bad)
+        profile.load_config(bad)
     thin = _write(tmp_path / "thin.toml", base + "[scan]\nmin_symbols = -1\n")
     with pytest.raises(ConfigError, match="scan.min_symbols: must be 0-10000"):
-        load_config(thin)
-    assert load_config(_write(tmp_path / "ok.toml", base + "[scan]\nmin_symbols = 3\n")).scan.min_symbols == 3
+        profile.load_config(thin)
+    assert profile.load_config(_write(tmp_path / "ok.toml", base + "[scan]\nmin_symbols = 3\n")).scan.min_symbols == 3
 
 
 def test_warm_start_values_are_range_checked() -> None:

@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from dolphind.alpha.irp import (
     IrpGates,
     IrpScorer,
-    PriceWindows,
     compute_ars,
     compute_irp,
     rank_assets,
     select_asset,
 )
+from dolphind.alpha.price_windows import PriceWindows
 from dolphind.alpha.signal import LONG, SHORT
 
 

@@ -20,7 +20,9 @@ import pytest
 
 from dolphind.config import Config, ConfigError
 from dolphind.events import Bar
-from dolphind.feed.binance_ws import BinanceFeed, Backoff, plan_streams, shard, stream_url
+from dolphind.backoff import Backoff
+from dolphind.feed.binance_ws import BinanceFeed
+from dolphind.feed.streams import plan_streams, shard, stream_url
 from dolphind.telemetry.metrics import Metrics
 from tests.conftest import eventually
 from tests.fakes.binance import FakeBinance, Recording, load_recording

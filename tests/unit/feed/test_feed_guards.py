@@ -11,7 +11,8 @@ import pytest
 from dolphind.clock import SimClock
 from dolphind.config import ConfigError
 from dolphind.events import Bar
-from dolphind.feed.binance_ws import BinanceFeed, FutureGuard, is_future
+from dolphind.feed.binance_ws import BinanceFeed
+from dolphind.feed.timeguard import FutureGuard, is_future
 from dolphind.telemetry.metrics import Metrics
 from tests.fakes.binance import read_frames
 from tests.unit.feed.conftest import SYMBOLS, feed_config, make_feed

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dolphind.feed.binance_ws import Connection
+from dolphind.feed.ws_connection import Connection
 from dolphind.feed.parse import BAD_FRAME_REASONS, BadFrame, FrameParser, Parsed, PriceCache
 from tests.fakes.binance import read_frames
 from tests.unit.feed.conftest import feed_config, make_feed

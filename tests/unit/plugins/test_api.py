@@ -1,7 +1,8 @@
 """The plugin API is what docs/plugin-api.md says, and the bundled plugins use nothing else.
 
 Both read the sources (the API's classes, the plugins' files), so a hook added without its
-documentation, or a plugin that reaches past the API into the daemon, fails here."""
+documentation, or a plugin that reaches past the API into the daemon (or reads the daemon's
+metrics instead of the figures), fails here."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from dolphind.plugins import api
 from dolphind.plugins.figures import Figures
+from tests.unit.test_architecture import plugin_violations
 
 REPO = Path(__file__).resolve().parents[3]
 DOC = REPO / "docs" / "plugin-api.md"
@@ -57,41 +59,12 @@ def test_every_context_field_and_figure_has_a_row(cls: type) -> None:
     assert names <= rows, f"docs/plugin-api.md lacks rows for {sorted(names - rows)}"
 
 
-def dolphind_imports(source: str) -> list[tuple[int, str]]:
-    """(line, module) of every import of a dolphind module in ``source``, at any depth
-    (lazy imports in a function and TYPE_CHECKING blocks count too)."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == "dolphind":  # from dolphind import x: x is the module
-                found += [(node.lineno, f"dolphind.{a.name}") for a in node.names]
-            else:
-                found.append((node.lineno, node.module))
-    return sorted((line, m) for line, m in found if m == "dolphind" or m.startswith("dolphind."))
-
-
-def outside_the_api(source: str) -> list[str]:
-    return [f"line {line}: {m}" for line, m in dolphind_imports(source)
-            if m != "dolphind.plugins" and not m.startswith("dolphind.plugins.")]
-
-
-def test_the_check_sees_a_forbidden_import_anywhere() -> None:
-    planted = ("import dolphind.plugins\nfrom dolphind.plugins.figures import Figures\n"
-               "def f():\n    from dolphind.statebus.base import FEATURES\n"
-               "if True:\n    import dolphind.control as c\nfrom dolphind import events\n"
-               "import dolphind_scheduler.rules\n")
-    assert outside_the_api(planted) == ["line 4: dolphind.statebus.base",
-                                        "line 6: dolphind.control", "line 7: dolphind.events"]
-
-
 def test_bundled_plugins_import_nothing_of_dolphind_but_the_api() -> None:
+    # The architecture test's walker (lazy and TYPE_CHECKING imports count; its own test
+    # plants each kind of violation), run on the four bundled plugins.
     sources = sorted(BUNDLED.glob("*/dolphind_*/**/*.py"))
-    assert len({p.parts[len(BUNDLED.parts)] for p in sources}) == 4  # all four are walked
-    bad = {str(p.relative_to(REPO)): found for p in sources
-           if (found := outside_the_api(p.read_text()))}
-    assert bad == {}
+    assert len({p.parts[len(BUNDLED.parts)] for p in sources}) == 4  # all four are there
+    assert plugin_violations(BUNDLED) == []
 
 
 def test_bundled_plugins_declare_the_api_version_they_import() -> None:

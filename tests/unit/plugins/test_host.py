@@ -43,7 +43,7 @@ def test_the_config_chooses_which_are_loaded(rig: Rig, monkeypatch: pytest.Monke
                      "scheduler": ("on_scan", "on_incident", "on_tick"),
                      "governor": ("on_fill", "on_tick", "on_control"),
                      "comms": ("on_fill", "on_incident", "on_tick", "on_trade")}
-    assert callable(getattr(host.plugins["governor"].plugin, "veto"))
+    assert callable(host.plugins["governor"].plugin.veto)
     # Disabling one in the config removes it.
     host = _host(rig, {"enabled": ["guardian", "scheduler", "governor"]})
     host.load()

@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow.feather as pf
 import pytest
 
-from dolphind.scan.kernels import REL_STD_FLOOR, warmup
+from dolphind.scan.kernels import REL_STD_FLOOR
+from dolphind.scan.scanner import warmup
 
 from tests.data_paths import SET_1M, SET_5M  # noqa: F401 (re-exported to the scan tests)
 

@@ -231,9 +231,9 @@ async def test_a_failed_commit_fails_the_store_and_every_write_after_it(tmp_path
     """A COMMIT that fails (disk full, I/O error) means the store can no longer be trusted: the
     writers of that batch and every later writer get StoreFailed, /readyz says why, the
     failure is counted, and closing still ends (nothing hangs on a dead store)."""
-    from dolphind.store import sqlite as store_module
+    from dolphind.store import transactions as store_module
 
-    real = store_module._execute
+    real = store_module.execute
     broken = {"on": False}
 
     def execute(conn, units):
@@ -241,7 +241,7 @@ async def test_a_failed_commit_fails_the_store_and_every_write_after_it(tmp_path
             raise sqlite3.OperationalError("database or disk is full")
         return real(conn, units)
 
-    monkeypatch.setattr(store_module, "_execute", execute)
+    monkeypatch.setattr(store_module, "execute", execute)
     async with await Store.open(tmp_path / "d.sqlite", metrics.execution) as store:
         await store.write(order_op(_order("before")), wait=True)
         broken["on"] = True
