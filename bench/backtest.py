@@ -30,6 +30,7 @@ from dolphind import logs  # noqa: E402
 from dolphind.backtest import backtest_config  # noqa: E402
 from dolphind.channels import Channel, Overflow  # noqa: E402
 from dolphind.config import config_from_dict  # noqa: E402
+from dolphind.app import build_daemon  # noqa: E402
 from dolphind.daemon import Daemon  # noqa: E402
 from dolphind.feed.history import load_history  # noqa: E402
 from dolphind.feed.replay import ReplayFeed  # noqa: E402
@@ -62,7 +63,7 @@ def run_pipeline(data: Path, start: str, end: str) -> tuple[int, int, float, flo
     try:
         cfg = backtest_config(config_from_dict({}), [str(data)], out, start or None,
                               end or None, None)
-        daemon = Daemon(cfg, exit_when_done=True, record_equity=True)
+        daemon = build_daemon(cfg, exit_when_done=True, record_equity=True)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             code, seconds, startup = runner.run(_timed_pipeline(daemon))
         assert code == 0, f"pipeline exit {code}"

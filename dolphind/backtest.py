@@ -23,6 +23,7 @@ import structlog
 
 from dolphind import logs
 from dolphind.alpha.profile import config_from_dict, load_config, strategy_params, validate
+from dolphind.app import build_daemon
 from dolphind.config import Config, ConfigError
 from dolphind.daemon import EXIT_CONFIG, EXIT_OK, Daemon, StartupError
 from dolphind.feed.history import HistoryError
@@ -149,7 +150,7 @@ def run_backtest(data: list[str], out: str, config_path: str | None = None,
               f"time): {', '.join(base.plugins.enabled)}", file=sys.stderr)
     # The token would open control endpoints of a daemon that lives for the run only.
     os.environ.pop("DOLPHIND_OPS_TOKEN", None)
-    daemon = Daemon(cfg, exit_when_done=True, record_equity=True)
+    daemon = build_daemon(cfg, exit_when_done=True, record_equity=True)
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

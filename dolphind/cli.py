@@ -37,9 +37,10 @@ exit codes:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from dolphind.app import build_daemon
     from dolphind.daemon import run
 
-    return run(args.config)
+    return run(args.config, build_daemon)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 from dolphind.alpha.params import StrategyParams
 from dolphind.config import Config
+from dolphind.config.coerce import is_dataclass_type
 
 __all__ = ["metrics_markdown", "reference_markdown", "settings_markdown", "strategy_markdown"]
 
@@ -42,8 +43,8 @@ def _field_comments(cls: type) -> dict[str, str]:
 def _default(f: dataclasses.Field[Any]) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
     return None
 
 
@@ -79,11 +80,11 @@ def _section(prefix: str, tp: type, lines: list[str], restart_all: bool = False)
             continue
         hint = hints.get(sf.name)
         restart_sub = restart_all or bool(sf.metadata.get("restart"))
-        if dataclasses.is_dataclass(hint):
+        if is_dataclass_type(hint):
             nested.append((f"{prefix}.{sf.name}", hint, restart_sub))
             continue
         args = typing.get_args(hint)
-        if typing.get_origin(hint) is tuple and args and dataclasses.is_dataclass(args[0]):
+        if typing.get_origin(hint) is tuple and args and is_dataclass_type(args[0]):
             nested.append((f"{prefix}.{sf.name}[]", args[0], restart_sub))
         restart = "yes" if restart_all or sf.metadata.get("restart") else ""
         lines.append(f"| `{prefix}.{sf.name}` | `{_toml(_default(sf))}` | {restart} | "
@@ -100,7 +101,7 @@ def reference_markdown() -> str:
         if f.metadata.get("internal"):
             continue
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if is_dataclass_type(tp):
             _section(f.name, tp, lines)
         else:
             restart = "yes" if f.metadata.get("restart") else ""

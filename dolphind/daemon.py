@@ -1,16 +1,21 @@
 """The loop's owner: signals, supervised stages, reload, ordered shutdown.
 
+The daemon builds nothing: ``dolphind.app`` (the one wiring place) builds the ``Services`` and
+the openers of the pipeline and the ops server, and hands them to ``Daemon``; this module never
+imports it (``run`` takes the builder as an argument).
+
 Life of a daemon (DESIGN.md "Lifecycle"):
 
 1. ``asyncio.Runner`` with uvloop runs ``Daemon.serve``.
 2. Components are entered in order through one ``AsyncExitStack`` (data-dir lock, state bus,
    HTTP server, plugins, the pipeline) and unwind in reverse, even when start-up fails half-way.
-3. One ``TaskGroup`` owns every task: each stage under a supervisor, each plugin's task, and the
-   housekeeping loop. No fire-and-forget tasks.
+3. One ``TaskGroup`` owns every task: each pipeline stage and each background loop a component
+   offers (``dolphind.stage``) under a supervisor, each plugin's task, and the housekeeping
+   loop. No fire-and-forget tasks.
 4. Signal handlers only record intent; the housekeeping loop acts on it: SIGHUP -> reload,
    SIGTERM/SIGINT -> ordered shutdown (halt entries, stop the feed, let the stages drain their
-   channels, stop plugins, close the server) under ``shutdown_timeout_s``; a second SIGINT exits
-   at once.
+   channels, stop the background loops, stop plugins, close the server) under
+   ``shutdown_timeout_s``; a second SIGINT exits at once.
 
 Exit codes: 0 clean stop, 2 bad config or start-up refused (the venue too: unreachable, keys
 refused, hedge mode), 3 a stage crash loop, 130 a second SIGINT.
@@ -21,19 +26,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import functools
 import os
 import signal
 import time
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol, Sequence
 
 import structlog
 
 from dolphind import __version__, logs
 from dolphind.logs import heartbeat_fields
 from dolphind.affinity import pin_process
-from dolphind.app import build_pipeline  # the one place concrete parts are wired
 from dolphind.venues.venue import VenueStartupError
 from dolphind.feed.history import HistoryError
 from dolphind.alpha.profile import load_config
@@ -42,20 +47,18 @@ from dolphind.config import (
     ConfigError,
     config_to_jsonable,
     describe_trading,
-    parse_listen,
     plan_reload,
-    read_ops_token,
 )
 from dolphind.control import Control
 from dolphind.telemetry.health import Health, HealthLevel
-from dolphind.ops.http import HttpServer, build_app
+from dolphind.ops.http import DaemonView, HttpServer
 from dolphind.telemetry.metrics import Metrics
 from dolphind.ops.systemd import SystemdNotifier
-from dolphind.plugins import PluginContext, PluginError, PluginHost
-from dolphind.plugins.figures import figures_from_metrics
+from dolphind.plugins import PluginError, PluginHost
 from dolphind.preflight import preflight, secret_file_warnings
+from dolphind.stage import Stage
 from dolphind.statebus import base as bus_names
-from dolphind.statebus.factory import open_bus
+from dolphind.statebus.base import StateBus
 from dolphind.statebus.publish import Publisher
 from dolphind.supervisor import StageCrashLoop, supervise
 
@@ -73,34 +76,108 @@ class StartupError(Exception):
     """Start-up refused for a reason the operator must fix (the message says which)."""
 
 
+class CurrentConfig:
+    """The config every component reads through ``config()``; a reload swaps it in one
+    assignment (``swap``), so a reader sees the old config or the new one, never a mix."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+
+    def __call__(self) -> Config:
+        return self._config
+
+    def swap(self, config: Config) -> None:
+        self._config = config
+
+
+class ReloadRequests:
+    """Reload intents (SIGHUP, POST /reload, plugins, all through the control plane): recorded
+    here with their causes, acted on by the housekeeping loop."""
+
+    def __init__(self) -> None:
+        self.pending = asyncio.Event()
+        self._causes: list[str] = []
+
+    def __call__(self, cause: str) -> None:
+        self._causes.append(cause)
+        self.pending.set()
+
+    def take(self) -> list[str]:
+        """The causes recorded since the last call; clears the request."""
+        self.pending.clear()
+        causes, self._causes = self._causes, []
+        return causes
+
+
+@dataclass(frozen=True)
+class Services:
+    """The parts every stage and the ops surface share, built by ``dolphind.app``."""
+
+    config: CurrentConfig
+    metrics: Metrics
+    health: Health
+    control: Control  # its reload requests go to ``reload_requests``
+    reload_requests: ReloadRequests
+    bus: StateBus
+    publisher: Publisher
+    plugins: PluginHost
+    notifier: SystemdNotifier
+
+
+class RunningPipeline(Protocol):
+    """What the daemon needs of the pipeline ``dolphind.app`` opens."""
+
+    @property
+    def stages(self) -> Sequence[Stage]:
+        """The data flow, sources first; each ends when its input is closed and drained."""
+
+    @property
+    def background(self) -> Sequence[Stage]:
+        """The loops components offer (``dolphind.stage.StageOwner``); cancelled at the end."""
+
+    def readiness(self) -> dict[str, str]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+OpenPipeline = Callable[[], AbstractAsyncContextManager[RunningPipeline]]
+OpenOpsServer = Callable[[DaemonView], AbstractAsyncContextManager[HttpServer]]
+
+
 class Daemon:
-    def __init__(self, config: Config, exit_when_done: bool = False,
-                 record_equity: bool = False) -> None:
-        self.config = config
+    def __init__(self, services: Services, open_pipeline: OpenPipeline,
+                 open_ops_server: OpenOpsServer, exit_when_done: bool = False) -> None:
+        self.services = services
+        self._config = services.config
+        self._open_pipeline = open_pipeline
+        self._open_ops_server = open_ops_server
         # Backtest: stop by itself once every stage has finished (the replay ran out).
         self.exit_when_done = exit_when_done
-        self.record_equity = record_equity
-        self.metrics = Metrics()
-        self.health = Health(self.metrics, lambda: self.config.supervision.heartbeat_timeout_s)
-        self.control = Control(self.metrics, self._request_reload)
-        self.bus = open_bus(config, self.metrics)
-        self.publisher = Publisher(self.bus, lambda: self.config.statebus.publish_interval_s)
-        self.plugins = PluginHost(lambda: self.config, self.metrics, self._plugin_context)
-        self.notifier = SystemdNotifier()
-        self.pipeline: Any = None  # dolphind.app.Pipeline, set while running
+        self.metrics = services.metrics
+        self.health = services.health
+        self.control = services.control
+        self.bus = services.bus
+        self.publisher = services.publisher
+        self.plugins = services.plugins
+        self.notifier = services.notifier
+        self._reload = services.reload_requests
+        self.pipeline: Any = None  # the RunningPipeline dolphind.app opened, while running
         self._plugin_tasks: list[asyncio.Task[None]] = []
         self._deadline: float | None = None  # monotonic end of the shutdown budget
         self._ready_sent = False  # READY=1 told to systemd (once /readyz first passed)
         self.started_at = time.time()
         self._started_mono = time.monotonic()
         self._stop = asyncio.Event()
-        self._reload = asyncio.Event()
-        self._reload_causes: list[str] = []
         self._sigint_count = 0
         self._data_dir_writable = False
         self.last_reload: dict[str, Any] | None = None
         self.http: HttpServer | None = None
         self._stage_tasks: dict[str, asyncio.Task[None]] = {}
+        self._background_tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def config(self) -> Config:
+        return self._config()
 
     # ---- signals -----------------------------------------------------------------------
 
@@ -127,10 +204,6 @@ class Daemon:
             log.info("daemon.stop_requested", cause=cause)
         self._stop.set()
 
-    def _request_reload(self, cause: str) -> None:
-        self._reload_causes.append(cause)
-        self._reload.set()
-
     # ---- main --------------------------------------------------------------------------
 
     async def serve(self) -> int:
@@ -153,22 +226,16 @@ class Daemon:
         cfg = self.config
         self.metrics.start_time.set(self.started_at)
         self.metrics.config_info.labels(cfg.hash, cfg.mode).set(1)
-        token = read_ops_token(cfg)
-        if token is None and cfg.mode != "backtest":
-            log.warning("ops.no_token", hint="control endpoints disabled; set "
-                        "DOLPHIND_OPS_TOKEN or ops.token_file")
         async with contextlib.AsyncExitStack() as stack:
             await asyncio.to_thread(self._lock_data_dir, stack)
             if hasattr(self.bus, "start"):  # a cluster: connects in the background
                 await self.bus.start()
                 stack.push_async_callback(self.bus.close)  # after the pipeline has stopped
-            host, port = parse_listen(cfg.ops.listen)
-            self.http = await stack.enter_async_context(
-                HttpServer(build_app(self, token), host, port))
+            self.http = await stack.enter_async_context(self._open_ops_server(self))
+            assert self.http.bound is not None  # bound on enter
             log.info("ops.listening", address=f"{self.http.bound[0]}:{self.http.bound[1]}")
             await asyncio.to_thread(self.plugins.load)  # entry points: file system + imports
-            self.pipeline = await stack.enter_async_context(
-                build_pipeline(self, record_equity=self.record_equity))
+            self.pipeline = await stack.enter_async_context(self._open_pipeline())
             await self.plugins.start_all()
             stack.push_async_callback(self._stop_plugins)
             log.info("daemon.started", version=__version__, mode=cfg.mode,
@@ -177,6 +244,9 @@ class Daemon:
                 for stage in self.pipeline.stages:
                     self._stage_tasks[stage.name] = tg.create_task(
                         self._run_stage(stage), name=f"stage:{stage.name}")
+                for stage in self.pipeline.background:
+                    self._background_tasks[stage.name] = tg.create_task(
+                        self._supervise(stage), name=f"loop:{stage.name}")
                 for name in self.plugins.plugins:
                     self._plugin_tasks.append(
                         tg.create_task(self.plugins.run(name), name=f"plugin:{name}"))
@@ -185,9 +255,12 @@ class Daemon:
         log.info("daemon.stopped")
         return EXIT_OK
 
+    async def _supervise(self, stage: Stage) -> None:
+        await supervise(stage, self.health, self.metrics, lambda: self.config.supervision)
+
     async def _run_stage(self, stage: Any) -> None:
         try:
-            await supervise(stage, self.health, self.metrics, lambda: self.config.supervision)
+            await self._supervise(stage)
         finally:
             # The stage is done (input drained, cancelled, or crash loop): its consumers may
             # drain what it produced and then end too.
@@ -232,9 +305,8 @@ class Daemon:
         last_disk_check = 0.0
         last_heartbeat = time.monotonic()
         while not self._stop.is_set():
-            if self._reload.is_set():
-                self._reload.clear()
-                causes, self._reload_causes = self._reload_causes, []
+            if self._reload.pending.is_set():
+                causes = self._reload.take()
                 await self.reload_now(", ".join(causes) or "request")
             now = time.monotonic()
             if now - last_disk_check > 5.0:
@@ -287,6 +359,8 @@ class Daemon:
                 task.cancel()
             if still:
                 await asyncio.wait(still)
+        # The pipeline has drained: the loops that served it (the venue's user stream...) end.
+        await self._stop_background()
         # Plugins get what the stages published while draining, then their tasks end; a slow
         # plugin gets what is left of the budget, not HOOK_TIMEOUT_S per queued event.
         self.plugins.close_queues()
@@ -298,6 +372,13 @@ class Daemon:
                 log.warning("daemon.drain_timeout", task=task.get_name())
                 task.cancel()
         log.info("daemon.drained", seconds=round(time.monotonic() - t0, 3))
+
+    async def _stop_background(self) -> None:
+        running = [t for t in self._background_tasks.values() if not t.done()]
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
 
     def _budget_left(self) -> float:
         """Seconds left of shutdown_timeout_s (at least a moment, so clean-up can still run)."""
@@ -351,7 +432,7 @@ class Daemon:
                     "config_hash": self.config.hash}
         plan = plan_reload(self.config, new)
         old_logging = self.config.logging
-        self.config = plan.config  # the atomic swap: components read self.config
+        self._config.swap(plan.config)  # the atomic swap: components read the CurrentConfig
         if plan.config.logging != old_logging:
             logs.configure(plan.config.logging.level, plan.config.logging.format)
         if any(k.startswith("plugins.") for k in plan.applied):
@@ -365,14 +446,6 @@ class Daemon:
                 "applied": list(plan.applied), "needs_restart": list(plan.needs_restart)}
 
     # ---- views for the ops surface -----------------------------------------------------
-
-    def _plugin_context(self, name: str, settings: Any) -> PluginContext:
-        return PluginContext(name=name, settings=settings, control=self.control,
-                             metrics_registry=self.metrics.registry,
-                             features=functools.partial(self.bus.put, bus_names.FEATURES),
-                             data_dir=self.config.data_dir / "plugins" / name,
-                             log=structlog.get_logger(f"dolphind.plugin.{name}").bind(plugin=name),
-                             figures=functools.partial(figures_from_metrics, self.metrics))
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
         checks: dict[str, str] = {}
@@ -422,8 +495,9 @@ class Daemon:
         }
 
 
-def run(config_path: str | Path) -> int:
-    """Load the config and run the daemon until it is stopped; returns the exit code."""
+def run(config_path: str | Path, build: Callable[[Config], Daemon]) -> int:
+    """Load the config and run the daemon ``build`` makes of it (``dolphind.app.build_daemon``)
+    until it is stopped; returns the exit code."""
     # Everything the daemon creates (data dir, store, audit log, scans, plugin state) is
     # readable by its own user only: 0700 folders, 0600 files.
     os.umask(0o077)
@@ -446,7 +520,7 @@ def run(config_path: str | Path) -> int:
         log.info("daemon.cpu_affinity", cpus=sorted(set(cfg.cpu_affinity)))
     import uvloop
 
-    daemon = Daemon(cfg)
+    daemon = build(cfg)  # outside the loop: the metrics' collectors read /proc
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             try:

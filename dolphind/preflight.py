@@ -122,7 +122,7 @@ def _named_files(cfg: Config) -> list[str]:
         tls_context(cfg)  # ConfigError
     b = cfg.execution.binance
     if cfg.execution.venue == "binance" and b.secrets_file:
-        from dolphind.venues.binance.venue import CredentialsError, load_credentials
+        from dolphind.venues.binance.credentials import CredentialsError, load_credentials
 
         try:
             load_credentials(b, cfg.resolve, environ={})

@@ -1,10 +1,11 @@
 """Supervised stage tasks: restart with backoff, count, give up on a crash loop (crash-only).
 
-A stage is an object with a ``name`` and ``async def run()``. ``run`` returning means the stage
-finished its work (its input closed); raising means it crashed. A crashed stage is restarted
-after an exponential backoff; when it crashes more than ``max_restarts`` times within
-``restart_window_s`` the supervisor raises ``StageCrashLoop``, which ends the daemon with a
-non-zero exit so the process manager restarts the whole process from a clean state.
+A stage (``dolphind.stage.Stage``) is an object with a ``name`` and ``async def run()``. ``run``
+returning means the stage finished its work (its input closed); raising means it crashed. A
+crashed stage is restarted after an exponential backoff with jitter (``dolphind.backoff``);
+when it crashes more than ``max_restarts`` times within ``restart_window_s`` the supervisor
+raises ``StageCrashLoop``, which ends the daemon with a non-zero exit so the process manager
+restarts the whole process from a clean state.
 """
 
 from __future__ import annotations
@@ -12,21 +13,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import Callable, Protocol
+from typing import Callable
 
 import structlog
 
+from dolphind.backoff import backoff_delay
 from dolphind.config import SupervisionConfig
+from dolphind.stage import Stage
 from dolphind.telemetry.health import Health
 from dolphind.telemetry.metrics import Metrics
 
+__all__ = ["Stage", "StageCrashLoop", "supervise"]
+
 log = structlog.get_logger("dolphind.supervisor")
-
-
-class Stage(Protocol):
-    name: str
-
-    async def run(self) -> None: ...
 
 
 class StageCrashLoop(Exception):
@@ -44,7 +43,9 @@ async def supervise(stage: Stage, health: Health, metrics: Metrics,
                     monotonic: Callable[[], float] = time.monotonic) -> None:
     """Run ``stage`` until it finishes, restarting it when it crashes."""
     crashes: collections.deque[float] = collections.deque()
-    state = health.stages[stage.name]
+    # A stage nobody registered (a component's background loop) is registered here: every
+    # supervised stage shows in /status and in the health score.
+    state = health.stages.get(stage.name) or health.register(stage.name)
     bound = log.bind(stage=stage.name)
     while True:
         health.set_running(stage.name, True)
@@ -65,7 +66,7 @@ async def supervise(stage: Stage, health: Health, metrics: Metrics,
             if recent >= cfg.max_restarts:
                 bound.error("stage.crash_loop", restarts=recent, exc_info=exc)
                 raise StageCrashLoop(stage.name, recent, cfg.restart_window_s, exc) from exc
-            delay = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2 ** recent)
+            delay = backoff_delay(recent, cfg.backoff_initial_s, cfg.backoff_max_s)
             bound.warning("stage.crashed", error=str(exc), error_type=type(exc).__name__,
                           restart_in_s=delay, exc_info=exc)
             await asyncio.sleep(delay)

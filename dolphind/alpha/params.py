@@ -170,8 +170,9 @@ def at_interval(params: StrategyParams, bar_s: float) -> StrategyParams:
     """``params`` with every duration converted to bars of this run's ``bar_s`` interval."""
     if not bar_s > 0.0:
         raise ValueError(f"bar interval must be > 0 s, got {bar_s}")
-    return dataclasses.replace(params, **{
-        bars: bars_for(getattr(params, secs), bar_s) for bars, secs in DERIVED_FIELDS})
+    bars: dict[str, Any] = {
+        name: bars_for(getattr(params, secs), bar_s) for name, secs in DERIVED_FIELDS}
+    return dataclasses.replace(params, **bars)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +188,7 @@ class EffectiveDuration:
 def effective_durations(params: StrategyParams, bar_s: float) -> tuple[EffectiveDuration, ...]:
     """The profile's durations in this run's bars (what the report and console state)."""
     out = []
-    for bars_name, secs_name in DERIVED_FIELDS:
+    for _, secs_name in DERIVED_FIELDS:
         secs = float(getattr(params, secs_name))
         n = bars_for(secs, bar_s)
         out.append(EffectiveDuration(secs_name, secs, n, n * bar_s))

@@ -54,8 +54,8 @@ def mc_statement(status: str, source: str) -> str:
 _NOT_APPLIED: Any = object()
 
 
-class Books(Protocol):
-    """What the alpha stage needs from execution: the portfolio as of the latest fills."""
+class PortfolioPort(Protocol):
+    """The alpha stage's portfolio input (the ledger): the portfolio as of the latest fills."""
 
     def portfolio_view(self) -> PortfolioView: ...
 
@@ -64,13 +64,38 @@ class Books(Protocol):
     def note_intent(self, intent_id: str, leverage: float) -> None: ...
 
 
+Books = PortfolioPort  # the name callers used before the port had one
+
+
+class BookPort(Protocol):
+    """The alpha stage's order-book input, read once per decision: the book as of now, or
+    None when there is no reading this bar (the engine then degrades as the bible says: no OB).
+    The feed that keeps a book provides it (the live feed's ``BookSource``); a feed without
+    depth provides ``NO_BOOK``."""
+
+    def __call__(self) -> BookView | None: ...
+
+
+class NoBook:
+    """The book port of a feed without depth (a replay of candles): never a reading."""
+
+    def __call__(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "NO_BOOK"
+
+
+NO_BOOK = NoBook()
+
+
 class AlphaStage:
     name = "alpha"
 
     def __init__(self, source: Channel[ScanRecord], output: Channel[OrderIntent | Bar],
-                 engine: AlphaEngine, books: Books,
+                 engine: AlphaEngine, books: PortfolioPort,
                  settled: Callable[[int], Awaitable[bool]],
-                 book: Callable[[], BookView | None], control: Control, health: Health,
+                 book: BookPort, control: Control, health: Health,
                  metrics: Metrics, emit: Callable[[str, Any], None],
                  checkpoint: Callable[[int], Awaitable[None]] | None = None,
                  bus: StateBus | None = None, config: Callable[[], Any] | None = None,

@@ -40,9 +40,10 @@ async def open_books(config: Callable[[], Config], metrics: Metrics,
     log.info("execution.venue", venue=venue_name, network=network, mode=cfg.mode,
              configured_venue=cfg.execution.venue, summary=describe_trading(cfg))
     if venue_name == "binance":
-        from dolphind.venues.binance.venue import open_binance_books
+        from dolphind.app.venues import open_binance_books
 
-        async with open_binance_books(config, metrics, bus) as books:
+        async with open_binance_books(config, metrics, bus,
+                                      lambda: open_store_and_audit(config, metrics)) as books:
             yield books
         return
     if venue_name != "paper":  # pragma: no cover - config validation refuses it

@@ -76,7 +76,8 @@ def cross_checks(cfg: Config) -> list[str]:
 
 def _statebus_checks(cfg: Config) -> list[str]:
     """[statebus]: member addresses, timeouts and back-off in range, TLS files readable."""
-    b, problems = cfg.statebus, []
+    b = cfg.statebus
+    problems: list[str] = []
     if b.kind != "hazelcast":
         return problems
     if not b.members:

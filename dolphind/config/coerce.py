@@ -10,11 +10,16 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import typing
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, TypeGuard
 
 # Deeper values are refused while loading: nothing in a config needs them, and deep nesting
 # overflows the stack of the TOML parser, of comparisons and of JSON encoding later on.
 MAX_NESTING = 32
+
+
+def is_dataclass_type(tp: Any) -> TypeGuard[type[Any]]:
+    """A dataclass class (a section, a settings table), not an instance of one."""
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
 def build_dataclass(cls: type, raw: Any, path: str, problems: list[str]) -> Any:
@@ -66,7 +71,7 @@ def _extra_tables(raw: Mapping[str, Any], fields: Mapping[str, Any], path: str, 
 def coerce(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
     """``value`` as type ``tp`` (a dataclass, Literal, tuple, Mapping or scalar), or a problem."""
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if is_dataclass_type(tp):
         return build_dataclass(tp, value, path, problems)
     if origin is Literal:
         allowed = typing.get_args(tp)

@@ -10,7 +10,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from dolphind.config.coerce import join_key
+from dolphind.config.coerce import is_dataclass_type, join_key
 from dolphind.config.schema import Config
 
 _DAY = 86_400.0
@@ -150,7 +150,7 @@ def numeric_keys(cls: type = Config, path: str = "") -> list[tuple[str, type]]:
         tp, key = hints[f.name], join_key(path, f.name)
         if f.metadata.get("internal"):
             continue
-        if dataclasses.is_dataclass(tp):
+        if is_dataclass_type(tp):
             out.extend(numeric_keys(tp, key))
         elif tp in (int, float):
             out.append((key, tp))

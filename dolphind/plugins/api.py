@@ -27,7 +27,9 @@ __all__ = ["API_VERSION", "HOOKS", "Bar", "ClosedTradeView", "Control", "Control
 
 # Raised when the context or a hook changes in a way an older plugin cannot follow; a plugin
 # declares the version it was written for and the loader refuses any other.
-API_VERSION = 1
+# 2: the typed API package (issue 14): the context's state bus became the ``features`` port,
+# ``figures()`` replaced reading metric names, ``on_posture`` receives a ``PostureChange``.
+API_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)

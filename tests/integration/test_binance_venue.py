@@ -578,7 +578,7 @@ async def test_foreign_holdings_are_left_alone_through_an_hour_of_trading(
         await r.intents.put(intent("last:entry", "SELL", 1000.0))
         await eventually(lambda: r.stage.portfolio.position_qty("BTCUSDT") == -0.025
                          and not r.stage.orders)
-        r.stage._control.flatten("test", "end of the hour")
+        r.stage._s.control.flatten("test", "end of the hour")
         await eventually(lambda: r.stage.portfolio.position_qty("BTCUSDT") == 0.0
                          and not r.stage.orders)
         await asyncio.sleep(0.3)
@@ -639,7 +639,7 @@ async def test_a_stuck_exit_raises_an_incident_shows_on_status_and_keeps_trying(
         view = r.stage.status()["exits_retrying"]["BTCUSDT"]
         assert view["attempts"] >= 1 and view["last_error"] == "venue:rate_limited"
         assert metric(m, "dolphind_exits_stuck") == 1
-        incident = [a for a in r.stage._control.recent if a.action == "incident"]
+        incident = [a for a in r.stage._s.control.recent if a.action == "incident"]
         assert incident and incident[0].detail["kind"] == "exit_stuck"
         assert incident[0].detail["severity"] == "critical"
         tries = fake.count("POST /fapi/v1/order")
@@ -668,7 +668,7 @@ async def test_a_foreign_position_opened_while_running_is_reported_between_recon
         await eventually(lambda: r.stage.foreign_positions == {"ETHUSDT": (0.3, 2_780.0)},
                          what="the hand trade seen as foreign")
         assert metric(m, "dolphind_foreign_positions") == 1
-        assert r.stage._account_snapshot().symbol_exposure_usdt["ETHUSDT"] \
+        assert r.stage.equity.account_snapshot().symbol_exposure_usdt["ETHUSDT"] \
             == pytest.approx(0.3 * 2_780.0)
         fake.set_position("BTCUSDT", -0.02, 40_000.0)  # part of ours closed by hand
         await eventually(lambda: r.stage.portfolio.position_qty("BTCUSDT") == -0.02)

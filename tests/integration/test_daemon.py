@@ -332,13 +332,13 @@ def test_a_slow_plugin_cannot_stretch_shutdown_past_its_timeout(tmp_path: Path) 
 
 
 def test_plugin_with_wrong_api_version_fails_startup(tmp_path: Path) -> None:
-    site = install_sample_plugin(tmp_path / "site", api_version=2)
+    site = install_sample_plugin(tmp_path / "site", api_version=1)
     cfg = write_config(tmp_path / "d.toml", free_port(), extra='[plugins]\nenabled = ["sample"]\n')
     env = {**__import__("os").environ, "PYTHONPATH": str(site)}
     res = subprocess.run([sys.executable, "-m", "dolphind.cli", "run", "--config", str(cfg)],
                          capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == 2
-    assert "plugin 'sample' declares API_VERSION 2, but this dolphind provides API_VERSION 1" in res.stderr
+    assert "plugin 'sample' declares API_VERSION 1, but this dolphind provides API_VERSION 2" in res.stderr
 
 
 def test_systemd_notify_protocol(tmp_path: Path) -> None:

@@ -64,8 +64,12 @@ class SamplePlugin:
 '''
 
 
-def install_sample_plugin(site: Path, api_version: int = 1, entry_name: str = "sample") -> Path:
-    """Write module + dist-info into ``site`` (a folder to put on sys.path / PYTHONPATH)."""
+def install_sample_plugin(site: Path, api_version: int | None = None,
+                          entry_name: str = "sample") -> Path:
+    """Write module + dist-info into ``site`` (a folder to put on sys.path / PYTHONPATH);
+    the plugin declares ``api_version`` (default: the API this dolphind provides)."""
+    if api_version is None:
+        from dolphind.plugins import API_VERSION as api_version
     site.mkdir(parents=True, exist_ok=True)
     (site / "dolphind_sample_plugin.py").write_text(SAMPLE_PLUGIN.format(api_version=api_version))
     dist = site / "dolphind_sample_plugin-1.2.0.dist-info"

@@ -287,15 +287,21 @@ def unplaced(root: Path) -> list[str]:
     return bad
 
 
+def _is_wiring(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """An ``open_*`` function of the config: it builds concrete parts from the config (``open_bus
+    (config, metrics)``), unlike a domain ``open_trade(conn, pos)``."""
+    params = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+    return node.name.startswith("open_") and any(a.arg in ("config", "cfg") for a in params)
+
+
 def wiring_outside_shell(root: Path) -> list[str]:
-    """Module-level ``open_*`` functions (wiring) in modules below the shell."""
+    """Module-level wiring functions (see ``_is_wiring``) in modules below the shell."""
     bad = []
     for module, path in module_files(root).items():
         if layer_of(module) == "shell":
             continue
         for node in ast.parse(path.read_text(), str(path)).body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
-                    node.name.startswith("open_")):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _is_wiring(node):
                 bad.append(f"{module}.{node.name} (line {node.lineno}): wiring belongs in "
                            "dolphind/app/")
     return bad
@@ -454,7 +460,8 @@ def test_a_folder_in_no_layer_is_named(tmp_path: Path) -> None:
 def test_wiring_below_the_shell_is_caught(tmp_path: Path) -> None:
     root = _write(tmp_path, {**CLEAN, "dolphind/execution/stage.py": (
         "class Stage:\n    async def open_orders(self): ...\n"
-        "async def open_books(config): ...\n"),
+        "async def open_books(config): ...\n"
+        "def open_trade(conn, pos): ...\n"),
         "dolphind/app/__init__.py": "def open_everything(): ...\n"})
     assert wiring_outside_shell(root) == [
         "dolphind.execution.stage.open_books (line 3): wiring belongs in dolphind/app/"]

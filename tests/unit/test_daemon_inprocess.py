@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from dolphind.config import load_config
+from dolphind.app import build_daemon
 from dolphind.daemon import EXIT_OK, Daemon
 from tests.conftest import eventually
 from tests.integration.harness import write_config
@@ -18,7 +19,7 @@ from tests.integration.harness import write_config
 @pytest.fixture
 def daemon(tmp_path: Path) -> Daemon:
     cfg = load_config(write_config(tmp_path / "d.toml", 0, speed=0.0))
-    return Daemon(cfg)  # built outside the loop, as dolphind.daemon.run does
+    return build_daemon(cfg)  # built outside the loop, as dolphind.daemon.run does
 
 
 async def test_lifecycle_without_blocking_the_loop(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:

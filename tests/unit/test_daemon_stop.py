@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dolphind.config import load_config
+from dolphind.app import build_daemon
 from dolphind.daemon import Daemon
 from tests.integration.harness import write_config
 
@@ -28,7 +29,7 @@ class _Quick:
 def daemons(tmp_path: Path) -> dict[bool, Daemon]:
     # Built outside the loop (Metrics reads /proc), one per value of exit_when_done.
     cfg = load_config(write_config(tmp_path / "d.toml", 0, speed=0.0))
-    return {flag: Daemon(cfg, exit_when_done=flag) for flag in (True, False)}
+    return {flag: build_daemon(cfg, exit_when_done=flag) for flag in (True, False)}
 
 
 @pytest.mark.parametrize("exit_when_done", [True, False])

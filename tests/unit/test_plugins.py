@@ -72,7 +72,7 @@ def test_wrong_api_version_fails_startup_naming_both_versions(tmp_path: Path) ->
     sys.path.insert(0, str(site))
     try:
         host, _ = _host(config_from_dict({"plugins": {"enabled": ["sample"]}}))
-        with pytest.raises(PluginError, match="declares API_VERSION 99.*provides API_VERSION 1"):
+        with pytest.raises(PluginError, match="declares API_VERSION 99.*provides API_VERSION 2"):
             host.load()
     finally:
         sys.path.remove(str(site))

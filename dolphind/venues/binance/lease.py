@@ -266,12 +266,6 @@ class AccountLease:
             self.reason = "released"
             log.info("lease.released", account=self.account, owner=self.owner)
 
-    async def run(self, renew_s: Callable[[], float]) -> None:
-        """Renew (or keep trying to acquire) until cancelled."""
-        while True:
-            self.try_acquire()
-            await asyncio.sleep(renew_s())
-
     def status(self) -> dict[str, Any]:
         h = self.holder or {}
         return {"account": self.account, "owner": self.owner, "held": self.held,

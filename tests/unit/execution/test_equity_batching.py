@@ -10,7 +10,7 @@ import sqlite3
 from typing import Any
 
 from dolphind.config import Config, config_from_dict
-from dolphind.execution import stage as stage_module
+from dolphind.execution import equity as equity_module
 from tests.conftest import eventually
 from tests.unit.execution.test_stage import bar, intent, metrics_factory, rig  # noqa: F401
 
@@ -57,9 +57,9 @@ async def _run(tmp_path, info, metrics, name: str) -> tuple[list[Any], list[Any]
 async def test_backtest_rows_equal_the_unbatched_rows_in_order(tmp_path, info_2021,
                                                                 metrics_factory,  # noqa: F811
                                                                 monkeypatch):
-    monkeypatch.setattr(stage_module, "_EQUITY_BATCH", 1)  # each snapshot written at once
+    monkeypatch.setattr(equity_module, "EQUITY_BATCH", 1)  # each snapshot written at once
     one_mid, one_rows, one_peak = await _run(tmp_path, info_2021, metrics_factory(), "one")
-    monkeypatch.setattr(stage_module, "_EQUITY_BATCH", 256)
+    monkeypatch.setattr(equity_module, "EQUITY_BATCH", 256)
     bt_mid, bt_rows, bt_peak = await _run(tmp_path, info_2021, metrics_factory(), "batched")
     # Written at once, each bar's snapshot is there mid-run; batched, they are held (no fill).
     assert [r[0] for r in one_mid] == [bar(1, 0).ts_ns, bar(2, 0).ts_ns]
@@ -88,7 +88,7 @@ async def test_a_backtest_books_the_fills_before_the_next_bar(tmp_path, info_202
 
 async def test_a_full_batch_is_committed_without_waiting_for_a_fill(
         tmp_path, info_2021, metrics_factory, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(stage_module, "_EQUITY_BATCH", 3)
+    monkeypatch.setattr(equity_module, "EQUITY_BATCH", 3)
     async with rig(tmp_path, info_2021, metrics_factory(), _config("backtest")) as r:
         await r.feed(bar(1, 40_000.0), bar(2, 40_000.0))
         await r.settle()
@@ -97,12 +97,12 @@ async def test_a_full_batch_is_committed_without_waiting_for_a_fill(
         await r.settle()
         rows = await _rows(r.store)
         assert [row[0] for row in rows] == [bar(i, 0).ts_ns for i in (1, 2, 3)]
-        assert r.stage._equity_batch == []
+        assert r.stage.equity.batch == []
 
 
 async def test_a_new_peak_in_a_backtest_is_committed_with_the_next_batch(
         tmp_path, info_2021, metrics_factory, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(stage_module, "_EQUITY_BATCH", 2)
+    monkeypatch.setattr(equity_module, "EQUITY_BATCH", 2)
     cfg = config_from_dict({"mode": "backtest", "execution": {
         "fee_model": "blended", "equity_snapshot_interval_s": 3600.0}})
     async with rig(tmp_path, info_2021, metrics_factory(), cfg) as r:
@@ -110,7 +110,7 @@ async def test_a_new_peak_in_a_backtest_is_committed_with_the_next_batch(
         await r.settle()
         await r.feed(bar(2, 39_000.0))  # short: a new peak from the marks, no snapshot due
         await r.settle()
-        assert r.stage._account_behind
+        assert r.stage.equity.account_behind
         shown = r.stage.capital_view().peak_equity_usdt
         await r.feed(bar(800, 39_500.0))  # an hour later: a snapshot, and the batch is full
         await r.feed(bar(1600, 39_500.0))
@@ -118,4 +118,4 @@ async def test_a_new_peak_in_a_backtest_is_committed_with_the_next_batch(
         await eventually(lambda: r.store.pending == 0, what="store drained")
         state = await r.store.load_state()
         assert state.account.peak_equity_usdt == shown
-        assert not r.stage._account_behind
+        assert not r.stage.equity.account_behind

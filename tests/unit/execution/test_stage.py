@@ -69,7 +69,7 @@ class Rig:
     async def settle(self) -> None:
         """Wait until the stage has taken everything and no order is working."""
         await eventually(lambda: len(self.intents) == 0 and not self.stage.orders
-                         and self.stage._lock.locked() is False, what="stage idle")
+                         and self.stage._book.lock.locked() is False, what="stage idle")
         await asyncio.sleep(0.01)
 
 
@@ -480,7 +480,7 @@ async def test_a_new_peak_from_the_marks_is_committed_before_the_next_snapshot(
 
 
 def test_slippage_is_counted_by_direction_and_a_better_fill_does_not_crash() -> None:
-    from dolphind.execution.stage import record_slippage
+    from dolphind.execution.bookkeeping import record_slippage
     from dolphind.telemetry.metrics import Metrics
 
     metrics = Metrics()

@@ -54,9 +54,9 @@ def test_a_wrong_api_version_fails_startup_naming_both(rig: Rig,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from dolphind_guardian import GuardianPlugin
 
-    monkeypatch.setattr(GuardianPlugin, "API_VERSION", 2)
-    with pytest.raises(PluginError, match="'guardian' declares API_VERSION 2, but this "
-                                          "dolphind provides API_VERSION 1"):
+    monkeypatch.setattr(GuardianPlugin, "API_VERSION", 1)
+    with pytest.raises(PluginError, match="'guardian' declares API_VERSION 1, but this "
+                                          "dolphind provides API_VERSION 2"):
         _host(rig, {"enabled": ["guardian"]}).load()
 
 

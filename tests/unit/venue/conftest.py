@@ -9,9 +9,11 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from dolphind.config import BinanceVenueConfig
+from dolphind.app.venues import StageRunner, supervised
+from dolphind.config import BinanceVenueConfig, SupervisionConfig
 from dolphind.events import Fill, Order
-from dolphind.venues.binance.venue import BinanceVenue, Credentials
+from dolphind.venues.binance import BinanceVenue, Credentials
+from dolphind.telemetry.health import Health
 from dolphind.telemetry.metrics import Metrics
 from dolphind.statebus.memory import MemoryStateBus
 from tests.conftest import eventually
@@ -75,16 +77,32 @@ class Events:
             await self._task
 
 
+# Fast restarts: a test sees a crashed loop come back within its patience.
+SUPERVISION = SupervisionConfig(backoff_initial_s=0.01, backoff_max_s=0.05)
+
+
+@contextlib.asynccontextmanager
+async def venue_loops(venue: BinanceVenue, metrics: Metrics,
+                      settings: SupervisionConfig = SUPERVISION,
+                      health: Health | None = None) -> AsyncIterator[StageRunner]:
+    """The venue's upkeep loops running under the real supervisor (as app/venues.py runs
+    them); start the stream's with ``loops.start(venue.stream_stages())``."""
+    health = health or Health(metrics, lambda: 30.0)
+    async with supervised(health, metrics, lambda: settings) as loops:
+        loops.start(venue.upkeep_stages())
+        yield loops
+
+
 @contextlib.asynccontextmanager
 async def open_venue(fake: FakeBinanceRest, metrics: Metrics, cfg: BinanceVenueConfig | None = None,
                      bus: MemoryStateBus | None = None, streams: bool = True,
                      wait_reconciled: bool = True) -> AsyncIterator[tuple[BinanceVenue, Events]]:
     cfg = cfg or venue_config(fake)
     venue = BinanceVenue(lambda: cfg, bus or MemoryStateBus(), metrics.venue, creds(fake))
-    async with venue:
+    async with venue, venue_loops(venue, metrics) as loops:
         events = Events(venue)
         if streams:
-            venue.start_streams()
+            loops.start(venue.stream_stages())
             if wait_reconciled:
                 await eventually(lambda: venue.reconciled, what="venue reconciled")
         try:

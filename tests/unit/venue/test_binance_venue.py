@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from dolphind.venues.binance.venue import BinanceVenue, Credentials
+from dolphind.venues.binance import BinanceVenue, Credentials
 from dolphind.venues.venue import VenueRejected, VenueUnavailable
 from dolphind.statebus.memory import MemoryStateBus
 from tests.conftest import eventually
-from tests.unit.venue.conftest import open_venue, order, venue_config
+from tests.unit.venue.conftest import open_venue, order, venue_config, venue_loops
 
 
 def sample(metrics, name: str, **labels: str) -> float:
@@ -382,11 +382,12 @@ async def test_reconciled_only_after_the_position_check_succeeds(fake, metrics_f
         return allow.is_set()
 
     cfg = venue_config(fake, backoff_initial_s=0.05, backoff_max_s=0.05)
-    venue = BinanceVenue(lambda: cfg, MemoryStateBus(), metrics_factory().venue,
+    m = metrics_factory()
+    venue = BinanceVenue(lambda: cfg, MemoryStateBus(), m.venue,
                          Credentials(fake.api_key, fake.secret, "test"))
-    async with venue:
+    async with venue, venue_loops(venue, m) as loops:
         venue.set_position_check(check)
-        venue.start_streams()
+        loops.start(venue.stream_stages())
         await eventually(lambda: len(answers) >= 3, what="position check retried")
         assert not venue.reconciled
         assert venue.readiness().startswith("not reconciled")
@@ -441,7 +442,8 @@ async def test_a_crashing_background_loop_is_logged_counted_and_restarted(fake,
     from tests.unit.venue.conftest import creds, venue_config
 
     m = metrics_factory()
-    async with BinanceVenue(lambda: venue_config(fake), None, m.venue, creds(fake)) as v:
+    v = BinanceVenue(lambda: venue_config(fake), None, m.venue, creds(fake))
+    async with v, venue_loops(v, m) as loops:
         runs = []
 
         async def flaky() -> None:
@@ -450,7 +452,7 @@ async def test_a_crashing_background_loop_is_logged_counted_and_restarted(fake,
                 raise RuntimeError("boom")
             await asyncio.Event().wait()  # then runs for the venue's life
 
-        v._spawn("flaky", flaky)
+        loops.start([v.loop("flaky", flaky)])
         await eventually(lambda: len(runs) == 3)
         assert v.loop_crashes == {"flaky": 2}
         assert m.registry.get_sample_value("dolphind_venue_loop_crashes_total",

@@ -11,12 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dolphind.config import BinanceVenueConfig, ConfigError, config_from_dict
-from dolphind.venues.binance.venue import (
-    Credentials,
-    CredentialsError,
-    RateBudget,
+from dolphind.venues.binance.credentials import Credentials, CredentialsError, load_credentials
+from dolphind.venues.binance.rate import RateBudget
+from dolphind.venues.binance.reports import (
     decimal_str,
-    load_credentials,
     report_from_rest,
     report_from_stream,
     trade_from_rest,

@@ -1,0 +1,315 @@
+"""The pipeline: every stage and the books it trades on, wired from the daemon's services.
+
+    feed ─bars─► market ─bars─► scan ─scans─► alpha ─intents+bars─► execution
+                                                  ▲                      │
+                                                  └──── ledger ◄─────────┘ (fills, positions)
+
+``build_pipeline`` is an async context manager: the parts it opens (store, audit log, scan
+files) are closed in reverse order on exit, after the stages have drained, also when opening
+fails half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Mapping
+
+import structlog
+
+from dolphind.alpha.engine import AlphaEngine
+from dolphind.alpha.params import StrategyParams, effective_durations
+from dolphind.alpha.stage import AlphaStage
+from dolphind.app.books import open_books
+from dolphind.app.feeds import Feed, bar_interval_s, book_port, feed_readiness, open_feed
+from dolphind.app.kernels import kernels_warm
+from dolphind.channels import Channel, Overflow
+from dolphind.alpha.profile import strategy_params
+from dolphind.config import Config
+from dolphind.daemon import Services
+from dolphind.events import WINDOWS, Bar, OrderIntent, ScanRecord
+from dolphind.execution.ledger import Ledger
+from dolphind.execution.stage import ExecutionStage
+from dolphind.feed.backfill import rest_filler
+from dolphind.feed.exf import ExfProducer
+from dolphind.feed.funding import ReplayFunding
+from dolphind.feed.market import MarketStage
+from dolphind.feed.replay import ReplayFeed
+from dolphind.ops.history import load_history
+from dolphind.plugins import PostureChange
+from dolphind.ports import ExecutionEventFanout, HookListener
+from dolphind.scan.arrow_sink import ArrowScanSink, last_scan_number
+from dolphind.scan.scanner import EigenScanner
+from dolphind.scan.stage import ScanStage
+from dolphind.scan.warm import CHECKPOINT_FILE, CheckpointError, WarmStart, load_checkpoint
+from dolphind.stage import Stage, offered_stages
+from dolphind.store.audit import subscribe_audit
+from dolphind.tradelog import TradeLog
+
+log = structlog.get_logger("dolphind.app")
+
+# Scan records are written by a worker thread in batches; this only bounds the sink's own
+# buffer, which the scan stage flushes itself.
+_SINK_FLUSH_EVERY = 1_000_000
+# A backtest waits for execution to settle this many drain timeouts before deciding anyway.
+_BACKTEST_SETTLE_TRIES = 60
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The running pipeline: its stages for the daemon, its parts for the ops surface and the
+    backtest report."""
+
+    stages: list[Stage]
+    execution: ExecutionStage
+    ledger: Ledger
+    scan: ScanStage
+    feed: Feed
+    alpha: AlphaStage
+    venue: Any
+    # Loops the components offer (the Binance venue's): supervised, cancelled after the drain.
+    background: list[Stage] = field(default_factory=list)
+    readiness_checks: Mapping[str, Callable[[], str]] = field(default_factory=dict)
+    status_parts: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
+
+    def readiness(self) -> dict[str, str]:
+        return {name: check() for name, check in self.readiness_checks.items()}
+
+    def status(self) -> dict[str, Any]:
+        return {name: part() for name, part in self.status_parts.items()}
+
+
+def _sync_filler(fn: Callable[..., Any]) -> Callable[..., Any]:
+    async def fill(*args: Any) -> Any:
+        return fn(*args)
+    return fill
+
+
+def _load_windows(path: Any) -> tuple[Any, str | None]:
+    try:
+        return load_checkpoint(path), None
+    except CheckpointError as exc:
+        log.warning("warm_start.checkpoint_unusable", error=str(exc))
+        return None, str(exc)
+
+
+@contextlib.asynccontextmanager
+async def build_pipeline(services: Services, record_equity: bool = False
+                         ) -> AsyncIterator[Pipeline]:
+    """The pipeline of ``services.config()``, open for the body of the ``async with``."""
+    params = strategy_params(services.config())  # a changed champion parameter was refused
+    async with contextlib.AsyncExitStack() as stack:
+        async with kernels_warm(params):  # numba kernels compiled before any bar reaches them
+            pipeline = await _open(services, stack, params, record_equity)
+        yield pipeline
+
+
+async def _open(services: Services, stack: contextlib.AsyncExitStack, params: StrategyParams,
+                record_equity: bool) -> Pipeline:
+    """Open every part (closed by ``stack``) and wire the stages."""
+    config = services.config  # read the current config (a reload swaps it)
+    cfg = config()
+    m, health, bus, control = services.metrics, services.health, services.bus, services.control
+    plugins = services.plugins
+    emit = plugins.emit
+    engine = AlphaEngine(params)
+    log.info("strategy.profile", profile=cfg.strategy.profile, params_hash=engine.status().params_hash)
+
+    store, audit, venue = await stack.enter_async_context(open_books(config, m, bus))
+    # Every control action (HTTP, plugins, signals) lands in the audit chain with its
+    # cause, through this one subscriber; it goes before the audit log closes.
+    market_ts: list[Callable[[], float]] = []  # a backtest's market clock, set below
+    stack.callback(control.unsubscribe, subscribe_audit(
+        control, audit, (lambda: market_ts[0]()) if cfg.mode == "backtest" else None))
+    stored = await store.load_state()
+    scan_dir = cfg.data_dir / "scans"
+    persisted = await asyncio.to_thread(last_scan_number, scan_dir)
+    start_scan = max(-1 if persisted is None else persisted,
+                     -1 if stored.scan_number is None else stored.scan_number) + 1
+    sink = await asyncio.to_thread(ArrowScanSink, scan_dir, _SINK_FLUSH_EVERY)
+    # After the scan stage's last flush (stages drain first); file I/O: off the loop.
+    stack.push_async_callback(asyncio.to_thread, sink.close)
+
+    bars: Channel[Bar] = Channel("bars", cfg.channels.bars, Overflow.BLOCK, m.channels)
+    scan_bars: Channel[Bar] = Channel("scan_bars", cfg.channels.bars, Overflow.BLOCK,
+                                      m.channels)
+    scans: Channel[ScanRecord] = Channel("scans", cfg.channels.bars, Overflow.BLOCK,
+                                         m.channels)
+    intents: Channel[OrderIntent | Bar] = Channel("intents", cfg.channels.bars,
+                                                  Overflow.BLOCK, m.channels)
+
+    # Warm start (issue 18): the windows' checkpoint; not in a backtest, which must not
+    # depend on what an earlier run left in the data dir.
+    ws_cfg = cfg.warm_start
+    warm_start: WarmStart | None = None
+    checkpoint_path = scan_dir / CHECKPOINT_FILE if cfg.mode != "backtest" else None
+    checkpoint, ck_problem = (await asyncio.to_thread(_load_windows, checkpoint_path)
+                              if checkpoint_path is not None else (None, None))
+
+    async def flatten_for_loop() -> int:
+        """Close every position before a looping replay starts over (none may live
+        across the seam where prices jump back); returns how many there were."""
+        open_now = len(execution.portfolio.positions)
+        if open_now:
+            control.flatten("replay:loop", "the replay starts over from its first bar")
+            deadline = time.monotonic() + cfg.execution.drain_timeout_s + 5.0
+            while execution.portfolio.positions and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if execution.portfolio.positions:
+                log.warning("replay.loop_not_flat", positions=len(execution.portfolio.positions))
+        return open_now
+
+    async def still_cold(emitted: int) -> bool:
+        """The replay's pre-roll asks: is the scan still cold after ``emitted`` bars?
+        Exact, not racing the channels: past the bars any window needs, it waits for the
+        scan to catch up before answering, so the pre-roll stops at the warm bar."""
+        while not scan.restored:  # the first bar is out; the windows are coming back
+            await asyncio.sleep(0.005)
+        tracker = scan.tracker
+        if tracker.can_trade:
+            return False
+        if emitted < max(WINDOWS) + 1:
+            return True
+        while tracker.bars_seen < emitted and not tracker.can_trade:
+            await asyncio.sleep(0.005)
+        return not tracker.can_trade
+
+    feed = await open_feed(cfg, config, bars, health, m, control, scan_dir=scan_dir,
+                           resume=checkpoint_path is not None, checkpoint=checkpoint,
+                           open_trades=stored.open_trades, still_cold=still_cold,
+                           flatten=flatten_for_loop)
+    # Durations are defined in seconds: convert them with this run's real bar interval.
+    interval_s = bar_interval_s(feed, cfg)
+    engine.set_bar_interval(interval_s)
+    if interval_s != params.validation_bar_s:
+        log.warning("strategy.interval_differs", bar_interval_s=interval_s,
+                    validation_bar_s=params.validation_bar_s,
+                    effective=[dataclasses.asdict(d) for d in
+                               effective_durations(params, interval_s)])
+    market = MarketStage(bars, scan_bars, health, m, bus,
+                         on_bar=plugins.on_bar)
+    if checkpoint_path is not None:
+        live = cfg.feed.kind == "binance"
+        filler: Any = None
+        if live and ws_cfg.fill_from_rest:
+            filler = rest_filler(ws_cfg, m, lambda: warm_start)
+        elif isinstance(feed, ReplayFeed):
+            filler = _sync_filler(feed.closes_at)  # the gap is in the data itself
+        warm_start = WarmStart(
+            checkpoint, ck_problem, ws_cfg.max_gap_s,
+            backfill_bars=max(WINDOWS) + 1 if live and ws_cfg.backfill else 0,
+            fill=filler,
+            prime=lambda *bar: scan.prime(*bar),
+            count=lambda source, n: m.warm_start_bars.labels(source).inc(n),
+            fill_source="rest" if live else "replay")
+    scan = ScanStage(scan_bars, scans, EigenScanner(start_scan_number=start_scan), sink,
+                     bus, health, m, emit, warm_start=warm_start,
+                     prime_alpha=engine.prime, checkpoint_path=checkpoint_path,
+                     checkpoint_every_s=ws_cfg.checkpoint_every_s,
+                     max_stale_bars=lambda: config().feed.max_stale_bars)
+
+    # In a backtest the rails' rate limit and breaker run on market time, not wall time:
+    # a replay at full speed must make the same decisions on every run.
+    trading_clock = (lambda: execution.market_time_s) if cfg.mode == "backtest" else None
+    # A backtest runs no plugins, and a veto hook is timed against a wall-clock budget: a
+    # loaded machine would veto entries. No hook at all in a backtest (issue 16).
+    veto = None if cfg.mode == "backtest" else plugins.veto
+    # Execution's events, in order, to the ledger, the plugins, then the trade log (which
+    # reads the trade the ledger has just closed); the listeners are added below.
+    events = ExecutionEventFanout()
+    execution = ExecutionStage(intents, venue, store, audit, control, health, m, config,
+                               veto=veto, emit=events, trading_clock=trading_clock)
+    if cfg.mode == "backtest":
+        # Every audit record of a backtest carries market time (the latest bar's), not
+        # the wall clock of the machine that replayed it.
+        first_ns = (int(feed.history.ts_ns[min(feed.position, len(feed.history) - 1)])
+                    if isinstance(feed, ReplayFeed) else 0)  # records before the 1st bar
+        audit.use_clock(lambda: round(execution.market_time_s * 1e9) or first_ns)
+        market_ts.append(lambda: execution.market_time_s or first_ns / 1e9)
+    ledger = Ledger(execution.capital_view, record_equity=record_equity)
+    if cfg.mode != "backtest":  # a backtest's report covers its own run only
+        # Earlier runs' closed trades, for /trades /profit /daily (not logged again).
+        ledger.closed.extend(await load_history(store))
+    trades = TradeLog(ledger.closed, emit)  # trade.fill / trade.closed lines, on_trade
+    for listener in (ledger.observe, emit, trades.observe):
+        events.add(HookListener(listener))
+    # The open trade as it was before the stop (entry scan, fees, bars held): the alpha
+    # engine's position view and the closing trade's PnL read it.
+    ledger.restore(stored.open_trades, next_scan=start_scan)
+
+    async def settled(sent: int) -> bool:
+        if cfg.mode != "backtest":
+            return await execution.settled(sent, config().execution.drain_timeout_s)
+        # A backtest decides on a settled portfolio however slow the machine is: a
+        # wall-clock timeout would let load change which fills a decision sees.
+        for _ in range(_BACKTEST_SETTLE_TRIES):
+            if await execution.settled(sent, config().execution.drain_timeout_s):
+                return True
+            log.warning("backtest.settle_slow", sent=sent)
+        return False
+
+    # A replay's funding prints feed the ACB funding factor (bible §10.2), at bar time.
+    replay_funding = (ReplayFunding(feed.history.funding) if isinstance(feed, ReplayFeed)
+                      else None)
+    # IRP ranks only assets the venue can take: listed, TRADING, and an order of the sized
+    # notional at or above its min quantity / MIN_NOTIONAL (issue 15/16).
+    engine.set_venue_check(venue_entry_check(venue))
+    if replay_funding:
+        venue.set_funding(replay_funding)  # the paper venue books funding payments
+
+    def alpha_emit(hook: str, event: Any) -> None:
+        if hook == "on_posture":  # a posture change is a decision: audited (issue #15)
+            audit.record("alpha.posture_changed", **event)
+            plugins.on_posture(PostureChange(event["posture"], event["previous"],
+                                             event["rm"], event["scan_number"]))
+            return
+        emit(hook, event)
+
+    alpha = AlphaStage(scans, intents, engine, ledger, settled, book_port(feed), control,
+                       health, m, alpha_emit, checkpoint=store.save_scan_checkpoint,
+                       bus=bus, config=config, deterministic=cfg.mode == "backtest",
+                       bar_close_ns=round(interval_s * 1e9),
+                       market_factors=replay_funding.factors_at if replay_funding else None)
+
+    health.register(feed.name)
+    health.register(market.name, backlog=lambda: len(bars))
+    health.register(scan.name, backlog=lambda: len(scan_bars))
+    health.register(alpha.name, backlog=lambda: len(scans))
+    health.register(execution.name, backlog=lambda: len(intents))
+
+    def scan_ready() -> str:
+        return "ok" if scan.warm else "shortest window still cold"
+
+    stages: list[Stage] = [feed, market, scan, alpha, execution]
+    status_parts: dict[str, Callable[[], Any]] = {
+        "feed": feed.status, "market": market.status, "scan": scan.status,
+        "strategy": scan.strategy_status, "alpha": alpha.status,
+        "execution": execution.status}
+    if cfg.external_factors.enabled and cfg.mode != "backtest":
+        # Live ACB inputs (funding, taker ratio, DVOL, Fear & Greed) onto the bus; never
+        # in a backtest, whose factors come from its own data only.
+        producer = ExfProducer(config, bus)
+        health.register(producer.name)
+        stages.append(producer)
+        status_parts["external_factors"] = producer.status
+    return Pipeline(
+        stages=stages, background=offered_stages(venue),
+        readiness_checks={"feed": feed_readiness(feed), "scan": scan_ready,
+                          "execution": execution.readiness},
+        status_parts=status_parts,
+        execution=execution, ledger=ledger, scan=scan, feed=feed, alpha=alpha, venue=venue)
+
+
+def venue_entry_check(venue: Any) -> Any:
+    """The alpha engine's venue check (``AlphaEngine.set_venue_check``) for ``venue``: the
+    symbol's filters from its cached exchangeInfo (paper: its fallback filters), no I/O."""
+    from dolphind.orders.filters import entry_gate
+    from dolphind.orders.router import venue_symbol
+
+    def check(symbol: str, notional_usdt: float, price: float) -> str:
+        return entry_gate(venue.filters_for(venue_symbol(symbol)), notional_usdt, price)
+
+    return check
