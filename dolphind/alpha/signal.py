@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -142,7 +142,7 @@ def book_confirmation(imbalance_ma5: float, persistence: float, direction: int) 
     return BookConfirmation(False, 1.0, eff_imb)
 
 
-def vel_div_trend(history: np.ndarray | list[float], span: int = 10) -> float:
+def vel_div_trend(history: np.ndarray | Sequence[float], span: int = 10) -> float:
     """``vel_div_history[-1] - vel_div_history[-10]`` (bible §6.4 get_trend_mult_nb).
 
     With fewer than ``span`` values there is no trend: 0.0 (multiplier 1.0).

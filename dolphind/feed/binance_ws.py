@@ -24,7 +24,7 @@ import asyncio
 import collections
 import ssl
 import time
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import aiohttp
 import numpy as np
@@ -33,10 +33,17 @@ import structlog
 from dolphind.channels import Channel, ChannelClosed
 from dolphind.clock import Clock, LiveClock
 from dolphind.config import BinanceFeedConfig, Config, ConfigError
-from dolphind.events import Bar
+from dolphind.events import Bar, MarkPrice
 from dolphind.feed.bars import BarBuilder
 from dolphind.feed.book import BookState, BookView
-from dolphind.feed.parse import AGG_TRADE, DEPTH5, KINDS, MARK_PRICE, BadFrame, PriceCache
+from dolphind.feed.parse import (
+    AGG_TRADE,
+    DEPTH5,
+    KINDS,
+    MARK_PRICE,
+    BadFrame,
+    PriceCache,
+)
 from dolphind.feed.streams import plan_streams, shard
 from dolphind.feed.timeguard import FutureGuard, max_jump_ms
 from dolphind.feed.ws_connection import Connection, readiness_text
@@ -160,14 +167,14 @@ class BinanceFeed:
         elif kind is MARK_PRICE:
             t = 0
             index = self.index
-            for mp in ev:  # type: ignore[union-attr]
-                i = index.get(mp.symbol)
-                if i is None:
+            for mp in cast("list[MarkPrice]", ev):
+                row = index.get(mp.symbol)
+                if row is None:
                     continue  # the all-market stream carries symbols outside the universe
                 if self.bars_from_trades:
                     self.bars.observe(mp.event_ms)
                 else:
-                    self.bars.on_price(i, mp.event_ms, mp.price)
+                    self.bars.on_price(row, mp.event_ms, mp.price)
                 t = mp.event_ms
         else:  # BOOK_TICKER
             self.tickers[self.index[ev.symbol]] = ev  # type: ignore[union-attr]

@@ -68,9 +68,9 @@ def _figure() -> tuple[Figure, Axes]:
 
 
 def _time_axis(ax: Axes) -> None:
-    locator = AutoDateLocator()  # type: ignore[no-untyped-call]  # untyped in matplotlib
+    locator = AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
 
 
 def _empty(ax: Axes, message: str) -> None:

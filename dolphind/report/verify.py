@@ -128,8 +128,9 @@ def _breakdown(rows: list[dict[str, str]], pnl: list[Fraction], fees: list[Fract
     """The breakdown tables and figures, from the CSV rows, in exact arithmetic."""
     def stats(idx: list[int]) -> dict[str, float | int | None]:
         out = _stats(idx)
-        if funding and all(funding[k] is not None for k in idx):
-            out["funding_usdt"] = float(sum((funding[k] for k in idx), Fraction(0)))
+        paid = [f for k in idx if (f := funding[k]) is not None] if funding else []
+        if funding and len(paid) == len(idx):
+            out["funding_usdt"] = float(sum(paid, Fraction(0)))
         return out
 
     def _stats(idx: list[int]) -> dict[str, float | int | None]:

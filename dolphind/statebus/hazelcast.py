@@ -274,6 +274,7 @@ class HazelcastStateBus:
         if self._closing:
             return
         if state == "SHUTDOWN":
+            assert self._client_gone is not None  # made by start(), before any client exists
             self._client_gone.set()
         if state == "CONNECTED":
             self._connected = True
