@@ -365,9 +365,20 @@ def test_every_module_is_in_a_layer() -> None:
     assert not bad, _report("modules in no layer", bad)
 
 
+def test_no_import_cycles() -> None:
+    found = cycles((imp.source, imp.target) for imp in import_graph(REPO / PACKAGE))
+    assert not found, _report("import cycles (lazy and TYPE_CHECKING imports count)",
+                              [" -> ".join(cycle) for cycle in found])
+
+
 def test_plugins_import_only_the_plugin_api() -> None:
     bad = plugin_violations(REPO / "plugins")
     assert not bad, _report("plugin imports outside the plugin API", bad)
+
+
+def test_no_oversized_classes_or_modules() -> None:
+    bad = oversized(REPO / PACKAGE)
+    assert not bad, _report("oversized classes or modules", bad)
 
 
 # --- the checker catches what it should: violations planted in tmp_path ------------------------
