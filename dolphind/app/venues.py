@@ -2,14 +2,17 @@
 
 The order a start needs: the credentials (before anything is created on disk), the store and
 the audit log (``books``: opened by the caller's wiring), the venue (clock, filters, lease,
-leverage) with its upkeep loops, the store's working orders made known to it and the venue's
-unknown orders brought into the store, then the user stream's loops. Closing runs in reverse:
-the loops stopped, the venue (lease released), then ``books``.
+leverage) with its upkeep loops, then the store's working orders made known to it and the
+venue's unknown orders brought into the store. Closing runs in reverse: the upkeep loops
+stopped, the venue (lease released), then ``books``.
 
-The venue's loops run under ``supervise`` in this context's own TaskGroup, from the moment the
-venue is open (the lease must be renewed while the rest of the pipeline is still being built):
-a crash is counted and the loop restarted with back-off, and a crash loop ends the daemon like
-any stage's (``StageCrashLoop`` leaves through the pipeline's exit).
+The upkeep loops (lease renewal, clock and filters) run under ``supervise`` in this context's
+own TaskGroup from the moment the venue is open: the lease must be renewed while the rest of
+the pipeline is still being built (a first start compiles kernels for tens of seconds; a
+shared-bus lease lives ``lease_ttl_s``). A crash is counted and the loop restarted with
+back-off, and a crash loop ends the daemon like any stage's (``StageCrashLoop`` leaves through
+the pipeline's exit). The venue's other loops (user stream, keep-alive, REST polling) are its
+``stages()``: the daemon runs them with the pipeline (dolphind.stage.offered_stages).
 """
 
 from __future__ import annotations
@@ -113,5 +116,4 @@ async def open_binance_books(
             # Not reconciled before the execution stage has its book to compare positions
             # with: the stage installs its own check when it is built.
             venue.set_position_check(_no_book_yet)
-            loops.start(venue.stream_stages())
             yield store, audit, venue

@@ -22,7 +22,9 @@ from dolphind.config import Config, config_from_dict
 from dolphind.events import Order, OrderIntent
 from dolphind.orders.portfolio import Position
 from dolphind.orders.router import client_order_id
+from dolphind.stage import offered_stages
 from dolphind.app.books import open_books
+from dolphind.app.venues import supervised
 from dolphind.execution.stage import ExecutionStage
 from dolphind.control import Control
 from dolphind.telemetry.health import Health
@@ -83,10 +85,12 @@ class Rig:
 async def rig(tmp_path, fake, metrics: Metrics, cfg: Config | None = None,
               bus: MemoryStateBus | None = None, wait_ready: bool = True) -> AsyncIterator[Rig]:
     cfg = cfg or config(tmp_path, fake)
+    health = Health(metrics, lambda: 30.0)
     async with open_books(lambda: cfg, metrics, bus or MemoryStateBus()) as (store, audit,
-                                                                              venue):
+                                                                              venue), \
+            supervised(health, metrics, lambda: cfg.supervision) as background:
+        background.start(offered_stages(venue))  # the venue's loops, as the daemon runs them
         control = Control(metrics, lambda cause: None)
-        health = Health(metrics, lambda: 30.0)
         health.register("execution")
         intents: Channel[Any] = Channel("intents", 64, Overflow.BLOCK, metrics.channels)
         stage = ExecutionStage(intents, venue, store, audit, control, health, metrics,

@@ -17,9 +17,13 @@ has lost money to a flaky exchange client insists on lives there:
 - credentials.py: keys only from the environment or a secrets file, never logged, never in
   ``status()``; listenKeys redacted too. lease.py: one account, one trader.
 
-The venue starts no task of its own: its background loops are stages (``upkeep_stages()``:
-lease renewal, clock and filters upkeep; ``stream_stages()``: the user stream, its keep-alive,
-REST polling), each an object with a ``name`` and ``async def run()`` for the supervisor. A loop's crash is recorded here
+The venue starts no task of its own: its background loops are stages, each an object with a
+``name`` and ``async def run()`` for the supervisor. ``upkeep_stages()`` (lease renewal, clock
+and filters upkeep) run from the venue's opening, by the wiring that opens it
+(dolphind/app/venues.py): the lease must be renewed while the rest of the pipeline is built.
+``stages()`` (the user stream, its keep-alive, REST polling) are offered to the daemon
+(``dolphind.stage.StageOwner``), which runs them with the pipeline's stages and stops them
+after the drain. A loop's crash is recorded here
 (``dolphind_venue_loop_crashes_total``, ``venue.loop_crashed``, /status ``last_error``) and
 raised on: the supervisor counts it and restarts the loop with back-off, or ends the process
 on a crash loop.
@@ -115,8 +119,8 @@ class VenueLoop:
 
 class BinanceVenue(Venue):
     """A ``Venue`` on Binance USDT-M futures. Use as an async context manager; have the
-    supervisor run ``upkeep_stages()`` from then on, and ``stream_stages()`` once the store's
-    orders are tracked (see ``reconcile_store``)."""
+    supervisor run ``upkeep_stages()`` from then on, and ``stages()`` once the store's orders
+    are tracked (see ``reconcile_store``)."""
 
     name = "binance"
 
@@ -199,9 +203,9 @@ class BinanceVenue(Venue):
         return [self.loop("lease", self._account.keep_lease),
                 self.loop("maintenance", self._account.maintain)]
 
-    def stream_stages(self) -> list[VenueLoop]:
+    def stages(self) -> list[VenueLoop]:
         """Loops to run once the store's orders are tracked: the user stream, its listenKey's
-        keep-alive, REST polling."""
+        keep-alive, REST polling (``dolphind.stage.StageOwner``: the daemon runs them)."""
         return [self.loop("user_stream", self._stream.run),
                 self.loop("listen_key", self._stream.keep_alive),
                 self.loop("poll", self._reconciler.poll)]

@@ -86,7 +86,7 @@ async def venue_loops(venue: BinanceVenue, metrics: Metrics,
                       settings: SupervisionConfig = SUPERVISION,
                       health: Health | None = None) -> AsyncIterator[StageRunner]:
     """The venue's upkeep loops running under the real supervisor (as app/venues.py runs
-    them); start the stream's with ``loops.start(venue.stream_stages())``."""
+    them); start the stream's with ``loops.start(venue.stages())`` (the daemon's part)."""
     health = health or Health(metrics, lambda: 30.0)
     async with supervised(health, metrics, lambda: settings) as loops:
         loops.start(venue.upkeep_stages())
@@ -102,7 +102,7 @@ async def open_venue(fake: FakeBinanceRest, metrics: Metrics, cfg: BinanceVenueC
     async with venue, venue_loops(venue, metrics) as loops:
         events = Events(venue)
         if streams:
-            loops.start(venue.stream_stages())
+            loops.start(venue.stages())
             if wait_reconciled:
                 await eventually(lambda: venue.reconciled, what="venue reconciled")
         try:

@@ -387,7 +387,7 @@ async def test_reconciled_only_after_the_position_check_succeeds(fake, metrics_f
                          Credentials(fake.api_key, fake.secret, "test"))
     async with venue, venue_loops(venue, m) as loops:
         venue.set_position_check(check)
-        loops.start(venue.stream_stages())
+        loops.start(venue.stages())
         await eventually(lambda: len(answers) >= 3, what="position check retried")
         assert not venue.reconciled
         assert venue.readiness().startswith("not reconciled")

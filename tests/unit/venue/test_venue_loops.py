@@ -10,6 +10,7 @@ import pytest
 
 from dolphind.app.venues import supervised
 from dolphind.config import SupervisionConfig
+from dolphind.stage import offered_stages
 from dolphind.supervisor import StageCrashLoop
 from dolphind.telemetry.health import Health
 from dolphind.venues.binance import BinanceVenue
@@ -74,10 +75,10 @@ async def test_closing_the_venue_ends_its_loops(fake, metrics_factory):
     health = Health(m, lambda: 30.0)
     venue = BinanceVenue(lambda: venue_config(fake), None, m.venue, creds(fake))
     async with venue, venue_loops(venue, m, health=health) as loops:
-        loops.start(venue.stream_stages())
+        loops.start(venue.stages())
         await eventually(lambda: venue.reconciled, what="reconciled")
         await venue.aclose()
-        names = [s.name for s in (*venue.upkeep_stages(), *venue.stream_stages())]
+        names = [s.name for s in (*venue.upkeep_stages(), *venue.stages())]
         await eventually(lambda: all(health.stages[n].finished for n in names),
                          what="every loop finished")
         assert not venue.lease.held
@@ -104,3 +105,14 @@ async def test_a_failure_of_the_opening_leaves_as_itself_and_stops_the_loops(met
             await eventually(lambda: health.stages["binance:forever"].running)
             raise ValueError("refused")
     assert not health.stages["binance:forever"].running
+
+
+async def test_each_loop_has_one_runner(fake, metrics_factory):
+    """The daemon runs what the venue offers (``stages()``: the stream's loops); the wiring
+    runs the upkeep from the opening. No loop is in both (two user streams would race)."""
+    m = metrics_factory()
+    venue = BinanceVenue(lambda: venue_config(fake), None, m.venue, creds(fake))
+    offered = [s.name for s in offered_stages(venue)]
+    upkeep = [s.name for s in venue.upkeep_stages()]
+    assert offered == ["binance:user_stream", "binance:listen_key", "binance:poll"]
+    assert upkeep == ["binance:lease", "binance:maintenance"]
