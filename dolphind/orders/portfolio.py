@@ -170,8 +170,8 @@ class Portfolio:
         # as equity() and gross_exposure(). Positions are frozen, so the view shares them.
         cash = self.cash_usdt
         if self.positions:
-            unrealised = 0
-            gross = 0
+            unrealised = 0.0
+            gross = 0.0
             for s, p in self.positions.items():
                 mark = self.mark_of(s)
                 unrealised += p.unrealised(mark)

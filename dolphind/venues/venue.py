@@ -161,19 +161,25 @@ class Venue(Protocol):
                 balance_usdt: float) -> None:
         """Rebuild the venue side from the store after a restart (``simulated`` venues only;
         a real venue remembers its own orders and positions)."""
+        return None
 
     def set_funding(self, funding: ReplayFunding) -> None:
         """A replay's funding prints, to book funding payments on open positions (a real venue
         books its own, or a venue that does not model funding ignores them)."""
+        return None
 
     def take_funding(self) -> Sequence[FundingPayment]:
         """Funding payments booked since the last call (the stage moves its cash by them)."""
         return ()
 
-    # Every funding payment booked so far, and their net cost to the account (positive: paid);
-    # None: the venue does not model funding (said so, not zero).
+    # Every funding payment booked so far.
     funding_payments: Sequence[FundingPayment] = ()
-    funding_paid_usdt: float | None = None
+
+    @property
+    def funding_paid_usdt(self) -> float | None:
+        """Net funding paid by the account (positive: paid); None: the venue does not model
+        funding (said so, not zero)."""
+        return None
 
     def take_liquidations(self) -> Sequence[str]:
         """Symbols the venue liquidated at the latest marks (the stage closes them at once)."""
@@ -185,14 +191,18 @@ class Venue(Protocol):
 
     # ---- live reconciliation and health ----------------------------------------------------
 
-    # False while the venue's own reconciliation runs (the stage's periodic check waits).
-    reconciled: bool = True
+    @property
+    def reconciled(self) -> bool:
+        """False while the venue's own reconciliation runs (the stage's periodic check waits)."""
+        return True
+
     # Working orders on the account that this process did not send (left alone).
     foreign_orders: Mapping[str, Order] = _NO_ORDERS
 
     def set_position_check(self, check: Callable[[str], Awaitable[bool]]) -> None:
         """Install the book's position check: a live venue calls it after each reconnect and
         counts as reconciled only once it returns True."""
+        return None
 
     def take_found_orders(self) -> list[Order]:
         """Open orders a resync found at the venue that this process did not send, once each."""
