@@ -54,6 +54,15 @@ def mc_statement(status: str, source: str) -> str:
 _NOT_APPLIED: Any = object()
 
 
+class AlphaEvents(Protocol):
+    """The alpha stage's listener port: every intent handed to execution, every posture
+    change (the wiring audits it and tells the plugins)."""
+
+    def on_intent(self, intent: OrderIntent) -> None: ...
+
+    def on_posture(self, posture: str, previous: str, rm: float, scan_number: int) -> None: ...
+
+
 class PortfolioPort(Protocol):
     """The alpha stage's portfolio input (the ledger): the portfolio as of the latest fills."""
 
@@ -96,7 +105,7 @@ class AlphaStage:
                  engine: AlphaEngine, books: PortfolioPort,
                  settled: Callable[[int], Awaitable[bool]],
                  book: BookPort, control: Control, health: Health,
-                 metrics: Metrics, emit: Callable[[str, Any], None],
+                 metrics: Metrics, events: AlphaEvents,
                  checkpoint: Callable[[int], Awaitable[None]] | None = None,
                  bus: StateBus | None = None, config: Callable[[], Any] | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
@@ -124,7 +133,7 @@ class AlphaStage:
         self._control = control
         self._health = health
         self._m = metrics
-        self._emit = emit
+        self._events = events
         self.decisions = 0
         self._signals = Children(metrics.signals)  # one outcome per bar: bound once
         self.last_intents: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
@@ -178,7 +187,7 @@ class AlphaStage:
             for intent in intents:
                 self._books.note_intent(intent.intent_id, intent.leverage)
                 await self._put(intent)
-                self._emit("on_intent", intent)
+                self._events.on_intent(intent)
             self._health.beat(self.name)
 
     async def _refresh_config(self) -> None:
@@ -259,8 +268,8 @@ class AlphaStage:
             if self._posture is not None:
                 log.info("alpha.posture_changed", posture=decision.posture,
                          previous=self._posture, rm=round(decision.rm, 4))
-                self._emit("on_posture", {"posture": decision.posture, "previous": self._posture,
-                                          "rm": decision.rm, "scan_number": decision.scan_number})
+                self._events.on_posture(decision.posture, self._posture, decision.rm,
+                                        decision.scan_number)
             self._posture = decision.posture
         if decision.candidates and any(not i.reduce_only for i in intents):
             entry = next(i for i in intents if not i.reduce_only)

@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
 import structlog
 
@@ -39,14 +39,18 @@ from dolphind.feed.funding import ReplayFunding
 from dolphind.feed.market import MarketStage
 from dolphind.feed.replay import ReplayFeed
 from dolphind.ops.history import load_history
-from dolphind.plugins import PostureChange
+from dolphind.orders.filters import entry_gate
+from dolphind.orders.router import venue_symbol
+from dolphind.plugins import PluginHost, PostureChange
 from dolphind.ports import ExecutionEventFanout, HookListener
 from dolphind.scan.arrow_sink import ArrowScanSink, last_scan_number
 from dolphind.scan.scanner import EigenScanner
 from dolphind.scan.stage import ScanStage
 from dolphind.scan.warm import CHECKPOINT_FILE, CheckpointError, WarmStart, load_checkpoint
 from dolphind.stage import Stage, offered_stages
-from dolphind.store.audit import subscribe_audit
+from dolphind.telemetry.metrics import Metrics
+from dolphind.venues.venue import Venue
+from dolphind.store.audit import AuditLog, subscribe_audit
 from dolphind.tradelog import TradeLog
 
 log = structlog.get_logger("dolphind.app")
@@ -69,7 +73,7 @@ class Pipeline:
     scan: ScanStage
     feed: Feed
     alpha: AlphaStage
-    venue: Any
+    venue: Venue
     # Loops the components offer (the Binance venue's): supervised, cancelled after the drain.
     background: list[Stage] = field(default_factory=list)
     readiness_checks: Mapping[str, Callable[[], str]] = field(default_factory=dict)
@@ -80,6 +84,57 @@ class Pipeline:
 
     def status(self) -> dict[str, Any]:
         return {name: part() for name, part in self.status_parts.items()}
+
+
+@dataclass(frozen=True)
+class _Channels:
+    """The bounded, blocking channels between the stages (nothing is dropped on the way)."""
+
+    bars: Channel[Bar]  # feed -> market
+    scan_bars: Channel[Bar]  # market -> scan
+    scans: Channel[ScanRecord]  # scan -> alpha
+    intents: Channel[OrderIntent | Bar]  # alpha -> execution
+
+    @classmethod
+    def open(cls, cfg: Config, m: Metrics) -> "_Channels":
+        size, counters = cfg.channels.bars, m.channels
+        return cls(bars=Channel("bars", size, Overflow.BLOCK, counters),
+                   scan_bars=Channel("scan_bars", size, Overflow.BLOCK, counters),
+                   scans=Channel("scans", size, Overflow.BLOCK, counters),
+                   intents=Channel("intents", size, Overflow.BLOCK, counters))
+
+
+def _settled(execution: ExecutionStage, config: Callable[[], Config],
+             backtest: bool) -> Callable[[int], Awaitable[bool]]:
+    """The alpha stage's wait for execution to have handled ``sent`` items before a decision."""
+    async def settled(sent: int) -> bool:
+        if not backtest:
+            return await execution.settled(sent, config().execution.drain_timeout_s)
+        # A backtest decides on a settled portfolio however slow the machine is: a
+        # wall-clock timeout would let load change which fills a decision sees.
+        for _ in range(_BACKTEST_SETTLE_TRIES):
+            if await execution.settled(sent, config().execution.drain_timeout_s):
+                return True
+            log.warning("backtest.settle_slow", sent=sent)
+        return False
+    return settled
+
+
+class _AlphaListener:
+    """The alpha stage's events: intents to the plugins; a posture change is a decision, so
+    it is audited (issue #15) before the plugins hear of it."""
+
+    def __init__(self, audit: AuditLog, plugins: PluginHost) -> None:
+        self._audit = audit
+        self._plugins = plugins
+
+    def on_intent(self, intent: OrderIntent) -> None:
+        self._plugins.on_intent(intent)
+
+    def on_posture(self, posture: str, previous: str, rm: float, scan_number: int) -> None:
+        self._audit.record("alpha.posture_changed", posture=posture, previous=previous, rm=rm,
+                           scan_number=scan_number)
+        self._plugins.on_posture(PostureChange(posture, previous, rm, scan_number))
 
 
 def _sync_filler(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -133,13 +188,8 @@ async def _open(services: Services, stack: contextlib.AsyncExitStack, params: St
     # After the scan stage's last flush (stages drain first); file I/O: off the loop.
     stack.push_async_callback(asyncio.to_thread, sink.close)
 
-    bars: Channel[Bar] = Channel("bars", cfg.channels.bars, Overflow.BLOCK, m.channels)
-    scan_bars: Channel[Bar] = Channel("scan_bars", cfg.channels.bars, Overflow.BLOCK,
-                                      m.channels)
-    scans: Channel[ScanRecord] = Channel("scans", cfg.channels.bars, Overflow.BLOCK,
-                                         m.channels)
-    intents: Channel[OrderIntent | Bar] = Channel("intents", cfg.channels.bars,
-                                                  Overflow.BLOCK, m.channels)
+    ch = _Channels.open(cfg, m)
+    bars, scan_bars, scans, intents = ch.bars, ch.scan_bars, ch.scans, ch.intents
 
     # Warm start (issue 18): the windows' checkpoint; not in a backtest, which must not
     # depend on what an earlier run left in the data dir.
@@ -206,7 +256,7 @@ async def _open(services: Services, stack: contextlib.AsyncExitStack, params: St
             count=lambda source, n: m.warm_start_bars.labels(source).inc(n),
             fill_source="rest" if live else "replay")
     scan = ScanStage(scan_bars, scans, EigenScanner(start_scan_number=start_scan), sink,
-                     bus, health, m, emit, warm_start=warm_start,
+                     bus, health, m, plugins.on_scan, warm_start=warm_start,
                      prime_alpha=engine.prime, checkpoint_path=checkpoint_path,
                      checkpoint_every_s=ws_cfg.checkpoint_every_s,
                      max_stale_bars=lambda: config().feed.max_stale_bars)
@@ -240,17 +290,6 @@ async def _open(services: Services, stack: contextlib.AsyncExitStack, params: St
     # engine's position view and the closing trade's PnL read it.
     ledger.restore(stored.open_trades, next_scan=start_scan)
 
-    async def settled(sent: int) -> bool:
-        if cfg.mode != "backtest":
-            return await execution.settled(sent, config().execution.drain_timeout_s)
-        # A backtest decides on a settled portfolio however slow the machine is: a
-        # wall-clock timeout would let load change which fills a decision sees.
-        for _ in range(_BACKTEST_SETTLE_TRIES):
-            if await execution.settled(sent, config().execution.drain_timeout_s):
-                return True
-            log.warning("backtest.settle_slow", sent=sent)
-        return False
-
     # A replay's funding prints feed the ACB funding factor (bible §10.2), at bar time.
     replay_funding = (ReplayFunding(feed.history.funding) if isinstance(feed, ReplayFeed)
                       else None)
@@ -260,16 +299,10 @@ async def _open(services: Services, stack: contextlib.AsyncExitStack, params: St
     if replay_funding:
         venue.set_funding(replay_funding)  # the paper venue books funding payments
 
-    def alpha_emit(hook: str, event: Any) -> None:
-        if hook == "on_posture":  # a posture change is a decision: audited (issue #15)
-            audit.record("alpha.posture_changed", **event)
-            plugins.on_posture(PostureChange(event["posture"], event["previous"],
-                                             event["rm"], event["scan_number"]))
-            return
-        emit(hook, event)
-
+    settled = _settled(execution, config, backtest=cfg.mode == "backtest")
     alpha = AlphaStage(scans, intents, engine, ledger, settled, book_port(feed), control,
-                       health, m, alpha_emit, checkpoint=store.save_scan_checkpoint,
+                       health, m, _AlphaListener(audit, plugins),
+                       checkpoint=store.save_scan_checkpoint,
                        bus=bus, config=config, deterministic=cfg.mode == "backtest",
                        bar_close_ns=round(interval_s * 1e9),
                        market_factors=replay_funding.factors_at if replay_funding else None)
@@ -303,12 +336,9 @@ async def _open(services: Services, stack: contextlib.AsyncExitStack, params: St
         execution=execution, ledger=ledger, scan=scan, feed=feed, alpha=alpha, venue=venue)
 
 
-def venue_entry_check(venue: Any) -> Any:
+def venue_entry_check(venue: Venue) -> Callable[[str, float, float], str]:
     """The alpha engine's venue check (``AlphaEngine.set_venue_check``) for ``venue``: the
     symbol's filters from its cached exchangeInfo (paper: its fallback filters), no I/O."""
-    from dolphind.orders.filters import entry_gate
-    from dolphind.orders.router import venue_symbol
-
     def check(symbol: str, notional_usdt: float, price: float) -> str:
         return entry_gate(venue.filters_for(venue_symbol(symbol)), notional_usdt, price)
 

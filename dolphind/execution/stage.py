@@ -27,7 +27,6 @@ This module is the loop; its parts live beside it, sharing one ``WorkingBook`` (
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from typing import Any, Callable
 
@@ -53,6 +52,7 @@ from dolphind.orders.router import (
     transition,
     venue_symbol,
 )
+from dolphind.risk.overrides import RiskOverrides
 from dolphind.risk.rails import OrderCheck, RiskRails, Veto
 from dolphind.store.audit import AuditLog
 from dolphind.store.sqlite import RestoredState, Store, order_op
@@ -86,9 +86,10 @@ class ExecutionStage:
         self._m = s.m
         self._intents = Children(self._m.intents)  # bound once (see telemetry.metrics)
         book = self._book = WorkingBook(Portfolio(config().execution.capital_usdt))
-        # The rails read the risk config with the control plane's overrides applied (a guardian
-        # "halve risk" or a throttle scales the caps and the order rate until it expires).
-        self.rails = RiskRails(lambda: control.effective_risk(config().risk), veto,
+        # The control plane's overrides (risk multiplier, throttle) as risk/overrides.py
+        # applies them: to the rails' config and to new entries.
+        self.overrides = RiskOverrides(control, lambda: config().risk)
+        self.rails = RiskRails(self.overrides.risk_config, veto,
                                lambda: config().plugins.veto_budget_ms,
                                trading_clock or monotonic,
                                on_veto_overrun=self._m.veto_overruns.inc)
@@ -230,13 +231,7 @@ class ExecutionStage:
             self._remember(intent, cid, "duplicate")
             return
         symbol = venue_symbol(intent.symbol)
-        if not intent.reduce_only:
-            factor = s.control.risk_multiplier()
-            if factor < 1.0:
-                # A risk multiplier from the control plane shrinks new entries; exits are
-                # never shrunk (they close the whole position).
-                intent = dataclasses.replace(intent, notional_usdt=intent.notional_usdt * factor,
-                                             gates=intent.gates + (("risk_multiplier", factor),))
+        intent = self.overrides.intent(intent)  # a risk multiplier shrinks new entries
         if intent.reduce_only:
             # An exit closes the position, which must include the fills of entries still being
             # booked (their fills travel through the venue's event stream).

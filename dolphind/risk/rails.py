@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping
 import structlog
 
 from dolphind.config import RiskConfig
+from dolphind.risk.leverage import leverage_refusal
 
 log = structlog.get_logger("dolphind.risk")
 
@@ -119,14 +120,9 @@ def gross_exposure(o: OrderCheck, a: AccountSnapshot, c: RiskConfig) -> str | No
 
 
 def max_leverage(o: OrderCheck, a: AccountSnapshot, c: RiskConfig) -> str | None:
-    if o.leverage > c.max_leverage:
-        return f"intent leverage {o.leverage:g} > {c.max_leverage:g}"
-    if a.equity_usdt <= 0:
-        return "equity is not positive"
-    lev = (a.gross_exposure_usdt + o.notional_usdt) / a.equity_usdt
-    if lev > c.max_leverage:
-        return f"account leverage would be {lev:.3f} > {c.max_leverage:g}"
-    return None
+    # The cap and its arithmetic live in risk/leverage.py, with the other leverage limits.
+    return leverage_refusal(o.leverage, a.gross_exposure_usdt + o.notional_usdt, a.equity_usdt,
+                            c.max_leverage)
 
 
 _PURE_RULES: tuple[tuple[str, Callable[[OrderCheck, AccountSnapshot, RiskConfig], str | None]],

@@ -62,7 +62,7 @@ class ScanStage:
 
     def __init__(self, source: Channel[Bar], output: Channel[ScanRecord] | None,
                  scanner: EigenScanner, sink: ArrowScanSink, bus: StateBus, health: Health,
-                 metrics: Metrics, emit: Callable[[str, Any], None], *,
+                 metrics: Metrics, on_scan: Callable[[ScanRecord], None], *,
                  warm_start: WarmStart | None = None,
                  prime_alpha: Callable[[ScanRecord], None] = lambda rec: None,
                  checkpoint_path: Path | None = None,
@@ -75,7 +75,7 @@ class ScanStage:
         self._bus = bus
         self._health = health
         self._m = metrics
-        self._emit = emit
+        self._on_scan = on_scan  # each scan record, after it went downstream (plugins)
         self._buffer: list[ScanRecord] = []
         self._flushed_at = time.monotonic()
         self._published_at = 0.0
@@ -218,7 +218,7 @@ class ScanStage:
         self._record(rec)
         if self.output is not None:
             await self.output.put(rec)
-        self._emit("on_scan", rec)
+        self._on_scan(rec)
         if (len(self._buffer) >= _FLUSH_RECORDS
                 or time.monotonic() - self._flushed_at >= _FLUSH_EVERY_S):
             await self.flush()

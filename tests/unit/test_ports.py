@@ -121,3 +121,30 @@ async def test_a_clean_start_waits_for_the_kernels(monkeypatch: pytest.MonkeyPat
     async with kernels_mod.kernels_warm(params=None):
         assert not done
     assert done == ["compiled"]
+
+
+def test_a_posture_change_is_audited_before_the_plugins_hear_of_it() -> None:
+    from dolphind.app.pipeline import _AlphaListener
+    from dolphind.plugins import PostureChange
+
+    heard: list[tuple[str, Any]] = []
+
+    class Audit:
+        def record(self, kind: str, **fields: Any) -> None:
+            heard.append(("audit", (kind, fields)))
+
+    class Plugins:
+        def on_posture(self, change: PostureChange) -> None:
+            heard.append(("plugins", change))
+
+        def on_intent(self, intent: Any) -> None:
+            heard.append(("plugins", intent))
+
+    listener = _AlphaListener(Audit(), Plugins())  # type: ignore[arg-type]
+    listener.on_posture("TURTLE", "APEX", 0.5, 42)
+    listener.on_intent("intent")
+    assert heard == [
+        ("audit", ("alpha.posture_changed",
+                   {"posture": "TURTLE", "previous": "APEX", "rm": 0.5, "scan_number": 42})),
+        ("plugins", PostureChange("TURTLE", "APEX", 0.5, 42)),
+        ("plugins", "intent")]

@@ -66,6 +66,20 @@ class FlatBooks:
         pass
 
 
+class Heard:
+    """The stage's listener port (``AlphaEvents``): what it told the wiring."""
+
+    def __init__(self) -> None:
+        self.intents: list[Any] = []
+        self.postures: list[tuple[str, str, float, int]] = []
+
+    def on_intent(self, intent: Any) -> None:
+        self.intents.append(intent)
+
+    def on_posture(self, posture: str, previous: str, rm: float, scan_number: int) -> None:
+        self.postures.append((posture, previous, rm, scan_number))
+
+
 @dataclass
 class StageRig:
     metrics: Metrics
@@ -79,6 +93,7 @@ class StageRig:
     health: Health = field(init=False)
     next_bar: int = 0
     market_factors: Any = None
+    heard: Heard = field(default_factory=Heard)
 
     def __post_init__(self) -> None:
         self.health = Health(self.metrics, lambda: 5.0, monotonic=lambda: self.mono)
@@ -94,7 +109,7 @@ class StageRig:
 
         self.stage = AlphaStage(self.source, output, AlphaEngine(), FlatBooks(), settled,
                                 lambda: None, control, self.health, self.metrics,
-                                lambda hook, event: None, bus=self.bus,
+                                self.heard, bus=self.bus,
                                 config=lambda: self.config, monotonic=lambda: self.mono,
                                 market_factors=self.market_factors)
 
@@ -176,6 +191,8 @@ async def test_cat1_follows_the_daemon_health(metrics: Metrics) -> None:
         assert (st["health_level"], st["system_alive"]) == ("CRITICAL", 0.0)
         assert st["rm"] == 0.0
         assert st["posture"] == "HIBERNATE"  # two bars down (hysteresis_down = 2)
+        # The change is told to the wiring (which audits it), with the posture it left.
+        assert [(p[0], p[1]) for p in rig.heard.postures] == [("HIBERNATE", "APEX")]
         await rig.bars(1, vel_div=-0.03)
         assert rig.signals("posture_hibernate") >= 1
 
@@ -325,6 +342,7 @@ async def test_irp_skips_assets_outside_the_allowlist_and_says_so(metrics: Metri
         assert rig.signals("entered") == 1
         first = rig.stage.last_intents[-1]
         assert first["symbol"] == "AAAUSDT"  # the steady faller: IRP's pick when all may trade
+        assert [i.symbol for i in rig.heard.intents] == ["AAAUSDT"]  # the port heard it too
         ranking = rig.stage.entry_rankings[-1]
         assert ranking["symbol"] == "AAAUSDT"
         chosen = [c for c in ranking["candidates"] if c["excluded_by"] == ""]

@@ -227,3 +227,15 @@ def test_property_token_bucket_never_exceeds_its_rate(times):
         for j in range(i, len(accepted)):
             span = accepted[j] - t0
             assert j - i + 1 <= CFG.order_burst + span * CFG.max_orders_per_minute / 60 + 1e-9
+
+
+def test_the_leverage_rail_is_the_leverage_modules_arithmetic() -> None:
+    from dolphind.risk.leverage import account_leverage, leverage_refusal, symbol_leverage
+
+    assert account_leverage(3_000.0, 1_000.0) == 3.0
+    assert leverage_refusal(7.0, 0.0, 1_000.0, 6.0) == "intent leverage 7 > 6"
+    assert leverage_refusal(2.0, 1.0, 0.0, 6.0) == "equity is not positive"
+    assert leverage_refusal(2.0, 6_500.0, 1_000.0, 6.0) == "account leverage would be 6.500 > 6"
+    assert leverage_refusal(2.0, 6_000.0, 1_000.0, 6.0) is None  # at the cap is allowed
+    assert symbol_leverage({"BTCUSDT": 3}, 0, "BTCUSDT") == 3
+    assert symbol_leverage({"BTCUSDT": 3}, 5, "ETHUSDT") == 5
