@@ -7,11 +7,10 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from dolphind.events import Fill, Order
 from dolphind.orders.portfolio import Position
-from dolphind.store.schema import connect
 from dolphind.store.transactions import Op
 
 TERMINAL_STATES = ("filled", "cancelled", "rejected", "expired")
@@ -183,16 +182,3 @@ def open_trade(conn: sqlite3.Connection, pos: Position) -> OpenTrade:
     rows = conn.execute(f"SELECT * FROM orders WHERE client_id IN ({marks})", ids).fetchall()
     leverage = {r[0]: r[LEVERAGE_COLUMN] for r in rows if r[LEVERAGE_COLUMN] is not None}
     return OpenTrade(pos, fills, tuple(order_row(r) for r in rows), leverage)
-
-
-def load_state_sync(path: str | Path) -> RestoredState:
-    """Open, read and close (tests and tools; blocking)."""
-    conn = connect(Path(path), "NORMAL")
-    try:
-        return load_state(conn)
-    finally:
-        conn.close()
-
-
-def rows(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-    return conn.execute(sql, tuple(params)).fetchall()

@@ -54,12 +54,10 @@ from dolphind.store.rows import (  # noqa: F401 - the store's write and read voc
     fill_op,
     kv_op,
     load_state,
-    load_state_sync,
     order_op,
     order_row,
     position_op,
     read_audit_anchor,
-    rows,
     since_flat,
 )
 from dolphind.store.schema import (  # noqa: F401 - re-exported
