@@ -228,9 +228,10 @@ class Daemon:
         self.metrics.config_info.labels(cfg.hash, cfg.mode).set(1)
         async with contextlib.AsyncExitStack() as stack:
             await asyncio.to_thread(self._lock_data_dir, stack)
-            if hasattr(self.bus, "start"):  # a cluster: connects in the background
-                await self.bus.start()
-                stack.push_async_callback(self.bus.close)  # after the pipeline has stopped
+            cluster: Any = self.bus  # a cluster bus (Hazelcast) has a start and a close
+            if hasattr(cluster, "start"):  # a cluster: connects in the background
+                await cluster.start()
+                stack.push_async_callback(cluster.close)  # after the pipeline has stopped
             self.http = await stack.enter_async_context(self._open_ops_server(self))
             assert self.http.bound is not None  # bound on enter
             log.info("ops.listening", address=f"{self.http.bound[0]}:{self.http.bound[1]}")
@@ -291,7 +292,8 @@ class Daemon:
             lock.seek(0)
             holder = lock.read().strip() or "?"
             lock.close()
-            raise StartupError(f"data dir {data} is in use by another dolphind (pid {holder})")
+            raise StartupError(
+                f"data dir {data} is in use by another dolphind (pid {holder})") from None
         lock.seek(0)
         lock.truncate()
         lock.write(f"{os.getpid()}\n")

@@ -199,6 +199,10 @@ async def _open(services: Services, stack: contextlib.AsyncExitStack, params: St
     checkpoint, ck_problem = (await asyncio.to_thread(_load_windows, checkpoint_path)
                               if checkpoint_path is not None else (None, None))
 
+    # Built below; the replay's callbacks read them once the stages run.
+    execution: ExecutionStage
+    scan: ScanStage
+
     async def flatten_for_loop() -> int:
         """Close every position before a looping replay starts over (none may live
         across the seam where prices jump back); returns how many there were."""

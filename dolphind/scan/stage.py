@@ -99,9 +99,11 @@ class ScanStage:
         self._seam_carried_final = 0
         metrics.strategy_can_trade.set_function(lambda: 1.0 if self.tracker.can_trade else 0.0)
         metrics.first_entry_eta.set_function(self.tracker.eta_s)
+        def window_fill(j: int) -> Callable[[], float]:
+            return lambda: self.tracker.windows[j][0] / self.tracker.windows[j][1]
+
         for j, w in enumerate(scanner.windows):
-            metrics.scan_window_fill.labels(str(w)).set_function(
-                lambda j=j: self.tracker.windows[j][0] / self.tracker.windows[j][1])
+            metrics.scan_window_fill.labels(str(w)).set_function(window_fill(j))
         # Gauges of the latest scan are read at scrape time (no per-bar cost).
         nan = float("nan")
         metrics.scan_number.set_function(lambda: self.last.scan_number if self.last else nan)
