@@ -71,7 +71,7 @@ def main() -> None:
         samples: list[tuple[float, float, float]] = []  # (elapsed s, rss MB, bars)
         t0 = time.monotonic()
         try:
-            while (elapsed := time.monotonic() - t0) < args.minutes * 60:
+            while time.monotonic() - t0 < args.minutes * 60:
                 time.sleep(args.every)
                 if proc.poll() is not None:
                     raise SystemExit(f"daemon exited {proc.returncode}: "
