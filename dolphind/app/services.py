@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from pathlib import Path
 from typing import Any, AsyncIterator, Mapping
 
 import structlog
@@ -20,8 +21,10 @@ from dolphind.ops.http import DaemonView, HttpServer, build_app
 from dolphind.ops.systemd import SystemdNotifier
 from dolphind.plugins import PluginContext, PluginHost
 from dolphind.plugins.figures import figures_from_metrics
+from dolphind.risk.rails import RULES
+from dolphind.statebus.hazelcast import HazelcastStateBus, client_options
+from dolphind.statebus.memory import MemoryStateBus
 from dolphind.statebus import base as bus_names
-from dolphind.statebus.factory import open_bus
 from dolphind.statebus.publish import Publisher
 from dolphind.telemetry.health import Health
 from dolphind.telemetry.metrics import Metrics
@@ -33,7 +36,7 @@ def open_services(cfg: Config) -> Services:
     """Every shared part of a daemon running ``cfg`` (the state bus is not connected yet: the
     daemon starts it on the loop)."""
     config = CurrentConfig(cfg)
-    metrics = Metrics()
+    metrics = Metrics(risk_rules=RULES)  # every rail's rejection counter at 0 from the start
     reload_requests = ReloadRequests()
     control = Control(metrics, reload_requests)
     bus = open_bus(cfg, metrics)
@@ -57,6 +60,25 @@ def open_services(cfg: Config) -> Services:
         plugins=PluginHost(config, metrics, plugin_context),
         notifier=SystemdNotifier(),
     )
+
+
+def open_bus(config: Config, metrics: Metrics) -> MemoryStateBus | HazelcastStateBus:
+    """The bus ``[statebus] kind`` asks for, wired to the daemon's metrics: a MemoryStateBus
+    (default) or a HazelcastStateBus (not started: ``await bus.start()`` on the loop; it
+    connects in the background)."""
+    writes = {o: metrics.statebus_writes.labels(o) for o in ("ok", "rejected")}
+    cfg = config.statebus
+    if cfg.kind != "hazelcast":
+        return MemoryStateBus(on_write=lambda outcome: writes[outcome].inc())
+    file_dir = Path(cfg.file_dir)
+    if not file_dir.is_absolute():
+        file_dir = config.data_dir / file_dir
+    events = {e: metrics.statebus_events.labels(e) for e in HazelcastStateBus.EVENTS}
+    bus = HazelcastStateBus(cfg, file_dir, client_options(cfg, resolve=config.resolve),
+                            on_event=lambda event: events[event].inc(),
+                            on_write=lambda outcome: writes[outcome].inc())
+    metrics.statebus_file_only.set_function(lambda: 0.0 if bus.healthy() else 1.0)
+    return bus
 
 
 @contextlib.asynccontextmanager

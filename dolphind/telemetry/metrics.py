@@ -13,7 +13,7 @@ import math
 import platform
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -325,7 +325,10 @@ class VenueMetrics:
 class Metrics:
     """The daemon's metrics. Create one per daemon; pass it (or a part of it) down."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *,
+                 risk_rules: Iterable[str] = ()) -> None:
+        """``risk_rules``: the rails' rule names (``dolphind.risk.rails.RULES``, passed by the
+        wiring: telemetry sits below risk and may not import it), exported at 0 from the start."""
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         ProcessCollector(registry=r)
@@ -546,17 +549,15 @@ class Metrics:
         self.http_requests = Counter("dolphind_http_requests_total",
                                      "Ops HTTP requests by route and status.",
                                      ["route", "status"], registry=r)
-        self._zero_alerted_children()
+        self._zero_alerted_children(risk_rules)
 
-    def _zero_alerted_children(self) -> None:
+    def _zero_alerted_children(self, risk_rules: Iterable[str]) -> None:
         """Export the children that alert rules and dashboards read at 0 from the start.
 
         A labelled counter has no series until its first event, and ``increase()`` over a
         series born at 1 sees no increase: the first rejection, gap or incident would not fire
         its alert and its dashboard panel would say "No data" instead of 0."""
-        from dolphind.risk.rails import RULES  # the rails own the rule names
-
-        for rule in RULES:
+        for rule in risk_rules:
             self.execution.risk_rejections.labels(rule)
         for kind in ("position", "order_state", "order_never_sent", "venue_order_found",
                      "venue_order_adopted", "stale_order_cancelled"):

@@ -40,7 +40,7 @@ BASE = frozenset({
 # may import anything; nothing below it imports the shell.
 SHELL = frozenset({
     "ops", "app", "daemon", "cli", "backtest", "preflight", "supervisor", "tui", "opsclient",
-    "opsview", "tradelog", "config_doc", "pluginkit",
+    "opsview", "tradelog", "config_doc",
 })
 # Which layer may import which (besides itself). A layer missing from a value is forbidden.
 ALLOWED: Mapping[str, frozenset[str]] = {
@@ -369,6 +369,16 @@ def test_no_import_cycles() -> None:
     found = cycles((imp.source, imp.target) for imp in import_graph(REPO / PACKAGE))
     assert not found, _report("import cycles (lazy and TYPE_CHECKING imports count)",
                               [" -> ".join(cycle) for cycle in found])
+
+
+def test_imports_point_one_way() -> None:
+    bad = layer_violations(import_graph(REPO / PACKAGE))
+    assert not bad, _report("forbidden imports", bad)
+
+
+def test_wiring_lives_in_the_shell() -> None:
+    bad = wiring_outside_shell(REPO / PACKAGE)
+    assert not bad, _report("wiring functions below the shell", bad)
 
 
 def test_plugins_import_only_the_plugin_api() -> None:

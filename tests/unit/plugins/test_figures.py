@@ -7,12 +7,13 @@ import dataclasses
 import pytest
 
 from dolphind.plugins.figures import Figures, figures_from_metrics
+from dolphind.risk.rails import RULES
 from dolphind.telemetry.metrics import Metrics
 
 
 @pytest.fixture(scope="module")
 def fresh() -> Figures:
-    return figures_from_metrics(Metrics())
+    return figures_from_metrics(Metrics(risk_rules=RULES))
 
 
 def test_a_fresh_daemon_has_no_account_and_no_feed(fresh: Figures) -> None:
