@@ -40,7 +40,8 @@ import uvloop
 from dolphind.affinity import pin_process
 from dolphind.channels import Channel, Overflow
 from dolphind.config import config_from_dict
-from dolphind.events import Bar, OrderIntent, frozen_array
+from dolphind.events import Bar, Fill, OrderIntent, frozen_array
+from dolphind.ports import NoExecutionEvents
 from dolphind.orders.filters import load_exchange_info
 from dolphind.venues.paper import PaperVenue
 from dolphind.execution.stage import ExecutionStage
@@ -78,14 +79,14 @@ async def bench(latency_n: int, throughput_n: int, folder: Path) -> dict[str, An
     filled: dict[str, float] = {}
     fill_event = asyncio.Event()
 
-    def emit(hook: str, event: Any) -> None:
-        if hook == "on_fill":
-            filled[event.client_id] = time.perf_counter()
+    class FillClock(NoExecutionEvents):
+        def on_fill(self, fill: Fill) -> None:
+            filled[fill.client_id] = time.perf_counter()
             fill_event.set()
 
     async with store, audit:
         stage = ExecutionStage(intents, venue, store, audit, control, health, metrics,
-                               lambda: cfg, emit=emit)
+                               lambda: cfg, events=FillClock())
         task = asyncio.create_task(stage.run())
         while not stage.ready:
             await asyncio.sleep(0.001)

@@ -13,7 +13,7 @@ ledger goes first).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Protocol
 
 from dolphind.events import Fill, Order, PositionUpdate
 
@@ -21,9 +21,14 @@ from dolphind.events import Fill, Order, PositionUpdate
 class FundingSettlement(Protocol):
     """A funding payment on an open position (the paper venue's ``FundingPayment``)."""
 
-    ts_ns: int
-    symbol: str
-    amount_usdt: float
+    @property
+    def ts_ns(self) -> int: ...
+
+    @property
+    def symbol(self) -> str: ...
+
+    @property
+    def amount_usdt(self) -> float: ...
 
 
 class ExecutionEvents(Protocol):
@@ -38,33 +43,24 @@ class ExecutionEvents(Protocol):
     def on_funding(self, payment: FundingSettlement) -> None: ...
 
 
-# The execution stage still reports through ``emit(hook, event)``; these are its hooks.
-EXECUTION_HOOKS = ("on_order", "on_fill", "on_position", "on_funding")
-
-
-class HookListener:
-    """``ExecutionEvents`` over a component that observes by hook name (``observe(hook, event)``,
-    the ledger's and the trade log's form today, and the plugin host's ``emit``)."""
-
-    def __init__(self, observe: Callable[[str, Any], None]) -> None:
-        self._observe = observe
+class NoExecutionEvents:
+    """The listener of an execution stage nobody listens to (a bench, a unit test)."""
 
     def on_order(self, order: Order) -> None:
-        self._observe("on_order", order)
+        pass
 
     def on_fill(self, fill: Fill) -> None:
-        self._observe("on_fill", fill)
+        pass
 
     def on_position(self, update: PositionUpdate) -> None:
-        self._observe("on_position", update)
+        pass
 
     def on_funding(self, payment: FundingSettlement) -> None:
-        self._observe("on_funding", payment)
+        pass
 
 
 class ExecutionEventFanout:
-    """Every execution event to every listener, in order; also callable as execution's
-    ``emit(hook, event)``. An unknown hook is a wiring bug: it raises, never vanishes."""
+    """Every execution event to every listener, in the order the listeners were added."""
 
     def __init__(self, *listeners: ExecutionEvents) -> None:
         self._listeners = list(listeners)
@@ -88,8 +84,3 @@ class ExecutionEventFanout:
     def on_funding(self, payment: FundingSettlement) -> None:
         for listener in self._listeners:
             listener.on_funding(payment)
-
-    def __call__(self, hook: str, event: Any) -> None:
-        if hook not in EXECUTION_HOOKS:
-            raise ValueError(f"not an execution event: {hook!r} (one of {EXECUTION_HOOKS})")
-        getattr(self, hook)(event)

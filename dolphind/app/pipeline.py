@@ -30,7 +30,7 @@ from dolphind.channels import Channel, Overflow
 from dolphind.alpha.profile import strategy_params
 from dolphind.config import Config
 from dolphind.daemon import Services
-from dolphind.events import WINDOWS, Bar, OrderIntent, ScanRecord
+from dolphind.events import WINDOWS, Bar, Fill, Order, OrderIntent, PositionUpdate, ScanRecord
 from dolphind.execution.ledger import Ledger
 from dolphind.execution.stage import ExecutionStage
 from dolphind.feed.backfill import rest_filler
@@ -42,7 +42,7 @@ from dolphind.ops.history import load_history
 from dolphind.orders.filters import entry_gate
 from dolphind.orders.router import venue_symbol
 from dolphind.plugins import PluginHost, PostureChange
-from dolphind.ports import ExecutionEventFanout, HookListener
+from dolphind.ports import ExecutionEventFanout, FundingSettlement
 from dolphind.scan.arrow_sink import ArrowScanSink, last_scan_number
 from dolphind.scan.scanner import EigenScanner
 from dolphind.scan.stage import ScanStage
@@ -137,6 +137,26 @@ class _AlphaListener:
         self._plugins.on_posture(PostureChange(posture, previous, rm, scan_number))
 
 
+class _PluginExecutionListener:
+    """The execution stage's events the plugins have hooks for (orders and fills); positions
+    and funding settlements are the ledger's, not a plugin hook."""
+
+    def __init__(self, plugins: PluginHost) -> None:
+        self._plugins = plugins
+
+    def on_order(self, order: Order) -> None:
+        self._plugins.on_order(order)
+
+    def on_fill(self, fill: Fill) -> None:
+        self._plugins.on_fill(fill)
+
+    def on_position(self, update: PositionUpdate) -> None:
+        pass
+
+    def on_funding(self, payment: FundingSettlement) -> None:
+        pass
+
+
 def _sync_filler(fn: Callable[..., Any]) -> Callable[..., Any]:
     async def fill(*args: Any) -> Any:
         return fn(*args)
@@ -169,7 +189,6 @@ async def _open(services: Services, stack: contextlib.AsyncExitStack, params: St
     cfg = config()
     m, health, bus, control = services.metrics, services.health, services.bus, services.control
     plugins = services.plugins
-    emit = plugins.emit
     engine = AlphaEngine(params)
     log.info("strategy.profile", profile=cfg.strategy.profile, params_hash=engine.status().params_hash)
 
@@ -275,7 +294,7 @@ async def _open(services: Services, stack: contextlib.AsyncExitStack, params: St
     # reads the trade the ledger has just closed); the listeners are added below.
     events = ExecutionEventFanout()
     execution = ExecutionStage(intents, venue, store, audit, control, health, m, config,
-                               veto=veto, emit=events, trading_clock=trading_clock)
+                               veto=veto, events=events, trading_clock=trading_clock)
     if cfg.mode == "backtest":
         # Every audit record of a backtest carries market time (the latest bar's), not
         # the wall clock of the machine that replayed it.
@@ -287,9 +306,9 @@ async def _open(services: Services, stack: contextlib.AsyncExitStack, params: St
     if cfg.mode != "backtest":  # a backtest's report covers its own run only
         # Earlier runs' closed trades, for /trades /profit /daily (not logged again).
         ledger.closed.extend(await load_history(store))
-    trades = TradeLog(ledger.closed, emit)  # trade.fill / trade.closed lines, on_trade
-    for listener in (ledger.observe, emit, trades.observe):
-        events.add(HookListener(listener))
+    trades = TradeLog(ledger.closed, plugins.on_trade)  # trade.fill / trade.closed lines
+    for listener in (ledger, _PluginExecutionListener(plugins), trades):
+        events.add(listener)
     # The open trade as it was before the stop (entry scan, fees, bars held): the alpha
     # engine's position view and the closing trade's PnL read it.
     ledger.restore(stored.open_trades, next_scan=start_scan)

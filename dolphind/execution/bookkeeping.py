@@ -140,16 +140,16 @@ class OrderKeeping:
                        fee_usdt=fill.fee_usdt, liquidity=fill.liquidity,
                        slippage_bps=fill.slippage_bps, realised_pnl_usdt=realised,
                        position_qty=pos.qty, cash_usdt=book.portfolio.cash_usdt)
-        s.emit("on_fill", fill)
-        s.emit("on_position", PositionUpdate(pos.symbol, pos.qty, pos.avg_price,
-                                             pos.realised_pnl_usdt, fill.ts_ns))
+        s.events.on_fill(fill)
+        s.events.on_position(PositionUpdate(pos.symbol, pos.qty, pos.avg_price,
+                                            pos.realised_pnl_usdt, fill.ts_ns))
         if upd is not None:
-            s.emit("on_order", upd)
+            s.events.on_order(upd)
 
     async def set_order(self, order: Order, wait: bool = False) -> None:
         self.install(order)
         await self._s.store.write(order_op(order), wait=wait)
-        self._s.emit("on_order", order)
+        self._s.events.on_order(order)
         if order.state in (OrderState.CANCELLED, OrderState.EXPIRED):
             # Rejections are audited where they happen (with the rule); fills with the fill.
             self._s.audit.record(f"order.{order.state}", client_id=order.client_id,

@@ -60,7 +60,7 @@ class EquityBooks:
             self._s.audit.record("funding", symbol=pay.symbol, funding_ts_ns=pay.ts_ns,
                                  qty=pay.qty, mark=pay.mark, rate=pay.rate,
                                  amount_usdt=pay.amount_usdt)
-            self._s.emit("on_funding", pay)  # the ledger books it to the open trade
+            self._s.events.on_funding(pay)  # the ledger books it to the open trade
         if portfolio.positions:
             for sym in portfolio.positions:
                 j = index.get(sym)

@@ -23,6 +23,7 @@ from dolphind.alpha.views import ClosedTrade as AlphaClosedTrade
 from dolphind.alpha.views import PortfolioView, PositionView
 from dolphind.events import Fill, Order, PositionUpdate
 from dolphind.orders.portfolio import CapitalView
+from dolphind.ports import FundingSettlement
 from dolphind.report.model import ClosedTrade, EquityPoint
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ class Ledger:
                 if o.client_id in t.leverage:
                     self._intent_leverage[o.intent_id] = t.leverage[o.client_id]
             for f in t.fills:
-                self._on_fill(f)
+                self.on_fill(f)
             trade = self._open.get(symbol)
             if trade is None or abs(_net_qty(t.fills) - t.position.qty) > _QTY_EPS:
                 # The store's position is not the sum of its fills (adopted from the venue at
@@ -95,17 +96,12 @@ class Ledger:
     def note_intent(self, intent_id: str, leverage: float) -> None:
         self._intent_leverage[intent_id] = leverage
 
-    def observe(self, hook: str, event: Any) -> None:
-        if hook == "on_order" and isinstance(event, Order):
-            self._orders[event.client_id] = event
-        elif hook == "on_fill" and isinstance(event, Fill):
-            self._on_fill(event)
-        elif hook == "on_position" and isinstance(event, PositionUpdate):
-            self._on_position(event)
-        elif hook == "on_funding":
-            self._on_funding(event)
+    # The execution stage's listener (``dolphind.ports.ExecutionEvents``).
 
-    def _on_funding(self, pay: Any) -> None:
+    def on_order(self, order: Order) -> None:
+        self._orders[order.client_id] = order
+
+    def on_funding(self, pay: FundingSettlement) -> None:
         """A funding settlement on an open position belongs to the trade holding it: it goes
         to the trade's ``funding_usdt``, not its PnL (Binance's realised PnL excludes it)."""
         trade = self._open.get(pay.symbol)
@@ -119,7 +115,7 @@ class Ledger:
             view = self.capital()
             self.equity.append(EquityPoint(ts_ns, view.equity_usdt, view.gross_exposure_usdt))
 
-    def _on_fill(self, fill: Fill) -> None:
+    def on_fill(self, fill: Fill) -> None:
         trade = self._open.get(fill.symbol)
         order = self._orders.get(fill.client_id)
         if trade is None:
@@ -142,7 +138,7 @@ class Ledger:
             trade.exit_reason = order.reason if order else (
                 "LIQUIDATION" if fill.client_id.startswith("liquidation-") else "UNKNOWN")
 
-    def _on_position(self, upd: PositionUpdate) -> None:
+    def on_position(self, upd: PositionUpdate) -> None:
         trade = self._open.get(upd.symbol)
         if trade is None or abs(upd.qty) > _QTY_EPS:
             return

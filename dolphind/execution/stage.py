@@ -41,9 +41,10 @@ from dolphind.execution.controls import ControlHandling
 from dolphind.execution.equity import EquityBooks
 from dolphind.execution.exits import ExitRetries, ExitRetry, liquidation_intent
 from dolphind.execution.reconcile import Reconciler
-from dolphind.execution.state import STAGE, ExecutionServices, WorkingBook, no_hook, now_ns
+from dolphind.execution.state import STAGE, ExecutionServices, WorkingBook, now_ns
 from dolphind.execution.views import ExecutionViews
 from dolphind.orders.portfolio import CapitalView, Portfolio
+from dolphind.ports import ExecutionEvents, NoExecutionEvents
 from dolphind.orders.router import (
     OrderState,
     RouteRejection,
@@ -75,13 +76,13 @@ class ExecutionStage:
     def __init__(self, intents: Channel[OrderIntent | Bar], venue: Venue, store: Store,
                  audit: AuditLog, control: Control, health: Health, metrics: Metrics,
                  config: Callable[[], Config], veto: Veto | None = None,
-                 emit: Callable[[str, Any], None] | None = None,
+                 events: ExecutionEvents | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
                  trading_clock: Callable[[], float] | None = None) -> None:
         self.intents = intents
         self.output = None  # nothing downstream: fills and orders go to the store and plugins
         s = self._s = ExecutionServices(venue, store, audit, control, health, metrics, config,
-                                        emit or no_hook, monotonic,
+                                        events or NoExecutionEvents(), monotonic,
                                         backtest=config().mode == "backtest")
         self._m = s.m
         self._intents = Children(self._m.intents)  # bound once (see telemetry.metrics)
@@ -264,7 +265,7 @@ class ExecutionStage:
                        notional_usdt=order.qty * price,
                        intent_notional_usdt=intent.notional_usdt, leverage=intent.leverage,
                        reason=intent.reason, gates=dict(intent.gates))
-        s.emit("on_order", order)
+        s.events.on_order(order)
         self._remember(intent, cid, "submitted")
         try:
             ack = await s.venue.submit(order)

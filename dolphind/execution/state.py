@@ -19,6 +19,7 @@ from typing import Any, Callable
 from dolphind.config import Config
 from dolphind.control import Control
 from dolphind.events import Order
+from dolphind.ports import ExecutionEvents, NoExecutionEvents
 from dolphind.orders.portfolio import Portfolio
 from dolphind.store.audit import AuditLog
 from dolphind.store.sqlite import RestoredState, Store
@@ -36,10 +37,6 @@ def now_ns() -> int:
     return time.time_ns()
 
 
-def no_hook(hook: str, event: Any) -> None:
-    """The plugin hooks' default: nobody listens."""
-
-
 @dataclass(frozen=True, slots=True)
 class ExecutionServices:
     """The execution stage's collaborators, built by the app and shared by its parts."""
@@ -51,7 +48,8 @@ class ExecutionServices:
     health: Health
     metrics: Metrics
     config: Callable[[], Config]
-    emit: Callable[[str, Any], None] = no_hook  # plugin hooks (on_order, on_fill, ...)
+    # Who hears every order, fill, position and funding (ledger, trade log, plugins).
+    events: ExecutionEvents = field(default_factory=NoExecutionEvents)
     monotonic: Callable[[], float] = time.monotonic
     # A backtest batches its equity snapshots and books each bar's fills before the next bar
     # (the mode is read once: a reload cannot change it).

@@ -36,16 +36,16 @@ def closed_history(conn: sqlite3.Connection) -> list[ClosedTrade]:
         order = _order_row(r)
         if r[_LEVERAGE] is not None:
             ledger.note_intent(order.intent_id, float(r[_LEVERAGE]))
-        ledger.observe("on_order", order)
+        ledger.on_order(order)
     net: dict[str, float] = {}
     for r in conn.execute(f"SELECT {_FILL_COLUMNS} FROM fills ORDER BY rowid"):
         fill = _fill_row(r)
-        ledger.observe("on_fill", fill)
+        ledger.on_fill(fill)
         # Rounded as the portfolio rounds positions, so a closed position reads exactly zero.
         qty = round(net.get(fill.symbol, 0.0) + (fill.qty if fill.side == "BUY" else -fill.qty),
                     12)
         net[fill.symbol] = qty
-        ledger.observe("on_position", PositionUpdate(fill.symbol, qty, math.nan, 0.0, fill.ts_ns))
+        ledger.on_position(PositionUpdate(fill.symbol, qty, math.nan, 0.0, fill.ts_ns))
     return [dataclasses.replace(t, trade_id="h" + t.trade_id) for t in ledger.closed]
 
 

@@ -197,9 +197,9 @@ class PluginHost:
             control.subscribe(self._on_control_action)
 
     def _on_control_action(self, action: ControlAction) -> None:
-        self.emit("on_control", action)
+        self._queue("on_control", action)
         if action.action == "incident":
-            self.emit("on_incident", action)
+            self._queue("on_incident", action)
 
     def close_queues(self) -> None:
         """No more events; each plugin task ends once it has handled what is queued."""
@@ -234,31 +234,29 @@ class PluginHost:
     # ---- the typed hook calls: the daemon's side of ``api.Hooks`` (never blocks) ----------
 
     def on_bar(self, bar: Bar) -> None:
-        self.emit("on_bar", bar)
+        self._queue("on_bar", bar)
 
     def on_scan(self, scan: ScanRecord) -> None:
-        self.emit("on_scan", scan)
+        self._queue("on_scan", scan)
 
     def on_intent(self, intent: OrderIntent) -> None:
-        self.emit("on_intent", intent)
+        self._queue("on_intent", intent)
 
     def on_order(self, order: Order) -> None:
-        self.emit("on_order", order)
+        self._queue("on_order", order)
 
     def on_fill(self, fill: Fill) -> None:
-        self.emit("on_fill", fill)
+        self._queue("on_fill", fill)
 
     def on_posture(self, change: PostureChange) -> None:
-        self.emit("on_posture", change)
+        self._queue("on_posture", change)
 
     def on_trade(self, trade: ClosedTradeView) -> None:
-        self.emit("on_trade", trade)
+        self._queue("on_trade", trade)
 
-    def emit(self, hook: str, event: Any) -> None:
-        """Queue ``event`` for every enabled plugin with ``hook``. Never blocks.
-
-        The stages still publish by event name (their ``emit`` callbacks); a name that is
-        not a plugin hook (``on_position``, ``on_funding``) reaches no plugin."""
+    def _queue(self, hook: str, event: Any) -> None:
+        """Queue ``event`` for every enabled plugin with ``hook``. Never blocks. Only the
+        typed calls above name a hook: each is a method of ``api.Hooks``."""
         for lp in self.plugins.values():
             if lp.enabled and hook in lp.hooks and lp.queue is not None and not lp.queue.closed:
                 lp.queue.offer((hook, event))  # drop-oldest: never waits

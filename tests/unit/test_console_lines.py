@@ -93,16 +93,16 @@ def test_json_line_keeps_iso_times_and_redacts() -> None:
 def test_tradelog_writes_fill_and_closed_lines_and_emits_on_trade() -> None:
     closed: list[ClosedTrade] = []
     emitted: list[tuple[str, object]] = []
-    tl = TradeLog(closed, lambda hook, ev: emitted.append((hook, ev)))
+    tl = TradeLog(closed, lambda trade: emitted.append(("on_trade", trade)))
     order = Order("c1", "1-BTCUSDT-exit", "BTCUSDT", "BUY", 2.5, "MARKET", 0.0, True,
                   "MAX_HOLD", "acked")
     with structlog.testing.capture_logs() as cap:
-        tl.observe("on_order", order)
-        tl.observe("on_fill", Fill("f1", "c1", "BTCUSDT", "BUY", 2.5, 95.0, 0.1, "TAKER",
-                                   T0, reduce_only=True))
+        tl.on_order(order)
+        tl.on_fill(Fill("f1", "c1", "BTCUSDT", "BUY", 2.5, 95.0, 0.1, "TAKER",
+                        T0, reduce_only=True))
         closed.append(_trade())  # what the ledger does on the flat position update
-        tl.observe("on_position", PositionUpdate("BTCUSDT", 0.0, 0.0, 12.5, T0))
-        tl.observe("on_position", PositionUpdate("BTCUSDT", 0.0, 0.0, 12.5, T0))  # no repeat
+        tl.on_position(PositionUpdate("BTCUSDT", 0.0, 0.0, 12.5, T0))
+        tl.on_position(PositionUpdate("BTCUSDT", 0.0, 0.0, 12.5, T0))  # no repeat
     fills = [c for c in cap if c["event"] == "trade.fill"]
     assert len(fills) == 1 and fills[0]["reason"] == "MAX_HOLD" and fills[0]["price"] == 95.0
     assert fills[0]["side"] == "BUY" and fills[0]["at"] == "2025-05-10 00:00:00"

@@ -96,7 +96,7 @@ def test_a_validate_that_raises_is_a_clear_startup_problem(plugin_site: Path) ->
 async def _drive(host: PluginHost, bars: int) -> None:
     task = asyncio.create_task(host.run("sample"))
     for i in range(bars):
-        host.emit("on_bar", type("Bar", (), {"seq": i})())
+        host.on_bar(type("Bar", (), {"seq": i})())
         await asyncio.sleep(0)
     host.close_queues()
     await task

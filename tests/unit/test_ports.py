@@ -11,7 +11,7 @@ from dolphind.alpha.stage import NO_BOOK
 from dolphind.app import kernels as kernels_mod
 from dolphind.app.feeds import book_port
 from dolphind.events import Fill, Order, PositionUpdate
-from dolphind.ports import ExecutionEventFanout, HookListener
+from dolphind.ports import ExecutionEventFanout, ExecutionEvents, NoExecutionEvents
 from dolphind.stage import Stage, StageOwner, offered_stages
 
 ORDER = Order("c1", "i1", "BTCUSDT", "SELL", 1.0, "MARKET", 0.0, False, "entry", "NEW")
@@ -40,26 +40,27 @@ def test_every_event_reaches_every_listener_in_the_order_they_were_added() -> No
     seen: list[tuple[str, str, Any]] = []
     fanout = ExecutionEventFanout(Recorder("ledger", seen))
     fanout.add(Recorder("trades", seen))
-    fanout("on_order", ORDER)  # execution's emit(hook, event) form
-    fanout.on_fill(FILL)  # the typed form
-    fanout("on_position", POSITION)
+    fanout.on_order(ORDER)
+    fanout.on_fill(FILL)
+    fanout.on_position(POSITION)
     assert seen == [("ledger", "order", ORDER), ("trades", "order", ORDER),
                     ("ledger", "fill", FILL), ("trades", "fill", FILL),
                     ("ledger", "position", POSITION), ("trades", "position", POSITION)]
 
 
-def test_an_unknown_execution_hook_is_a_wiring_error_not_a_silent_drop() -> None:
-    fanout = ExecutionEventFanout(Recorder("ledger", []))
-    with pytest.raises(ValueError, match="on_bar"):
-        fanout("on_bar", object())
+def test_every_listener_the_wiring_adds_has_every_execution_event() -> None:
+    """The ledger, the trade log and the plugins' listener each take all four events (a
+    missing one would fail at the first fill, mid-trade, not at start)."""
+    from dolphind.app.pipeline import _PluginExecutionListener
+    from dolphind.execution.ledger import Ledger
+    from dolphind.tradelog import TradeLog
 
-
-def test_a_hook_listener_forwards_typed_events_to_observe_by_name() -> None:
-    observed: list[tuple[str, Any]] = []
-    listener = HookListener(lambda hook, event: observed.append((hook, event)))
-    ExecutionEventFanout(listener)("on_fill", FILL)
-    listener.on_funding("pay")
-    assert observed == [("on_fill", FILL), ("on_funding", "pay")]
+    events = [name for name in vars(ExecutionEvents) if name.startswith("on_")]
+    assert events == ["on_order", "on_fill", "on_position", "on_funding"]
+    for listener in (Ledger, TradeLog, _PluginExecutionListener, NoExecutionEvents,
+                     ExecutionEventFanout):
+        missing = [name for name in events if not callable(getattr(listener, name, None))]
+        assert not missing, f"{listener.__name__} lacks {missing}"
 
 
 def test_a_feed_without_depth_gives_the_explicit_no_book_port() -> None:

@@ -27,9 +27,9 @@ def test_a_position_without_its_fills_is_restored_from_the_position():
     ledger.restore([OpenTrade(pos, (fill,), (order,), {"c1": 2.0})], next_scan=50)
     view = ledger.portfolio_view().position
     assert (view.entry_scan, view.bars_held, view.entry_price) == (-1, 0, 40_000.0)
-    ledger.observe("on_fill", Fill("f2", "c2", "BTCUSDT", "BUY", 0.05, 39_000.0, 0.5,
+    ledger.on_fill(Fill("f2", "c2", "BTCUSDT", "BUY", 0.05, 39_000.0, 0.5,
                                    "TAKER", 20))
-    ledger.observe("on_position", PositionUpdate("BTCUSDT", 0.0, 0.0, 0.0, 20))
+    ledger.on_position(PositionUpdate("BTCUSDT", 0.0, 0.0, 0.0, 20))
     [trade] = ledger.closed
     assert trade.entry_ts_ns == 11 and math.isnan(trade.leverage)
     assert trade.pnl_usdt == pytest.approx(0.05 * 1_000.0 - (0.7 + 0.5), abs=1e-9)

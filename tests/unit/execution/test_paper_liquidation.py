@@ -51,13 +51,13 @@ def test_the_ledger_names_the_exit_liquidation() -> None:
     ledger = Ledger(lambda: None)  # type: ignore[arg-type,return-value]
     entry = Fill(fill_id="e-1", client_id="dd-1", symbol="SOLUSDT", side="SELL", qty=100.0,
                  price=100.0, fee_usdt=1.0, liquidity="TAKER", ts_ns=T, slippage_bps=0.0)
-    ledger.observe("on_fill", entry)
-    ledger.observe("on_position", PositionUpdate("SOLUSDT", -100.0, 100.0, 0.0, T))
+    ledger.on_fill(entry)
+    ledger.on_position(PositionUpdate("SOLUSDT", -100.0, 100.0, 0.0, T))
     liq = Fill(fill_id="liquidation-SOLUSDT-1-1", client_id="liquidation-SOLUSDT-1",
                symbol="SOLUSDT", side="BUY", qty=100.0, price=109.5, fee_usdt=0.0,
                liquidity="TAKER", ts_ns=T + 1, slippage_bps=0.0, reduce_only=True)
-    ledger.observe("on_fill", liq)
-    ledger.observe("on_position", PositionUpdate("SOLUSDT", 0.0, 0.0, -950.0, T + 1))
+    ledger.on_fill(liq)
+    ledger.on_position(PositionUpdate("SOLUSDT", 0.0, 0.0, -950.0, T + 1))
     (trade,) = ledger.closed
     assert trade.exit_reason == "LIQUIDATION" and trade.pnl_usdt == pytest.approx(-951.0)
 

@@ -82,7 +82,7 @@ def metrics_factory():
 
 @contextlib.asynccontextmanager
 async def rig(tmp_path, info, metrics: Metrics, cfg: Config,
-              control: Control | None = None, emit: Any = None,
+              control: Control | None = None, events: Any = None,
               veto: Any = None) -> AsyncIterator[Rig]:
     store = await Store.open(tmp_path / "dolphind.sqlite", metrics.execution, metrics.channels)
     audit = await AuditLog.open(tmp_path / "audit.jsonl", metrics.execution)
@@ -93,7 +93,7 @@ async def rig(tmp_path, info, metrics: Metrics, cfg: Config,
     intents: Channel[Any] = Channel("intents", 64, Overflow.BLOCK, metrics.channels)
     async with store, audit:
         stage = ExecutionStage(intents, venue, store, audit, control, health, metrics,
-                               lambda: cfg, veto=veto, emit=emit)
+                               lambda: cfg, veto=veto, events=events)
         task = asyncio.create_task(stage.run())
         r = Rig(stage, intents, store, audit, venue, control, metrics, task)
         await eventually(lambda: stage.ready, what="stage ready")
@@ -409,7 +409,7 @@ async def test_an_open_trade_survives_a_restart(tmp_path, info_2021, metrics_fac
         return Ledger(lambda: holder["stage"].capital_view())
 
     ledger = books()
-    async with rig(tmp_path, info_2021, metrics_factory(), config(), emit=ledger.observe) as r:
+    async with rig(tmp_path, info_2021, metrics_factory(), config(), events=ledger) as r:
         holder["stage"] = r.stage
         await r.feed(bar(1, 40_000.0), intent("3-BTCUSDT-entry", "BUY", 1000.0, ts=1),
                      intent("4-BTCUSDT-exit", "SELL", 1000.0, True, "FIXED_TP", ts=1))
@@ -433,7 +433,7 @@ async def test_an_open_trade_survives_a_restart(tmp_path, info_2021, metrics_fac
         state = await store.load_state()
     ledger = books()
     ledger.restore(state.open_trades, next_scan=10)
-    async with rig(tmp_path, info_2021, metrics_factory(), config(), emit=ledger.observe) as r:
+    async with rig(tmp_path, info_2021, metrics_factory(), config(), events=ledger) as r:
         holder["stage"] = r.stage
         # The alpha engine's view right after the restart: the same trade, not a new one.
         assert ledger.portfolio_view().position == before
@@ -552,7 +552,7 @@ async def test_a_liquidation_is_booked_with_the_bar_that_triggers_it(tmp_path, i
                        "max_symbol_exposure_usdt": 100_000.0,
                        "max_gross_exposure_usdt": 100_000.0})
     ledger = Ledger(lambda: None)  # type: ignore[arg-type,return-value]
-    async with rig(tmp_path, info_2021, m, cfg, emit=ledger.observe) as r:
+    async with rig(tmp_path, info_2021, m, cfg, events=ledger) as r:
         await r.feed(bar(1, 40_000.0), intent("big", "SELL", 40_000.0, ts=bar(1, 0).ts_ns,
                                               leverage=4.0))
         await r.settle()
