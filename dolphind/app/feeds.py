@@ -64,7 +64,7 @@ def bar_interval_s(feed: Feed, cfg: Config) -> float:
     """The run's real bar interval: a replay's comes from its data, the live feed's from
     ``feed.bar_seconds``."""
     if isinstance(feed, ReplayFeed):
-        return float(feed.status()["interval_s"])
+        return float(feed.history.interval_s)
     return float(cfg.feed.bar_seconds)
 
 

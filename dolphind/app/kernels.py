@@ -44,7 +44,7 @@ async def compile_kernels(params: Any) -> None:
                      note="first start (or a new version): numba compiles the scan and alpha "
                           "kernels once (tens of seconds, minutes on a busy machine); later "
                           "starts load them from its cache in about 2 s",
-                     cache_dir=numba.config.CACHE_DIR or "__pycache__ next to the package")
+                     cache_dir=getattr(numba.config, "CACHE_DIR", "") or "__pycache__ next to the package")
         await task
     finally:
         task.cancel()  # cancelled while waiting: the thread finishes on its own, unawaited

@@ -359,7 +359,7 @@ class BinanceVenueConfig:
     # An order whose submit got no answer is "not at the venue" only after its recvWindow
     # plus this grace has passed (Binance may still process a request it has not answered).
     unknown_grace_s: float = 2.0
-    # One account, one trader (execution/lease.py): an exclusive flock on
+    # One account, one trader (venues/binance/lease.py): an exclusive flock on
     # <lease_dir>/<account>.lock fences every other daemon on this host that uses the same
     # directory (default: the host's lock directory; relative paths resolve against the
     # config file). The kernel drops it when the holder exits or is killed. With a shared

@@ -296,9 +296,8 @@ class HttpServer:
             await self._runner.cleanup()
             raise OSError(exc.errno, f"ops.listen {self._host}:{self._port}: {exc.strerror}") \
                 from None
-        server = site._server  # aiohttp exposes the bound sockets only here
-        sock = server.sockets[0] if server is not None and server.sockets else None
-        self.bound = sock.getsockname()[:2] if sock is not None else (self._host, self._port)
+        addresses = self._runner.addresses  # the bound sockets' names (port 0 -> the real one)
+        self.bound = tuple(addresses[0][:2]) if addresses else (self._host, self._port)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -67,7 +67,7 @@ class Figures:
         return None
 
 
-# The name the pluginkit gave the snapshot (plugins written against it keep working).
+# The name the snapshot had before API version 2 (plugins written against it keep working).
 LiveFigures = Figures
 
 

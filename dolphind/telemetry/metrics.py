@@ -459,7 +459,7 @@ class Metrics:
                                     "1 while a plugin is loaded and not disabled.", ["plugin"],
                                     registry=r)
 
-        # Control plane (ops/control.py)
+        # Control plane (dolphind/control.py)
         self.control_actions = Counter("dolphind_control_actions_total",
                                        "Control-plane actions (halt, throttle, incident, ...).",
                                        ["action"], registry=r)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncGenerator, Callable
 
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -128,9 +128,9 @@ class TopApp(App[None]):
     BINDINGS = [("q", "quit", "quit")]
 
     def __init__(self, base_url: str,
-                 source: Callable[[str], AsyncIterator[Event]] = stream,
+                 source: Callable[[str], AsyncGenerator[Event, None]] = stream,
                  bus: Any = None,
-                 bus_source: Callable[[Any], AsyncIterator[Event]] = bus_stream) -> None:
+                 bus_source: Callable[[Any], AsyncGenerator[Event, None]] = bus_stream) -> None:
         super().__init__()
         self.base_url = base_url
         self._source = source
@@ -284,14 +284,14 @@ class TopApp(App[None]):
         stages.clear()
         for name, st in s["stages"].items():
             ok = st.get("running") and not st.get("stalled")
-            state = "stalled" if st.get("stalled") else "running" if st.get("running") else \
-                "finished" if st.get("finished") else "DOWN"
+            stage_state = "stalled" if st.get("stalled") else "running" if st.get("running") \
+                else "finished" if st.get("finished") else "DOWN"
             age = st.get("last_beat_age_s")
-            stages.add_row(name, Text(state, style="green" if ok else "red"),
+            stages.add_row(name, Text(stage_state, style="green" if ok else "red"),
                            "—" if age is None else f"{age:.1f}s", str(st.get("backlog", "")),
                            str(st.get("restarts", 0)))
         for p in s["plugins"]:
-            state = "disabled" if not p["enabled"] else "healthy" if p["healthy"] else "failing"
-            stages.add_row(f"plugin {p['name']}", Text(state, style="green" if p["healthy"]
+            health = "disabled" if not p["enabled"] else "healthy" if p["healthy"] else "failing"
+            stages.add_row(f"plugin {p['name']}", Text(health, style="green" if p["healthy"]
                                                        else "red"),
                            "", "", f"{p['failures_total']} fail")

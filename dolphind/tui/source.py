@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncGenerator
 
 import aiohttp
 import orjson
@@ -36,7 +36,7 @@ def parse_sse(block: bytes) -> Event | None:
     return Event(name, orjson.loads(b"\n".join(data)))
 
 
-async def stream(base_url: str, retry_s: float = 1.0) -> AsyncIterator[Event]:
+async def stream(base_url: str, retry_s: float = 1.0) -> AsyncGenerator[Event, None]:
     """Events from the daemon, forever: a lost connection is an ``error`` event, then a retry."""
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=10)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -77,11 +77,12 @@ def bus_config(config_path: str | None) -> Any | None:
     if table.get("kind") != "hazelcast":
         return None
     names = {f.name for f in dataclasses.fields(StateBusConfig)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items() if k in names}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                              for k, v in table.items() if k in names}
     return StateBusConfig(**values)
 
 
-async def bus_stream(cfg: Any) -> AsyncIterator[Event]:
+async def bus_stream(cfg: Any) -> AsyncGenerator[Event, None]:
     """The daemon's own keys on the cluster (safety, state, meta-health ``latest``), as ``bus``
     events: the current values first, then every update pushed by an entry listener."""
     import warnings
@@ -109,7 +110,7 @@ async def bus_stream(cfg: Any) -> AsyncIterator[Event]:
     try:
         for map_name in (SAFETY, STATE, META_HEALTH):
             key = remote_key(cfg.namespace, map_name, "latest")
-            m = await client.get_map(map_name)
+            m: Any = await client.get_map(map_name)
 
             def on_entry(event: Any, name: str = map_name) -> None:
                 # Delivered on the client's thread or the loop: hand it to the loop either way.

@@ -108,7 +108,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-class _Exchange(ccxt_async.binanceusdm):  # type: ignore[misc]
+class _Exchange(ccxt_async.binanceusdm):
     """ccxt's binanceusdm with every answer's headers reported and errors left to us."""
 
     def __init__(self, config: dict[str, Any],
