@@ -24,7 +24,7 @@ from dolphind.orders.portfolio import Position
 from dolphind.orders.router import client_order_id
 from dolphind.stage import offered_stages
 from dolphind.app.books import open_books
-from dolphind.app.venues import supervised
+from dolphind.supervisor import supervised
 from dolphind.execution.stage import ExecutionStage
 from dolphind.control import Control
 from dolphind.telemetry.health import Health
