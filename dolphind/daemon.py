@@ -7,11 +7,18 @@ imports it (``run`` takes the builder as an argument).
 Life of a daemon (DESIGN.md "Lifecycle"):
 
 1. ``asyncio.Runner`` with uvloop runs ``Daemon.serve``.
-2. Components are entered in order through one ``AsyncExitStack`` (data-dir lock, state bus,
-   HTTP server, plugins, the pipeline) and unwind in reverse, even when start-up fails half-way.
-3. One ``TaskGroup`` owns every task: each pipeline stage and each background loop a component
-   offers (``dolphind.stage``) under a supervisor, each plugin's task, and the housekeeping
-   loop. No fire-and-forget tasks.
+2. Components are entered in order through one ``AsyncExitStack`` (data-dir lock, state bus
+   and its loops, HTTP server, plugins, the pipeline) and unwind in reverse, even when
+   start-up fails half-way.
+3. Every background loop runs under a supervisor (``dolphind.supervisor``: a crash is counted
+   and restarted, a crash loop ends the daemon): the state bus's loops from the start (a
+   ``supervised`` group of their own, left after the pipeline), the venue's upkeep loops while
+   the pipeline opens (dolphind/app/venues.py), then, in one ``TaskGroup``, each pipeline
+   stage and each background loop a component offers (``dolphind.stage``), next to each
+   plugin's task and the housekeeping loop. The few tasks a component keeps (the store's
+   checkpointer, the audit writer, the lease's lock owner, the Command Center's poller) are
+   started with ``dolphind.stage.start_watched``: a crash is logged, counted and handed to
+   their owner. No task is fire-and-forget.
 4. Signal handlers only record intent; the housekeeping loop acts on it: SIGHUP -> reload,
    SIGTERM/SIGINT -> ordered shutdown (halt entries, stop the feed, let the stages drain their
    channels, stop the background loops, stop plugins, close the server) under
@@ -60,7 +67,7 @@ from dolphind.stage import Stage
 from dolphind.statebus import base as bus_names
 from dolphind.statebus.base import StateBus
 from dolphind.statebus.publish import Publisher
-from dolphind.supervisor import StageCrashLoop, supervise
+from dolphind.supervisor import StageCrashLoop, supervise, supervised
 
 log = structlog.get_logger("dolphind.daemon")
 
@@ -228,10 +235,13 @@ class Daemon:
         self.metrics.config_info.labels(cfg.hash, cfg.mode).set(1)
         async with contextlib.AsyncExitStack() as stack:
             await asyncio.to_thread(self._lock_data_dir, stack)
-            cluster: Any = self.bus  # a cluster bus (Hazelcast) has a start and a close
-            if hasattr(cluster, "start"):  # a cluster: connects in the background
-                await cluster.start()
-                stack.push_async_callback(cluster.close)  # after the pipeline has stopped
+            # The state bus's loops (a cluster bus connects in the background) run supervised
+            # from now until the pipeline has closed (the lease and the stages use the bus
+            # while they stop); then they stop and the bus closes, in that order.
+            stack.push_async_callback(self.bus.close)
+            bus_loops = await stack.enter_async_context(
+                supervised(self.health, self.metrics, lambda: self.config.supervision))
+            bus_loops.start(self.bus.stages())
             self.http = await stack.enter_async_context(self._open_ops_server(self))
             assert self.http.bound is not None  # bound on enter
             log.info("ops.listening", address=f"{self.http.bound[0]}:{self.http.bound[1]}")
@@ -259,15 +269,14 @@ class Daemon:
     async def _supervise(self, stage: Stage) -> None:
         await supervise(stage, self.health, self.metrics, lambda: self.config.supervision)
 
-    async def _run_stage(self, stage: Any) -> None:
+    async def _run_stage(self, stage: Stage) -> None:
         try:
             await self._supervise(stage)
         finally:
             # The stage is done (input drained, cancelled, or crash loop): its consumers may
             # drain what it produced and then end too.
-            output = getattr(stage, "output", None)
-            if output is not None:
-                output.close()
+            if stage.output is not None:
+                stage.output.close()
             if self.exit_when_done and all(t.done() or t is asyncio.current_task()
                                            for t in self._stage_tasks.values()):
                 # The last stage is done: stop now, not at the next housekeeping tick (a
@@ -351,7 +360,7 @@ class Daemon:
         log.info("daemon.shutdown", timeout_s=timeout)
         # Stop the sources; every stage downstream ends when its input is closed and drained.
         for stage in self.pipeline.stages:
-            if getattr(stage, "is_source", False):
+            if stage.is_source:
                 self._stage_tasks[stage.name].cancel()
         pending = [t for t in self._stage_tasks.values() if not t.done()]
         if pending:
@@ -491,8 +500,7 @@ class Daemon:
             "stages": self.health.snapshot(),
             "plugins": self.plugins.status(),
             "control": self.control.status(),
-            "statebus": self.bus.status() if hasattr(self.bus, "status")
-            else {"kind": self.bus.name},
+            "statebus": self.bus.status(),
             **(self.pipeline.status() if self.pipeline is not None else {}),
         }
 

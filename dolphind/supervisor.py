@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
-from typing import Callable
+from typing import AsyncIterator, Callable, Iterable
 
 import structlog
 
@@ -23,7 +24,7 @@ from dolphind.stage import Stage
 from dolphind.telemetry.health import Health
 from dolphind.telemetry.metrics import Metrics
 
-__all__ = ["Stage", "StageCrashLoop", "supervise"]
+__all__ = ["Stage", "StageCrashLoop", "StageRunner", "supervise", "supervised"]
 
 log = structlog.get_logger("dolphind.supervisor")
 
@@ -78,3 +79,48 @@ async def supervise(stage: Stage, health: Health, metrics: Metrics,
         state.finished = True
         bound.info("stage.finished")
         return
+
+
+class StageRunner:
+    """Starts stages under ``supervise`` in a TaskGroup it does not own; ``stop`` cancels
+    them (each one's supervisor marks it stopped in ``health``)."""
+
+    def __init__(self, tg: asyncio.TaskGroup, health: Health, metrics: Metrics,
+                 settings: Callable[[], SupervisionConfig]) -> None:
+        self._tg = tg
+        self._health = health
+        self._metrics = metrics
+        self._settings = settings
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, stages: Iterable[Stage]) -> None:
+        for stage in stages:
+            if stage.name not in self._health.stages:
+                self._health.register(stage.name)
+            self._tasks.append(self._tg.create_task(
+                supervise(stage, self._health, self._metrics, self._settings),
+                name=f"stage:{stage.name}"))
+
+    def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+
+@contextlib.asynccontextmanager
+async def supervised(health: Health, metrics: Metrics,
+                     settings: Callable[[], SupervisionConfig]) -> AsyncIterator[StageRunner]:
+    """A TaskGroup whose stages run supervised until the context is left (then cancelled and
+    awaited). A stage's crash loop cancels the body and leaves as ``StageCrashLoop`` (in an
+    exception group, as from the daemon's own TaskGroup); an error of the body itself (a
+    refused start, say) leaves as it is, for the daemon's one-line startup message."""
+    failed: Exception | None = None
+    async with asyncio.TaskGroup() as tg:
+        runner = StageRunner(tg, health, metrics, settings)
+        try:
+            yield runner
+        except Exception as exc:  # the body's own failure leaves as itself, not in a group
+            failed = exc
+        finally:
+            runner.stop()
+    if failed is not None:
+        raise failed

@@ -100,6 +100,7 @@ NO_BOOK = NoBook()
 
 class AlphaStage:
     name = "alpha"
+    is_source = False  # ends once its input (the scans) is closed and drained
 
     def __init__(self, source: Channel[ScanRecord], output: Channel[OrderIntent | Bar],
                  engine: AlphaEngine, books: PortfolioPort,

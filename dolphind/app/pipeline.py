@@ -355,7 +355,7 @@ async def _open(services: Services, stack: contextlib.AsyncExitStack, params: St
     return Pipeline(
         stages=stages, background=offered_stages(venue),
         readiness_checks={"feed": feed_readiness(feed), "scan": scan_ready,
-                          "execution": execution.readiness},
+                          "execution": execution.readiness, "audit": audit.readiness},
         status_parts=status_parts,
         execution=execution, ledger=ledger, scan=scan, feed=feed, alpha=alpha, venue=venue)
 

@@ -19,64 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, AsyncContextManager, AsyncIterator, Callable, Iterable
+from typing import Any, AsyncContextManager, AsyncIterator, Callable
 
-from dolphind.config import Config, SupervisionConfig
+from dolphind.config import Config
 from dolphind.events import Order
 from dolphind.store.audit import AuditLog
 from dolphind.store.sqlite import Store, order_op
-from dolphind.supervisor import Stage, supervise
+from dolphind.supervisor import supervised
 from dolphind.telemetry.health import Health
 from dolphind.telemetry.metrics import Metrics
 from dolphind.venues.binance.credentials import load_credentials
 from dolphind.venues.binance.reconcile import reconcile_store
 from dolphind.venues.binance.venue import BinanceVenue
 from dolphind.venues.venue import VenueStartupError, VenueUnavailable
-
-
-class StageRunner:
-    """Starts stages under ``supervise`` in a TaskGroup it does not own; ``stop`` cancels
-    them (each one's supervisor marks it stopped in ``health``)."""
-
-    def __init__(self, tg: asyncio.TaskGroup, health: Health, metrics: Metrics,
-                 settings: Callable[[], SupervisionConfig]) -> None:
-        self._tg = tg
-        self._health = health
-        self._metrics = metrics
-        self._settings = settings
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def start(self, stages: Iterable[Stage]) -> None:
-        for stage in stages:
-            if stage.name not in self._health.stages:
-                self._health.register(stage.name)
-            self._tasks.append(self._tg.create_task(
-                supervise(stage, self._health, self._metrics, self._settings),
-                name=f"stage:{stage.name}"))
-
-    def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-
-
-@contextlib.asynccontextmanager
-async def supervised(health: Health, metrics: Metrics,
-                     settings: Callable[[], SupervisionConfig]) -> AsyncIterator[StageRunner]:
-    """A TaskGroup whose stages run supervised until the context is left (then cancelled and
-    awaited). A stage's crash loop cancels the body and leaves as ``StageCrashLoop`` (in an
-    exception group, as from the daemon's own TaskGroup); an error of the body itself (a
-    refused start, say) leaves as it is, for the daemon's one-line startup message."""
-    failed: Exception | None = None
-    async with asyncio.TaskGroup() as tg:
-        runner = StageRunner(tg, health, metrics, settings)
-        try:
-            yield runner
-        except Exception as exc:  # the body's own failure leaves as itself, not in a group
-            failed = exc
-        finally:
-            runner.stop()
-    if failed is not None:
-        raise failed
 
 
 async def _no_book_yet(cause: str) -> bool:

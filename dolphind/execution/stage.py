@@ -67,6 +67,7 @@ _AUDIT_HIGH_WATER = 10_000
 
 class ExecutionStage:
     name = STAGE
+    is_source = False  # ends once its input (the intents) is closed and drained
 
     def __init__(self, intents: Channel[OrderIntent | Bar], services: ExecutionServices,
                  rails: RiskRails, overrides: RiskOverrides) -> None:

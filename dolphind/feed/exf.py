@@ -106,6 +106,7 @@ class ExfProducer:
 
     name = "exf"
     is_source = True  # never ends by itself: cancelled at shutdown like the feed
+    output = None  # it publishes on the state bus: no stage reads from it
 
     def __init__(self, config: Callable[[], Config], bus: StateBus,
                  monotonic: Callable[[], float] = time.monotonic) -> None:

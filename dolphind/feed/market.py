@@ -28,6 +28,7 @@ _PUBLISH_EVERY_S = 1.0
 
 class MarketStage:
     name = "market"
+    is_source = False  # ends once its input (the feed's bars) is closed and drained
 
     def __init__(self, source: Channel[Bar], output: Channel[Bar] | None, health: Health,
                  metrics: Metrics, bus: StateBus, on_bar: Callable[[Bar], None]) -> None:

@@ -17,7 +17,10 @@ the operator types the token in; it is kept in the tab's memory only.
 
 Nothing runs while nobody looks: the poller that turns the pipeline's state into vel_div points
 and feed items is started by the first SSE client and stops with the last one. It reads the same
-views /status reads (on the loop, no locks) and never blocks a stage.
+views /status reads (on the loop, no locks) and never blocks a stage. A tick that fails is
+logged and the next one tried; should the poller itself crash, the crash is logged and counted
+(``dolphind_task_crashes_total{task="command-center"}``, ``dolphind.stage.start_watched``), its
+clients' streams end (the page reconnects) and the next client starts a new poller.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from aiohttp import web
 
 import dolphind
 from dolphind.control import ControlAction
+from dolphind.stage import start_watched
 
 log = structlog.get_logger("dolphind.ops.command_center")
 
@@ -277,23 +281,30 @@ class CommandCenter:
         self._clients.add(q)
         if self._poller is None:
             self.poll()  # catch up (points, decisions) before the hello
-            self._poller = asyncio.get_running_loop().create_task(
-                self._poll_loop(), name="command-center")
+            self._poller = start_watched(self._poll_loop(), "command-center",
+                                         crashes=self._d.metrics.task_crashes,
+                                         on_crash=self._poller_crashed)
         return q
+
+    def _poller_crashed(self, exc: BaseException) -> None:
+        self._poller = None  # the next client starts a new one
+        self._end_streams()  # the pages reconnect (EventSource does) and so start it
+
+    def _end_streams(self) -> None:
+        for q in list(self._clients):
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(None)
+        self._clients.clear()
 
     def disconnect(self, q: asyncio.Queue[bytes | None]) -> None:
         self._clients.discard(q)
 
     async def close(self) -> None:
-        for q in list(self._clients):
-            with contextlib.suppress(asyncio.QueueFull):
-                q.put_nowait(None)
-        self._clients.clear()
+        self._end_streams()
         self._d.control.unsubscribe(self._on_action)
         if self._poller is not None:
             self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+            await asyncio.wait([self._poller])  # it ends by the cancel (a crash was seen)
 
 
 def _static(name: str) -> bytes:

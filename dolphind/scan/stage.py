@@ -59,6 +59,7 @@ def scan_to_json(rec: ScanRecord) -> dict[str, Any]:
 
 class ScanStage:
     name = "scan"
+    is_source = False  # ends once its input (the market's bars) is closed and drained
 
     def __init__(self, source: Channel[Bar], output: Channel[ScanRecord] | None,
                  scanner: EigenScanner, sink: ArrowScanSink, bus: StateBus, health: Health,

@@ -3,11 +3,17 @@
 Writes are fire-and-forget and must never block or fail the trading loop; reads return the
 last known value (or None). An implementation that talks to a remote store keeps its own
 circuit breaker and serves reads from its local copy while the remote is down.
+
+A bus with background work (the Hazelcast bus's connector, writer and recovery) offers it as
+stages (``stages()``), which the daemon runs under supervision from before the pipeline opens
+until after it has closed, then calls ``close()``; the in-memory bus offers none.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
+
+from dolphind.stage import Stage
 
 # Map names (bible §15).
 FEATURES = "DOLPHIN_FEATURES"
@@ -29,3 +35,12 @@ class StateBus(Protocol):
 
     def healthy(self) -> bool:
         """False while writes are not reaching the store (breaker open)."""
+
+    def status(self) -> dict[str, Any]:
+        """What /status shows of the bus (its ``kind`` at least)."""
+
+    def stages(self) -> Sequence[Stage]:
+        """The bus's background loops, for the daemon to supervise (none: an empty list)."""
+
+    async def close(self) -> None:
+        """Let go of the remote store, once the loops have stopped (nothing to do: return)."""

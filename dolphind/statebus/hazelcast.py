@@ -4,11 +4,14 @@ API (``hazelcast.asyncio``, client 5.6+), on the daemon's own event loop.
 Why it can never block or fail trading:
 
 - ``put`` encodes the value, keeps it in a local copy and marks the key dirty; that is all
-  the caller's thread does. One writer task pushes the dirty keys (the latest value of each:
+  the caller's thread does. One writer loop pushes the dirty keys (the latest value of each:
   a slow cluster makes the bus skip intermediate values, never queue them) with ``Map.set``,
-  bounded by ``invocation_timeout_s``.
+  bounded by ``invocation_timeout_s``; a failed push is retried after ``backoff_delay``.
 - ``get`` reads the local copy: the value this daemon wrote, or the last one an entry
   listener delivered (inputs). During an outage it is the last value known.
+- The bus's loops (connector, writer, recovery) are stages (``stages()``) that the daemon
+  runs under supervision, from before the pipeline opens until after it has closed: a crash
+  is counted and the loop restarted, a crash loop ends the daemon (``dolphind.stage``).
 - The client connects in the background (``async_start``): start-up does not wait for the
   cluster. Until it is connected, and after ``breaker_failures`` consecutive failed pushes or
   a DISCONNECTED event, the breaker is open (bible §15.6): file-only mode, the latest values
@@ -36,12 +39,12 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import orjson
 import structlog
 
-from dolphind.backoff import Backoff, Limits, jittered
+from dolphind.backoff import Backoff, Limits, backoff_delay, jittered
 from dolphind.statebus.base import FEATURES, HEARTBEAT, META_HEALTH, PNL, SAFETY, STATE
 from dolphind.statebus.breaker import Breaker
 
@@ -121,6 +124,20 @@ def client_options(cfg: Any, environ: dict[str, str] | os._Environ[str] = os.env
     return opts
 
 
+class BusLoop:
+    """One loop of the bus as a stage the daemon supervises (``dolphind.stage.Stage``)."""
+
+    is_source = False  # a background loop: cancelled after the pipeline has drained
+    output = None  # no stage reads from it
+
+    def __init__(self, loop: str, body: Callable[[], Awaitable[None]]) -> None:
+        self.name = f"statebus:{loop}"
+        self._body = body
+
+    async def run(self) -> None:
+        await self._body()
+
+
 class HazelcastStateBus:
     """The StateBus protocol (base.py) on a Hazelcast cluster; see the module docstring."""
 
@@ -148,16 +165,15 @@ class HazelcastStateBus:
         self.input_problems: dict[str, str] = {}
         self.client: Any = None
         self._maps: dict[str, Any] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loops' (see _on_loop)
         self._loop_thread = 0
-        self._wake: asyncio.Event | None = None
-        self._recover: asyncio.Event | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        # Made here, bound to the loop at their first wait (no loop is needed to make them).
+        self._wake = asyncio.Event()  # the writer: something is dirty
+        self._recover = asyncio.Event()  # the recovery: the breaker may close now
+        self._client_gone = asyncio.Event()  # the connector: make a new client
         self._connected = False
         self._listening = False
         self._closing = False
-        self._client_gone: asyncio.Event | None = None
-        self._client_class: Any = None
         self.last_error = "not connected yet"
 
     # ---- the StateBus protocol (any thread; never blocks, never raises) ------------------
@@ -188,37 +204,20 @@ class HazelcastStateBus:
 
     # ---- lifecycle ------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the client in the background and the writer; returns at once."""
-        with warnings.catch_warnings():  # the package imports asyncore (deprecated) as well
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from hazelcast.asyncio import HazelcastClient  # imported only when it is used
-
-        # The client logs every failed connection attempt with a traceback; the bus says what
-        # matters itself (statebus.connect_failed / breaker_open / connected), once per change.
-        logging.getLogger("hazelcast").setLevel(logging.ERROR)
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self._wake, self._recover = asyncio.Event(), asyncio.Event()
-        self._client_gone = asyncio.Event()
-        self._client_class = HazelcastClient
-        self._tasks = [asyncio.create_task(self._connector(), name="statebus:connector"),
-                       asyncio.create_task(self._writer(), name="statebus:writer"),
-                       asyncio.create_task(self._recovery(), name="statebus:recovery")]
-        if self._dirty:
-            self._kick()
-        log.info("statebus.started", kind=self.name, members=list(self._cfg.members),
-                 cluster=self._cfg.cluster_name, namespace=self.namespace or None)
+    def stages(self) -> list[BusLoop]:
+        """The bus's loops, for the daemon to run under supervision from before the pipeline
+        opens until after it has closed (``dolphind.stage.StageOwner``): the connector (owns
+        the client, connects in the background: start-up never waits for the cluster), the
+        writer (pushes the dirty keys, or writes the files while the breaker is open) and the
+        recovery (closes the breaker). A crash is counted and the loop restarted by the
+        supervisor, or the daemon ended on a crash loop; the bus keeps its state between
+        runs (what a crashed writer had taken is pushed again)."""
+        return [BusLoop("connector", self._connector), BusLoop("writer", self._writer),
+                BusLoop("recovery", self._recovery)]
 
     async def close(self) -> None:
+        """Shut the client down; after the loops have stopped."""
         self._closing = True  # the client's own DISCONNECTED on shutdown is no outage
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
         if self.client is not None:
             client, self.client = self.client, None
             try:
@@ -226,6 +225,13 @@ class HazelcastStateBus:
                     await client.shutdown()
             except (TimeoutError, Exception) as exc:  # never let a dying cluster hang a stop
                 log.warning("statebus.shutdown_failed", error=_describe(exc))
+
+    def _on_loop(self) -> None:
+        """The loop the bus's loops run on: ``put`` from another thread wakes the writer
+        there. Called by each loop as it starts (the first one binds)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
 
     # ---- internals ------------------------------------------------------------------------
 
@@ -235,7 +241,7 @@ class HazelcastStateBus:
             self._on_event(event)
 
     def _kick(self) -> None:
-        if self._wake is None or self._loop is None:
+        if self._loop is None:  # no loop runs yet: the writer pushes what is dirty as it starts
             return
         if threading.get_ident() == self._loop_thread:
             self._wake.set()
@@ -247,10 +253,25 @@ class HazelcastStateBus:
         attempts are bounded (``cluster_connect_timeout``): after that it gives up and shuts
         down, and this loop makes a new one after a back-off (inside the client's bound, it
         reconnects by itself with its own back-off)."""
+        self._on_loop()
+        with warnings.catch_warnings():  # the package imports asyncore (deprecated) as well
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from hazelcast.asyncio import HazelcastClient  # imported only when it is used
+
+        # The client logs every failed connection attempt with a traceback; the bus says what
+        # matters itself (statebus.connect_failed / breaker_open / connected), once per change.
+        logging.getLogger("hazelcast").setLevel(logging.ERROR)
+        if self.client is not None:  # a crashed run's client: a new run starts clean
+            client, self.client, self._connected = self.client, None, False
+            with contextlib.suppress(Exception):  # it is replaced whatever its state
+                await client.shutdown()
+        log.info("statebus.started", kind=self.name, members=list(self._cfg.members),
+                 cluster=self._cfg.cluster_name, namespace=self.namespace or None)
         backoff = Backoff(lambda: Limits(self._cfg.reconnect_initial_s, self._cfg.reconnect_max_s))
         while True:
+            self._client_gone.clear()
             try:
-                client = await self._client_class.create_and_start(
+                client = await HazelcastClient.create_and_start(
                     **self._options, lifecycle_listeners=[self._on_lifecycle])
             except Exception as exc:  # noqa: BLE001 - any failure: try again later
                 self.last_error = f"cannot connect: {_describe(exc)}"
@@ -263,10 +284,8 @@ class HazelcastStateBus:
             backoff.reset()
             self.client, self._maps, self._listening = client, {}, False
             self._connected = True
-            assert self._recover is not None and self._client_gone is not None
             self._recover.set()
             await self._client_gone.wait()
-            self._client_gone.clear()
             self.client, self._connected = None, False
             self._open("the client gave up on the cluster")
 
@@ -274,14 +293,12 @@ class HazelcastStateBus:
         if self._closing:
             return
         if state == "SHUTDOWN":
-            assert self._client_gone is not None  # made by start(), before any client exists
             self._client_gone.set()
         if state == "CONNECTED":
             self._connected = True
             self._count("connected")
             log.info("statebus.connected", cluster=self._cfg.cluster_name)
-            if self._recover is not None:
-                self._recover.set()
+            self._recover.set()
         elif state == "DISCONNECTED":
             self._connected = False
             self._count("disconnected")
@@ -296,8 +313,7 @@ class HazelcastStateBus:
             # The files hold the latest of everything, not only what changes from now on.
             self._dirty.update(self._owned)
             self._kick()
-        if self._recover is not None:
-            self._recover.set()
+        self._recover.set()
 
     async def _map(self, name: str) -> Any:
         m = self._maps.get(name)
@@ -322,7 +338,9 @@ class HazelcastStateBus:
             await asyncio.gather(*(one(m, k, v) for (m, k), v in items.items()))
 
     async def _writer(self) -> None:
-        assert self._wake is not None
+        self._on_loop()
+        if self._dirty:  # put before the loop ran (or left by a crashed run): push it now
+            self._wake.set()
         while True:
             await self._wake.wait()
             # Gather what else is written meanwhile: at most one push per FLUSH_S, whatever
@@ -332,24 +350,35 @@ class HazelcastStateBus:
             if not self._dirty:
                 continue
             batch, self._dirty = self._dirty, {}
-            if self.breaker.open:
-                await self._to_files(batch)
-                continue
             try:
-                await self._push(batch)
-            except Exception as exc:  # noqa: BLE001 - any failure counts against the breaker
-                self._count("push_failed")
+                await self._write(batch)
+            except BaseException:  # a crash or the stop: the batch stays dirty, none is lost
                 for k, v in batch.items():
                     self._dirty.setdefault(k, v)  # unless a newer value came meanwhile
-                self.last_error = _describe(exc)
-                if self.breaker.failure():
-                    self._open(f"{self.breaker.failures} pushes failed ({self.last_error})")
-                else:
-                    await asyncio.sleep(self.breaker.initial_s)
-                    self._wake.set()
-                continue
-            self._count("push_ok", len(batch))
-            self.breaker.failures = 0
+                raise
+
+    async def _write(self, batch: dict[tuple[str, str], bytes]) -> None:
+        """One batch to the cluster, or to the files while the breaker is open."""
+        if self.breaker.open:
+            await self._to_files(batch)
+            return
+        try:
+            await self._push(batch)
+        except Exception as exc:  # noqa: BLE001 - any failure counts against the breaker
+            self._count("push_failed")
+            for k, v in batch.items():
+                self._dirty.setdefault(k, v)  # unless a newer value came meanwhile
+            self.last_error = _describe(exc)
+            if self.breaker.failure():
+                self._open(f"{self.breaker.failures} pushes failed ({self.last_error})")
+            else:
+                # A retry of a failed push: the back-off schedule, from the breaker's count.
+                await asyncio.sleep(backoff_delay(self.breaker.failures - 1,
+                                                  self.breaker.initial_s, self.breaker.max_s))
+                self._wake.set()
+            return
+        self._count("push_ok", len(batch))
+        self.breaker.failures = 0
 
     async def _to_files(self, batch: dict[tuple[str, str], bytes]) -> None:
         try:
@@ -363,7 +392,7 @@ class HazelcastStateBus:
     async def _recovery(self) -> None:
         """While the breaker is open: try to republish everything, backing off; on success
         close it, then (re)read the inputs and make sure the listeners are registered."""
-        assert self._recover is not None
+        self._on_loop()
         while True:
             if not self.breaker.open:
                 self._recover.clear()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import orjson
+
+from dolphind.stage import Stage
 
 
 class MemoryStateBus:
@@ -40,3 +42,12 @@ class MemoryStateBus:
 
     def healthy(self) -> bool:
         return True
+
+    def status(self) -> dict[str, Any]:
+        return {"kind": self.name}
+
+    def stages(self) -> Sequence[Stage]:
+        return []  # nothing runs in the background: a put is a dict assignment
+
+    async def close(self) -> None:
+        return None  # nothing to let go of

@@ -18,6 +18,14 @@ Writing: ``record()`` is synchronous and never blocks or drops: records go to an
 queue that one writer task appends to the file from a dedicated thread (no file I/O on the
 loop). Producers that can wait call ``await audit.wait_below(n)`` for back-pressure.
 
+A writer that crashes (the disk full, the file gone) must not go unnoticed: losing audit
+records is unacceptable in a trading daemon. The writer is a task the log keeps, watched
+(``dolphind.stage.start_watched``): the crash is logged with its traceback, counted
+(``dolphind_task_crashes_total{task="audit-writer"}``) and makes the log *failed*:
+``readiness()`` says so (/readyz fails), ``flush()`` and ``wait_below()`` raise
+``AuditFailed`` instead of returning as if the records were written, and ``close()`` raises it
+too, with the number of records never written (the process exits non-zero).
+
 fsync policy (``store.audit_fsync``): each batch is written with one ``write`` + ``flush``, so a
 ``kill -9`` loses nothing the writer has written (the data is in the OS page cache). A power cut
 can lose what was not fsynced: ``always`` fsyncs after every batch; ``interval`` (default) at
@@ -42,6 +50,7 @@ from typing import Any, BinaryIO, Callable
 import orjson
 import structlog
 
+from dolphind.stage import start_watched
 from dolphind.telemetry.metrics import ExecutionMetrics
 
 log = structlog.get_logger("dolphind.audit")
@@ -51,6 +60,10 @@ _HASH_PREFIX = b',"hash":"'
 _SUFFIX_LEN = len(_HASH_PREFIX) + 64 + 2  # ,"hash":"<64 hex>"}
 _TAIL_READ = 1 << 16
 _LINGER_S = 0.005
+
+
+class AuditFailed(Exception):
+    """The audit log's writer crashed: records are no longer written."""
 
 
 def _json_default(obj: Any) -> Any:
@@ -207,6 +220,7 @@ class AuditLog:
         self._written = asyncio.Event()
         self._closed = False
         self._task: asyncio.Task[None] | None = None
+        self.failed: BaseException | None = None  # the writer's crash (see the module)
         self._last_fsync = time.monotonic()
         self.lines_written = 0
         # (seq, hash) of the last line written to the file, as one value: the store thread
@@ -236,8 +250,26 @@ class AuditLog:
         return audit
 
     async def __aenter__(self) -> "AuditLog":
-        self._task = asyncio.get_running_loop().create_task(self._writer(), name="audit-writer")
+        self._task = start_watched(
+            self._writer(), "audit-writer",
+            crashes=self._metrics.task_crashes if self._metrics is not None else None,
+            on_crash=self._writer_crashed)
         return self
+
+    def _writer_crashed(self, exc: BaseException) -> None:
+        self.failed = exc
+        log.error("audit.failed", path=str(self.path), error=f"{type(exc).__name__}: {exc}",
+                  unwritten=len(self._pending))
+        self._written.set()  # a producer waiting for room hears it now (wait_below raises)
+
+    def _failure(self) -> AuditFailed:
+        exc = self.failed
+        return AuditFailed(f"audit log {self.path}: the writer crashed ({type(exc).__name__}: "
+                           f"{exc}); {len(self._pending)} records not written")
+
+    def readiness(self) -> str:
+        """"ok", or why the audit log no longer writes (for /readyz)."""
+        return "ok" if self.failed is None else str(self._failure())
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
@@ -263,25 +295,33 @@ class AuditLog:
         while len(self._pending) >= n and self._task is not None and not self._task.done():
             self._written.clear()
             await self._written.wait()
+        if self.failed is not None:
+            raise self._failure() from self.failed
 
     async def flush(self) -> None:
-        """Wait until everything recorded so far is written to the file."""
+        """Wait until everything recorded so far is written to the file (``AuditFailed``
+        when it never will be)."""
         await self.wait_below(1)
 
     async def close(self) -> None:
+        """Write what is queued, fsync and close; ``AuditFailed`` if the writer crashed."""
         self._closed = True
         self._wakeup.set()
-        if self._task is not None:
+        task, self._task = self._task, None
+        if task is not None:
             try:
-                await self._task
-            finally:
-                self._task = None
+                await asyncio.wait([task])  # a crash was seen when it came (_writer_crashed)
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, _close, self._fh,
                                        self._fsync() != "never")
         finally:
             self._executor.shutdown(wait=False)
+        if self.failed is not None:
+            raise self._failure() from self.failed
 
     async def _writer(self) -> None:
         loop = asyncio.get_running_loop()

@@ -14,7 +14,10 @@ Shape:
 - WAL mode. With ``synchronous = NORMAL`` a committed transaction is in the WAL file when
   COMMIT returns, so it survives ``kill -9`` (not necessarily a power cut: use FULL for that).
   Checkpoints run every second from a second thread and connection (PASSIVE: they never block
-  the writer), so no commit pays for a checkpoint's copy and fsync;
+  the writer), so no commit pays for a checkpoint's copy and fsync. The checkpointer is a task
+  the store keeps (``dolphind.stage.start_watched``): should it crash, the crash is logged,
+  counted (``dolphind_task_crashes_total{task="store-checkpointer"}``) and shown in
+  ``status()``; the store goes on (the WAL grows until the close checkpoints it);
 - each write is wrapped in a SAVEPOINT, so one bad write fails alone (its caller gets the
   error) and the rest of the batch commits. A failed COMMIT (disk full, I/O error) fails the
   store: every later write raises ``StoreFailed`` and the process must restart (crash-only);
@@ -42,6 +45,7 @@ from typing import Any, Callable, TypeVar
 import structlog
 
 from dolphind.events import Order
+from dolphind.stage import start_watched
 from dolphind.store import transactions
 from dolphind.store.rows import (  # noqa: F401 - the store's write and read vocabulary, re-exported
     AUDIT_ANCHOR_KEY,
@@ -157,6 +161,7 @@ class Store:
             1, thread_name_prefix="dolphind-store-ckpt")
         self._ckpt_conn: sqlite3.Connection | None = None
         self._ckpt_task: asyncio.Task[None] | None = None
+        self.checkpointer_crash: str | None = None  # why the checkpointer ended, if it did
 
     @classmethod
     async def open(cls, path: str | Path, metrics: ExecutionMetrics | None = None,
@@ -170,8 +175,15 @@ class Store:
         return store
 
     async def __aenter__(self) -> "Store":
-        self._ckpt_task = self._loop.create_task(self._checkpointer(), name="store-checkpointer")
+        self._ckpt_task = start_watched(
+            self._checkpointer(), "store-checkpointer",
+            crashes=self._metrics.task_crashes if self._metrics is not None else None,
+            on_crash=self._checkpointer_crashed)
         return self
+
+    def _checkpointer_crashed(self, exc: BaseException) -> None:
+        # Not fatal: commits stay durable in the WAL; only its size grows until the close.
+        self.checkpointer_crash = f"{type(exc).__name__}: {exc}"
 
     async def _checkpointer(self) -> None:
         loop = asyncio.get_running_loop()
@@ -205,8 +217,8 @@ class Store:
         finally:
             if self._ckpt_task is not None:
                 self._ckpt_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._ckpt_task
+                # It ends by the cancel; a crash was seen when it came (start_watched).
+                await asyncio.wait([self._ckpt_task])
                 self._ckpt_task = None
             if self._ckpt_conn is not None:
                 await loop.run_in_executor(self._ckpt_executor, self._ckpt_conn.close)
@@ -331,7 +343,8 @@ class Store:
     def status(self) -> dict[str, Any]:
         return {"path": str(self.path), "backlog": self.backlog, "pending": self.pending,
                 "commits": self.commits, "writes": self.writes, "checkpoints": self.checkpoints,
-                "failed": repr(self.failed) if self.failed else None}
+                "failed": repr(self.failed) if self.failed else None,
+                "checkpointer_crash": self.checkpointer_crash}
 
 
 # ---- on the store thread -------------------------------------------------------------------

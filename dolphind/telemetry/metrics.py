@@ -151,7 +151,10 @@ _SLIPPAGE_BPS_BUCKETS = (-10.0, -5.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 5.0, 10.0,
 class ExecutionMetrics:
     """Orders, fills, money, risk rails and the store (SPEC §4-§6)."""
 
-    def __init__(self, r: CollectorRegistry) -> None:
+    def __init__(self, r: CollectorRegistry, task_crashes: Counter) -> None:
+        # Metrics.task_crashes, shared: the store's checkpointer and the audit log's writer
+        # count their crashes there (they receive this group, not the whole Metrics).
+        self.task_crashes = task_crashes
         self.intents = Counter("dolphind_execution_intents_total",
                                "Order intents taken by the execution stage, by outcome.",
                                ["outcome"], registry=r)
@@ -367,6 +370,11 @@ class Metrics:
         self.stage_errors = Counter("dolphind_stage_errors_total",
                                     "Exceptions that ended a stage's run.", ["stage"],
                                     registry=r)
+        self.task_crashes = Counter("dolphind_task_crashes_total",
+                                    "Exceptions that ended a task a component runs itself "
+                                    "(not a supervised stage: the store's checkpointer, the "
+                                    "audit writer, the Command Center's poller), by task.",
+                                    ["task"], registry=r)
         self.channels = ChannelMetrics(r)
 
         # Bars (the replay or live feed's output)
@@ -541,7 +549,7 @@ class Metrics:
             "1 while the state bus breaker is open (file-only mode, bible §15.6).", registry=r)
 
         # Execution, risk, store
-        self.execution = ExecutionMetrics(r)
+        self.execution = ExecutionMetrics(r, self.task_crashes)
         # The live venue (binance)
         self.venue = VenueMetrics(r)
 

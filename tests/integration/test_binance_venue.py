@@ -25,7 +25,7 @@ from dolphind.orders.router import client_order_id
 from dolphind.stage import offered_stages
 from dolphind.app.books import open_books
 from dolphind.app.execution import build_execution
-from dolphind.app.venues import supervised
+from dolphind.supervisor import supervised
 from dolphind.execution.stage import ExecutionStage
 from dolphind.execution.state import ExecutionServices
 from dolphind.control import Control

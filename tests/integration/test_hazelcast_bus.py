@@ -5,6 +5,7 @@ caller, and the restarted member gets every latest value back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -14,9 +15,12 @@ import orjson
 import pytest
 from hazelcast.asyncio import HazelcastClient
 
-from dolphind.config import StateBusConfig
+from dolphind.config import StateBusConfig, SupervisionConfig
 from dolphind.statebus.base import FEATURES, HEARTBEAT, SAFETY
 from dolphind.statebus.hazelcast import HazelcastStateBus, client_options
+from dolphind.supervisor import supervised
+from dolphind.telemetry.health import Health
+from dolphind.telemetry.metrics import Metrics
 from tests.conftest import eventually
 from tests.hazelcast import Cluster, free_port
 
@@ -46,16 +50,23 @@ async def peer(cluster: Cluster) -> AsyncIterator[Any]:
     await client.shutdown()
 
 
-async def open_bus(cfg: StateBusConfig, tmp: Path) -> HazelcastStateBus:
+@contextlib.asynccontextmanager
+async def open_bus(cfg: StateBusConfig, tmp: Path) -> AsyncIterator[HazelcastStateBus]:
+    """The bus as the daemon runs it: its loops supervised, closed once they have stopped."""
     bus = HazelcastStateBus(cfg, tmp / "files", client_options(cfg))
-    await bus.start()
-    return bus
+    metrics = await asyncio.to_thread(Metrics)  # its collectors read /proc
+    try:
+        async with supervised(Health(metrics, lambda: 5.0), metrics,
+                              SupervisionConfig) as loops:
+            loops.start(bus.stages())
+            yield bus
+    finally:
+        await bus.close()
 
 
 async def test_writes_reach_the_cluster_namespaced_and_inputs_arrive_by_listener(
         cluster: Cluster, peer: Any, tmp_path: Path) -> None:
-    bus = await open_bus(bus_config(cluster, namespace="acct-a"), tmp_path)
-    try:
+    async with open_bus(bus_config(cluster, namespace="acct-a"), tmp_path) as bus:
         bus.put(SAFETY, "latest", {"posture": "APEX", "Rm": 1.0})
         bus.put(FEATURES, "latest_eigen_scan", {"scan_number": 7, "vel_div": -0.03})
         safety, features = await peer.get_map(SAFETY), await peer.get_map(FEATURES)
@@ -80,18 +91,14 @@ async def test_writes_reach_the_cluster_namespaced_and_inputs_arrive_by_listener
         await features.set("acb_boost", '{"boost": 1.3, "beta": 0.5}')
         await eventually(lambda: bus.get(FEATURES, "acb_boost") == {"boost": 1.3, "beta": 0.5},
                          what="acb_boost")
-    finally:
-        await bus.close()
 
 
 async def test_start_does_not_wait_for_a_cluster_that_is_not_there(tmp_path: Path) -> None:
     """Nothing listens on the member port: start returns, writes go to files, nothing blocks."""
     cfg = dataclasses.replace(StateBusConfig(), kind="hazelcast", cluster_name="nobody",
                               members=(f"127.0.0.1:{free_port()}",), invocation_timeout_s=0.5)
-    bus = HazelcastStateBus(cfg, tmp_path / "files", client_options(cfg))
     t0 = time.monotonic()
-    await bus.start()
-    try:
+    async with open_bus(cfg, tmp_path) as bus:
         bus.put(SAFETY, "latest", {"posture": "TURTLE"})
         assert bus.get(SAFETY, "latest") == {"posture": "TURTLE"}  # reads: the last value
         assert not bus.healthy()
@@ -99,16 +106,13 @@ async def test_start_does_not_wait_for_a_cluster_that_is_not_there(tmp_path: Pat
         await eventually(path.exists, what="file-only copy")
         assert orjson.loads(path.read_bytes()) == {"posture": "TURTLE"}
         assert bus.status()["mode"] == "file-only"
-    finally:
-        await bus.close()
     # Generous: the point is "not the cluster connect timeout" (the client would wait forever).
     assert time.monotonic() - t0 < 30
 
 
 async def test_member_killed_mid_run_file_only_then_republished(
         cluster: Cluster, tmp_path: Path) -> None:
-    bus = await open_bus(bus_config(cluster, namespace="acct-b"), tmp_path)
-    try:
+    async with open_bus(bus_config(cluster, namespace="acct-b"), tmp_path) as bus:
         bus.put(SAFETY, "latest", {"posture": "APEX", "n": 0})
         await eventually(bus.healthy, what="connected")
         await eventually(lambda: bus.counts["push_ok"] + bus.counts["republished"] >= 1,
@@ -150,5 +154,3 @@ async def test_member_killed_mid_run_file_only_then_republished(
                              timeout=20, what="listener after restart")
         finally:
             await client.shutdown()
-    finally:
-        await bus.close()

@@ -4,6 +4,7 @@ actions at once and turns new scans / decisions / closed trades into points and 
 
 from __future__ import annotations
 
+import asyncio
 import types
 from typing import Any
 
@@ -149,3 +150,34 @@ async def test_page_files_snapshot_and_stream_on_the_ops_app(metrics: Metrics,
             if name == "tick":
                 assert data["snapshot"]["mode"] == "paper"
         stream.close()
+
+
+async def test_a_crashed_poller_is_seen_its_streams_end_and_the_next_page_restarts_it(
+        metrics: Metrics, monkeypatch: Any) -> None:
+    """A tick's error is logged and the poller goes on; a crash of the poller itself (what
+    its per-tick handler does not catch) is logged, counted, ends the streams it fed (the page
+    reconnects) and does not keep the next page from getting a poller."""
+    monkeypatch.setattr(cc_mod, "TICK_S", 0.01)
+
+    class Escaped(BaseException):
+        pass
+
+    hub = CommandCenter(_daemon(metrics))
+    q = hub.connect()
+    assert hub._poller is not None
+    real_poll = hub.poll
+
+    def poll() -> Any:
+        raise Escaped("the poller broke")
+
+    monkeypatch.setattr(hub, "poll", poll)
+    while await asyncio.wait_for(q.get(), 5) is not None:
+        pass  # the stream ends: None is the end of an SSE stream
+    assert hub._poller is None
+    get = metrics.registry.get_sample_value
+    assert get("dolphind_task_crashes_total", {"task": "command-center"}) == 1
+    monkeypatch.setattr(hub, "poll", real_poll)
+    q = hub.connect()  # the next page: a new poller, ticking
+    assert hub._poller is not None
+    assert (await asyncio.wait_for(q.get(), 5)).startswith(b"event: tick")
+    await hub.close()

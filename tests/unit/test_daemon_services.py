@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -17,6 +18,7 @@ from dolphind.app import open_ops_server, open_services
 from dolphind.config import load_config
 from dolphind.daemon import EXIT_CRASH_LOOP, EXIT_OK, Daemon, Services
 from dolphind.stage import Stage
+from dolphind.statebus.memory import MemoryStateBus
 from tests.conftest import eventually
 from tests.integration.harness import write_config
 
@@ -152,3 +154,51 @@ def test_the_daemon_does_not_import_the_wiring() -> None:
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not {m for m in imported if m and (m == "dolphind.app"
                                               or m.startswith("dolphind.app."))}
+
+
+class LoopingBus(MemoryStateBus):
+    """A state bus with one background loop (as the Hazelcast bus's writer); its close is
+    recorded."""
+
+    def __init__(self, events: list[str], failures: int) -> None:
+        super().__init__()
+        self.events = events
+        self.loop = UserStream(events, failures, name="statebus:writer")
+
+    def stages(self) -> list[Stage]:
+        return [self.loop]
+
+    async def close(self) -> None:
+        self.events.append("bus closed")
+
+
+async def test_the_state_bus_loops_are_supervised_from_start_until_after_the_pipeline(
+        services: Services) -> None:
+    events: list[str] = []
+    bus = LoopingBus(events, failures=1)
+    daemon = _daemon(dataclasses.replace(services, bus=bus),
+                     FakePipeline(stages=[Source(events)]))
+    daemon.health.register("source")
+    task = asyncio.create_task(daemon.serve())
+    await eventually(lambda: bus.loop.runs == 2, what="the bus loop restarted")
+    get = daemon.metrics.registry.get_sample_value
+    assert get("dolphind_stage_errors_total", {"stage": "statebus:writer"}) == 1
+    assert get("dolphind_stage_restarts_total", {"stage": "statebus:writer"}) == 1
+    await eventually(lambda: daemon.health.stages["statebus:writer"].running,
+                     what="the bus loop running again")
+    daemon._request_stop("test")
+    assert await asyncio.wait_for(task, 10) == EXIT_OK
+    # The pipeline drains with the bus still served; its loops stop, then the bus closes.
+    assert events == ["source stopped", "loop stopped", "bus closed"]
+
+
+async def test_a_state_bus_loop_in_a_crash_loop_ends_the_daemon(
+        impatient_services: Services) -> None:
+    events: list[str] = []
+    bus = LoopingBus(events, failures=1000)
+    daemon = _daemon(dataclasses.replace(impatient_services, bus=bus),
+                     FakePipeline(stages=[Source(events)]))
+    daemon.health.register("source")
+    assert await asyncio.wait_for(daemon.serve(), 10) == EXIT_CRASH_LOOP
+    assert bus.loop.runs == 3  # the first run and two restarts
+    assert events[-1] == "bus closed"  # closed on the way out all the same

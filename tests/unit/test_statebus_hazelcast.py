@@ -3,9 +3,11 @@ config validation, and the §15 payloads the daemon publishes."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import orjson
@@ -204,3 +206,81 @@ async def test_the_venue_lease_is_the_cp_fenced_lock_on_the_hazelcast_bus(tmp_pa
     assert lease.fence is None and lease.fence_for("dd-1") is None  # nothing may be sent
     await lease.release()
     assert not lease.host.held
+
+
+async def test_a_crash_of_the_fenced_lock_owner_task_is_seen_and_fences(tmp_path: Path) -> None:
+    """The task that owns the CP lock crashes (something its handler does not catch): the
+    crash is handed on (the venue counts it), the lease is not held from then on, and every
+    later renewal raises (the renewal loop's supervisor then ends the process)."""
+    from structlog.testing import capture_logs
+
+    from dolphind.venues.binance.lease import Lease, LeaseLockCrashed, account_id
+
+    class Escaped(BaseException):
+        pass
+
+    class BrokenCP:
+        async def get_lock(self, name: str) -> Any:
+            raise Escaped("the lock proxy broke")
+
+    bus = HazelcastStateBus(StateBusConfig(), tmp_path, {})
+    bus.client = SimpleNamespace(cp_subsystem=BrokenCP())
+    crashes: list[BaseException] = []
+    changes: list[bool] = []
+    lease = Lease(account_id("binance-usdm", "KEY"), tmp_path / "locks", bus, lambda: 5.0,
+                  on_crash=crashes.append, on_change=changes.append)
+    with capture_logs() as logs:
+        with pytest.raises(LeaseLockCrashed, match="owner task crashed"):
+            await lease.acquire()
+    assert [type(e) for e in crashes] == [Escaped]
+    assert any(e["event"] == "task.crashed" and e["exc_info"] for e in logs)
+    assert not lease.held and "owner task crashed" in lease.reason
+    assert lease.fence_for("dd-1") is None  # nothing may be sent
+    with pytest.raises(LeaseLockCrashed):  # the lock is lost to this process for good
+        await lease.acquire()
+    await lease.release()  # a clean stop still lets the host lock go
+    assert not lease.host.held
+
+
+async def test_a_crashed_bus_writer_is_counted_restarted_and_loses_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bus's loops run as supervised stages: a writer that crashes (file-only mode, a
+    write error the writer does not expect) is counted and restarted, and the batch it held
+    is written by the next run."""
+    from dolphind.config import SupervisionConfig
+    from dolphind.statebus import hazelcast as hz
+    from dolphind.supervisor import supervised
+    from dolphind.telemetry.health import Health
+    from dolphind.telemetry.metrics import Metrics
+    from tests.conftest import eventually
+    from tests.hazelcast import free_port
+
+    cfg = dataclasses.replace(StateBusConfig(), kind="hazelcast", cluster_name="nobody",
+                              members=(f"127.0.0.1:{free_port()}",), invocation_timeout_s=0.5)
+    bus = HazelcastStateBus(cfg, tmp_path / "files", client_options(cfg))
+    real, calls = hz.write_latest, []
+
+    def flaky(directory: Path, items: dict[tuple[str, str], bytes]) -> int:
+        calls.append(len(items))
+        if len(calls) == 1:
+            raise ValueError("a bug in the file writer")
+        return real(directory, items)
+
+    monkeypatch.setattr(hz, "write_latest", flaky)
+    metrics = await asyncio.to_thread(Metrics)
+    health = Health(metrics, lambda: 5.0)
+    fast = SupervisionConfig(backoff_initial_s=0.01, backoff_max_s=0.02)
+    try:
+        async with supervised(health, metrics, lambda: fast) as loops:
+            loops.start(bus.stages())
+            bus.put(SAFETY, "latest", {"posture": "TURTLE"})  # file-only: no cluster
+            path = tmp_path / "files" / SAFETY / "latest.json"
+            await eventually(path.exists, what="the batch written by the restarted writer")
+            get = metrics.registry.get_sample_value
+            assert get("dolphind_stage_errors_total", {"stage": "statebus:writer"}) == 1
+            assert health.stages["statebus:writer"].restarts == 1
+            assert "a bug in the file writer" in (health.stages["statebus:writer"].last_error
+                                                  or "")
+    finally:
+        await bus.close()
+    assert orjson.loads(path.read_bytes()) == {"posture": "TURTLE"}

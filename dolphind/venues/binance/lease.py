@@ -46,6 +46,14 @@ Design (the simplest one that is honest about what it fences):
 
 ``Lease`` combines the two: held while both parts are held. Its file work runs in a worker
 thread (``flock`` is taken with ``LOCK_NB``: it never waits).
+
+The fenced lock's calls run in one task the lease owns (the lock belongs to the task that
+took it), started with ``dolphind.stage.start_watched``. If that task ever crashes, the crash
+is logged, handed to ``on_crash`` (the venue counts it as its ``lease_lock`` loop's) and the
+lease is lost to this process for good: the lock now belongs to a task that is gone, so
+``held`` turns false at once and every later ``acquire`` raises ``LeaseLockCrashed`` (the
+renewal loop crashes, the supervisor counts it and ends the process on a crash loop; the next
+process starts with a new CP session and takes the account back).
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ import orjson
 
 import structlog
 
+from dolphind.stage import start_watched
 from dolphind.statebus.base import StateBus
 from dolphind.statebus.hazelcast import HazelcastStateBus
 
@@ -83,6 +92,11 @@ def account_id(venue: str, api_key: str) -> str:
 
 def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class LeaseLockCrashed(Exception):
+    """The fenced lock's owner task crashed: the lock cannot be confirmed or given up by this
+    process any more (its CP session's end frees it)."""
 
 
 def lock_path(directory: Path, account: str) -> Path:
@@ -282,7 +296,8 @@ class FencedLease:
 
     def __init__(self, bus: Any, account: str, owner: str, ttl_s: Callable[[], float],
                  wall: Callable[[], float] = time.time,
-                 mono: Callable[[], float] = time.monotonic) -> None:
+                 mono: Callable[[], float] = time.monotonic,
+                 on_crash: Callable[[BaseException], None] | None = None) -> None:
         self.bus = bus
         self.account = account
         self.owner = owner
@@ -299,6 +314,8 @@ class FencedLease:
         self._requests: asyncio.Queue[tuple[str, asyncio.Future[bool]]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._pending: dict[str, asyncio.Future[bool]] = {}
+        self._on_crash = on_crash or (lambda exc: None)
+        self.crashed: BaseException | None = None  # the owner task's crash (see the module)
 
     @property
     def held(self) -> bool:
@@ -308,9 +325,12 @@ class FencedLease:
         return float(getattr(self.bus, "invocation_timeout_s", 2.0))
 
     async def _call(self, what: str) -> bool:
+        if self.crashed is not None:
+            raise self._crash_error()
         if self._task is None or self._task.done():
             self._requests, self._pending = asyncio.Queue(), {}
-            self._task = asyncio.create_task(self._owner(), name=f"lease:{self.account}")
+            self._task = start_watched(self._owner(), f"lease:{self.account}",
+                                       on_crash=self._owner_crashed)
         assert self._requests is not None
         fut = self._pending.get(what)
         if fut is None or fut.done():  # one request of a kind at a time: no queue builds up
@@ -328,12 +348,33 @@ class FencedLease:
         return await self._call("acquire")
 
     async def release(self) -> None:
-        if self._task is not None and not self._task.done():
-            await self._call("release")
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                await self._call("release")
+            except LeaseLockCrashed:
+                pass  # seen already (logged, counted, in reason): nothing left to give up
+            task.cancel()
+            await asyncio.wait([task])  # it ends by the cancel (a crash was seen when it came)
         self._task = None
+
+    def _owner_crashed(self, exc: BaseException) -> None:
+        """The owner task crashed (``start_watched`` has logged it): the lock is lost."""
+        self.crashed = exc
+        self.fence = 0  # held is false from now on: nothing may be sent
+        self.reason = str(self._crash_error())
+        for fut in self._pending.values():  # a caller waiting for an answer hears it now
+            if not fut.done():
+                fut.set_exception(self._crash_error())
+                fut.exception()  # also when nobody awaits it any more (a timed-out caller)
+        self._on_crash(exc)
+
+    def _crash_error(self) -> LeaseLockCrashed:
+        exc = self.crashed
+        return LeaseLockCrashed(
+            f"account {self.account}: the CP lock's owner task crashed "
+            f"({type(exc).__name__}: {exc}); the lock is lost to this process until it "
+            "restarts")
 
     async def _owner(self) -> None:
         assert self._requests is not None
@@ -426,14 +467,17 @@ class Lease:
     def __init__(self, account: str, lease_dir: Path, bus: StateBus | None,
                  ttl_s: Callable[[], float], wall: Callable[[], float] = time.time,
                  on_change: Callable[[bool], None] | None = None,
-                 owner: str | None = None) -> None:
+                 owner: str | None = None,
+                 on_crash: Callable[[BaseException], None] | None = None) -> None:
+        """``on_crash``: the fenced lock's owner task crashed (see the module docstring)."""
         self.account = account
         self.owner = owner or new_owner()
         self.host = HostLease(lease_dir, account, self.owner, wall)
         shared = bus is not None and getattr(bus, "name", "memory") != "memory"
         self.bus: AccountLease | FencedLease | None = None
         if isinstance(bus, HazelcastStateBus):  # the cluster has a real lock: use it
-            self.bus = FencedLease(bus, account, self.owner, ttl_s, wall=wall)
+            self.bus = FencedLease(bus, account, self.owner, ttl_s, wall=wall,
+                                   on_crash=on_crash)
         elif shared and bus is not None:
             self.bus = AccountLease(bus, account, ttl_s, owner=self.owner, wall=wall)
         self._on_change = on_change or (lambda held: None)
@@ -483,12 +527,14 @@ class Lease:
     async def acquire(self) -> bool:
         """Take the lease, or renew it (the host lock is re-verified; the bus record renewed)."""
         async with self._lock:
-            host = await asyncio.to_thread(self.host.try_acquire)
-            if host and isinstance(self.bus, FencedLease):
-                await self.bus.try_acquire()
-            elif host and self.bus is not None:
-                self.bus.try_acquire()
-            self._changed()
+            try:
+                host = await asyncio.to_thread(self.host.try_acquire)
+                if host and isinstance(self.bus, FencedLease):
+                    await self.bus.try_acquire()  # raises LeaseLockCrashed once it crashed
+                elif host and self.bus is not None:
+                    self.bus.try_acquire()
+            finally:
+                self._changed()  # a loss is told to the venue even when the call raised
             return self.held
 
     async def release(self) -> None:

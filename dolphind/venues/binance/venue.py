@@ -17,10 +17,12 @@ has lost money to a flaky exchange client insists on lives there:
 - credentials.py: keys only from the environment or a secrets file, never logged, never in
   ``status()``; listenKeys redacted too. lease.py: one account, one trader.
 
-The venue starts no task of its own: its background loops are stages, each an object with a
-``name`` and ``async def run()`` for the supervisor. ``upkeep_stages()`` (lease renewal, clock
-and filters upkeep) run from the venue's opening, by the wiring that opens it
-(dolphind/app/venues.py): the lease must be renewed while the rest of the pipeline is built.
+The venue's background loops are stages, each an object with a ``name`` and ``async def
+run()`` for the supervisor. The one task it keeps is the fenced lease's lock owner (lease.py:
+the cluster's lock belongs to one task), watched: its crash is counted here as the
+``lease_lock`` loop's. ``upkeep_stages()`` (lease renewal, clock and filters upkeep) run from
+the venue's opening, by the wiring that opens it (dolphind/app/venues.py): the lease must be
+renewed while the rest of the pipeline is built.
 ``stages()`` (the user stream, its keep-alive, REST polling) are offered to the daemon
 (``dolphind.stage.StageOwner``), which runs them with the pipeline's stages and stops them
 after the drain. A loop's crash is recorded here
@@ -86,6 +88,8 @@ class VenueLoop:
     raised on to the supervisor, which restarts the loop or ends the process."""
 
     __slots__ = ("name", "loop", "body", "keeper")
+    is_source = False  # a background loop: the daemon stops it after the pipeline's drain
+    output = None  # no stage reads from it
 
     def __init__(self, loop: str, body: Callable[[], Awaitable[None]],
                  keeper: LoopKeeper) -> None:
@@ -142,7 +146,8 @@ class BinanceVenue(Venue):
         self.loop_crashes: dict[str, int] = {}  # background loop -> crashes (supervised)
         self.lease = Lease(self.account, lease_dir or Path(config().lease_dir), bus,
                            lambda: self._cfg().lease_ttl_s, wall=wall,
-                           on_change=self._on_lease_change)
+                           on_change=self._on_lease_change,
+                           on_crash=lambda exc: self._loop_crashed("lease_lock", exc))
         self._rest = RestClient(config, metrics, credentials, self.budget, self._redact,
                                 self._note_error, wall)
         self._filters = VenueFilters(self._rest, metrics)
@@ -214,7 +219,7 @@ class BinanceVenue(Venue):
         """``body`` as a stage of this venue: its crashes are recorded here."""
         return VenueLoop(name, body, self._loops)
 
-    def _loop_crashed(self, loop: str, exc: Exception) -> None:
+    def _loop_crashed(self, loop: str, exc: BaseException) -> None:
         self.loop_crashes[loop] = self.loop_crashes.get(loop, 0) + 1
         self._m.loop_crashes.labels(loop).inc()
         self.last_error = self._redact(f"{loop} loop: {type(exc).__name__}: {exc}")

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import aiohttp
 
+from dolphind.plugins import backoff_delay
 from dolphind_comms.payloads import Message, daily_message
 
 COMMANDS = ("/status", "/profit", "/daily", "/halt", "/help")
@@ -73,7 +74,10 @@ class CommandPoller:
 
     def __init__(self, url: str, chat_id: str, title: Callable[[], str],
                  reply: Callable[[Message], None], figures: Callable[[], Any], control: Any,
-                 trades: Callable[[], Sequence[Any]], log: Any, poll_timeout_s: int = 25, error_pause_s: float = 5.0) -> None:
+                 trades: Callable[[], Sequence[Any]], log: Any, poll_timeout_s: int = 25,
+                 error_pause_s: float = 5.0, error_pause_max_s: float = 120.0) -> None:
+        """A failed poll is retried after ``backoff_delay`` (from ``error_pause_s``, doubling
+        up to ``error_pause_max_s`` while the polls keep failing)."""
         self._url = updates_url(url)
         self._chat_id = str(chat_id)
         self._title = title
@@ -84,6 +88,8 @@ class CommandPoller:
         self._log = log
         self._timeout = poll_timeout_s
         self._pause = error_pause_s
+        self._pause_max = error_pause_max_s
+        self._failing = 0  # polls failed in a row: the back-off's attempt
         self._offset = 0
         self.answered = self.refused = self.errors = 0
 
@@ -96,9 +102,14 @@ class CommandPoller:
                     raise
                 except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                     self.errors += 1
+                    delay = backoff_delay(self._failing, self._pause, self._pause_max)
+                    self._failing += 1
                     # By type only: aiohttp's message may carry the URL (the bot token).
-                    self._log.warning("comms.commands_poll_failed", error=type(exc).__name__)
-                    await asyncio.sleep(self._pause)
+                    self._log.warning("comms.commands_poll_failed", error=type(exc).__name__,
+                                      retry_in_s=round(delay, 2))
+                    await asyncio.sleep(delay)
+                else:
+                    self._failing = 0  # the long poll itself paces the loop: no pause
 
     async def poll_once(self, session: aiohttp.ClientSession) -> None:
         params = {"offset": str(self._offset), "timeout": str(self._timeout),

@@ -225,3 +225,42 @@ async def test_the_store_anchors_the_chain_and_verify_store_finds_a_truncated_ta
     res = subprocess.run([sys.executable, "-m", "dolphind.cli", "audit", "verify", str(path),
                           "--store", str(db)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "truncated tail" in res.stderr
+
+
+async def test_a_crashed_writer_fails_the_log_loudly_never_silently(tmp_path, monkeypatch):
+    """The disk fills up under the writer: the crash is logged and counted, /readyz says so,
+    flush and back-pressure raise instead of returning as if written, close raises."""
+    import errno
+
+    from structlog.testing import capture_logs
+
+    from dolphind.store import audit as audit_module
+    from dolphind.store.audit import AuditFailed
+    from dolphind.telemetry.metrics import Metrics
+
+    metrics = await asyncio.to_thread(Metrics)
+    path = tmp_path / "audit.jsonl"
+    audit = await AuditLog.open(path, metrics.execution)
+
+    def disk_full(fh, data, do_fsync):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    # Leaving closes the log: the stop says it too (the exit is non-zero).
+    with capture_logs() as logs, pytest.raises(AuditFailed, match="1 records not written"):
+        async with audit:
+            audit.record("order.submitted", client_id="dd-1")
+            await audit.flush()
+            assert audit.readiness() == "ok"
+            monkeypatch.setattr(audit_module, "_append", disk_full)
+            audit.record("order.submitted", client_id="dd-2")
+            with pytest.raises(AuditFailed, match="No space left on device"):
+                await audit.flush()
+            assert "1 records not written" in audit.readiness()
+            with pytest.raises(AuditFailed):
+                await audit.wait_below(10)  # a producer waiting for room is not fooled
+    get = metrics.registry.get_sample_value
+    assert get("dolphind_task_crashes_total", {"task": "audit-writer"}) == 1
+    crashed = [e for e in logs if e["event"] == "task.crashed"]
+    assert crashed and crashed[0]["task"] == "audit-writer" and crashed[0]["exc_info"]
+    assert any(e["event"] == "audit.failed" for e in logs)
+    assert verify(path).lines == 1  # what was written before the crash stays a valid chain

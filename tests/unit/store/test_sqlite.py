@@ -281,3 +281,34 @@ async def test_a_write_nobody_waits_for_joins_the_next_waiters_commit(tmp_path):
                 break
             await asyncio.sleep(0.005)
         assert store.pending == 0
+
+
+async def test_a_crashed_checkpointer_is_logged_counted_and_shown(tmp_path, metrics, monkeypatch):
+    """The checkpointer cannot open its connection: the crash is seen (log, counter,
+    status), and the store goes on committing (the WAL holds the commits)."""
+    from structlog.testing import capture_logs
+
+    from dolphind.store import sqlite as store_module
+
+    path = tmp_path / "d.sqlite"
+    store = await Store.open(path, metrics.execution, metrics.channels)
+
+    def refused(*args, **kwargs):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    with capture_logs() as logs:
+        monkeypatch.setattr(store_module.sqlite3, "connect", refused)
+        async with store:
+            for _ in range(100):
+                if store.checkpointer_crash is not None:
+                    break
+                await asyncio.sleep(0.01)
+            monkeypatch.undo()
+            assert store.status()["checkpointer_crash"] == \
+                "OperationalError: unable to open database file"
+            await store.save_control(True, "operator")  # the store itself goes on
+            await store.write(order_op(_order("a")), wait=True)
+    get = metrics.registry.get_sample_value
+    assert get("dolphind_task_crashes_total", {"task": "store-checkpointer"}) == 1
+    crashed = [e for e in logs if e["event"] == "task.crashed"]
+    assert crashed and crashed[0]["task"] == "store-checkpointer" and crashed[0]["exc_info"]

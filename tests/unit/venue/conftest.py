@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from dolphind.app.venues import StageRunner, supervised
+from dolphind.supervisor import StageRunner, supervised
 from dolphind.config import BinanceVenueConfig, SupervisionConfig
 from dolphind.events import Fill, Order
 from dolphind.venues.binance import BinanceVenue, Credentials

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from dolphind.app.venues import supervised
+from dolphind.supervisor import supervised
 from dolphind.config import SupervisionConfig
 from dolphind.stage import offered_stages
 from dolphind.supervisor import StageCrashLoop
