@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import statistics
 import sys
@@ -31,12 +32,15 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dolphind.config import StateBusConfig  # noqa: E402
+from dolphind.config import StateBusConfig, SupervisionConfig  # noqa: E402
+from dolphind.supervisor import supervised  # noqa: E402
+from dolphind.telemetry.health import Health  # noqa: E402
+from dolphind.telemetry.metrics import Metrics  # noqa: E402
 from dolphind.logs import configure  # noqa: E402
 from dolphind.statebus.base import FEATURES, HEARTBEAT  # noqa: E402
 from dolphind.statebus.hazelcast import HazelcastStateBus, client_options  # noqa: E402
@@ -124,10 +128,23 @@ async def outage(bus: HazelcastStateBus, cluster: Cluster | None,
     return worst_put, worst_lag
 
 
+@contextlib.asynccontextmanager
+async def running(bus: HazelcastStateBus) -> AsyncIterator[HazelcastStateBus]:
+    """The bus as the daemon runs it: its loops supervised, the client closed after them."""
+    metrics = Metrics()
+    try:
+        async with supervised(Health(metrics, lambda: 5.0), metrics, SupervisionConfig) as loops:
+            loops.start(bus.stages())
+            yield bus
+    finally:
+        await bus.close()
+
+
 async def main(scans: int, interval_s: float) -> None:
     configure("warning", "console")
     with tempfile.TemporaryDirectory() as tmp:
         cluster = Cluster(Path(tmp) / "hz", size=1).start()
+        stack = contextlib.AsyncExitStack()
         try:
             cfg = dataclasses.replace(StateBusConfig(), kind="hazelcast",
                                       cluster_name=cluster.name,
@@ -136,7 +153,7 @@ async def main(scans: int, interval_s: float) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 hz = HazelcastStateBus(cfg, Path(tmp) / "files", client_options(cfg))
-                await hz.start()
+            await stack.enter_async_context(running(hz))
             deadline = time.monotonic() + 60
             while not hz.healthy():
                 if time.monotonic() > deadline:
@@ -156,8 +173,8 @@ async def main(scans: int, interval_s: float) -> None:
             pushed = hz.counts["push_ok"]
             base_put, base_lag = await outage(hz, None, interval_s)
             out_put, out_lag = await outage(hz, cluster, interval_s)
-            await hz.close()
         finally:
+            await stack.aclose()  # the bus's loops stop, then its client shuts down
             cluster.stop()
     hp, mp = min(hz_put) * 1e6, min(mem_put) * 1e6
     hc, mc = (min(hz_cpu) - idle) * 1e6, (min(mem_cpu) - idle) * 1e6
