@@ -44,7 +44,8 @@ from dolphind.events import Bar, Fill, OrderIntent, frozen_array
 from dolphind.ports import NoExecutionEvents
 from dolphind.orders.filters import load_exchange_info
 from dolphind.venues.paper import PaperVenue
-from dolphind.execution.stage import ExecutionStage
+from dolphind.app.execution import build_execution
+from dolphind.execution.state import ExecutionServices
 from dolphind.logs import configure
 from dolphind.control import Control
 from dolphind.telemetry.health import Health
@@ -85,8 +86,8 @@ async def bench(latency_n: int, throughput_n: int, folder: Path) -> dict[str, An
             fill_event.set()
 
     async with store, audit:
-        stage = ExecutionStage(intents, venue, store, audit, control, health, metrics,
-                               lambda: cfg, events=FillClock())
+        stage = build_execution(intents, ExecutionServices(venue, store, audit, control, health,
+                                                           metrics, lambda: cfg, FillClock()))
         task = asyncio.create_task(stage.run())
         while not stage.ready:
             await asyncio.sleep(0.001)

@@ -13,8 +13,8 @@ What it controls (SPEC §7):
   operator's all-clear and lifts every hold.
 - a risk multiplier for a duration and an order-rate throttle for a duration. Both only ever
   reduce risk (factors in (0, 1]); while several are active the smallest wins; each expires by
-  itself. The rails and sizing read ``risk_multiplier()`` / ``order_rate_factor()`` /
-  ``effective_risk(cfg.risk)``.
+  itself. The plane only holds them: ``dolphind.risk.overrides`` reads ``risk_multiplier()`` /
+  ``order_rate_factor()`` and says what they do to the rails' config and to new entries.
 - reconnect the feed and flatten: requests the feed / execution stage act on (a generation
   counter to poll, and the action passed to subscribers).
 - raise an incident: a record that plugins (comms) and the audit log receive.
@@ -26,7 +26,6 @@ listeners, so tests drive expiry without sleeping.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -199,19 +198,6 @@ class Control:
         """The factor (0, 1] on the order-rate limit; 1.0 when no throttle is in force."""
         self.expire()
         return self._effective("throttle")
-
-    def effective_risk(self, base: Any) -> Any:
-        """``base`` (a RiskConfig) with the overrides applied: rate x throttle, exposure caps
-        and max order notional x risk multiplier. The rails read this instead of cfg.risk."""
-        m, r = self.risk_multiplier(), self.order_rate_factor()
-        if m == 1.0 and r == 1.0:
-            return base
-        return dataclasses.replace(
-            base,
-            max_orders_per_minute=base.max_orders_per_minute * r,
-            max_order_notional_usdt=base.max_order_notional_usdt * m,
-            max_symbol_exposure_usdt=base.max_symbol_exposure_usdt * m,
-            max_gross_exposure_usdt=base.max_gross_exposure_usdt * m)
 
     def overrides(self) -> list[dict[str, Any]]:
         self.expire()

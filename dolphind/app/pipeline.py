@@ -24,6 +24,7 @@ from dolphind.alpha.engine import AlphaEngine
 from dolphind.alpha.params import StrategyParams, effective_durations
 from dolphind.alpha.stage import AlphaStage
 from dolphind.app.books import open_books
+from dolphind.app.execution import build_execution
 from dolphind.app.feeds import Feed, bar_interval_s, book_port, feed_readiness, open_feed
 from dolphind.app.kernels import kernels_warm
 from dolphind.channels import Channel, Overflow
@@ -33,6 +34,7 @@ from dolphind.daemon import Services
 from dolphind.events import WINDOWS, Bar, Fill, Order, OrderIntent, PositionUpdate, ScanRecord
 from dolphind.execution.ledger import Ledger
 from dolphind.execution.stage import ExecutionStage
+from dolphind.execution.state import ExecutionServices
 from dolphind.feed.backfill import rest_filler
 from dolphind.feed.exf import ExfProducer
 from dolphind.feed.funding import ReplayFunding
@@ -284,17 +286,16 @@ async def _open(services: Services, stack: contextlib.AsyncExitStack, params: St
                      checkpoint_every_s=ws_cfg.checkpoint_every_s,
                      max_stale_bars=lambda: config().feed.max_stale_bars)
 
-    # In a backtest the rails' rate limit and breaker run on market time, not wall time:
-    # a replay at full speed must make the same decisions on every run.
-    trading_clock = (lambda: execution.market_time_s) if cfg.mode == "backtest" else None
     # A backtest runs no plugins, and a veto hook is timed against a wall-clock budget: a
     # loaded machine would veto entries. No hook at all in a backtest (issue 16).
     veto = None if cfg.mode == "backtest" else plugins.veto
     # Execution's events, in order, to the ledger, the plugins, then the trade log (which
     # reads the trade the ledger has just closed); the listeners are added below.
     events = ExecutionEventFanout()
-    execution = ExecutionStage(intents, venue, store, audit, control, health, m, config,
-                               veto=veto, events=events, trading_clock=trading_clock)
+    # In a backtest the rails run on market time (dolphind.app.execution).
+    execution = build_execution(intents, ExecutionServices(
+        venue, store, audit, control, health, m, config, events,
+        backtest=cfg.mode == "backtest"), veto=veto)
     if cfg.mode == "backtest":
         # Every audit record of a backtest carries market time (the latest bar's), not
         # the wall clock of the machine that replayed it.

@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 
 from dolphind.channels import Channel
-from dolphind.config import Config
-from dolphind.control import Control
 from dolphind.events import Bar, Order, OrderIntent
 from dolphind.execution.bookkeeping import OrderKeeping
 from dolphind.execution.controls import ControlHandling
@@ -44,7 +42,6 @@ from dolphind.execution.reconcile import Reconciler
 from dolphind.execution.state import STAGE, ExecutionServices, WorkingBook, now_ns
 from dolphind.execution.views import ExecutionViews
 from dolphind.orders.portfolio import CapitalView, Portfolio
-from dolphind.ports import ExecutionEvents, NoExecutionEvents
 from dolphind.orders.router import (
     OrderState,
     RouteRejection,
@@ -54,12 +51,10 @@ from dolphind.orders.router import (
     venue_symbol,
 )
 from dolphind.risk.overrides import RiskOverrides
-from dolphind.risk.rails import OrderCheck, RiskRails, Veto
-from dolphind.store.audit import AuditLog
-from dolphind.store.sqlite import RestoredState, Store, order_op
-from dolphind.telemetry.health import Health
-from dolphind.telemetry.metrics import Children, Metrics
-from dolphind.venues.venue import Venue, VenueRejected, VenueUnavailable
+from dolphind.risk.rails import OrderCheck, RiskRails
+from dolphind.store.sqlite import RestoredState, order_op
+from dolphind.telemetry.metrics import Children
+from dolphind.venues.venue import VenueRejected, VenueUnavailable
 
 __all__ = ["ExecutionServices", "ExecutionStage", "ExitRetry"]
 
@@ -74,42 +69,30 @@ class ExecutionStage:
     name = STAGE
     is_source = False  # ends once its input (the intents) is closed and drained
 
-    def __init__(self, intents: Channel[OrderIntent | Bar], venue: Venue, store: Store,
-                 audit: AuditLog, control: Control, health: Health, metrics: Metrics,
-                 config: Callable[[], Config], veto: Veto | None = None,
-                 events: ExecutionEvents | None = None,
-                 monotonic: Callable[[], float] = time.monotonic,
-                 trading_clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, intents: Channel[OrderIntent | Bar], services: ExecutionServices,
+                 rails: RiskRails, overrides: RiskOverrides) -> None:
+        """``rails`` check every order against the risk config as ``overrides`` scale it;
+        ``overrides`` also shrink new entries (both built by the app, dolphind.app.execution)."""
         self.intents = intents
         self.output = None  # nothing downstream: fills and orders go to the store and plugins
-        s = self._s = ExecutionServices(venue, store, audit, control, health, metrics, config,
-                                        events or NoExecutionEvents(), monotonic,
-                                        backtest=config().mode == "backtest")
+        s = self._s = services
         self._m = s.m
         self._intents = Children(self._m.intents)  # bound once (see telemetry.metrics)
-        book = self._book = WorkingBook(Portfolio(config().execution.capital_usdt))
-        # The control plane's overrides (risk multiplier, throttle) as risk/overrides.py
-        # applies them: to the rails' config and to new entries.
-        self.overrides = RiskOverrides(control, lambda: config().risk)
-        self.rails = RiskRails(self.overrides.risk_config, veto,
-                               lambda: config().plugins.veto_budget_ms,
-                               trading_clock or monotonic,
-                               on_veto_overrun=self._m.veto_overruns.inc)
+        book = self._book = WorkingBook(Portfolio(s.config().execution.capital_usdt))
+        self.overrides = overrides
+        self.rails = rails
         self.equity = EquityBooks(s, book)
         self.exits = ExitRetries(s, book, self._send)
         self._keeping = OrderKeeping(s, book, self.equity, self.exits)
-        self.router = Router(venue.filters_for, lambda sym: book.portfolio.position_qty(sym),
+        self.router = Router(s.venue.filters_for, lambda sym: book.portfolio.position_qty(sym),
                              self._keeping.working_reduce_qty,
-                             lambda: config().execution.client_id_prefix)
+                             lambda: s.config().execution.client_id_prefix)
         self.reconciler = Reconciler(s, book, self.equity, self._keeping)
         self.views = ExecutionViews(s, book, self.exits, self.rails)
         self._controls = ControlHandling(s, book, self.exits, self.reconciler, self.views,
                                          self._send)
         # Items taken from the intents channel and fully handled (see ``settled``).
         self.processed = 0
-        # A live venue is not reconciled until its positions match this book (see
-        # ``check_positions``): after every user-stream reconnect and lease takeover.
-        venue.set_position_check(self.reconciler.check_positions)
 
     # ---- the book, as the rest of the daemon reads it ---------------------------------------
 
@@ -152,7 +135,7 @@ class ExecutionStage:
 
     @property
     def market_time_s(self) -> float:
-        """Market time of the latest bar: the rails' clock in a backtest (``trading_clock``)."""
+        """Market time of the latest bar: the rails' clock in a backtest (dolphind.app.execution)."""
         return self.equity.bar_ns / 1e9
 
     # ---- lifecycle -------------------------------------------------------------------------

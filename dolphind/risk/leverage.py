@@ -11,7 +11,8 @@ Four limits bound the leverage of a position, each with one owner:
    after the strategy's ceiling, so a strategy that asks for more is refused, never silently
    trimmed;
 3. the venue account's leverage per symbol (``execution.binance.leverage`` /
-   ``default_leverage``, set at start): ``symbol_leverage`` here says which applies;
+   ``default_leverage``): ``symbol_leverage`` here says which applies, and the Binance
+   account's setup (``venues/binance/account.py``) sets the account to it at start;
 4. Binance's leverage brackets (``risk/brackets.py``): the maintenance margin of a notional,
    which decides liquidation in the paper venue.
 """

@@ -44,6 +44,7 @@ from dolphind.events import Fill, Order
 from dolphind.orders.filters import SymbolFilters, fallback_filters
 from dolphind.orders.portfolio import Position, apply_fill
 from dolphind.orders.router import TERMINAL, OrderState, transition
+from dolphind.venues.marks import Marks
 from dolphind.venues.venue import (FundingPayment, Venue, VenueEvent, VenuePosition,
                                    VenueRejected)
 from dolphind.risk.brackets import (DEFAULT_MAINTENANCE_MARGIN_RATE,  # noqa: F401
@@ -119,10 +120,7 @@ class PaperVenue(Venue):
         self._final: collections.deque[str] = collections.deque()  # final ids, oldest first
         self._positions: dict[str, Position] = {}
         self._balance = 0.0
-        self._marks: dict[str, tuple[float, int]] = {}
-        # The latest bar, kept by reference: marking every symbol of every bar one by one
-        # would cost O(N) Python work per bar for prices that are almost never traded.
-        self._bar: tuple[dict[str, int], np.ndarray, int] | None = None
+        self._marks = Marks()
         self._events: Channel[VenueEvent] = Channel("paper_venue_events", _EVENTS_CAPACITY,
                                                     Overflow.BLOCK)
         self._fill_seq = 0
@@ -149,16 +147,12 @@ class PaperVenue(Venue):
 
     def mark(self, symbol: str, price: float, ts_ns: int) -> None:
         """The latest price of ``symbol``; an older mark never replaces a newer one."""
-        if not price > 0:
-            return
-        prev = self._marks.get(symbol)
-        if prev is None or ts_ns >= prev[1]:
-            self._marks[symbol] = (price, ts_ns)
+        self._marks.mark(symbol, price, ts_ns)
 
     def mark_bar(self, index: dict[str, int], closes: np.ndarray, ts_ns: int) -> None:
-        """Every symbol's close of one bar (``index`` maps venue symbols to columns)."""
-        if self._bar is None or ts_ns >= self._bar[2]:
-            self._bar = (index, closes, ts_ns)
+        """Every symbol's close of one bar (``index`` maps venue symbols to columns); a newer
+        bar books the funding it crosses and checks the margin."""
+        if self._marks.mark_bar(index, closes, ts_ns):
             if self._funding is not None:
                 self._book_funding(ts_ns)
             if self._positions:
@@ -226,30 +220,11 @@ class PaperVenue(Venue):
 
     def last_mark(self, symbol: str) -> tuple[float, int] | None:
         """The newest of the symbol's own mark and its close in the latest bar."""
-        own = self._marks.get(symbol)
-        if self._bar is not None:
-            index, closes, ts = self._bar
-            j = index.get(symbol)
-            if j is not None and (own is None or ts >= own[1]):
-                px = float(closes[j])
-                if px > 0:  # NaN (absent) fails this too
-                    return (px, ts)
-        return own
-
-    def _stale(self, symbol: str) -> bool:
-        """True when the latest bar lists ``symbol`` as absent and no newer own mark exists."""
-        if self._bar is None:
-            return False
-        index, closes, ts = self._bar
-        j = index.get(symbol)
-        if j is None or float(closes[j]) > 0:
-            return False
-        own = self._marks.get(symbol)
-        return own is None or own[1] < ts
+        return self._marks.last(symbol)
 
     def stale_positions(self) -> list[str]:
         """Symbols held whose price stopped updating (flagged at the end of a backtest)."""
-        return sorted(s for s, p in self._positions.items() if not p.flat and self._stale(s))
+        return sorted(s for s, p in self._positions.items() if not p.flat and self._marks.stale(s))
 
     def _keep(self, order: Order) -> None:
         """Remember ``order``'s latest snapshot. Working orders are all kept; final ones only
@@ -305,7 +280,7 @@ class PaperVenue(Venue):
         f = self.filters_for(order.symbol)
         if f is None:
             return f"unknown symbol {order.symbol}"
-        if self._stale(order.symbol):
+        if self._marks.stale(order.symbol):
             # The feed carries a price for feed.max_stale_bars and then marks it absent: a
             # fill at an hours-old price is not a fill (issue 16). An exit is retried by the
             # strategy and fills at the first fresh price.

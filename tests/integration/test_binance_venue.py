@@ -24,8 +24,10 @@ from dolphind.orders.portfolio import Position
 from dolphind.orders.router import client_order_id
 from dolphind.stage import offered_stages
 from dolphind.app.books import open_books
+from dolphind.app.execution import build_execution
 from dolphind.supervisor import supervised
 from dolphind.execution.stage import ExecutionStage
+from dolphind.execution.state import ExecutionServices
 from dolphind.control import Control
 from dolphind.telemetry.health import Health
 from dolphind.telemetry.metrics import Metrics
@@ -93,8 +95,8 @@ async def rig(tmp_path, fake, metrics: Metrics, cfg: Config | None = None,
         control = Control(metrics, lambda cause: None)
         health.register("execution")
         intents: Channel[Any] = Channel("intents", 64, Overflow.BLOCK, metrics.channels)
-        stage = ExecutionStage(intents, venue, store, audit, control, health, metrics,
-                               lambda: cfg)
+        stage = build_execution(intents, ExecutionServices(venue, store, audit, control, health,
+                                                           metrics, lambda: cfg))
         task = asyncio.create_task(stage.run())
         await eventually(lambda: stage.ready, what="stage restored")
         if wait_ready:

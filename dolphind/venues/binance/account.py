@@ -9,6 +9,7 @@ from typing import Callable, Iterable
 import structlog
 
 from dolphind.config import BinanceVenueConfig
+from dolphind.risk.leverage import symbol_leverage
 from dolphind.telemetry.metrics import VenueMetrics
 from dolphind.venues.binance.filters import VenueFilters
 from dolphind.venues.binance.lease import Lease
@@ -55,7 +56,7 @@ class Account:
                     if exc.code != -4046:  # "No need to change margin type."
                         log.warning("venue.margin_type_failed", symbol=sym, code=exc.code,
                                     msg=exc.msg)
-            lev = dict(cfg.leverage).get(sym, cfg.default_leverage)
+            lev = symbol_leverage(cfg.leverage, cfg.default_leverage, sym)
             if lev:
                 await self._rest.request("read", "fapiPrivatePostLeverage",
                                          {"symbol": sym, "leverage": int(lev)}, 1)

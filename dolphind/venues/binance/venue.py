@@ -50,7 +50,6 @@ from dolphind.venues.binance.account import Account
 from dolphind.venues.binance.credentials import Credentials, Redactor
 from dolphind.venues.binance.filters import VenueFilters
 from dolphind.venues.binance.lease import Lease
-from dolphind.venues.binance.marks import Marks
 from dolphind.venues.binance.orders import OrderDesk
 from dolphind.venues.binance.rate import RateBudget
 from dolphind.venues.binance.reconcile import Reconciler
@@ -58,6 +57,7 @@ from dolphind.venues.binance.rest import BinanceAPIError, RestClient
 from dolphind.venues.binance.start import start_calls
 from dolphind.venues.binance.tracking import OrderTracker, TrackedOrder
 from dolphind.venues.binance.user_stream import UserStream
+from dolphind.venues.marks import Marks
 from dolphind.venues.venue import Venue, VenuePosition
 
 log = structlog.get_logger("dolphind.venues.binance")

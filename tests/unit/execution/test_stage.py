@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from dolphind.app.books import open_books
+from dolphind.app.execution import build_execution
 from dolphind.channels import Channel, Overflow
 from dolphind.config import Config, config_from_dict
 from dolphind.events import Bar, Order, OrderIntent, frozen_array
@@ -18,6 +19,8 @@ from dolphind.execution.ledger import Ledger
 from dolphind.venues.paper import PaperVenue
 from dolphind.orders.router import client_order_id
 from dolphind.execution.stage import ExecutionStage
+from dolphind.execution.state import ExecutionServices
+from dolphind.ports import NoExecutionEvents
 from dolphind.control import Control
 from dolphind.telemetry.health import Health
 from dolphind.telemetry.metrics import Metrics
@@ -92,8 +95,10 @@ async def rig(tmp_path, info, metrics: Metrics, cfg: Config,
     health.register("execution")
     intents: Channel[Any] = Channel("intents", 64, Overflow.BLOCK, metrics.channels)
     async with store, audit:
-        stage = ExecutionStage(intents, venue, store, audit, control, health, metrics,
-                               lambda: cfg, veto=veto, events=events)
+        services = ExecutionServices(venue, store, audit, control, health, metrics, lambda: cfg,
+                                     events or NoExecutionEvents(),
+                                     backtest=cfg.mode == "backtest")
+        stage = build_execution(intents, services, veto=veto)
         task = asyncio.create_task(stage.run())
         r = Rig(stage, intents, store, audit, venue, control, metrics, task)
         await eventually(lambda: stage.ready, what="stage ready")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from dolphind.config import RiskConfig
 from dolphind.control import ControlAction
 from tests.unit.plugins.conftest import Rig
 
@@ -54,21 +53,6 @@ def test_overrides_only_reduce_risk(rig: Rig) -> None:
             rig.control.set_risk_multiplier("x", bad, 10)
     with pytest.raises(ValueError, match="duration_s"):
         rig.control.throttle("x", 0.5, 0)
-
-
-def test_effective_risk_scales_rate_and_caps(rig: Rig) -> None:
-    c, base = rig.control, RiskConfig()
-    assert c.effective_risk(base) is base
-    c.throttle("guardian", 0.25, 30, key="rejections")
-    c.set_risk_multiplier("http:127.0.0.1", 0.5, 30)
-    r = c.effective_risk(base)
-    assert r.max_orders_per_minute == base.max_orders_per_minute * 0.25
-    assert r.max_gross_exposure_usdt == base.max_gross_exposure_usdt * 0.5
-    assert r.max_symbol_exposure_usdt == base.max_symbol_exposure_usdt * 0.5
-    assert r.max_order_notional_usdt == base.max_order_notional_usdt * 0.5
-    assert rig.sample("dolphind_order_rate_factor") == 0.25
-    c.clear_overrides("http:127.0.0.1")
-    assert c.effective_risk(base) is base
 
 
 def test_requests_and_incidents_reach_subscribers_with_their_cause(rig: Rig) -> None:

@@ -67,3 +67,21 @@ def test_overrides_follow_the_control_plane_until_they_expire(control) -> None:
     assert o.intent(_intent(False)).notional_usdt == 1000.0
     now[0] = 121.0
     assert o.risk_config() is base
+
+
+def test_the_rails_config_scales_rate_and_caps_until_the_overrides_are_cleared() -> None:
+    metrics = Metrics()
+    c = Control(metrics, lambda cause: None, monotonic=lambda: 0.0)
+    base = RiskConfig()
+    o = RiskOverrides(c, lambda: base)
+    assert o.risk_config() is base
+    c.throttle("guardian", 0.25, 30, key="rejections")
+    c.set_risk_multiplier("http:127.0.0.1", 0.5, 30)
+    r = o.risk_config()
+    assert r.max_orders_per_minute == base.max_orders_per_minute * 0.25
+    assert r.max_gross_exposure_usdt == base.max_gross_exposure_usdt * 0.5
+    assert r.max_symbol_exposure_usdt == base.max_symbol_exposure_usdt * 0.5
+    assert r.max_order_notional_usdt == base.max_order_notional_usdt * 0.5
+    assert metrics.registry.get_sample_value("dolphind_order_rate_factor", {}) == 0.25
+    c.clear_overrides("http:127.0.0.1")
+    assert o.risk_config() is base
