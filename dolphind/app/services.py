@@ -34,7 +34,7 @@ log = structlog.get_logger("dolphind.app")
 
 def open_services(cfg: Config) -> Services:
     """Every shared part of a daemon running ``cfg`` (the state bus is not connected yet: the
-    daemon starts it on the loop)."""
+    daemon runs its loops, ``bus.stages()``, on the loop)."""
     config = CurrentConfig(cfg)
     metrics = Metrics(risk_rules=RULES)  # every rail's rejection counter at 0 from the start
     reload_requests = ReloadRequests()
@@ -64,8 +64,8 @@ def open_services(cfg: Config) -> Services:
 
 def open_bus(config: Config, metrics: Metrics) -> MemoryStateBus | HazelcastStateBus:
     """The bus ``[statebus] kind`` asks for, wired to the daemon's metrics: a MemoryStateBus
-    (default) or a HazelcastStateBus (not started: ``await bus.start()`` on the loop; it
-    connects in the background)."""
+    (default) or a HazelcastStateBus (nothing runs yet: the daemon supervises its loops,
+    ``bus.stages()``, and the connector connects in the background)."""
     writes = {o: metrics.statebus_writes.labels(o) for o in ("ok", "rejected")}
     cfg = config.statebus
     if cfg.kind != "hazelcast":

@@ -344,7 +344,8 @@ class HazelcastStateBus:
         while True:
             await self._wake.wait()
             # Gather what else is written meanwhile: at most one push per FLUSH_S, whatever
-            # the rate of puts (the latest value of each key is what counts).
+            # the rate of puts (the latest value of each key is what counts). A batching
+            # interval, not a retry: a failed push waits for backoff_delay (_write).
             await asyncio.sleep(FLUSH_S)
             self._wake.clear()
             if not self._dirty:

@@ -257,6 +257,8 @@ class AuditLog:
         return self
 
     def _writer_crashed(self, exc: BaseException) -> None:
+        if self.failed is not None:
+            return  # seen already (wait_below may see the crash before the done callback)
         self.failed = exc
         log.error("audit.failed", path=str(self.path), error=f"{type(exc).__name__}: {exc}",
                   unwritten=len(self._pending))
@@ -295,6 +297,11 @@ class AuditLog:
         while len(self._pending) >= n and self._task is not None and not self._task.done():
             self._written.clear()
             await self._written.wait()
+        task = self._task
+        if task is not None and task.done() and not task.cancelled():
+            crash = task.exception()  # its done callback may not have run yet
+            if crash is not None:
+                self._writer_crashed(crash)
         if self.failed is not None:
             raise self._failure() from self.failed
 

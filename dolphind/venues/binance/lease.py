@@ -294,7 +294,8 @@ class FencedLease:
     a lock's owner by task), so every lock call runs in this lease's own task; ``try_acquire``
     and ``release`` hand it a request and wait for the answer (bounded)."""
 
-    def __init__(self, bus: Any, account: str, owner: str, ttl_s: Callable[[], float],
+    def __init__(self, bus: HazelcastStateBus, account: str, owner: str,
+                 ttl_s: Callable[[], float],
                  wall: Callable[[], float] = time.time,
                  mono: Callable[[], float] = time.monotonic,
                  on_crash: Callable[[BaseException], None] | None = None) -> None:
@@ -322,7 +323,7 @@ class FencedLease:
         return self.fence != 0 and self._mono() - self._confirmed_at < self._ttl_s()
 
     def _timeout(self) -> float:
-        return float(getattr(self.bus, "invocation_timeout_s", 2.0))
+        return self.bus.invocation_timeout_s
 
     async def _call(self, what: str) -> bool:
         if self.crashed is not None:
@@ -394,7 +395,7 @@ class FencedLease:
     async def _acquire(self) -> bool:
         from hazelcast.errors import LockOwnershipLostError, SessionExpiredError
 
-        client = getattr(self.bus, "client", None)
+        client = self.bus.client
         if client is None:
             self.reason = (f"account {self.account}: the state bus is not connected; the "
                            "account lock cannot be confirmed")
@@ -442,7 +443,7 @@ class FencedLease:
         return False
 
     async def _unlock(self) -> bool:
-        client = getattr(self.bus, "client", None)
+        client = self.bus.client
         if self.fence and client is not None and client is self._client:
             lock = await client.cp_subsystem.get_lock(self.name)
             with contextlib.suppress(Exception):  # lost already: nothing to give up
@@ -473,7 +474,7 @@ class Lease:
         self.account = account
         self.owner = owner or new_owner()
         self.host = HostLease(lease_dir, account, self.owner, wall)
-        shared = bus is not None and getattr(bus, "name", "memory") != "memory"
+        shared = bus is not None and bus.name != "memory"
         self.bus: AccountLease | FencedLease | None = None
         if isinstance(bus, HazelcastStateBus):  # the cluster has a real lock: use it
             self.bus = FencedLease(bus, account, self.owner, ttl_s, wall=wall,

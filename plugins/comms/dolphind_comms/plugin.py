@@ -7,20 +7,23 @@
 - ``on_incident`` -> an incident message; governor halts arrive as incidents too (kind
   ``governor_halt``, severity critical).
 
-``events`` chooses which are sent. The sender task is owned here: started in ``start``, drained
-(briefly) and awaited in ``stop``; it keeps to ``max_per_minute``.
+``events`` chooses which are sent. The sender task (and the Telegram command poller's) is owned
+here: started in ``start``, drained (briefly) and awaited in ``stop``; it keeps to
+``max_per_minute``. A crash of either is never silent: logged (``comms.task_crashed``, by type
+only: a message may carry the URL, a secret), counted (``dolphind_m22_task_crashes_total``) and
+shown in ``status()`` (``crashed``); a crashed command poller means ``/halt`` from the chat no
+longer works, which the operator must hear of.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import os
 import time
 from datetime import datetime, timezone
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Coroutine, Mapping
 
 from prometheus_client import Counter, Gauge
 
@@ -50,6 +53,7 @@ class _Metrics:
     messages: Counter
     attempts: Counter
     queue_depth: Gauge
+    task_crashes: Counter
 
 
 class CommsPlugin:
@@ -71,6 +75,7 @@ class CommsPlugin:
         self._trades: collections.deque[Any] = collections.deque(maxlen=10_000)
         self._day: str | None = None  # the UTC day (wall clock) of the last tick
         self._closed_today: list[Any] = []
+        self.crashed: dict[str, str] = {}  # task -> the type of the exception that ended it
 
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
         return load_settings(settings, self._environ)[1]
@@ -87,9 +92,15 @@ class CommsPlugin:
                     ["outcome"], registry=reg),
             Counter("dolphind_m22_attempts_total", "Webhook POST attempts by result.",
                     ["result"], registry=reg),
-            Gauge("dolphind_m22_queue_depth", "Messages waiting to be sent.", registry=reg))
+            Gauge("dolphind_m22_queue_depth", "Messages waiting to be sent.", registry=reg),
+            Counter("dolphind_m22_task_crashes_total",
+                    "The plugin's tasks (sender, commands) ended by an exception.", ["task"],
+                    registry=reg))
         for outcome in ("sent", "gave_up", "rejected", "dropped"):
             m.messages.labels(outcome)
+        for task in ("sender", "commands"):
+            m.task_crashes.labels(task)
+        self._metrics = m
         e = self._environ
         secrets = Secrets(url=e[settings.url_env],
                           chat_id=e.get(settings.chat_id_env, "") if settings.chat_id_env else "",
@@ -97,14 +108,13 @@ class CommsPlugin:
                           else "")
         self.sender = WebhookSender(lambda: self.settings, secrets, m, ctx.log,
                                     clock=self._clock)
-        self._task = asyncio.create_task(self.sender.run(), name="plugin:comms:sender")
+        self._task = self._watched(self.sender.run(), "sender")
         if settings.commands:
             self.commands = CommandPoller(
                 secrets.url, secrets.chat_id, lambda: self.settings.title, self.sender.offer,
                 ctx.figures, ctx.control,
                 lambda: list(self._trades), ctx.log)
-            self._commands_task = asyncio.create_task(self.commands.run(),
-                                                      name="plugin:comms:commands")
+            self._commands_task = self._watched(self.commands.run(), "commands")
         # The URL is a secret: say where it comes from, never what it is.
         ctx.log.info("comms.started", format=settings.format, url_env=settings.url_env,
                      min_severity=settings.min_severity)
@@ -121,20 +131,32 @@ class CommsPlugin:
             new = self.settings
         self.settings = new
 
+    def _watched(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
+        """``coro`` as a task of this plugin whose crash is seen when it comes."""
+        def seen(task: asyncio.Task[None]) -> None:
+            if task.cancelled() or task.exception() is None:
+                return
+            exc = task.exception()
+            self.crashed[what] = type(exc).__name__
+            self._metrics.task_crashes.labels(what).inc()
+            self._ctx.log.error("comms.task_crashed", task=what, error=type(exc).__name__)
+
+        task = asyncio.create_task(coro, name=f"plugin:comms:{what}")
+        task.add_done_callback(seen)
+        return task
+
     async def stop(self) -> None:
+        # A task that crashed was seen when it did (_watched): stop only ends and awaits.
         if self._commands_task is not None:
             self._commands_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._commands_task
+            await asyncio.wait([self._commands_task])
         if self.sender is None or self._task is None:
             return
         self.sender.close()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), DRAIN_TIMEOUT_S)
-        except TimeoutError:
+        done, _ = await asyncio.wait([self._task], timeout=DRAIN_TIMEOUT_S)
+        if not done:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])
             self._ctx.log.warning("comms.unsent_at_stop", messages=len(self.sender))
 
     def _send(self, event: str, message: Message) -> None:
@@ -172,7 +194,8 @@ class CommsPlugin:
         s = self.sender
         if s is None:
             return {"format": self.settings.format, "started": False}
-        return {"format": self.settings.format, "queued": len(s), "sent": s.sent,
+        return {"format": self.settings.format, "crashed": dict(self.crashed),
+                "queued": len(s), "sent": s.sent,
                 "gave_up": s.gave_up, "rejected": s.rejected, "dropped": s.dropped,
                 "rate_limited": s.rate_limited, "events": list(self.settings.events),
                 **({"commands_answered": self.commands.answered,

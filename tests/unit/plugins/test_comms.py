@@ -294,9 +294,11 @@ BOT = "/bot123:ABC-secret"
 
 @dataclass
 class FakeTelegram:
-    """getUpdates hands out the queued updates once; sendMessage records what was sent."""
+    """getUpdates hands out the queued updates once (after the scripted ``answers``, each a
+    (status, JSON body) given once); sendMessage records what was sent."""
 
     updates: list[dict[str, Any]] = field(default_factory=list)
+    answers: list[tuple[int, Any]] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
     base: str = ""
     next_id: int = 100
@@ -307,6 +309,9 @@ class FakeTelegram:
                              "message": {"chat": {"id": chat}, "text": text}})
 
     async def get_updates(self, request: web.Request) -> web.Response:
+        if self.answers:
+            status, body = self.answers.pop(0)
+            return web.json_response(body, status=status)
         offset = int(request.query.get("offset", "0"))
         fresh = [u for u in self.updates if u["update_id"] >= offset]
         if not fresh:
@@ -365,3 +370,41 @@ async def test_telegram_commands_answer_only_the_allowlisted_chat(rig: Rig,
     assert "ABC-secret" not in logged and "intruder" not in logged
     assert CommsPlugin(environ=env).validate({"url_env": "TG_URL", "commands": True}) == [
         'commands: only with format = "telegram"']
+
+
+async def test_a_crashed_command_poller_is_logged_counted_and_shown(
+        rig: Rig, telegram: FakeTelegram) -> None:
+    """An answer the poller does not expect ends it: /halt from the chat no longer works, so
+    the crash is logged (by type: a message may carry the bot token), counted and shown."""
+    env = {"TG_URL": telegram.base + "/sendMessage", "TG_CHAT": "42"}
+
+    telegram.answers.append((200, ["not", "an", "update", "list"]))
+    p = await _comms(rig, env, {"url_env": "TG_URL", "format": "telegram", "chat_id_env": "TG_CHAT",
+                                "commands": True, "events": ["incident"], "title": "t", **FAST})
+    await eventually(lambda: p.crashed, what="the poller's crash seen")
+    assert p.crashed == {"commands": "AttributeError"} and p.status()["crashed"] == p.crashed
+    assert rig.sample("dolphind_m22_task_crashes_total", {"task": "commands"}) == 1
+    assert ("error", "comms.task_crashed", {"task": "commands", "error": "AttributeError"}) \
+        in rig.log.records
+    await p.stop()  # the crash was seen: stop ends the rest quietly
+    assert rig.sample("dolphind_m22_task_crashes_total", {"task": "sender"}) == 0
+
+
+async def test_failed_polls_are_retried_after_a_growing_back_off(telegram: FakeTelegram) -> None:
+    from dolphind_comms.commands import CommandPoller
+    from tests.unit.plugins.conftest import RecordingLog
+
+    telegram.answers.extend([(502, {"ok": False})] * 4)
+    log = RecordingLog()
+    poller = CommandPoller(telegram.base + "/sendMessage", "42", lambda: "t", lambda m: None,
+                           lambda: None, None, lambda: [], log, poll_timeout_s=1,
+                           error_pause_s=0.01, error_pause_max_s=0.03)
+    task = asyncio.create_task(poller.run())
+    await eventually(lambda: not telegram.answers and poller.errors == 4,
+                     what="four failed polls")
+    task.cancel()
+    await asyncio.wait([task])
+    waits = [kw["retry_in_s"] for _, e, kw in log.records if e == "comms.commands_poll_failed"]
+    # [initial/2, initial], doubling, capped at the max: jittered, never a fixed pause.
+    assert 0.005 <= waits[0] <= 0.01 and 0.01 <= waits[1] <= 0.02
+    assert 0.015 <= waits[2] <= 0.03 and 0.015 <= waits[3] <= 0.03
