@@ -3,7 +3,9 @@
 - ``services``: the daemon's shared services (metrics, health, control, state bus, plugins,
   systemd) and its ops HTTP server, from the config alone;
 - ``pipeline``: the stages (feed, market, scan, alpha, execution) and the books they trade on,
-  from those services; ``feeds``: the live feed or the replay; ``kernels``: the numba compile;
+  from those services; ``feeds``: the live feed or the replay; ``books``: the store, audit
+  log and venue; ``venues``: the Binance venue's opening; ``execution``: the execution stage
+  with its rails and overrides; ``kernels``: the numba compile;
 - ``build_daemon``: a ``Daemon`` given all of it. The daemon owns the loop, signals, reload and
   shutdown; it never imports this package (``dolphind.daemon.run`` takes ``build_daemon``).
 """

@@ -200,6 +200,9 @@ async def _open(services: Services, stack: contextlib.AsyncExitStack, params: St
     market_ts: list[Callable[[], float]] = []  # a backtest's market clock, set below
     stack.callback(control.unsubscribe, subscribe_audit(
         control, audit, (lambda: market_ts[0]()) if cfg.mode == "backtest" else None))
+    # No decision without its record: if the audit log fails, new entries stop (exits run).
+    audit.on_failure(lambda exc: control.halt(
+        "audit", f"the audit log failed ({type(exc).__name__}); entries halted"))
     stored = await store.load_state()
     scan_dir = cfg.data_dir / "scans"
     persisted = await asyncio.to_thread(last_scan_number, scan_dir)

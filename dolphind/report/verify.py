@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import json
 import math
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -29,6 +30,7 @@ from typing import Any, Mapping
 
 _NEEDED = ("trade_id", "entry_ts_ns", "exit_ts_ns", "fees_usdt", "pnl_usdt", "exit_reason",
            "symbol", "side", "notional_usdt")
+_FLOAT_MAX = Fraction(sys.float_info.max)  # the largest ratio a float can hold
 
 
 class VerifyError(Exception):
@@ -103,7 +105,9 @@ def recompute_from_csv(path: str | Path, initial_capital_usdt: float) -> Recompu
         days.setdefault(day.strftime("%Y-%m-%d"), []).append(p)
 
     if loss > 0:
-        pf: float | None = float(profit / loss)
+        # A ratio past the float range is what the report's float division gives: inf.
+        ratio = profit / loss
+        pf: float | None = float(ratio) if ratio <= _FLOAT_MAX else math.inf
     else:
         pf = math.inf if profit > 0 else None
     groups, figures = _breakdown(rows, pnl, fees, order, initial_capital_usdt, funding)

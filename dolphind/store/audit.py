@@ -221,6 +221,7 @@ class AuditLog:
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self.failed: BaseException | None = None  # the writer's crash (see the module)
+        self._failure_listeners: list[Callable[[BaseException], object]] = []
         self._last_fsync = time.monotonic()
         self.lines_written = 0
         # (seq, hash) of the last line written to the file, as one value: the store thread
@@ -256,6 +257,11 @@ class AuditLog:
             on_crash=self._writer_crashed)
         return self
 
+    def on_failure(self, listener: Callable[[BaseException], object]) -> None:
+        """Call ``listener`` (on the loop) when the log fails: the wiring halts entries then,
+        since a decision whose record cannot be written must not be made."""
+        self._failure_listeners.append(listener)
+
     def _writer_crashed(self, exc: BaseException) -> None:
         if self.failed is not None:
             return  # seen already (wait_below may see the crash before the done callback)
@@ -263,6 +269,8 @@ class AuditLog:
         log.error("audit.failed", path=str(self.path), error=f"{type(exc).__name__}: {exc}",
                   unwritten=len(self._pending))
         self._written.set()  # a producer waiting for room hears it now (wait_below raises)
+        for listener in self._failure_listeners:
+            listener(exc)
 
     def _failure(self) -> AuditFailed:
         exc = self.failed

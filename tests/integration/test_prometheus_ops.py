@@ -40,7 +40,7 @@ def test_promtool_checks_and_unit_tests_the_alert_rules() -> None:
     check = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True,
                            text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 19 rules found" in check.stdout, check.stdout
+    assert "SUCCESS: 20 rules found" in check.stdout, check.stdout
     test = subprocess.run(["promtool", "test", "rules", "dolphind-alerts.test.yml"],
                           capture_output=True, text=True, timeout=60, cwd=RULES.parent)
     assert test.returncode == 0, test.stdout + test.stderr
@@ -55,7 +55,7 @@ def test_every_alert_in_the_rules_has_a_promtool_test() -> None:
     alerts = set(re.findall(r"^\s+- alert: (\w+)$", RULES.read_text(), re.M))
     tested = RULES.with_name("dolphind-alerts.test.yml").read_text()
     fired = set(re.findall(r"alertname: (\w+)\n\s+exp_alerts:\n\s+- exp_labels", tested))
-    assert len(alerts) == 19 and alerts == fired, alerts ^ fired
+    assert len(alerts) == 20 and alerts == fired, alerts ^ fired
 
 
 def _panel_queries() -> list[tuple[str, str]]:
@@ -179,7 +179,7 @@ def test_every_dashboard_query_returns_data_from_real_daemons(prometheus: str) -
     with urllib.request.urlopen(prometheus + "/api/v1/rules", timeout=10) as resp:
         groups = json.loads(resp.read())["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert len(rules) == 19
+    assert len(rules) == 20
     wait_until(lambda: all(r.get("lastEvaluation", "").startswith("2") for r in _rules(prometheus)),
                timeout=30, what="every rule evaluated")
     bad = [(r["name"], r.get("lastError")) for r in _rules(prometheus) if r["health"] != "ok"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import dataclasses
 import math
 import tempfile
 from pathlib import Path
@@ -19,7 +20,11 @@ from dolphind.report.writer import summary_document, trades_csv_text
 
 from .conftest import CAPITAL, DAY0
 
-_MONEY = st.floats(min_value=-5_000.0, max_value=5_000.0, allow_nan=False, allow_subnormal=False)
+# A PnL under 1e-200 USDT (never made by a trade: float rounding leaves ~1e-17) would push
+# ratios such as the profit factor past the float range, where the report's float division
+# says inf and the exact recompute a finite number; both are right, they cannot agree.
+_MONEY = st.floats(min_value=-5_000.0, max_value=5_000.0, allow_nan=False,
+                   allow_subnormal=False).filter(lambda x: x == 0 or abs(x) >= 1e-200)
 
 
 @st.composite
@@ -71,6 +76,17 @@ def test_verify_agrees_with_metrics_on_any_trade_list(trades: list[ClosedTrade],
         assert rec.profit_factor == s.profit_factor
     else:
         assert rec.profit_factor == pytest.approx(s.profit_factor, rel=1e-12)
+
+
+def test_a_ratio_past_the_float_range_is_inf_not_a_crash(
+        tmp_path: Path, hand_trades: list[ClosedTrade]) -> None:
+    """A hand-edited trades.csv may hold any number: the verifier reports, it does not crash."""
+    win, loss = hand_trades[0], hand_trades[1]
+    trades = [dataclasses.replace(win, pnl_usdt=4.0),
+              dataclasses.replace(loss, pnl_usdt=-2.2250738585072014e-308)]
+    _write_files(tmp_path, trades, CAPITAL)
+    rec = recompute_from_csv(tmp_path / "trades.csv", CAPITAL)
+    assert rec.profit_factor == math.inf
 
 
 def test_tampered_trades_csv_is_caught(tmp_path: Path, hand_trades: list[ClosedTrade]) -> None:
