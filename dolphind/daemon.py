@@ -24,8 +24,9 @@ Life of a daemon (DESIGN.md "Lifecycle"):
    channels, stop the background loops, stop plugins, close the server) under
    ``shutdown_timeout_s``; a second SIGINT exits at once.
 
-Exit codes: 0 clean stop, 2 bad config or start-up refused (the venue too: unreachable, keys
-refused, hedge mode), 3 a stage crash loop, 130 a second SIGINT.
+Exit codes: 0 clean stop, 1 an error that ends the run with its traceback (a failed audit
+log's close: records were not written), 2 bad config or start-up refused (the venue too:
+unreachable, keys refused, hedge mode), 3 a stage crash loop, 130 a second SIGINT.
 """
 
 from __future__ import annotations
