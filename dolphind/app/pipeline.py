@@ -31,7 +31,7 @@ from dolphind.channels import Channel, Overflow
 from dolphind.alpha.profile import strategy_params
 from dolphind.config import Config
 from dolphind.daemon import Services
-from dolphind.events import WINDOWS, Bar, Fill, Order, OrderIntent, PositionUpdate, ScanRecord
+from dolphind.events import WINDOWS, Bar, Fill, Order, OrderIntent, ScanRecord
 from dolphind.execution.ledger import Ledger
 from dolphind.execution.stage import ExecutionStage
 from dolphind.execution.state import ExecutionServices
@@ -44,7 +44,7 @@ from dolphind.ops.history import load_history
 from dolphind.orders.filters import entry_gate
 from dolphind.orders.router import venue_symbol
 from dolphind.plugins import PluginHost, PostureChange
-from dolphind.ports import ExecutionEventFanout, FundingSettlement
+from dolphind.ports import ExecutionEventFanout, NoExecutionEvents
 from dolphind.scan.arrow_sink import ArrowScanSink, last_scan_number
 from dolphind.scan.scanner import EigenScanner
 from dolphind.scan.stage import ScanStage
@@ -139,9 +139,9 @@ class _AlphaListener:
         self._plugins.on_posture(PostureChange(posture, previous, rm, scan_number))
 
 
-class _PluginExecutionListener:
+class _PluginExecutionListener(NoExecutionEvents):
     """The execution stage's events the plugins have hooks for (orders and fills); positions
-    and funding settlements are the ledger's, not a plugin hook."""
+    and funding settlements are the ledger's, not a plugin hook (ignored, as inherited)."""
 
     def __init__(self, plugins: PluginHost) -> None:
         self._plugins = plugins
@@ -151,12 +151,6 @@ class _PluginExecutionListener:
 
     def on_fill(self, fill: Fill) -> None:
         self._plugins.on_fill(fill)
-
-    def on_position(self, update: PositionUpdate) -> None:
-        pass
-
-    def on_funding(self, payment: FundingSettlement) -> None:
-        pass
 
 
 def _sync_filler(fn: Callable[..., Any]) -> Callable[..., Any]:
